@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for strom: Debian packages, a virtualenv in .venv, strom and its extras.
+# Usage: scripts/setup.sh [--dev]   (--dev adds what the tests need)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+apt_install() {
+    local sudo=""
+    [[ "$(id -u)" != 0 ]] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if ((dev)); then
+    # kcat: the librdkafka command-line client, one of the unmodified clients the tests run.
+    missing=()
+    command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+    if ((${#missing[@]})); then
+        echo "setup: installing Debian packages: ${missing[*]}"
+        apt_install "${missing[@]}"
+    fi
+fi
+
+python=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+if ((dev)); then
+    .venv/bin/python -m pip install -q -e '.[dev]'
+else
+    .venv/bin/python -m pip install -q -e .
+fi
+echo "setup: ready ($(.venv/bin/strom --version))"

@@ -1,0 +1,55 @@
+"""Kafka error codes the coordinator returns, as plain ints.
+
+The numbers are Kafka's wire values (see the protocol guide's error table); handlers put them
+straight into responses. Only codes the coordinator itself produces are listed.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+NONE: Final = 0
+UNKNOWN_SERVER_ERROR: Final = -1
+UNKNOWN_TOPIC_OR_PARTITION: Final = 3
+OFFSET_METADATA_TOO_LARGE: Final = 12
+COORDINATOR_NOT_AVAILABLE: Final = 15
+ILLEGAL_GENERATION: Final = 22
+INCONSISTENT_GROUP_PROTOCOL: Final = 23
+INVALID_GROUP_ID: Final = 24
+UNKNOWN_MEMBER_ID: Final = 25
+INVALID_SESSION_TIMEOUT: Final = 26
+REBALANCE_IN_PROGRESS: Final = 27
+INVALID_REQUEST: Final = 42
+OUT_OF_ORDER_SEQUENCE_NUMBER: Final = 45
+INVALID_PRODUCER_EPOCH: Final = 47
+INVALID_TRANSACTION_TIMEOUT: Final = 50
+NON_EMPTY_GROUP: Final = 68
+GROUP_ID_NOT_FOUND: Final = 69
+MEMBER_ID_REQUIRED: Final = 79
+FENCED_INSTANCE_ID: Final = 82
+GROUP_SUBSCRIBED_TO_TOPIC: Final = 86
+PRODUCER_FENCED: Final = 90
+
+__all__ = [
+    "COORDINATOR_NOT_AVAILABLE",
+    "FENCED_INSTANCE_ID",
+    "GROUP_ID_NOT_FOUND",
+    "GROUP_SUBSCRIBED_TO_TOPIC",
+    "ILLEGAL_GENERATION",
+    "INCONSISTENT_GROUP_PROTOCOL",
+    "INVALID_GROUP_ID",
+    "INVALID_PRODUCER_EPOCH",
+    "INVALID_REQUEST",
+    "INVALID_SESSION_TIMEOUT",
+    "INVALID_TRANSACTION_TIMEOUT",
+    "MEMBER_ID_REQUIRED",
+    "NONE",
+    "NON_EMPTY_GROUP",
+    "OFFSET_METADATA_TOO_LARGE",
+    "OUT_OF_ORDER_SEQUENCE_NUMBER",
+    "PRODUCER_FENCED",
+    "REBALANCE_IN_PROGRESS",
+    "UNKNOWN_MEMBER_ID",
+    "UNKNOWN_SERVER_ERROR",
+    "UNKNOWN_TOPIC_OR_PARTITION",
+]

@@ -1,0 +1,99 @@
+"""Fetch: long-poll until ``min_bytes`` are available or ``max_wait_ms`` passes; send file bytes.
+
+Record data is never read into Python: each partition's answer is a region of a segment file that
+the server hands to ``sendfile``. Fetch sessions (KIP-227) are not kept: the response's session id
+0 tells clients to send full fetch requests, which the protocol allows.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from strom.broker.handlers.base import Body, Context, api
+from strom.broker.handlers.topics import topic_by_id
+from strom.broker.log import OffsetOutOfRangeError
+from strom.broker.protocol.codec import FileRegion
+from strom.broker.protocol.errors import ErrorCode
+from strom.broker.state import BrokerState
+
+
+def _error(index: int, code: ErrorCode, hw: int = -1, start: int = -1) -> dict[str, Any]:
+    return {
+        "partition_index": index,
+        "error_code": int(code),
+        "high_watermark": hw,
+        "last_stable_offset": hw,
+        "log_start_offset": start,
+        "aborted_transactions": [],
+        "preferred_read_replica": -1,
+        "records": None,
+    }
+
+
+def _read_all(state: BrokerState, req: Body, version: int) -> tuple[list[dict[str, Any]], int]:
+    budget = max(req.get("max_bytes", 0x7FFFFFFF), 1) if version >= 3 else 0x7FFFFFFF
+    total = 0
+    topics_out = []
+    known = state.logs.topics()
+    for t in req["topics"]:
+        name = t.get("topic")
+        info = known.get(name) if name else topic_by_id(state, t.get("topic_id") or b"")
+        parts_out = []
+        for p in t["partitions"]:
+            index = p["partition"]
+            if info is None:
+                code = (
+                    ErrorCode.UNKNOWN_TOPIC_ID
+                    if version >= 13
+                    else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                )
+                parts_out.append(_error(index, code))
+                continue
+            if not 0 <= index < info.partitions:
+                parts_out.append(_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            plog = state.logs.partition(info.name, index)
+            limit = min(p["partition_max_bytes"], budget - total)
+            if limit <= 0 and total > 0:
+                # The response is full; later partitions report their offsets but no data.
+                hw = plog.log_end_offset
+                parts_out.append(_error(index, ErrorCode.NONE, hw, plog.log_start_offset))
+                parts_out[-1]["records"] = b""
+                continue
+            try:
+                got = plog.read(p["fetch_offset"], max(limit, 1))
+            except OffsetOutOfRangeError:
+                parts_out.append(
+                    _error(
+                        index,
+                        ErrorCode.OFFSET_OUT_OF_RANGE,
+                        plog.log_end_offset,
+                        plog.log_start_offset,
+                    )
+                )
+                continue
+            entry = _error(index, ErrorCode.NONE, got.high_watermark, got.log_start_offset)
+            if got.length > 0:
+                entry["records"] = FileRegion(got.fd, got.position, got.length)
+                total += got.length
+            else:
+                entry["records"] = b""
+            parts_out.append(entry)
+        topics_out.append({"topic": name, "topic_id": t.get("topic_id"), "partitions": parts_out})
+    return topics_out, total
+
+
+@api(1, "Fetch", 4, 12)
+async def fetch(ctx: Context, req: Body) -> Body:
+    state = ctx.state
+    deadline = time.monotonic() + max(req["max_wait_ms"], 0) / 1000
+    min_bytes = max(req["min_bytes"], 0)
+    while True:
+        topics, total = _read_all(state, req, ctx.version)
+        remaining = deadline - time.monotonic()
+        has_error = any(p["error_code"] != 0 for t in topics for p in t["partitions"])
+        if total >= max(min_bytes, 1) or remaining <= 0 or has_error:
+            break
+        await state.wait_for_append(remaining)
+    return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": topics}

@@ -1,0 +1,256 @@
+"""Consumer groups (classic protocol) and committed offsets; InitProducerId for idempotence."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from strom.broker.handlers.base import Body, Context, api
+
+_GROUP_KEY_TYPE = 0
+
+
+def _coordinator(ctx: Context, key: str) -> dict[str, Any]:
+    state = ctx.state
+    return {
+        "key": key,
+        "node_id": state.config.node_id,
+        "host": state.advertised_host,
+        "port": state.advertised_port,
+        "error_code": 0,
+        "error_message": None,
+    }
+
+
+@api(10, "FindCoordinator", 0, 4)
+async def find_coordinator(ctx: Context, req: Body) -> Body:
+    # This broker coordinates every group (and, later, every transactional id).
+    keys = req["coordinator_keys"] if ctx.version >= 4 else [req["key"]]
+    coordinators = [_coordinator(ctx, k) for k in keys]
+    first = coordinators[0] if coordinators else _coordinator(ctx, "")
+    return {"throttle_time_ms": 0, **first, "coordinators": coordinators}
+
+
+@api(11, "JoinGroup", 0, 7)
+async def join_group(ctx: Context, req: Body) -> Body:
+    result = await ctx.state.groups.join_group(
+        group_id=req["group_id"],
+        member_id=req["member_id"],
+        group_instance_id=req.get("group_instance_id"),
+        client_id=ctx.header.client_id or "",
+        client_host=f"/{ctx.client_host}",
+        session_timeout_ms=req["session_timeout_ms"],
+        # v0 has no rebalance timeout; Kafka uses the session timeout then.
+        rebalance_timeout_ms=req["rebalance_timeout_ms"]
+        if ctx.version >= 1
+        else req["session_timeout_ms"],
+        protocol_type=req["protocol_type"],
+        protocols=[(p["name"], p["metadata"]) for p in req["protocols"]],
+        require_known_member_id=ctx.version >= 4,
+    )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": result.error_code,
+        "generation_id": result.generation_id,
+        "protocol_type": result.protocol_type,
+        "protocol_name": result.protocol_name if result.protocol_name is not None else "",
+        "leader": result.leader,
+        "skip_assignment": False,
+        "member_id": result.member_id,
+        "members": [
+            {"member_id": m, "group_instance_id": i, "metadata": meta}
+            for m, i, meta in result.members
+        ],
+    }
+
+
+@api(14, "SyncGroup", 0, 5)
+async def sync_group(ctx: Context, req: Body) -> Body:
+    result = await ctx.state.groups.sync_group(
+        group_id=req["group_id"],
+        generation_id=req["generation_id"],
+        member_id=req["member_id"],
+        group_instance_id=req.get("group_instance_id"),
+        protocol_type=req.get("protocol_type"),
+        protocol_name=req.get("protocol_name"),
+        assignments=[(a["member_id"], a["assignment"]) for a in req["assignments"]],
+    )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": result.error_code,
+        "protocol_type": result.protocol_type,
+        "protocol_name": result.protocol_name,
+        "assignment": result.assignment,
+    }
+
+
+@api(12, "Heartbeat", 0, 4)
+async def heartbeat(ctx: Context, req: Body) -> Body:
+    code = ctx.state.groups.heartbeat(
+        group_id=req["group_id"],
+        generation_id=req["generation_id"],
+        member_id=req["member_id"],
+        group_instance_id=req.get("group_instance_id"),
+    )
+    return {"throttle_time_ms": 0, "error_code": code}
+
+
+@api(13, "LeaveGroup", 0, 5)
+async def leave_group(ctx: Context, req: Body) -> Body:
+    if ctx.version >= 3:
+        members = [(m["member_id"], m["group_instance_id"]) for m in req["members"]]
+    else:
+        members = [(req["member_id"], None)]
+    result = ctx.state.groups.leave_group(req["group_id"], members)
+    code = result.error_code
+    if ctx.version < 3 and code == 0 and result.members:
+        code = result.members[0].error_code  # v0-2 carry the one member's error at the top
+    return {
+        "throttle_time_ms": 0,
+        "error_code": code,
+        "members": [
+            {
+                "member_id": m.member_id,
+                "group_instance_id": m.group_instance_id,
+                "error_code": m.error_code,
+            }
+            for m in result.members
+        ],
+    }
+
+
+@api(16, "ListGroups", 0, 4)
+async def list_groups(ctx: Context, req: Body) -> Body:
+    states = req.get("states_filter") or None
+    listings = ctx.state.groups.list_groups(states)
+    return {
+        "throttle_time_ms": 0,
+        "error_code": 0,
+        "groups": [
+            {"group_id": g.group_id, "protocol_type": g.protocol_type, "group_state": g.state}
+            for g in listings
+        ],
+    }
+
+
+@api(15, "DescribeGroups", 0, 5)
+async def describe_groups(ctx: Context, req: Body) -> Body:
+    groups = []
+    for group_id in req["groups"]:
+        d = ctx.state.groups.describe_group(group_id)
+        groups.append(
+            {
+                "error_code": d.error_code,
+                "error_message": None,
+                "group_id": group_id,
+                "group_state": d.state,
+                "protocol_type": d.protocol_type,
+                "protocol_data": d.protocol,
+                "members": [
+                    {
+                        "member_id": m.member_id,
+                        "group_instance_id": m.group_instance_id,
+                        "client_id": m.client_id,
+                        "client_host": m.client_host,
+                        "member_metadata": m.member_metadata,
+                        "member_assignment": m.member_assignment,
+                    }
+                    for m in d.members
+                ],
+                "authorized_operations": -2147483648,
+            }
+        )
+    return {"throttle_time_ms": 0, "groups": groups}
+
+
+@api(42, "DeleteGroups", 0, 2)
+async def delete_groups(ctx: Context, req: Body) -> Body:
+    results = ctx.state.groups.delete_groups(req["groups_names"])
+    return {
+        "throttle_time_ms": 0,
+        "results": [{"group_id": g, "error_code": c} for g, c in results.items()],
+    }
+
+
+@api(8, "OffsetCommit", 2, 8)
+async def offset_commit(ctx: Context, req: Body) -> Body:
+    offsets = [
+        (
+            t["name"],
+            p["partition_index"],
+            p["committed_offset"],
+            p.get("committed_leader_epoch", -1),
+            p["committed_metadata"],
+        )
+        for t in req["topics"]
+        for p in t["partitions"]
+    ]
+    results = ctx.state.groups.commit_offsets(
+        req["group_id"],
+        req["generation_id_or_member_epoch"],
+        req["member_id"],
+        req.get("group_instance_id"),
+        offsets,
+    )
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_topic.setdefault(r.topic, []).append(
+            {"partition_index": r.partition, "error_code": r.error_code}
+        )
+    return {
+        "throttle_time_ms": 0,
+        "topics": [{"name": name, "partitions": parts} for name, parts in by_topic.items()],
+    }
+
+
+def _fetch_group(ctx: Context, group_id: str, topics: list[dict[str, Any]] | None) -> list[Any]:
+    wanted = None
+    if topics is not None:
+        wanted = [(t["name"], p) for t in topics for p in t["partition_indexes"]]
+    committed = ctx.state.groups.fetch_offsets(group_id, wanted)
+    by_topic: dict[str, list[dict[str, Any]]] = {}
+    for (topic, partition), c in sorted(committed.items()):
+        by_topic.setdefault(topic, []).append(
+            {
+                "partition_index": partition,
+                "committed_offset": c.offset,
+                "committed_leader_epoch": c.leader_epoch,
+                "metadata": c.metadata,
+                "error_code": 0,
+            }
+        )
+    return [{"name": name, "partitions": parts} for name, parts in by_topic.items()]
+
+
+@api(9, "OffsetFetch", 1, 8)
+async def offset_fetch(ctx: Context, req: Body) -> Body:
+    if ctx.version >= 8:
+        groups = [
+            {
+                "group_id": g["group_id"],
+                "topics": _fetch_group(ctx, g["group_id"], g["topics"]),
+                "error_code": 0,
+            }
+            for g in req["groups"]
+        ]
+        return {"throttle_time_ms": 0, "groups": groups}
+    return {
+        "throttle_time_ms": 0,
+        "topics": _fetch_group(ctx, req["group_id"], req["topics"]),
+        "error_code": 0,
+    }
+
+
+@api(22, "InitProducerId", 0, 4)
+async def init_producer_id(ctx: Context, req: Body) -> Body:
+    result = ctx.state.producers.init_producer_id(
+        req["transactional_id"],
+        req.get("producer_id", -1),
+        req.get("producer_epoch", -1),
+        transaction_timeout_ms=req["transaction_timeout_ms"],
+    )
+    return {
+        "throttle_time_ms": 0,
+        "error_code": result.error_code,
+        "producer_id": result.producer_id,
+        "producer_epoch": result.producer_epoch,
+    }

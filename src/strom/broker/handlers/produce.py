@@ -1,0 +1,115 @@
+"""Produce: validate the batches, assign offsets, append to the partition's log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from strom.broker.handlers.base import Body, Context, api
+from strom.broker.handlers.topics import ensure_topic
+from strom.broker.log import LogStorageError, RecordTooLargeError
+from strom.broker.protocol.errors import ErrorCode
+from strom.broker.protocol.records import (
+    BatchHeader,
+    CorruptRecordError,
+    UnsupportedMagicError,
+    validate_produce_records,
+)
+from strom.broker.state import BrokerState, now_ms
+
+log = logging.getLogger("strom.broker")
+
+
+def _partition_result(index: int, code: ErrorCode, message: str | None = None) -> dict[str, Any]:
+    return {
+        "index": index,
+        "error_code": int(code),
+        "base_offset": -1,
+        "log_append_time_ms": -1,
+        "log_start_offset": -1,
+        "record_errors": [],
+        "error_message": message,
+    }
+
+
+def _append(
+    state: BrokerState, topic: str, partition: int, records: Any, headers: list[BatchHeader]
+) -> dict[str, Any]:
+    plog = state.logs.partition(topic, partition)
+    first = headers[0]
+    if first.producer_id >= 0:
+        verdict = state.sequences.check(topic, partition, headers)
+        if verdict.error_code != 0:
+            return _partition_result(partition, ErrorCode(verdict.error_code), verdict.message)
+        if verdict.duplicate_offset is not None:
+            result = _partition_result(partition, ErrorCode.NONE)
+            result["base_offset"] = verdict.duplicate_offset
+            result["log_start_offset"] = plog.log_start_offset
+            return result
+    try:
+        appended = plog.append(records, now_ms(), validated=headers)
+    except RecordTooLargeError as exc:
+        return _partition_result(partition, ErrorCode.MESSAGE_TOO_LARGE, str(exc))
+    except LogStorageError as exc:
+        log.error("append to %s-%d failed: %s", topic, partition, exc)
+        return _partition_result(partition, ErrorCode.KAFKA_STORAGE_ERROR, str(exc))
+    if first.producer_id >= 0:
+        state.sequences.record(topic, partition, headers, appended.base_offset)
+    result = _partition_result(partition, ErrorCode.NONE)
+    result["base_offset"] = appended.base_offset
+    result["log_start_offset"] = appended.log_start_offset
+    return result
+
+
+def _produce_partition(
+    state: BrokerState, topic: str, partitions: int, part: dict[str, Any]
+) -> dict[str, Any]:
+    index = part["index"]
+    if not 0 <= index < partitions:
+        return _partition_result(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+    records = part["records"]
+    if records is None or len(records) == 0:
+        return _partition_result(index, ErrorCode.INVALID_RECORD, "no records")
+    try:
+        headers = validate_produce_records(records)
+    except UnsupportedMagicError as exc:
+        return _partition_result(index, ErrorCode.UNSUPPORTED_FOR_MESSAGE_FORMAT, str(exc))
+    except CorruptRecordError as exc:
+        log.warning("rejected corrupt batch for %s-%d: %s", topic, index, exc)
+        return _partition_result(index, ErrorCode.CORRUPT_MESSAGE, str(exc))
+    if not headers:
+        return _partition_result(index, ErrorCode.INVALID_RECORD, "no records")
+    if any(h.is_transactional or h.is_control for h in headers):
+        return _partition_result(
+            index, ErrorCode.INVALID_RECORD, "transactional produce is not supported yet"
+        )
+    return _append(state, topic, index, records, headers)
+
+
+@api(0, "Produce", 3, 9)
+async def produce(ctx: Context, req: Body) -> Body | None:
+    state = ctx.state
+    acks = req["acks"]
+    responses = []
+    appended = False
+    for topic in req["topic_data"]:
+        name = topic["name"]
+        info = ensure_topic(state, name, allow_create=True)
+        if isinstance(info, ErrorCode):
+            parts = [_partition_result(p["index"], info) for p in topic["partition_data"]]
+        elif acks not in (-1, 0, 1):
+            parts = [
+                _partition_result(p["index"], ErrorCode.INVALID_REQUIRED_ACKS)
+                for p in topic["partition_data"]
+            ]
+        else:
+            parts = [
+                _produce_partition(state, name, info.partitions, p) for p in topic["partition_data"]
+            ]
+            appended = appended or any(p["error_code"] == 0 for p in parts)
+        responses.append({"name": name, "partition_responses": parts})
+    if appended:
+        state.notify_append()
+    if acks == 0:
+        return None
+    return {"responses": responses, "throttle_time_ms": 0}

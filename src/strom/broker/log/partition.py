@@ -1,0 +1,412 @@
+"""The log of one partition: an ordered list of segments in ``<data_dir>/<topic>-<partition>/``.
+
+Invariants between calls: segments are ordered by base offset; only the last (active) one is
+appended to; offsets are contiguous from ``log_start_offset`` (the first segment's base) to
+``log_end_offset``; every byte range a read returns is whole, CRC-checked-on-arrival batches.
+
+Durability: with ``flush=always`` an append returns only after fdatasync, so after a crash
+(``kill -9`` or power loss) every acknowledged batch is present exactly once. Recovery on open
+CRC-checks the active segment and cuts it at the first torn or corrupt batch, unless the log
+was closed cleanly (a ``.clean-shutdown`` marker, removed durably before any new append).
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import logging
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from strom.broker.log.config import LogConfig
+from strom.broker.log.errors import LogStorageError, OffsetOutOfRangeError, RecordTooLargeError
+from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all
+from strom.broker.log.retention import SegmentStats, segments_to_delete
+from strom.broker.log.segment import Segment
+from strom.broker.protocol.records import (
+    BatchHeader,
+    RecordError,
+    assign_offsets,
+    decode_batch,
+    iter_batches,
+    validate_produce_records,
+)
+
+__all__ = ["AppendResult", "PartitionLog", "ReadResult"]
+
+log = logging.getLogger("strom.broker.log")
+
+CLEAN_MARKER: Final = ".clean-shutdown"
+_SEGMENT_FILE: Final = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+_MAX_RELATIVE_OFFSET: Final = 2**31 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    log_start_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """``length`` bytes at ``position`` of open file ``fd``: whole batches, for ``sendfile``.
+
+    An empty result has ``fd == -1``. The region stays readable until the partition is closed;
+    if retention or topic deletion removes its segment first, for ``file.delete.delay.ms`` more.
+    """
+
+    fd: int
+    position: int
+    length: int
+    high_watermark: int
+    log_start_offset: int
+
+    def read_bytes(self) -> bytes:
+        return pread_all(self.fd, self.length, self.position) if self.length else b""
+
+
+class PartitionLog:
+    """One partition's log. Not thread-safe: call it from one thread (the event loop).
+
+    ``version`` increases with every successful append, and each callable in ``on_append`` is
+    called with its :class:`AppendResult`; long-polling fetches wait on either.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        config: LogConfig,
+        *,
+        closer: DeferredCloser | None = None,
+        leader_epoch: int = 0,
+    ) -> None:
+        self.directory = Path(directory)
+        self.config = config
+        self.leader_epoch = leader_epoch
+        self.version = 0
+        self.on_append: list[Callable[[AppendResult], None]] = []
+        self._closer = closer if closer is not None else DeferredCloser()
+        self._owns_closer = closer is None
+        self._last_flush_ms: int | None = None
+        self._closed = False
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._segments = self._open_segments()
+        except OSError as exc:
+            raise LogStorageError(f"cannot open log {self.directory}: {exc}") from exc
+
+    def _open_segments(self) -> list[Segment]:
+        marker = self.directory / CLEAN_MARKER
+        clean = marker.exists()
+        logs: set[int] = set()
+        others: list[tuple[int, Path]] = []
+        for path in self.directory.iterdir():
+            if path.name.endswith((".deleted", ".tmp")) and path.is_file():
+                path.unlink(missing_ok=True)
+            elif m := _SEGMENT_FILE.match(path.name):
+                if m[2] == "log":
+                    logs.add(int(m[1]))
+                else:
+                    others.append((int(m[1]), path))
+        for base, path in others:
+            if base not in logs:
+                path.unlink()  # the index of a segment whose deletion was interrupted
+        bases = sorted(logs) or [0]
+        segments: list[Segment] = []
+        try:
+            for i, base in enumerate(bases):
+                recover = i == len(bases) - 1 and not clean
+                segments.append(
+                    Segment.open(
+                        self.directory,
+                        base,
+                        recover=recover,
+                        index_interval_bytes=self.config.index_interval_bytes,
+                    )
+                )
+            for seg in segments[:-1]:
+                seg.seal(sync=False)
+            if clean:
+                marker.unlink()
+            fsync_dir(self.directory)
+            fsync_dir(self.directory.parent)
+        except BaseException:
+            for seg in segments:
+                seg.close()
+            raise
+        for prev, nxt in itertools.pairwise(segments):
+            if prev.next_offset != nxt.base_offset:
+                log.warning(
+                    "%s: segment %d ends at offset %d but the next starts at %d",
+                    self.directory,
+                    prev.base_offset,
+                    prev.next_offset,
+                    nxt.base_offset,
+                )
+        return segments
+
+    # -- state -----------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._segments[0].base_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._segments[-1].next_offset
+
+    @property
+    def high_watermark(self) -> int:
+        """Equal to the log end offset: a single node has nothing to replicate."""
+        return self._segments[-1].next_offset
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(seg.size for seg in self._segments)
+
+    @property
+    def segment_base_offsets(self) -> list[int]:
+        return [seg.base_offset for seg in self._segments]
+
+    @property
+    def is_dirty(self) -> bool:
+        """Whether appended bytes may not yet be on disk."""
+        return any(seg.unflushed for seg in self._segments)
+
+    # -- append ----------------------------------------------------------------------------
+
+    def append(
+        self,
+        records: bytes | bytearray | memoryview,
+        now_ms: int,
+        *,
+        allow_control: bool = False,
+        validated: Sequence[BatchHeader] | None = None,
+    ) -> AppendResult:
+        """Validate ``records`` (unless ``validated`` holds their headers), give the batches the
+        next offsets, write them to the active segment, rolling it first when due.
+
+        Raises CorruptRecordError / UnsupportedMagicError (from records validation),
+        :class:`RecordTooLargeError`, or :class:`LogStorageError` with the log unchanged.
+        """
+        self._check_open()
+        headers = validated
+        if headers is None:
+            headers = validate_produce_records(records, allow_control=allow_control)
+        for h in headers:
+            if h.size > self.config.max_message_bytes:
+                raise RecordTooLargeError(
+                    f"batch of {h.size} bytes exceeds max.message.bytes "
+                    f"({self.config.max_message_bytes})"
+                )
+        data = bytearray(records)
+        base = self.log_end_offset
+        last = assign_offsets(data, base, leader_epoch=self.leader_epoch) - 1
+        stamped = [h for h, _ in iter_batches(data)]
+        try:
+            segment = self._segment_for(len(data), last, now_ms)
+            segment.append(
+                data,
+                stamped,
+                now_ms,
+                index_interval_bytes=self.config.index_interval_bytes,
+                sync=self.config.flush.always,
+            )
+        except OSError as exc:
+            raise LogStorageError(f"cannot append to {self.directory}: {exc}") from exc
+        if self._last_flush_ms is None:
+            self._last_flush_ms = now_ms
+        interval = self.config.flush.interval_ms
+        if interval is not None and now_ms - self._last_flush_ms >= interval:
+            try:
+                self.flush(now_ms)
+            except LogStorageError as exc:
+                log.warning("%s: periodic flush failed: %s", self.directory, exc)
+        self.version += 1
+        result = AppendResult(base, last, self.log_start_offset)
+        for callback in list(self.on_append):
+            try:
+                callback(result)
+            except Exception:
+                log.exception("%s: on_append callback failed", self.directory)
+        return result
+
+    def _segment_for(self, nbytes: int, last_offset: int, now_ms: int) -> Segment:
+        active = self._segments[-1]
+        cfg = self.config
+        if active.size > 0 and (
+            active.size + nbytes > cfg.segment_bytes
+            or (
+                active.rolling_base_ms is not None
+                and now_ms - active.rolling_base_ms >= cfg.segment_ms
+            )
+            or last_offset - active.base_offset > _MAX_RELATIVE_OFFSET
+        ):
+            self._roll()
+        return self._segments[-1]
+
+    def _roll(self) -> None:
+        """Seal the active segment durably, then start a new one at the log end offset."""
+        active = self._segments[-1]
+        active.flush(indexes=True)
+        segment = Segment.open(
+            self.directory,
+            active.next_offset,
+            recover=True,
+            index_interval_bytes=self.config.index_interval_bytes,
+        )
+        try:
+            fsync_dir(self.directory)
+        except OSError:
+            segment.delete(self._closer, 0)
+            raise
+        active.seal(sync=False)  # only once the new segment exists: the old one stays usable
+        self._segments.append(segment)
+
+    # -- read ------------------------------------------------------------------------------
+
+    def read(self, offset: int, max_bytes: int) -> ReadResult:
+        """Whole batches from the one containing ``offset``, up to ``max_bytes`` but at least one
+        batch (KIP-74), from a single segment. ``offset == log_end_offset`` reads nothing."""
+        self._check_open()
+        start, end = self.log_start_offset, self.log_end_offset
+        if not start <= offset <= end:
+            raise OffsetOutOfRangeError(offset, start, end)
+        if offset == end:
+            return ReadResult(-1, 0, 0, end, start)
+        i = bisect.bisect_right(self.segment_base_offsets, offset) - 1
+        try:
+            for seg in self._segments[i:]:
+                found = seg.find_offset(offset)
+                if found is not None:
+                    pos, header = found
+                    length = seg.region_length(pos, header.size, max_bytes)
+                    return ReadResult(seg.fd, pos, length, end, start)
+        except OSError as exc:
+            raise LogStorageError(f"cannot read {self.directory}: {exc}") from exc
+        raise LogStorageError(f"{self.directory}: no batch holds offset {offset}")
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """``(offset, timestamp)`` of the first record whose timestamp is >= ``timestamp``, found
+        through the first batch whose max timestamp is >= it (like ListOffsets by time)."""
+        self._check_open()
+        for seg in self._segments:
+            found = seg.find_timestamp(timestamp)
+            if found is not None:
+                return self._first_record(seg, *found, lambda ts: ts >= timestamp)
+        return None
+
+    def max_timestamp_offset(self) -> tuple[int, int] | None:
+        """``(offset, timestamp)`` of the first record with the largest timestamp, if any."""
+        self._check_open()
+        best: Segment | None = None
+        for seg in self._segments:
+            if seg.max_timestamp >= 0 and (best is None or seg.max_timestamp > best.max_timestamp):
+                best = seg
+        if best is None:
+            return None
+        found = best.find_offset(best.tail.max_timestamp_offset)
+        if found is None:
+            return None
+        top = best.max_timestamp
+        return self._first_record(best, *found, lambda ts: ts >= top)
+
+    def _first_record(
+        self, seg: Segment, pos: int, header: BatchHeader, match: Callable[[int], bool]
+    ) -> tuple[int, int]:
+        """Refine a batch to its first matching record; fall back to the batch itself."""
+        try:
+            for record in decode_batch(seg.read_batch(pos, header.size)):
+                if match(record.timestamp):
+                    return record.offset, record.timestamp
+        except (RecordError, ImportError, OSError):
+            pass
+        return header.base_offset, header.max_timestamp
+
+    # -- maintenance -----------------------------------------------------------------------
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete the oldest segments that retention allows (never the active one)."""
+        self._check_open()
+        stats = [
+            SegmentStats(seg.base_offset, seg.size, seg.largest_timestamp())
+            for seg in self._segments
+        ]
+        count = segments_to_delete(
+            stats, now_ms, self.config.retention_ms, self.config.retention_bytes
+        )
+        for _ in range(count):
+            seg = self._segments[0]
+            try:
+                seg.delete(self._closer, self.config.file_delete_delay_ms)
+            except OSError as exc:
+                raise LogStorageError(f"cannot delete segment {seg.log_path}: {exc}") from exc
+            finally:
+                if seg.fd < 0:
+                    self._segments.pop(0)
+        self._closer.reap()
+        return count
+
+    def flush(self, now_ms: int | None = None) -> None:
+        """Force every appended byte to disk."""
+        self._check_open()
+        try:
+            for seg in self._segments:
+                if seg.unflushed:
+                    seg.flush()
+        except OSError as exc:
+            raise LogStorageError(f"cannot flush {self.directory}: {exc}") from exc
+        if now_ms is not None:
+            self._last_flush_ms = now_ms
+
+    def flush_due(self, now_ms: int) -> bool:
+        """Whether an interval flush policy wants a flush now."""
+        interval = self.config.flush.interval_ms
+        if interval is None or not self.is_dirty:
+            return False
+        return self._last_flush_ms is None or now_ms - self._last_flush_ms >= interval
+
+    def close(self, *, deleting: bool = False) -> None:
+        """Flush, close the files and mark a clean shutdown. Idempotent.
+
+        With ``deleting`` (the topic is being deleted) nothing is flushed or marked, and open
+        read regions stay valid for ``file.delete.delay.ms``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        error: OSError | None = None
+        if not deleting:
+            try:
+                for seg in self._segments:
+                    if seg.unflushed or seg is self._segments[-1]:
+                        seg.flush(indexes=True)
+            except OSError as exc:
+                error = exc
+        for seg in self._segments:
+            seg.close(self._closer if deleting else None, self.config.file_delete_delay_ms)
+        if not deleting and error is None:
+            try:
+                os.close(os.open(self.directory / CLEAN_MARKER, os.O_WRONLY | os.O_CREAT, 0o644))
+                fsync_dir(self.directory)
+            except OSError as exc:
+                error = exc
+        if self._owns_closer:
+            self._closer.close_all()
+        if error is not None:
+            raise LogStorageError(f"cannot close {self.directory} cleanly: {error}") from error
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogStorageError(f"log {self.directory} is closed")
+
+    def __enter__(self) -> PartitionLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

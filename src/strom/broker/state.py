@@ -1,0 +1,108 @@
+"""Everything the handlers share: the logs, the group coordinator, producer ids, settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from strom.broker.config import BrokerConfig
+from strom.broker.coordinator import (
+    GroupConfig,
+    GroupCoordinator,
+    OffsetStore,
+    ProducerIdManager,
+    SequenceTracker,
+)
+from strom.broker.log import LogManager
+
+__all__ = ["BrokerState", "now_ms"]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _cluster_id(data_dir: Path) -> str:
+    """A stable cluster id, kept in the data directory like Kafka's meta.properties."""
+    path = data_dir / "cluster.id"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    value = uuid.uuid4().hex[:22]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(value, encoding="utf-8")
+    tmp.replace(path)
+    return value
+
+
+@dataclass
+class BrokerState:
+    config: BrokerConfig
+    logs: LogManager
+    groups: GroupCoordinator
+    offsets: OffsetStore
+    producers: ProducerIdManager
+    sequences: SequenceTracker
+    cluster_id: str
+    advertised_host: str
+    advertised_port: int
+    _waiters: set[asyncio.Future[None]] = field(default_factory=set)
+
+    @classmethod
+    def open(cls, config: BrokerConfig) -> BrokerState:
+        data_dir = Path(config.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        logs = LogManager(data_dir / "logs", config.log)
+        flush_always = config.log.flush.always
+        offsets = OffsetStore(data_dir / "consumer-offsets.log", flush_always=flush_always)
+
+        def partition_exists(topic: str, partition: int) -> bool:
+            info = logs.topics().get(topic)
+            return info is not None and 0 <= partition < info.partitions
+
+        groups = GroupCoordinator(
+            offsets=offsets,
+            config=GroupConfig(
+                initial_rebalance_delay_ms=config.initial_rebalance_delay_ms,
+                min_session_timeout_ms=config.min_session_timeout_ms,
+            ),
+            partition_exists=partition_exists,
+        )
+        return cls(
+            config=config,
+            logs=logs,
+            groups=groups,
+            offsets=offsets,
+            producers=ProducerIdManager(data_dir / "producer-ids"),
+            sequences=SequenceTracker(),
+            cluster_id=_cluster_id(data_dir),
+            advertised_host=config.advertised_host or config.host,
+            advertised_port=config.port,
+        )
+
+    def close(self) -> None:
+        self.offsets.close()
+        self.logs.close()
+
+    def notify_append(self) -> None:
+        """Wake every fetch that is long-polling for new data."""
+        waiters, self._waiters = self._waiters, set()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    async def wait_for_append(self, timeout_s: float) -> None:
+        """Return when any partition is appended to, or after ``timeout_s``."""
+        if timeout_s <= 0:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await fut
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(fut)
