@@ -1,0 +1,1 @@
+"""strom's benchmark suite: strom beside its peers, measured in one run (``strom bench``)."""

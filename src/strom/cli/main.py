@@ -17,6 +17,7 @@ _COMMANDS = {
     "consume": "strom.cli.consume:consume",
     "groups": "strom.cli.groups:groups",
     "demo": "strom.cli.demo:demo",
+    "bench": "strom.cli.bench:bench",
 }
 
 

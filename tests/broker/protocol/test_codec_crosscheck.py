@@ -99,13 +99,17 @@ def _normalize(value: Any) -> Any:
 
 
 @pytest.mark.parametrize(("name", "version"), _cases())
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_matches_kafka_python(name: str, version: int, data: st.DataObject) -> None:
     codec = codec_for(name, version)
     value = data.draw(_struct_strategy(load(name).fields, version))
+    if name == "ApiVersionsResponse":
+        # kafka-python reads any failed ApiVersions answer as v0 (the KIP-511 fallback).
+        value["error_code"] = 0
     ours = codec.encode(value)
     theirs_obj = _kafka_python_class(name).decode(ours, version=version)
+    theirs_obj._header = None  # decoded without a header; encode() looks for one
     theirs = theirs_obj.encode(version=version)
     assert theirs == ours
     _assert_contains(_normalize(codec.decode(ours)), _normalize(value))

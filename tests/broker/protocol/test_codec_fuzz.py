@@ -23,7 +23,7 @@ def _request_cases() -> list[tuple[str, int]]:
 
 
 @pytest.mark.parametrize(("name", "version"), _request_cases())
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(raw=st.binary(max_size=256))
 def test_random_bytes(name: str, version: int, raw: bytes) -> None:
     codec = codec_for(name, version)
@@ -32,7 +32,7 @@ def test_random_bytes(name: str, version: int, raw: bytes) -> None:
 
 
 @pytest.mark.parametrize(("name", "version"), _request_cases())
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(data=st.data())
 def test_mutated_valid_request(name: str, version: int, data: st.DataObject) -> None:
     """Truncations and byte flips of a valid encoding decode or fail cleanly."""
