@@ -88,3 +88,10 @@ def test_missing_topic(strom: Run) -> None:
         assert result.exit_code == 1, result.output
         assert "topic 'nope' does not exist" in result.output
     strom("topics", "delete", "--topic", "nope", "--if-exists")
+
+
+def test_replication_factor_beyond_the_cluster(strom: Run) -> None:
+    result = strom("topics", "create", "--topic", "r", "--replication-factor", "3", ok=False)
+    assert result.exit_code == 1
+    assert "cannot create topic 'r'" in result.output
+    assert "replication factor" in result.output.lower()

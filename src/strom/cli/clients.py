@@ -41,6 +41,7 @@ REQUEST_TIMEOUT_S = 15.0
 K = TypeVar("K")
 
 _log = logging.getLogger("strom.cli.librdkafka")
+_warn = logging.getLogger("strom.cli")
 
 
 class _LibrdkafkaLogger(logging.Logger):
@@ -60,12 +61,18 @@ _LIBRDKAFKA_LOGGER = _LibrdkafkaLogger("strom.cli.librdkafka.adapter")
 
 
 class ErrorLog:
-    """An ``error_cb`` that remembers what librdkafka reported (it is served by ``poll``)."""
+    """An ``error_cb`` that remembers what librdkafka reported (it is served by ``poll``).
+
+    Until :func:`connect` succeeds the errors explain why it fails; after that, each new one is
+    logged as a warning (once while it repeats), so a long-running command says why it stalls.
+    """
 
     def __init__(self) -> None:
         self.last: KafkaError | None = None
         self.all_down_since: float | None = None
         self.fatal: KafkaError | None = None
+        self.connected = False
+        self._warned: str | None = None
 
     def __call__(self, error: KafkaError) -> None:
         code = error.code()
@@ -76,9 +83,14 @@ class ErrorLog:
             self.last = error
         if error.fatal():
             self.fatal = error
+        text = str(error.str())
+        if self.connected and text != self._warned:
+            self._warned = text
+            _warn.warning("kafka client: %s", text)
 
     def reset(self) -> None:
         self.all_down_since = None
+        self.connected = True
 
     def describe(self, timeout_s: float) -> str:
         if self.last is not None:

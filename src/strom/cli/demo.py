@@ -28,6 +28,10 @@ __all__ = ["demo"]
 TOPIC = "sample-topic"
 PARTITIONS = 3
 GROUP = "strom-demo"
+#: Distinct keys; five of them hash onto all three partitions (librdkafka's and Java's hashes).
+SENSORS = 5
+#: How long the demo consumer may take to join its group and get partitions.
+JOIN_TIMEOUT_S = 30.0
 #: After the producer is done, how long to wait for the last records before calling them lost.
 DRAIN_TIMEOUT_S = 15.0
 
@@ -40,6 +44,7 @@ class _Produced:
     acked: int = 0
     failures: list[str] = field(default_factory=list)
     done: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
 
     def on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is None:
@@ -51,7 +56,7 @@ class _Produced:
 def sample(seq: int, level: float) -> tuple[bytes, bytes]:
     """One sample record: key ``sensor-N``, value ``{"timestamp": ms, "value": level}``."""
     value = {"timestamp": time.time_ns() // 1_000_000, "value": round(level, 2)}
-    return f"sensor-{seq % 3}".encode(), json.dumps(value).encode()
+    return f"sensor-{seq % SENSORS}".encode(), json.dumps(value).encode()
 
 
 @click.command()
@@ -77,20 +82,13 @@ def demo(messages: int, interval: float) -> None:
     with Broker() as broker:
         bootstrap = broker.bootstrap_servers
         out.print(f"[bold]strom broker[/] listening on {bootstrap} (in this process)")
-        admin, _ = admin_client(bootstrap)
-        futures = admin.create_topics(
-            [NewTopic(TOPIC, num_partitions=PARTITIONS)], request_timeout=REQUEST_TIMEOUT_S
-        )
-        results(futures, f"cannot create {TOPIC!r}")
+        _create_topic(bootstrap)
         out.print(f"created topic [bold]{TOPIC}[/] with {PARTITIONS} partitions")
-        consumer = Consumer(
-            client_config(
-                bootstrap,
-                ErrorLog(),
-                **{"group.id": GROUP, "auto.offset.reset": "earliest"},
-            )
+        consumer = _joined_consumer(bootstrap)
+        out.print(
+            f"consumer joined group [bold]{GROUP}[/]; producing {messages} records, "
+            f"one every {interval:g} s:\n"
         )
-        consumer.subscribe([TOPIC])
         produced = _Produced()
         thread = threading.Thread(
             target=_produce,
@@ -98,17 +96,41 @@ def demo(messages: int, interval: float) -> None:
             name="strom-demo-producer",
             daemon=True,
         )
-        out.print(
-            f"producing {messages} records, one every {interval:g} s; consuming them "
-            f"in group [bold]{GROUP}[/]:\n"
-        )
         thread.start()
         try:
             consumed = _consume(consumer, produced, out)
         finally:
+            produced.stop.set()
             consumer.close()
             thread.join()
     _summarise(out, produced, consumed)
+
+
+def _create_topic(bootstrap: str) -> None:
+    admin, _ = admin_client(bootstrap)
+    futures = admin.create_topics(
+        [NewTopic(TOPIC, num_partitions=PARTITIONS)], request_timeout=REQUEST_TIMEOUT_S
+    )
+    results(futures, f"cannot create {TOPIC!r}")
+
+
+def _joined_consumer(bootstrap: str) -> Consumer:
+    """A consumer in :data:`GROUP` that already owns its partitions, so output is live."""
+    config = client_config(
+        bootstrap,
+        ErrorLog(),
+        **{"group.id": GROUP, "auto.offset.reset": "earliest", "fetch.wait.max.ms": 100},
+    )
+    consumer = Consumer(config)
+    assigned = threading.Event()
+    consumer.subscribe([TOPIC], on_assign=lambda _c, _p: assigned.set())
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while not assigned.is_set():
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise click.ClickException(f"the consumer got no partitions in {JOIN_TIMEOUT_S:.0f} s")
+        consumer.poll(0.1)  # the topic is still empty: this only runs the group protocol
+    return consumer
 
 
 def _produce(bootstrap: str, messages: int, interval: float, produced: _Produced) -> None:
@@ -116,12 +138,14 @@ def _produce(bootstrap: str, messages: int, interval: float, produced: _Produced
     level = 50.0
     try:
         for seq in range(messages):
+            if produced.stop.is_set():
+                break
             level += random.uniform(-1, 1)
             key, value = sample(seq, level)
             produced.sent[(key, value)] += 1
             producer.produce(TOPIC, value=value, key=key, on_delivery=produced.on_delivery)
             producer.poll(0)
-            time.sleep(interval)
+            produced.stop.wait(interval)
         unsent = producer.flush(REQUEST_TIMEOUT_S)
         if unsent:
             produced.failures.append(f"{unsent} records still unsent at the end")
@@ -165,7 +189,8 @@ def _summarise(out: Console, produced: _Produced, consumed: Counter[tuple[bytes,
     lost = produced.sent - consumed
     unexpected = consumed - produced.sent
     ok = not lost and not unexpected and not produced.failures
-    summary = Table(title="\nsummary", title_justify="left", show_header=False, show_edge=False)
+    out.print("\n[bold]summary[/]")
+    summary = Table(show_header=False, show_edge=False)
     summary.add_row("produced", str(sent))
     summary.add_row("acknowledged", str(produced.acked))
     summary.add_row("consumed", str(consumed.total()))
