@@ -131,7 +131,9 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         target = t0 + tick / 1000
         now = time.perf_counter()
         if now < target:
-            producer.poll(target - now)
+            # poll() takes whole milliseconds: sub-millisecond waits would spin; sleep instead.
+            time.sleep(target - now)
+            producer.poll(0)
             continue
         # One timed record per tick keeps the client's own Python overhead out of the latency.
         producer.produce(

@@ -37,6 +37,22 @@ def _cluster_id(data_dir: Path) -> str:
     return value
 
 
+def _restored_sequences(logs: LogManager) -> SequenceTracker:
+    """Idempotent producers' recent batches, rebuilt from each partition's active segment.
+
+    A producer that outlives a broker restart retries the batches it had in flight; those the
+    old process wrote (acks=all: fsynced) but never acknowledged must be answered as duplicates,
+    not appended a second time. Kafka restores this from producer-state snapshots; strom rescans
+    the active segment's headers, so batches that lie only in older segments are not restored.
+    """
+    sequences = SequenceTracker()
+    for topic, partition, plog in logs.partitions():
+        for header in plog.active_segment_batches():
+            if header.producer_id >= 0 and not header.is_control:
+                sequences.record(topic, partition, [header], header.base_offset)
+    return sequences
+
+
 @dataclass
 class BrokerState:
     config: BrokerConfig
@@ -76,7 +92,7 @@ class BrokerState:
             groups=groups,
             offsets=offsets,
             producers=ProducerIdManager(data_dir / "producer-ids"),
-            sequences=SequenceTracker(),
+            sequences=_restored_sequences(logs),
             cluster_id=_cluster_id(data_dir),
             advertised_host=config.advertised_host or config.host,
             advertised_port=config.port,

@@ -14,9 +14,11 @@ producer has at most five batches in flight). A new batch is:
 * otherwise **accepted**.
 
 A producer the tracker has no state for is accepted with any sequence, as Kafka does once a
-producer's state is gone. Known gap: the state is in memory only, so after a broker restart
-every producer starts fresh (Kafka rebuilds it from the log); a batch retried across a restart
-may then be appended twice. Idle producers are forgotten after ``producer_expiration_ms``.
+producer's state is gone. The state is in memory; on start the broker rebuilds it from each
+partition's active segment (``strom.broker.state``), so a batch retried across a restart is
+still found as a duplicate. Known gap: batches that lie only in older segments are not
+restored (Kafka keeps producer-state snapshots). Idle producers are forgotten after
+``producer_expiration_ms``.
 """
 
 from __future__ import annotations

@@ -46,9 +46,20 @@ def _flexible_of(api_key: int, api_version: int) -> bool | None:
     return codec_for(entry.request, api_version).flexible
 
 
+# Kafka 4 advertises Produce from v0 yet serves only v3+ (KAFKA-18659, noted in Kafka's
+# ProduceRequest.json): librdkafka before 2.11 (Debian's kcat, distro confluent-kafka) silently
+# sends gzip, snappy and lz4 batches uncompressed unless Produce v0 is listed. v0-2 requests are
+# still refused (closed) like any unsupported version.
+_ADVERTISED_MIN_VERSION = {0: 0}
+
+
 def supported_api_versions() -> list[dict[str, int]]:
     return [
-        {"api_key": a.key, "min_version": a.min_version, "max_version": a.max_version}
+        {
+            "api_key": a.key,
+            "min_version": _ADVERTISED_MIN_VERSION.get(a.key, a.min_version),
+            "max_version": a.max_version,
+        }
         for a in sorted(REGISTRY.values(), key=lambda a: a.key)
     ]
 
@@ -77,8 +88,16 @@ async def dispatch(state: BrokerState, frame: bytes, client_host: str) -> Outcom
         body = codec_for(entry.request, header.api_version).decode_prefix(reader)
     except DecodeError as exc:
         return Close(f"malformed {entry.name} v{header.api_version} request: {exc}")
-    if reader.remaining() and header.api_key != API_VERSIONS_KEY:
-        return Close(f"{reader.remaining()} trailing bytes after {entry.name} request")
+    if reader.remaining():
+        # Kafka ignores bytes after a request body, and clients depend on it: librdkafka
+        # (2.x) sends "all topics" Metadata v9+ with a 4-byte placeholder where the 1-byte null
+        # compact array belongs, leaving 3 extra bytes. Closing would cut such clients off.
+        log.debug(
+            "ignoring %d trailing bytes after %s v%d request",
+            reader.remaining(),
+            entry.name,
+            header.api_version,
+        )
     result = await entry.handler(Context(state, header, client_host), body)
     if result is None:
         return None

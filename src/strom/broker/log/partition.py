@@ -17,7 +17,7 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -26,7 +26,7 @@ from strom.broker.log.config import LogConfig
 from strom.broker.log.errors import LogStorageError, OffsetOutOfRangeError, RecordTooLargeError
 from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all
 from strom.broker.log.retention import SegmentStats, segments_to_delete
-from strom.broker.log.segment import Segment
+from strom.broker.log.segment import Segment, scan_batches
 from strom.broker.protocol.records import (
     BatchHeader,
     RecordError,
@@ -290,6 +290,17 @@ class PartitionLog:
         except OSError as exc:
             raise LogStorageError(f"cannot read {self.directory}: {exc}") from exc
         raise LogStorageError(f"{self.directory}: no batch holds offset {offset}")
+
+    def active_segment_batches(self) -> Iterator[BatchHeader]:
+        """Headers of the active segment's batches in offset order (headers only, no CRC check:
+        the segment was recovered or found clean on open). For rebuilding producer state."""
+        self._check_open()
+        seg = self._segments[-1]
+        try:
+            for header, _ in scan_batches(seg.fd, 0, seg.size, seg.base_offset, verify_crc=False):
+                yield header
+        except OSError as exc:
+            raise LogStorageError(f"cannot read {self.directory}: {exc}") from exc
 
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
         """``(offset, timestamp)`` of the first record whose timestamp is >= ``timestamp``, found
