@@ -1,0 +1,183 @@
+"""The bounded runner: the same plan, run to completion over bounded sources.
+
+Every source partition is scanned whole (lazily, so Polars parallelizes file reads and
+expressions); windows are computed as one vectorized group-by, as if the watermark jumped from
+its minimum to ``+inf`` after the last event. So no event is late: the late output is empty,
+every result has ``is_update=False``, and each window appears once.
+
+Results equal the streaming runtime's latest results over the same on-time events: the same
+window assignment functions, the same aggregation semantics, the same first/last tie-breaking
+(event time, then source partition, then position in that partition). Floating-point ``sum`` and
+``mean`` may differ in the last bits because addition order differs.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from strom.pipeline.agg import Agg
+from strom.pipeline.io import BoundedSource
+from strom.pipeline.plan import (
+    FilterNode,
+    KeyByNode,
+    LateNode,
+    MapBatchesNode,
+    Node,
+    Plan,
+    SelectNode,
+    SinkNode,
+    SourceNode,
+    UnionNode,
+    WindowAggNode,
+    WithColumnsNode,
+)
+from strom.pipeline.stream import Pipeline
+from strom.pipeline.validate import PlanError
+from strom.pipeline.windows import Session, assign_windows_lazy, event_time_ms
+from strom.runtime.accumulators import PART, SEQ, TS, output_schema
+from strom.runtime.operators import apply_transform
+from strom.runtime.sessions import MINI, cut_sessions
+
+Partitions = list[tuple[int, pl.LazyFrame]]
+
+
+def run_bounded(pipeline: Pipeline | Plan) -> None:
+    """Run every dataflow to completion, writing each sink's result as one batch."""
+    plan = pipeline.plan() if isinstance(pipeline, Pipeline) else pipeline
+    BoundedRunner(plan).run()
+
+
+class BoundedRunner:
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self._memo: dict[Node, Partitions] = {}
+        self._first_partition: dict[SourceNode, int] = {}
+        offset = 0
+        for source in plan.sources():
+            self._first_partition[source] = offset
+            offset += source.source.partition_count()
+
+    def run(self) -> None:
+        for sink_node in self.plan.sinks:
+            frames = [lf for _, lf in self._evaluate(sink_node.input)]
+            result = pl.concat(pl.collect_all(frames), how="vertical") if frames else None
+            sink = sink_node.sink
+            sink.open()
+            try:
+                if result is not None and result.height:
+                    sink.write(result)
+            finally:
+                sink.close()
+
+    def _evaluate(self, node: Node) -> Partitions:
+        if node not in self._memo:
+            self._memo[node] = self._compute(node)
+        return self._memo[node]
+
+    def _compute(self, node: Node) -> Partitions:
+        if isinstance(node, SourceNode):
+            source = node.source
+            if not isinstance(source, BoundedSource):
+                raise PlanError(
+                    f"source {node.name!r} ({type(source).__name__}) is not bounded; "
+                    "run it with strom.runtime instead"
+                )
+            first = self._first_partition[node]
+            return [(first + i, source.scan_partition(i)) for i in range(source.partition_count())]
+        if isinstance(node, FilterNode | WithColumnsNode | SelectNode):
+            return [(p, _lazy_transform(node, lf)) for p, lf in self._evaluate(node.input)]
+        if isinstance(node, MapBatchesNode):
+            return [
+                (p, apply_transform(node, lf.collect()).lazy())
+                for p, lf in self._evaluate(node.input)
+            ]
+        if isinstance(node, KeyByNode | SinkNode):
+            return self._evaluate(node.input)
+        if isinstance(node, UnionNode):
+            return [part for branch in node.branches for part in self._evaluate(branch)]
+        if isinstance(node, WindowAggNode):
+            return [(-1, self._window(node).lazy())]
+        if isinstance(node, LateNode):
+            window = node.input
+            assert isinstance(window, WindowAggNode)
+            schema = self._input_schema(window)
+            late = {**schema, "window_start": pl.Int64(), "window_end": pl.Int64()}
+            return [(-1, pl.LazyFrame(schema=late))]
+        raise TypeError(f"the bounded runner cannot run {node.label} nodes yet")
+
+    def _input_schema(self, node: WindowAggNode) -> pl.Schema:
+        parts = self._evaluate(node.input)
+        return parts[0][1].collect_schema()
+
+    def _window(self, node: WindowAggNode) -> pl.DataFrame:
+        ts_column = self.plan.timestamps.get(node.input)
+        assert ts_column is not None  # validated
+        schema = self._input_schema(node)
+        out_schema = output_schema(node.keys, node.aggs, schema)
+        ts = event_time_ms(ts_column, schema[ts_column])
+        framed = pl.concat(
+            [
+                lf.with_columns(
+                    pl.lit(p, dtype=pl.Int64).alias(PART),
+                    pl.int_range(pl.len(), dtype=pl.Int64).alias(SEQ),
+                )
+                for p, lf in self._evaluate(node.input)
+            ],
+            how="vertical",
+        ).with_columns(ts.alias(TS))
+        nulls = framed.select(pl.col(TS).null_count()).collect().item()
+        if nulls:
+            raise ValueError(
+                f"{nulls} rows have a null event time in column {ts_column!r}; "
+                "filter or fill them before the window"
+            )
+        order = [TS, PART, SEQ]
+        finals = [_final_expr(a, out_schema[a.name]) for a in node.aggs]
+        if isinstance(node.window, Session):
+            cut = cut_sessions(framed, node.keys, node.window.gap_ms, order)
+            grouped = cut.group_by([*node.keys, MINI]).agg(
+                pl.col(TS).min().alias("window_start"),
+                (pl.col(TS).max() + node.window.gap_ms).alias("window_end"),
+                *finals,
+            )
+        else:
+            assigned = assign_windows_lazy(framed.sort(order), node.window, TS)
+            grouped = assigned.group_by(
+                [*node.keys, "window_start", "window_end"], maintain_order=True
+            ).agg(*finals)
+        result = grouped.with_columns(pl.lit(False).alias("is_update")).select(
+            pl.col(name).cast(dtype) for name, dtype in out_schema.items()
+        )
+        return result.sort(["window_end", "window_start", *node.keys]).collect()
+
+
+def _lazy_transform(
+    node: FilterNode | WithColumnsNode | SelectNode, lf: pl.LazyFrame
+) -> pl.LazyFrame:
+    if isinstance(node, FilterNode):
+        return lf.filter(node.predicate)
+    if isinstance(node, WithColumnsNode):
+        return lf.with_columns(*node.exprs)
+    return lf.select(*node.exprs)
+
+
+def _final_expr(a: Agg, dtype: pl.DataType) -> pl.Expr:
+    col = pl.col(a.column) if a.column is not None else None
+    if a.kind == "count":
+        expr = pl.len() if col is None else col.count()
+    else:
+        assert col is not None
+        if a.kind == "sum":
+            expr = pl.when(col.count() > 0).then(col.sum())
+        elif a.kind == "mean":
+            expr = col.cast(pl.Float64).sum() / col.count()
+            expr = pl.when(col.count() > 0).then(expr)
+        elif a.kind == "min":
+            expr = col.min()
+        elif a.kind == "max":
+            expr = col.max()
+        elif a.kind == "first":
+            expr = col.first()
+        else:
+            expr = col.last()
+    return expr.cast(dtype).alias(a.name)

@@ -1,0 +1,51 @@
+"""Define a pipeline once as a logical plan; run it with ``strom.runtime`` or ``strom.bounded``.
+
+>>> import polars as pl
+>>> from strom.pipeline import Pipeline, Tumbling, agg
+>>> from strom.connectors import MemorySource, MemorySink
+>>> p = Pipeline()
+>>> src = MemorySource([[{"ts": 1_000, "k": "a", "v": 2}, {"ts": 11_000, "k": "a", "v": 5}]])
+>>> out = p.source(src, timestamp="ts").key_by("k").window(Tumbling(10_000)).agg(agg.sum("v"))
+>>> out.sink(sink := MemorySink())
+>>> plan = p.plan()
+"""
+
+from strom.pipeline import (
+    _deps,  # noqa: F401  (fails helpfully without the 'engine' extra)
+    agg,
+)
+from strom.pipeline.agg import Agg
+from strom.pipeline.io import (
+    END_OF_PARTITION,
+    BoundedSource,
+    EndOfPartition,
+    Sink,
+    Source,
+    SourcePartition,
+)
+from strom.pipeline.plan import Plan
+from strom.pipeline.stream import KeyedStream, Pipeline, Stream, WindowedStream, WindowResult
+from strom.pipeline.validate import PlanError
+from strom.pipeline.windows import Hopping, Session, Tumbling, WindowSpec
+
+__all__ = [
+    "END_OF_PARTITION",
+    "Agg",
+    "BoundedSource",
+    "EndOfPartition",
+    "Hopping",
+    "KeyedStream",
+    "Pipeline",
+    "Plan",
+    "PlanError",
+    "Session",
+    "Sink",
+    "Source",
+    "SourcePartition",
+    "Stream",
+    "Tumbling",
+    "WindowResult",
+    "WindowSpec",
+    "WindowedStream",
+    "agg",
+]

@@ -1,0 +1,70 @@
+"""What sources and sinks promise the engine; connectors implement these protocols.
+
+The plan holds sources and sinks as opaque objects: it never reads or writes through them.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol, runtime_checkable
+
+import polars as pl
+
+
+class EndOfPartition(enum.Enum):
+    """Returned by :meth:`SourcePartition.poll` once a bounded partition has nothing more."""
+
+    END = "end"
+
+
+END_OF_PARTITION = EndOfPartition.END
+
+PollResult = pl.DataFrame | None | EndOfPartition
+
+
+class SourcePartition(Protocol):
+    """One ordered stream of micro-batches.
+
+    ``poll`` returns the next batch, ``None`` when no data is available right now (an unbounded
+    source that is momentarily idle), or :data:`END_OF_PARTITION` forever after the last batch.
+    Batches of one partition are delivered in order; every batch has the source's schema.
+    """
+
+    def poll(self) -> PollResult: ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A partitioned source of Polars micro-batches."""
+
+    def schema(self) -> pl.Schema | None:
+        """The batches' schema, if known before running (enables plan validation)."""
+        ...
+
+    def partition_count(self) -> int:
+        """How many partitions :meth:`open_partition` accepts (indices ``0..n-1``)."""
+        ...
+
+    def open_partition(self, index: int) -> SourcePartition:
+        """A fresh reader of partition ``index``, positioned at its beginning."""
+        ...
+
+
+@runtime_checkable
+class BoundedSource(Source, Protocol):
+    """A source that can also hand its whole content to the bounded runner as lazy frames."""
+
+    def scan_partition(self, index: int) -> pl.LazyFrame:
+        """All of partition ``index``'s rows, in the order :meth:`open_partition` yields them."""
+        ...
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives result batches. ``open`` before the first write, ``close`` after the last."""
+
+    def open(self) -> None: ...
+
+    def write(self, batch: pl.DataFrame) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,154 @@
+"""The logical plan: immutable nodes forming a DAG from sources to sinks.
+
+Nodes compare by identity (``eq=False``): Polars expressions overload ``==``, and two equal-looking
+branches of a pipeline are still two branches. The plan knows no executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import polars as pl
+
+from strom.pipeline.agg import Agg
+from strom.pipeline.io import Sink, Source
+from strom.pipeline.windows import WindowSpec
+
+EmitMode = Literal["final", "update"]
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """Base of every plan node; ``inputs`` are the upstream nodes."""
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return ()
+
+    @property
+    def label(self) -> str:
+        return type(self).__name__.removesuffix("Node")
+
+
+@dataclass(frozen=True, eq=False)
+class SourceNode(Node):
+    """Reads ``source``; ``timestamp`` names the event-time column (Int64 ms or Datetime)."""
+
+    source: Source
+    timestamp: str | None
+    max_out_of_orderness_ms: int = 0
+    idle_timeout_ms: int | None = None
+    name: str = "source"
+
+
+@dataclass(frozen=True, eq=False)
+class UnaryNode(Node):
+    input: Node
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.input,)
+
+
+@dataclass(frozen=True, eq=False)
+class FilterNode(UnaryNode):
+    predicate: pl.Expr
+
+
+@dataclass(frozen=True, eq=False)
+class WithColumnsNode(UnaryNode):
+    exprs: tuple[pl.Expr, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class SelectNode(UnaryNode):
+    exprs: tuple[pl.Expr, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class MapBatchesNode(UnaryNode):
+    """``fn`` maps a batch to a batch; ``schema`` declares its output (unknown if ``None``).
+
+    Executors may call ``fn`` on batches of any size (the bounded runner passes a whole
+    partition), so ``fn`` must not depend on where batch boundaries fall.
+    """
+
+    fn: Callable[[pl.DataFrame], pl.DataFrame]
+    schema: pl.Schema | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class KeyByNode(UnaryNode):
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class WindowAggNode(UnaryNode):
+    """Keyed (or global, with no keys) window aggregation; the main output is the results."""
+
+    keys: tuple[str, ...]
+    window: WindowSpec
+    aggs: tuple[Agg, ...]
+    allowed_lateness_ms: int = 0
+    emit: EmitMode = "final"
+
+
+@dataclass(frozen=True, eq=False)
+class LateNode(UnaryNode):
+    """The late side output of ``input`` (a :class:`WindowAggNode`)."""
+
+
+@dataclass(frozen=True, eq=False)
+class UnionNode(Node):
+    branches: tuple[Node, ...]
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return self.branches
+
+
+@dataclass(frozen=True, eq=False)
+class SinkNode(UnaryNode):
+    sink: Sink
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan: its sinks, from which every reachable node is found."""
+
+    sinks: tuple[SinkNode, ...]
+    schemas: dict[Node, pl.Schema | None] = field(default_factory=dict, compare=False)
+    """Each node's output schema where knowable before running."""
+    timestamps: dict[Node, str | None] = field(default_factory=dict, compare=False)
+    """Each node's event-time column (``None`` where there is none, e.g. after a window)."""
+
+    def nodes(self) -> list[Node]:
+        """Every node, each after all of its inputs (a topological order)."""
+        return topological(self.sinks)
+
+    def sources(self) -> list[SourceNode]:
+        return [n for n in self.nodes() if isinstance(n, SourceNode)]
+
+
+def topological(roots: tuple[Node, ...]) -> list[Node]:
+    order: list[Node] = []
+    seen: set[int] = set()
+
+    def visit(node: Node) -> None:
+        if id(node) in seen:
+            return
+        seen.add(id(node))
+        for upstream in node.inputs:
+            visit(upstream)
+        order.append(node)
+
+    for root in roots:
+        visit(root)
+    return order
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """``node`` and everything upstream of it."""
+    yield from topological((node,))

@@ -1,0 +1,193 @@
+"""The user-facing builder: :class:`Pipeline` and the stream types whose methods add plan nodes.
+
+Every method returns a new stream and never mutates one, so a stream can feed several branches.
+Nothing runs here: hand the pipeline to an executor (``strom.runtime`` or ``strom.bounded``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import polars as pl
+
+from strom.pipeline.agg import Agg
+from strom.pipeline.io import Sink, Source
+from strom.pipeline.plan import (
+    EmitMode,
+    FilterNode,
+    KeyByNode,
+    LateNode,
+    MapBatchesNode,
+    Node,
+    Plan,
+    SelectNode,
+    SinkNode,
+    SourceNode,
+    UnionNode,
+    WindowAggNode,
+    WithColumnsNode,
+)
+from strom.pipeline.validate import PlanError, validate
+from strom.pipeline.windows import WindowSpec
+
+
+class Pipeline:
+    """A set of dataflows from sources to sinks; :meth:`plan` validates and freezes it."""
+
+    def __init__(self) -> None:
+        self._sinks: list[SinkNode] = []
+        self._source_names: set[str] = set()
+
+    def source(
+        self,
+        source: Source,
+        *,
+        timestamp: str | None = None,
+        max_out_of_orderness_ms: int = 0,
+        idle_timeout_ms: int | None = None,
+        name: str | None = None,
+    ) -> Stream:
+        """A stream reading ``source``.
+
+        ``timestamp`` names the event-time column (integer epoch milliseconds or Datetime);
+        each partition's watermark trails the largest event time it has seen by
+        ``max_out_of_orderness_ms``. A partition that delivers nothing for ``idle_timeout_ms``
+        of processing time stops holding the combined watermark back until it delivers again.
+        """
+        name = name or f"source{len(self._source_names)}"
+        if name in self._source_names:
+            raise PlanError(f"two sources are named {name!r}; names must be unique")
+        self._source_names.add(name)
+        node = SourceNode(source, timestamp, max_out_of_orderness_ms, idle_timeout_ms, name)
+        return Stream(self, node)
+
+    def _add_sink(self, node: SinkNode) -> None:
+        self._sinks.append(node)
+
+    def plan(self) -> Plan:
+        """Validate every dataflow that ends in a sink; raises :class:`PlanError` if invalid."""
+        return validate(tuple(self._sinks))
+
+
+class Stream:
+    """A stream of event batches; methods add transformations to the plan."""
+
+    def __init__(self, pipeline: Pipeline, node: Node) -> None:
+        self._pipeline = pipeline
+        self._node = node
+
+    @property
+    def node(self) -> Node:
+        """The plan node producing this stream."""
+        return self._node
+
+    def _then(self, node: Node) -> Stream:
+        return Stream(self._pipeline, node)
+
+    def filter(self, predicate: pl.Expr) -> Stream:
+        """Keep rows where the Boolean ``predicate`` is true (null counts as false)."""
+        return self._then(FilterNode(self._node, predicate))
+
+    def with_columns(self, *exprs: pl.Expr, **named: pl.Expr) -> Stream:
+        """Add or replace columns, as ``polars.DataFrame.with_columns``."""
+        all_exprs = (*exprs, *(e.alias(n) for n, e in named.items()))
+        return self._then(WithColumnsNode(self._node, all_exprs))
+
+    def select(self, *exprs: pl.Expr | str, **named: pl.Expr) -> Stream:
+        """Project to these columns/expressions, as ``polars.DataFrame.select``."""
+        all_exprs = (
+            *(pl.col(e) if isinstance(e, str) else e for e in exprs),
+            *(e.alias(n) for n, e in named.items()),
+        )
+        return self._then(SelectNode(self._node, all_exprs))
+
+    def map_batches(
+        self, fn: Callable[[pl.DataFrame], pl.DataFrame], *, schema: pl.Schema | None = None
+    ) -> Stream:
+        """Apply ``fn`` to whole batches. ``fn`` must not depend on batch boundaries; declare
+        its output ``schema`` to keep validating the steps after it."""
+        return self._then(MapBatchesNode(self._node, fn, schema))
+
+    def union(self, *others: Stream) -> Stream:
+        """All rows of this stream and ``others`` (same schema and event-time column)."""
+        for other in others:
+            if other._pipeline is not self._pipeline:
+                raise PlanError("union() of streams from different pipelines")
+        return self._then(UnionNode((self._node, *(o._node for o in others))))
+
+    def key_by(self, *keys: str) -> KeyedStream:
+        """Partition state by these columns for the window that follows."""
+        return KeyedStream(self._pipeline, KeyByNode(self._node, tuple(keys)), tuple(keys))
+
+    def window(
+        self, spec: WindowSpec, *, allowed_lateness_ms: int = 0, emit: EmitMode = "final"
+    ) -> WindowedStream:
+        """Global (unkeyed) windows over the whole stream; see :meth:`KeyedStream.window`."""
+        return WindowedStream(self._pipeline, self._node, (), spec, allowed_lateness_ms, emit)
+
+    def sink(self, sink: Sink) -> None:
+        """Send this stream's batches to ``sink``."""
+        self._pipeline._add_sink(SinkNode(self._node, sink))
+
+
+class KeyedStream(Stream):
+    """A stream whose windows and state are kept per key."""
+
+    def __init__(self, pipeline: Pipeline, node: Node, keys: tuple[str, ...]) -> None:
+        super().__init__(pipeline, node)
+        self.keys = keys
+
+    def window(
+        self, spec: WindowSpec, *, allowed_lateness_ms: int = 0, emit: EmitMode = "final"
+    ) -> WindowedStream:
+        """Per-key windows by event time.
+
+        With ``emit="final"`` each window emits once when the watermark passes its end. A late
+        event up to ``allowed_lateness_ms`` after that updates the window and re-emits it with
+        ``is_update=True``; later events go to :meth:`WindowResult.late`. With
+        ``emit="update"`` a window also emits its running value after every batch that changes
+        it; the last row emitted for a window is always its final value.
+        """
+        return WindowedStream(
+            self._pipeline, self._node, self.keys, spec, allowed_lateness_ms, emit
+        )
+
+
+class WindowedStream:
+    """A windowed stream awaiting its aggregations."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        node: Node,
+        keys: tuple[str, ...],
+        spec: WindowSpec,
+        allowed_lateness_ms: int,
+        emit: EmitMode,
+    ) -> None:
+        self._pipeline = pipeline
+        self._node = node
+        self._keys = keys
+        self._spec = spec
+        self._lateness = allowed_lateness_ms
+        self._emit = emit
+
+    def agg(self, *aggs: Agg) -> WindowResult:
+        """Results: key columns, ``window_start``, ``window_end``, one column per aggregation,
+        ``is_update``."""
+        for a in aggs:
+            if not isinstance(a, Agg):
+                raise PlanError(f"agg() takes strom.pipeline.agg aggregations, got {a!r}")
+        node = WindowAggNode(
+            self._node, self._keys, self._spec, tuple(aggs), self._lateness, self._emit
+        )
+        return WindowResult(self._pipeline, node)
+
+
+class WindowResult(Stream):
+    """Window results; :meth:`late` is the side output of events too late to count."""
+
+    def late(self) -> Stream:
+        """Events later than the allowed lateness: the input row plus the ``window_start`` and
+        ``window_end`` it missed (one row per missed window). Never dropped silently."""
+        return self._then(LateNode(self._node))

@@ -1,0 +1,191 @@
+"""Plan validation: everything that can be checked before running, with errors naming the step.
+
+Schemas are propagated wherever they are knowable (a source that declares one, Polars expressions
+resolved against it); after a :class:`MapBatchesNode` without a declared schema, column checks are
+skipped until run time.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from strom.pipeline.plan import (
+    FilterNode,
+    KeyByNode,
+    LateNode,
+    MapBatchesNode,
+    Node,
+    Plan,
+    SelectNode,
+    SinkNode,
+    SourceNode,
+    UnionNode,
+    WindowAggNode,
+    WithColumnsNode,
+    topological,
+)
+from strom.pipeline.windows import Session
+
+RESERVED = ("window_start", "window_end", "is_update")
+
+
+class PlanError(ValueError):
+    """The pipeline cannot run as written; the message names the step and the fix."""
+
+
+def validate(sinks: tuple[SinkNode, ...]) -> Plan:
+    """Check every node reachable from ``sinks`` and return the :class:`Plan`."""
+    if not sinks:
+        raise PlanError("the pipeline has no sink: call .sink(...) on at least one stream")
+    schemas: dict[Node, pl.Schema | None] = {}
+    timestamps: dict[Node, str | None] = {}
+    for node in topological(sinks):
+        schemas[node], timestamps[node] = _check(node, schemas, timestamps)
+    return Plan(sinks=sinks, schemas=schemas, timestamps=timestamps)
+
+
+def _check(
+    node: Node, schemas: dict[Node, pl.Schema | None], timestamps: dict[Node, str | None]
+) -> tuple[pl.Schema | None, str | None]:
+    up = schemas.get(node.inputs[0]) if node.inputs else None
+    ts = timestamps.get(node.inputs[0]) if node.inputs else None
+    where = f"{node.label}: "
+    if isinstance(node, SourceNode):
+        return _check_source(node), node.timestamp
+    if isinstance(node, FilterNode | WithColumnsNode | SelectNode):
+        if up is None:
+            return None, ts
+        out = _resolve(node, up, where)
+        if isinstance(node, SelectNode) and ts is not None and ts not in out:
+            ts = None  # the event time was projected away; a later window reports it
+        return out, ts
+    if isinstance(node, MapBatchesNode):
+        return node.schema, ts
+    if isinstance(node, KeyByNode):
+        if not node.keys:
+            raise PlanError(f"{where}key_by() needs at least one key column")
+        _require_columns(up, node.keys, where + "key column")
+        return up, ts
+    if isinstance(node, WindowAggNode):
+        return _check_window(node, up, ts, where), None
+    if isinstance(node, LateNode):
+        if up is None:
+            return None, ts
+        input_schema = schemas.get(node.input.inputs[0])
+        if input_schema is None:
+            return None, ts
+        return pl.Schema({**input_schema, "window_start": pl.Int64(), "window_end": pl.Int64()}), ts
+    if isinstance(node, UnionNode):
+        return _check_union(node, schemas, timestamps, where)
+    if isinstance(node, SinkNode):
+        return up, ts
+    raise PlanError(f"unknown plan node {node!r}")
+
+
+def _check_source(node: SourceNode) -> pl.Schema | None:
+    where = f"source {node.name!r}: "
+    if node.max_out_of_orderness_ms < 0:
+        raise PlanError(where + "max_out_of_orderness_ms must be >= 0")
+    if node.idle_timeout_ms is not None and node.idle_timeout_ms <= 0:
+        raise PlanError(where + "idle_timeout_ms must be positive (or None to never idle)")
+    if node.source.partition_count() < 1:
+        raise PlanError(where + "the source has no partitions")
+    schema = node.source.schema()
+    if schema is not None and node.timestamp is not None:
+        if node.timestamp not in schema:
+            raise PlanError(
+                f"{where}timestamp column {node.timestamp!r} is not in the source's columns "
+                f"{list(schema)}"
+            )
+        dtype = schema[node.timestamp]
+        if not (dtype.is_integer() or isinstance(dtype, pl.Datetime)):
+            raise PlanError(
+                f"{where}timestamp column {node.timestamp!r} has type {dtype}; "
+                "it must be integer milliseconds since the epoch or a Datetime"
+            )
+    return schema
+
+
+def _resolve(
+    node: FilterNode | WithColumnsNode | SelectNode, up: pl.Schema, where: str
+) -> pl.Schema:
+    lf = pl.LazyFrame(schema=up)
+    try:
+        if isinstance(node, FilterNode):
+            out = lf.filter(node.predicate).collect_schema()
+            dtype = lf.select(node.predicate).collect_schema().dtypes()[0]
+            if dtype != pl.Boolean:
+                raise PlanError(f"{where}the predicate has type {dtype}, not Boolean")
+            return out
+        if isinstance(node, WithColumnsNode):
+            return lf.with_columns(*node.exprs).collect_schema()
+        return lf.select(*node.exprs).collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise PlanError(f"{where}{first_line} (available columns: {list(up)})") from exc
+
+
+def _require_columns(schema: pl.Schema | None, columns: tuple[str, ...], what: str) -> None:
+    if schema is None:
+        return
+    for column in columns:
+        if column not in schema:
+            raise PlanError(f"{what} {column!r} does not exist; available columns: {list(schema)}")
+
+
+def _check_window(
+    node: WindowAggNode, up: pl.Schema | None, ts: str | None, where: str
+) -> pl.Schema | None:
+    if ts is None:
+        raise PlanError(
+            f"{where}windows need event time: pass timestamp='column' to p.source(...) and keep "
+            "that column up to the window"
+        )
+    if not node.aggs:
+        raise PlanError(f"{where}.agg(...) needs at least one aggregation, e.g. agg.count()")
+    if node.allowed_lateness_ms < 0:
+        raise PlanError(f"{where}allowed_lateness_ms must be >= 0")
+    if node.emit not in ("final", "update"):
+        raise PlanError(f"{where}emit must be 'final' or 'update', not {node.emit!r}")
+    names = [a.name for a in node.aggs]
+    taken = set(node.keys) | set(RESERVED)
+    for name in names:
+        if names.count(name) > 1 or name in taken:
+            raise PlanError(f"{where}output column {name!r} is produced twice; give one alias=...")
+    if isinstance(node.window, Session) and node.window.gap_ms <= 0:
+        raise PlanError(f"{where}session gap must be positive")
+    if up is None:
+        return None
+    _require_columns(up, (ts,), where + "timestamp column")
+    _require_columns(up, node.keys, where + "key column")
+    columns = tuple(a.column for a in node.aggs if a.column is not None)
+    _require_columns(up, columns, where + "aggregated column")
+    out: dict[str, pl.DataType] = {k: up[k] for k in node.keys}
+    out["window_start"] = pl.Int64()
+    out["window_end"] = pl.Int64()
+    for a in node.aggs:
+        out[a.name] = a.output_dtype(up[a.column] if a.column is not None else None)
+    out["is_update"] = pl.Boolean()
+    return pl.Schema(out)
+
+
+def _check_union(
+    node: UnionNode,
+    schemas: dict[Node, pl.Schema | None],
+    timestamps: dict[Node, str | None],
+    where: str,
+) -> tuple[pl.Schema | None, str | None]:
+    branch_schemas = [schemas[b] for b in node.branches]
+    branch_ts = {timestamps[b] for b in node.branches}
+    if len(branch_ts) > 1:
+        raise PlanError(
+            f"{where}branches have different event-time columns {sorted(map(str, branch_ts))}"
+        )
+    known = [s for s in branch_schemas if s is not None]
+    for other in known[1:]:
+        if other != known[0]:
+            raise PlanError(
+                f"{where}branches have different schemas: {dict(known[0])} vs {dict(other)}"
+            )
+    schema = known[0] if len(known) == len(branch_schemas) else None
+    return schema, branch_ts.pop()

@@ -1,0 +1,148 @@
+"""Window specifications and window assignment as pure functions.
+
+Time is integer milliseconds. Every window is the half-open interval ``[start, end)``.
+
+- :class:`Tumbling` windows partition time: an event at ``ts`` belongs to exactly one window,
+  the one whose start is ``offset + k * size`` for the integer ``k`` with ``start <= ts < end``.
+- :class:`Hopping` windows of ``size`` start every ``slide``: an event belongs to every window
+  ``[s, s + size)`` with ``s = offset + k * slide`` and ``s <= ts < s + size`` (``ceil(size/slide)``
+  or ``floor(size/slide)`` windows; none when ``slide > size`` and ``ts`` falls in a hole).
+- :class:`Session` windows: each event opens ``[ts, ts + gap)``; overlapping intervals of one key
+  merge. Two events therefore share a session iff a chain of events links them with consecutive
+  timestamps less than ``gap`` apart; the session is ``[first_ts, last_ts + gap)``.
+
+The scalar functions here are the definition; the vectorized expressions used by executors are
+tested against them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import polars as pl
+
+
+@dataclass(frozen=True)
+class Tumbling:
+    """Fixed-size, non-overlapping windows of ``size_ms``, aligned to ``offset_ms``."""
+
+    size_ms: int
+    offset_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive("Tumbling.size_ms", self.size_ms)
+
+
+@dataclass(frozen=True)
+class Hopping:
+    """Windows of ``size_ms`` starting every ``slide_ms`` (overlapping when slide < size)."""
+
+    size_ms: int
+    slide_ms: int
+    offset_ms: int = 0
+
+    def __post_init__(self) -> None:
+        _check_positive("Hopping.size_ms", self.size_ms)
+        _check_positive("Hopping.slide_ms", self.slide_ms)
+
+
+@dataclass(frozen=True)
+class Session:
+    """Per-key activity sessions that close after ``gap_ms`` without events."""
+
+    gap_ms: int
+
+    def __post_init__(self) -> None:
+        _check_positive("Session.gap_ms", self.gap_ms)
+
+
+WindowSpec = Tumbling | Hopping | Session
+Interval = tuple[int, int]
+
+
+def _check_positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer of milliseconds, got {value!r}")
+
+
+def tumbling_window(ts: int, size_ms: int, offset_ms: int = 0) -> Interval:
+    """The one tumbling window containing ``ts``."""
+    start = ts - (ts - offset_ms) % size_ms
+    return (start, start + size_ms)
+
+
+def hopping_windows(ts: int, size_ms: int, slide_ms: int, offset_ms: int = 0) -> list[Interval]:
+    """Every hopping window containing ``ts``, in increasing order of start."""
+    last_start = ts - (ts - offset_ms) % slide_ms
+    starts: list[int] = []
+    start = last_start
+    while start + size_ms > ts:
+        starts.append(start)
+        start -= slide_ms
+    return [(s, s + size_ms) for s in reversed(starts)]
+
+
+def merge_sessions(intervals: Iterable[Interval]) -> list[Interval]:
+    """Merge overlapping half-open intervals; the result is sorted and pairwise disjoint.
+
+    Intervals that merely touch (``a.end == b.start``) stay separate: their events are exactly
+    ``gap`` apart, which is a gap of inactivity of ``gap``.
+    """
+    merged: list[Interval] = []
+    for start, end in sorted(intervals):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def overlapping(sessions: Sequence[Interval], new: Interval) -> list[int]:
+    """Indices of the disjoint sorted ``sessions`` that overlap ``new`` (and so merge with it)."""
+    return [i for i, (s, e) in enumerate(sessions) if s < new[1] and new[0] < e]
+
+
+def window_start_exprs(spec: Tumbling | Hopping, ts: pl.Expr) -> list[pl.Expr]:
+    """Vectorized candidate starts for ``ts`` (Int64 ms); callers keep ``start + size > ts``.
+
+    For tumbling windows there is exactly one candidate and it always contains ``ts``.
+    """
+    if isinstance(spec, Tumbling):
+        return [ts - (ts - spec.offset_ms) % spec.size_ms]
+    last = ts - (ts - spec.offset_ms) % spec.slide_ms
+    count = -(-spec.size_ms // spec.slide_ms)
+    return [last - j * spec.slide_ms for j in range(count)]
+
+
+def assign_windows(df: pl.DataFrame, spec: Tumbling | Hopping, ts_col: str) -> pl.DataFrame:
+    """Add ``window_start``/``window_end`` (Int64): one output row per (row, window) pair.
+
+    Row order is preserved; a hopping row's windows appear in decreasing order of start.
+    """
+    return _assign(df.lazy(), spec, ts_col).collect()
+
+
+def assign_windows_lazy(lf: pl.LazyFrame, spec: Tumbling | Hopping, ts_col: str) -> pl.LazyFrame:
+    """Lazy form of :func:`assign_windows`."""
+    return _assign(lf, spec, ts_col)
+
+
+def _assign(lf: pl.LazyFrame, spec: Tumbling | Hopping, ts_col: str) -> pl.LazyFrame:
+    ts = pl.col(ts_col)
+    starts = window_start_exprs(spec, ts)
+    if len(starts) == 1:
+        out = lf.with_columns(starts[0].alias("window_start"))
+    else:
+        out = lf.with_columns(pl.concat_list(starts).alias("window_start")).explode("window_start")
+    out = out.with_columns((pl.col("window_start") + spec.size_ms).alias("window_end"))
+    if isinstance(spec, Hopping):
+        out = out.filter(pl.col("window_end") > ts)
+    return out
+
+
+def event_time_ms(column: str, dtype: pl.DataType) -> pl.Expr:
+    """Event time of ``column`` as Int64 epoch milliseconds (integers are taken as ms)."""
+    if isinstance(dtype, pl.Datetime):
+        return pl.col(column).dt.epoch("ms")
+    return pl.col(column).cast(pl.Int64)

@@ -1,0 +1,24 @@
+"""The streaming runtime: runs a pipeline's plan incrementally, one micro-batch at a time."""
+
+from strom.runtime.executor import StreamingExecutor, run_streaming
+from strom.runtime.operators import OperatorMetrics
+from strom.runtime.results import latest
+from strom.runtime.watermarks import (
+    MAX_WATERMARK,
+    MIN_WATERMARK,
+    WatermarkTracker,
+    combine_watermarks,
+    partition_watermark,
+)
+
+__all__ = [
+    "MAX_WATERMARK",
+    "MIN_WATERMARK",
+    "OperatorMetrics",
+    "StreamingExecutor",
+    "WatermarkTracker",
+    "combine_watermarks",
+    "latest",
+    "partition_watermark",
+    "run_streaming",
+]

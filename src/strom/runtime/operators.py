@@ -1,0 +1,121 @@
+"""Streaming operators: push-based, one micro-batch at a time.
+
+Two messages flow from sources to sinks: ``on_batch(partition, batch)`` and
+``on_progress(partition, max_event_time, now_ms, finished)``, the latter after every poll of a
+source partition. Stateless operators transform batches and forward progress untouched; window
+operators turn progress into watermarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from strom.pipeline.io import Sink
+from strom.pipeline.plan import (
+    FilterNode,
+    MapBatchesNode,
+    Node,
+    SelectNode,
+    WithColumnsNode,
+)
+from strom.runtime.watermarks import MIN_WATERMARK
+
+
+@dataclass
+class OperatorMetrics:
+    """A snapshot of one operator's counters."""
+
+    name: str
+    records_in: int = 0
+    records_out: int = 0
+    late_records: int = 0
+    watermark: int = MIN_WATERMARK
+    state_size: int = 0
+
+
+class Operator:
+    """Base operator: forwards everything to :attr:`outputs`."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.outputs: list[Operator] = []
+        self.metrics = OperatorMetrics(name)
+
+    def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
+        self.metrics.records_in += batch.height
+        self.emit(partition, batch)
+
+    def emit(self, partition: int, batch: pl.DataFrame) -> None:
+        self.metrics.records_out += batch.height
+        for out in self.outputs:
+            out.on_batch(partition, batch)
+
+    def on_progress(
+        self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
+    ) -> None:
+        for out in self.outputs:
+            out.on_progress(partition, max_event_time, now_ms, finished)
+
+    def open(self) -> None:
+        """Called once before the first message."""
+
+    def close(self) -> None:
+        """Called once after the last message."""
+
+
+class TransformOperator(Operator):
+    """Filter, with_columns, select and map_batches: a pure function of each batch."""
+
+    def __init__(self, name: str, node: Node) -> None:
+        super().__init__(name)
+        self.node = node
+
+    def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
+        self.metrics.records_in += batch.height
+        self.emit(partition, apply_transform(self.node, batch))
+
+
+def apply_transform(node: Node, batch: pl.DataFrame) -> pl.DataFrame:
+    """Apply a stateless plan node to one batch (shared with the bounded runner)."""
+    if isinstance(node, FilterNode):
+        return batch.filter(node.predicate)
+    if isinstance(node, WithColumnsNode):
+        return batch.with_columns(*node.exprs)
+    if isinstance(node, SelectNode):
+        return batch.select(*node.exprs)
+    if isinstance(node, MapBatchesNode):
+        result = node.fn(batch)
+        if not isinstance(result, pl.DataFrame):
+            raise TypeError(
+                f"map_batches function {node.fn!r} returned {type(result).__name__}, "
+                "not a polars DataFrame"
+            )
+        return result
+    raise TypeError(f"{node.label} is not a stateless transformation")
+
+
+class SinkOperator(Operator):
+    """Writes every non-empty batch to its sink; opens and closes it with the run."""
+
+    def __init__(self, name: str, sink: Sink) -> None:
+        super().__init__(name)
+        self.sink = sink
+
+    def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
+        self.metrics.records_in += batch.height
+        if batch.height:
+            self.sink.write(batch)
+            self.metrics.records_out += batch.height
+
+    def on_progress(
+        self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
+    ) -> None:
+        pass
+
+    def open(self) -> None:
+        self.sink.open()
+
+    def close(self) -> None:
+        self.sink.close()

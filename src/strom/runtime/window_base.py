@@ -1,0 +1,115 @@
+"""What every window operator shares: event time, watermarks, late output, result batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from strom.pipeline.plan import WindowAggNode
+from strom.pipeline.windows import event_time_ms
+from strom.runtime.accumulators import SEQ, TS, Accumulators, output_schema
+from strom.runtime.operators import Operator
+from strom.runtime.watermarks import WatermarkTracker
+
+
+class WindowOperatorBase(Operator):
+    """A keyed window aggregation: results go to :attr:`outputs`, late rows to :attr:`late_outputs`.
+
+    Subclasses implement :meth:`_process` (merge one batch, which already carries ``TS`` and
+    ``SEQ`` columns) and :meth:`_fire` (emit windows the watermark has completed, purge expired
+    state). Results are emitted after each batch and after each watermark advance.
+    """
+
+    def __init__(
+        self, name: str, node: WindowAggNode, ts_column: str, tracker: WatermarkTracker
+    ) -> None:
+        super().__init__(name)
+        self.node = node
+        self.keys = node.keys
+        self.lateness = node.allowed_lateness_ms
+        self.update_mode = node.emit == "update"
+        self.ts_column = ts_column
+        self.tracker = tracker
+        self.acc = Accumulators(node.aggs)
+        self.late_outputs: list[Operator] = []
+        self._seq: dict[int, int] = {}
+        self._input_schema: pl.Schema | None = None
+        self._out_schema: pl.Schema | None = None
+        self._rows: list[list[Any]] = []
+
+    @property
+    def watermark(self) -> int:
+        return self.tracker.current
+
+    def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
+        self.metrics.records_in += batch.height
+        if batch.height == 0:
+            return
+        if self._input_schema is None:
+            self._set_input_schema(batch.schema)
+        ts = batch.get_column(self.ts_column)
+        if ts.null_count():
+            raise ValueError(
+                f"{self.name}: {ts.null_count()} rows have a null event time in column "
+                f"{self.ts_column!r}; filter or fill them before the window"
+            )
+        start = self._seq.get(partition, 0)
+        self._seq[partition] = start + batch.height
+        framed = batch.with_columns(
+            event_time_ms(self.ts_column, ts.dtype).alias(TS),
+            (pl.int_range(pl.len(), dtype=pl.Int64) + start).alias(SEQ),
+        )
+        self._process(partition, framed)
+        self._flush(partition)
+
+    def _set_input_schema(self, schema: pl.Schema | None) -> None:
+        self._input_schema = schema
+        if schema is not None:
+            self._out_schema = output_schema(self.keys, self.node.aggs, schema)
+
+    def on_progress(
+        self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
+    ) -> None:
+        self.tracker.observe(partition, max_event_time, now_ms)
+        if finished:
+            self.tracker.finish(partition)
+        before = self.tracker.current
+        after = self.tracker.advance(now_ms)
+        self.metrics.watermark = after
+        if after > before:
+            self._fire(after)
+            self._flush(partition)
+        self.metrics.state_size = self.state_size()
+
+    def _process(self, partition: int, batch: pl.DataFrame) -> None:
+        raise NotImplementedError
+
+    def _fire(self, watermark: int) -> None:
+        raise NotImplementedError
+
+    def state_size(self) -> int:
+        """Windows (or sessions) currently held."""
+        raise NotImplementedError
+
+    def _result(
+        self, key: tuple[Any, ...], start: int, end: int, acc: list[Any], update: bool
+    ) -> None:
+        """Queue one result row; :meth:`_flush` emits the queue as one batch."""
+        self._rows.append([*key, start, end, *self.acc.finalize(acc), update])
+
+    def _flush(self, partition: int) -> None:
+        if not self._rows:
+            return
+        assert self._out_schema is not None
+        rows, self._rows = self._rows, []
+        self.emit(partition, pl.DataFrame(rows, schema=self._out_schema, orient="row"))
+
+    def _late(self, partition: int, rows: pl.DataFrame) -> None:
+        """Send rows (with ``window_start``/``window_end``) to the late output."""
+        if rows.height == 0:
+            return
+        rows = rows.drop(TS, SEQ, strict=False)
+        self.metrics.late_records += rows.height
+        for out in self.late_outputs:
+            out.on_batch(partition, rows)
