@@ -9,6 +9,7 @@ import os
 from typing import IO, TYPE_CHECKING, cast
 
 from strom.broker.handlers.dispatch import Close, dispatch
+from strom.broker.log.fileio import pread_all
 from strom.broker.protocol.codec import FileRegion
 from strom.broker.protocol.framing import FrameTooLarge, frame_size
 
@@ -120,12 +121,24 @@ class Server:
     async def _sendfile(
         loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter, region: FileRegion
     ) -> None:
-        sent = await loop.sendfile(
-            writer.transport,
-            cast(IO[bytes], _Fd(region.fd)),
-            region.offset,
-            region.length,
-            fallback=False,
-        )
+        # The peer may hang up (or the server start closing) while a fetch long-polls; then
+        # loop.sendfile raises RuntimeError("Transport is closing"). That is a closed connection,
+        # not a broker failure: report it as one so it is not logged as a crash.
+        if writer.transport.is_closing():
+            raise ConnectionError("connection closed before the response was sent")
+        try:
+            sent = await loop.sendfile(
+                writer.transport,
+                cast(IO[bytes], _Fd(region.fd)),
+                region.offset,
+                region.length,
+                fallback=False,
+            )
+        except asyncio.SendfileNotAvailableError:
+            # os.sendfile failed before sending a byte: the peer reset the connection (EPIPE,
+            # ECONNRESET), or this file cannot be sent that way. A plain write is right in both
+            # cases; on a dead connection it is dropped and the next read ends the connection.
+            writer.write(pread_all(region.fd, region.length, region.offset))
+            return
         if sent != region.length:
             raise ConnectionError(f"sendfile sent {sent} of {region.length} bytes")

@@ -10,10 +10,7 @@
 >>> plan = p.plan()
 """
 
-from strom.pipeline import (
-    _deps,  # noqa: F401  (fails helpfully without the 'engine' extra)
-    agg,
-)
+from strom.pipeline import agg
 from strom.pipeline.agg import Agg
 from strom.pipeline.io import (
     END_OF_PARTITION,
