@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from strom.broker.handlers.base import Body, Context, api
+from strom.broker.protocol.errors import ErrorCode
 
 _GROUP_KEY_TYPE = 0
+
+log = logging.getLogger("strom.broker")
 
 
 def _coordinator(ctx: Context, key: str) -> dict[str, Any]:
@@ -242,6 +246,21 @@ async def offset_fetch(ctx: Context, req: Body) -> Body:
 
 @api(22, "InitProducerId", 0, 4)
 async def init_producer_id(ctx: Context, req: Body) -> Body:
+    if req["transactional_id"] is not None:
+        # Transactions are not implemented yet: fail the producer at init_transactions() instead
+        # of letting its first transaction time out. Kafka has no "unsupported" code for this;
+        # this one is fatal in every client and names the transactional id.
+        log.warning(
+            "refused transactional id %r from %s: transactions are not supported yet",
+            req["transactional_id"],
+            ctx.client_host,
+        )
+        return {
+            "throttle_time_ms": 0,
+            "error_code": int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+            "producer_id": -1,
+            "producer_epoch": -1,
+        }
     result = ctx.state.producers.init_producer_id(
         req["transactional_id"],
         req.get("producer_id", -1),
