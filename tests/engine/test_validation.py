@@ -71,8 +71,8 @@ def test_duplicate_output_names_and_bad_specs() -> None:
         p.plan()
     with pytest.raises(ValueError, match="size_ms must be a positive integer"):
         Tumbling(0)
-    with pytest.raises(NotImplementedError, match=r"agg\.std is not implemented yet"):
-        agg.std("v")
+    with pytest.raises(NotImplementedError, match=r"agg\.quantile \(exact\) is not implemented"):
+        agg.quantile("v", 0.5)
 
 
 def test_valid_plan_knows_output_schema() -> None:

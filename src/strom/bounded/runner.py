@@ -5,6 +5,10 @@ expressions); windows are computed as one vectorized group-by, as if the waterma
 its minimum to ``+inf`` after the last event. So no event is late: the late output is empty,
 every result has ``is_update=False``, and each window appears once.
 
+Keyed process functions (the slow path) get every event in (event time, partition, position)
+order, then every timer at watermark +inf; see :mod:`strom.pipeline.process` for when that
+equals a streaming run. ``map``/``flat_map`` run per row over each whole partition.
+
 Results equal the streaming runtime's latest results over the same on-time events: the same
 window assignment functions, the same aggregation semantics, the same first/last tie-breaking
 (event time, then source partition, then position in that partition). Floating-point ``sum`` and
@@ -22,8 +26,10 @@ from strom.pipeline.plan import (
     KeyByNode,
     LateNode,
     MapBatchesNode,
+    MapNode,
     Node,
     Plan,
+    ProcessNode,
     SelectNode,
     SinkNode,
     SourceNode,
@@ -34,8 +40,10 @@ from strom.pipeline.plan import (
 from strom.pipeline.stream import Pipeline
 from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Session, assign_windows_lazy, event_time_ms
+from strom.runtime import sketches
 from strom.runtime.accumulators import PART, SEQ, TS, output_schema
-from strom.runtime.operators import apply_transform
+from strom.runtime.keyed_process import KeyedProcessCore
+from strom.runtime.operators import apply_transform, rows_to_frame
 from strom.runtime.sessions import MINI, cut_sessions
 
 Partitions = list[tuple[int, pl.LazyFrame]]
@@ -86,7 +94,9 @@ class BoundedRunner:
             return [(first + i, source.scan_partition(i)) for i in range(source.partition_count())]
         if isinstance(node, FilterNode | WithColumnsNode | SelectNode):
             return [(p, _lazy_transform(node, lf)) for p, lf in self._evaluate(node.input)]
-        if isinstance(node, MapBatchesNode):
+        if isinstance(node, ProcessNode):
+            return [(-1, self._process(node).lazy())]
+        if isinstance(node, MapBatchesNode | MapNode):
             return [
                 (p, apply_transform(node, lf.collect()).lazy())
                 for p, lf in self._evaluate(node.input)
@@ -108,6 +118,29 @@ class BoundedRunner:
     def _input_schema(self, node: WindowAggNode) -> pl.Schema:
         parts = self._evaluate(node.input)
         return parts[0][1].collect_schema()
+
+    def _process(self, node: ProcessNode) -> pl.DataFrame:
+        """Feed every event to the process function in (event time, partition, position)
+        order, then fire all timers at watermark +inf (the streaming end of input)."""
+        ts_column = self.plan.timestamps.get(node.input)
+        core = KeyedProcessCore(node.fn, node.keys, node.ordering, ts_column is not None)
+        for partition, lf in self._evaluate(node.input):
+            frame = lf.collect()
+            if ts_column is None:
+                for i, row in enumerate(frame.iter_rows(named=True)):
+                    core.add(None, partition, i, row)
+                continue
+            ts = frame.get_column(ts_column)
+            if ts.null_count():
+                raise ValueError(
+                    f"{ts.null_count()} rows have a null event time in column {ts_column!r}; "
+                    "filter or fill them before process()"
+                )
+            times = frame.select(event_time_ms(ts_column, ts.dtype).alias(TS))[TS]
+            for i, (t, row) in enumerate(zip(times, frame.iter_rows(named=True), strict=True)):
+                core.add(t, partition, i, row)
+        core.finish()
+        return rows_to_frame(core.take_output(), node.schema, "process")
 
     def _window(self, node: WindowAggNode) -> pl.DataFrame:
         ts_column = self.plan.timestamps.get(node.input)
@@ -132,7 +165,7 @@ class BoundedRunner:
                 "filter or fill them before the window"
             )
         order = [TS, PART, SEQ]
-        finals = [_final_expr(a, out_schema[a.name]) for a in node.aggs]
+        finals = [e for a in node.aggs for e in _final_exprs(a, out_schema[a.name])]
         if isinstance(node.window, Session):
             cut = cut_sessions(framed, node.keys, node.window.gap_ms, order)
             grouped = cut.group_by([*node.keys, MINI]).agg(
@@ -145,6 +178,9 @@ class BoundedRunner:
             grouped = assigned.group_by(
                 [*node.keys, "window_start", "window_end"], maintain_order=True
             ).agg(*finals)
+        posts = [e for e in map(_post_expr, node.aggs) if e is not None]
+        if posts:
+            grouped = grouped.with_columns(posts)
         result = grouped.with_columns(pl.lit(False).alias("is_update")).select(
             pl.col(name).cast(dtype) for name, dtype in out_schema.items()
         )
@@ -161,7 +197,7 @@ def _lazy_transform(
     return lf.select(*node.exprs)
 
 
-def _final_expr(a: Agg, dtype: pl.DataType) -> pl.Expr:
+def _final_exprs(a: Agg, dtype: pl.DataType) -> list[pl.Expr]:
     col = pl.col(a.column) if a.column is not None else None
     if a.kind == "count":
         expr = pl.len() if col is None else col.count()
@@ -178,6 +214,35 @@ def _final_expr(a: Agg, dtype: pl.DataType) -> pl.Expr:
             expr = col.max()
         elif a.kind == "first":
             expr = col.first()
-        else:
+        elif a.kind == "last":
             expr = col.last()
-    return expr.cast(dtype).alias(a.name)
+        elif a.kind in ("var", "std"):
+            x = col.cast(pl.Float64)
+            expr = x.var(ddof=1) if a.kind == "var" else x.std(ddof=1)
+        elif a.kind == "count_distinct":
+            expr = col.drop_nulls().n_unique()
+        elif a.kind == "approx_count_distinct":
+            return [sketches.hll_codes(col).alias(a.name)]  # finished by _post_expr
+        else:
+            prio = sketches.sample_priority(pl.col(PART), pl.col(SEQ))
+            p, v = sketches.sample_exprs(col, prio)
+            return [p.alias(a.name + "__p"), v.alias(a.name)]  # finished by _post_expr
+    return [expr.cast(dtype).alias(a.name)]
+
+
+def _post_expr(a: Agg) -> pl.Expr | None:
+    """The Python finish of a sketch aggregation (the same functions streaming finalizes with)."""
+    if a.kind == "approx_count_distinct":
+        return pl.col(a.name).map_elements(
+            lambda codes: sketches.hll_estimate(sketches.hll_from_codes(codes)),
+            return_dtype=pl.Int64,
+        )
+    if a.kind == "approx_quantile":
+        q = a.q
+        assert q is not None
+        sample = pl.struct(pl.col(a.name + "__p").alias("p"), pl.col(a.name).alias("v"))
+        return sample.map_elements(
+            lambda s: sketches.sample_quantile(sketches.sample_from(s["p"], s["v"]), q),
+            return_dtype=pl.Float64,
+        ).alias(a.name)
+    return None

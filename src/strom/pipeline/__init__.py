@@ -21,6 +21,13 @@ from strom.pipeline.io import (
     SourcePartition,
 )
 from strom.pipeline.plan import Plan
+from strom.pipeline.process import (
+    ListState,
+    MapState,
+    ProcessContext,
+    ProcessFunction,
+    ValueState,
+)
 from strom.pipeline.stream import KeyedStream, Pipeline, Stream, WindowedStream, WindowResult
 from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Hopping, Session, Tumbling, WindowSpec
@@ -32,15 +39,20 @@ __all__ = [
     "EndOfPartition",
     "Hopping",
     "KeyedStream",
+    "ListState",
+    "MapState",
     "Pipeline",
     "Plan",
     "PlanError",
+    "ProcessContext",
+    "ProcessFunction",
     "Session",
     "Sink",
     "Source",
     "SourcePartition",
     "Stream",
     "Tumbling",
+    "ValueState",
     "WindowResult",
     "WindowSpec",
     "WindowedStream",

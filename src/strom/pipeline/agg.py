@@ -9,17 +9,49 @@ Semantics (identical in every executor):
 - ``sum``, ``min``, ``max``, ``mean`` ignore nulls and are null when a window has no non-null value.
 - ``first``/``last`` take the value (null included) of the earliest/latest event by event time;
   ties are broken by source partition index, then by position within that partition's stream.
+- ``var``/``std`` are the sample variance / standard deviation (SQL ``var_samp``/``stddev_samp``)
+  of non-null values, null with fewer than two. Streaming merges (count, mean, M2) partials, so
+  they may differ from the bounded runner's in the last bits.
+- ``count_distinct`` counts distinct non-null values exactly (state: the set of values).
+- ``approx_count_distinct`` and ``approx_quantile`` are mergeable sketches with documented error
+  (see ``strom.runtime.sketches``); both executors give identical results.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NoReturn
+from typing import Literal
 
 import polars as pl
 
-AggKind = Literal["count", "sum", "min", "max", "mean", "first", "last"]
-KINDS: tuple[AggKind, ...] = ("count", "sum", "min", "max", "mean", "first", "last")
+AggKind = Literal[
+    "count",
+    "sum",
+    "min",
+    "max",
+    "mean",
+    "first",
+    "last",
+    "var",
+    "std",
+    "count_distinct",
+    "approx_count_distinct",
+    "approx_quantile",
+]
+KINDS: tuple[AggKind, ...] = (
+    "count",
+    "sum",
+    "min",
+    "max",
+    "mean",
+    "first",
+    "last",
+    "var",
+    "std",
+    "count_distinct",
+    "approx_count_distinct",
+    "approx_quantile",
+)
 
 
 @dataclass(frozen=True)
@@ -29,12 +61,14 @@ class Agg:
     kind: AggKind
     column: str | None
     name: str
+    q: float | None = None
+    """The quantile, for ``approx_quantile`` only."""
 
     def output_dtype(self, input_dtype: pl.DataType | None) -> pl.DataType:
         """The output column's type given the input column's type (``None`` for ``count()``)."""
-        if self.kind == "count":
+        if self.kind in ("count", "count_distinct", "approx_count_distinct"):
             return pl.Int64()
-        if self.kind == "mean":
+        if self.kind in ("mean", "var", "std", "approx_quantile"):
             return pl.Float64()
         assert input_dtype is not None
         if self.kind == "sum":
@@ -86,25 +120,44 @@ def last(column: str, *, alias: str | None = None) -> Agg:
     return _agg("last", column, alias)
 
 
-def _not_yet(kind: str) -> NoReturn:
-    raise NotImplementedError(f"agg.{kind} is not implemented yet; available: {', '.join(KINDS)}")
+def var(column: str, *, alias: str | None = None) -> Agg:
+    """Sample variance of non-null values (Float64; null with fewer than two)."""
+    return _agg("var", column, alias)
 
 
 def std(column: str, *, alias: str | None = None) -> Agg:
-    """Not implemented yet (raises NotImplementedError)."""
-    _not_yet("std")
-
-
-def var(column: str, *, alias: str | None = None) -> Agg:
-    """Not implemented yet (raises NotImplementedError)."""
-    _not_yet("var")
+    """Sample standard deviation of non-null values (Float64; null with fewer than two)."""
+    return _agg("std", column, alias)
 
 
 def count_distinct(column: str, *, alias: str | None = None) -> Agg:
-    """Not implemented yet (raises NotImplementedError)."""
-    _not_yet("count_distinct")
+    """Exact number of distinct non-null values (state grows with the distinct values)."""
+    return _agg("count_distinct", column, alias)
+
+
+def approx_count_distinct(column: str, *, alias: str | None = None) -> Agg:
+    """Approximate number of distinct non-null values (HyperLogLog, ~1.6% standard error)."""
+    return _agg("approx_count_distinct", column, alias)
+
+
+def approx_quantile(column: str, q: float, *, alias: str | None = None) -> Agg:
+    """Approximate ``q``-quantile of non-null numeric values (Float64, linear interpolation):
+    exact up to 2048 values per window, else rank error <= 3.6% with probability >= 99%."""
+    if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 <= q <= 1.0:
+        raise ValueError(f"agg.approx_quantile() needs 0 <= q <= 1, got {q!r}")
+    name = alias or f"q{round(q * 100):02d}_{column}"
+    return Agg("approx_quantile", _column(column, "approx_quantile"), name, float(q))
+
+
+def _column(column: str, kind: str) -> str:
+    if not isinstance(column, str):
+        raise TypeError(f"agg.{kind}() takes a column name, got {column!r}")
+    return column
 
 
 def quantile(column: str, q: float, *, alias: str | None = None) -> Agg:
-    """Not implemented yet (raises NotImplementedError)."""
-    _not_yet("quantile")
+    """Not implemented (exact quantiles need every value in state); raises NotImplementedError.
+    Use :func:`approx_quantile`."""
+    raise NotImplementedError(
+        "agg.quantile (exact) is not implemented: use agg.approx_quantile(column, q)"
+    )

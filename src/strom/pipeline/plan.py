@@ -14,6 +14,7 @@ import polars as pl
 
 from strom.pipeline.agg import Agg
 from strom.pipeline.io import Sink, Source
+from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.windows import WindowSpec
 
 EmitMode = Literal["final", "update"]
@@ -80,6 +81,26 @@ class MapBatchesNode(UnaryNode):
 
 
 @dataclass(frozen=True, eq=False)
+class MapNode(UnaryNode):
+    """Per-record ``fn``: row dict to row dict (``flat=False``) or to an iterable of row dicts
+    (``flat=True``); the output has ``schema``. Row order within a batch is kept."""
+
+    fn: MapFn | FlatMapFn
+    schema: pl.Schema
+    flat: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class ProcessNode(UnaryNode):
+    """A keyed :class:`ProcessFunction`; its output rows have ``schema``."""
+
+    keys: tuple[str, ...]
+    fn: ProcessFunction
+    schema: pl.Schema
+    ordering: Ordering = "event_time"
+
+
+@dataclass(frozen=True, eq=False)
 class KeyByNode(UnaryNode):
     keys: tuple[str, ...]
 
@@ -122,7 +143,8 @@ class Plan:
     schemas: dict[Node, pl.Schema | None] = field(default_factory=dict, compare=False)
     """Each node's output schema where knowable before running."""
     timestamps: dict[Node, str | None] = field(default_factory=dict, compare=False)
-    """Each node's event-time column (``None`` where there is none, e.g. after a window)."""
+    """Each node's event-time column (``None`` where there is none). Window results carry
+    ``window_end``: when a window fires, every event before its end has arrived."""
 
     def nodes(self) -> list[Node]:
         """Every node, each after all of its inputs (a topological order)."""

@@ -6,7 +6,7 @@ Nothing runs here: hand the pipeline to an executor (``strom.runtime`` or ``stro
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import polars as pl
 
@@ -18,8 +18,10 @@ from strom.pipeline.plan import (
     KeyByNode,
     LateNode,
     MapBatchesNode,
+    MapNode,
     Node,
     Plan,
+    ProcessNode,
     SelectNode,
     SinkNode,
     SourceNode,
@@ -27,8 +29,11 @@ from strom.pipeline.plan import (
     WindowAggNode,
     WithColumnsNode,
 )
+from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.validate import PlanError, validate
 from strom.pipeline.windows import WindowSpec
+
+SchemaLike = pl.Schema | Mapping[str, pl.DataType | type[pl.DataType]]
 
 
 class Pipeline:
@@ -108,6 +113,16 @@ class Stream:
         its output ``schema`` to keep validating the steps after it."""
         return self._then(MapBatchesNode(self._node, fn, schema))
 
+    def map(self, fn: MapFn, *, output_schema: SchemaLike) -> Stream:
+        """Apply ``fn`` to every row (a dict) to get one output row (slow path: per-record
+        Python). Output columns follow ``output_schema``; keys missing from a row are null."""
+        return self._then(MapNode(self._node, fn, _schema(output_schema, "map"), flat=False))
+
+    def flat_map(self, fn: FlatMapFn, *, output_schema: SchemaLike) -> Stream:
+        """Apply ``fn`` to every row (a dict) to get zero or more output rows (slow path).
+        Output rows keep the input order; columns follow ``output_schema``."""
+        return self._then(MapNode(self._node, fn, _schema(output_schema, "flat_map"), flat=True))
+
     def union(self, *others: Stream) -> Stream:
         """All rows of this stream and ``others`` (same schema and event-time column)."""
         for other in others:
@@ -116,7 +131,8 @@ class Stream:
         return self._then(UnionNode((self._node, *(o._node for o in others))))
 
     def key_by(self, *keys: str) -> KeyedStream:
-        """Partition state by these columns for the window that follows."""
+        """Partition state by these columns for the window or process function that follows
+        (also after a window: results carry event time ``window_end``)."""
         return KeyedStream(self._pipeline, KeyByNode(self._node, tuple(keys)), tuple(keys))
 
     def window(
@@ -152,6 +168,27 @@ class KeyedStream(Stream):
             self._pipeline, self._node, self.keys, spec, allowed_lateness_ms, emit
         )
 
+    def process(
+        self,
+        fn: ProcessFunction,
+        *,
+        output_schema: SchemaLike,
+        ordering: Ordering = "event_time",
+    ) -> Stream:
+        """Run ``fn`` (a :class:`~strom.pipeline.ProcessFunction`) per key with state and timers.
+
+        The slow path (per-record Python). ``ordering="event_time"`` processes each element once
+        the watermark has passed it, in event-time order per key, so streaming and bounded runs
+        agree; ``"arrival"`` processes each batch immediately (sorted within the batch). See
+        :mod:`strom.pipeline.process` for the guarantees.
+        """
+        if not isinstance(fn, ProcessFunction):
+            raise PlanError(f"process() takes a strom.pipeline.ProcessFunction, got {fn!r}")
+        if ordering not in ("event_time", "arrival"):
+            raise PlanError(f"ordering must be 'event_time' or 'arrival', not {ordering!r}")
+        schema = _schema(output_schema, "process")
+        return self._then(ProcessNode(self._node, self.keys, fn, schema, ordering))
+
 
 class WindowedStream:
     """A windowed stream awaiting its aggregations."""
@@ -185,9 +222,21 @@ class WindowedStream:
 
 
 class WindowResult(Stream):
-    """Window results; :meth:`late` is the side output of events too late to count."""
+    """Window results; :meth:`late` is the side output of events too late to count.
+
+    Their event time is ``window_end``, so they can be re-keyed and windowed or processed again.
+    """
 
     def late(self) -> Stream:
         """Events later than the allowed lateness: the input row plus the ``window_start`` and
         ``window_end`` it missed (one row per missed window). Never dropped silently."""
         return self._then(LateNode(self._node))
+
+
+def _schema(schema: SchemaLike, method: str) -> pl.Schema:
+    try:
+        return schema if isinstance(schema, pl.Schema) else pl.Schema(schema)
+    except (TypeError, ValueError) as exc:
+        raise PlanError(
+            f"{method}(): output_schema must map column names to types ({exc})"
+        ) from exc

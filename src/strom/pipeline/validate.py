@@ -14,8 +14,10 @@ from strom.pipeline.plan import (
     KeyByNode,
     LateNode,
     MapBatchesNode,
+    MapNode,
     Node,
     Plan,
+    ProcessNode,
     SelectNode,
     SinkNode,
     SourceNode,
@@ -61,14 +63,19 @@ def _check(
         return out, ts
     if isinstance(node, MapBatchesNode):
         return node.schema, ts
+    if isinstance(node, MapNode):
+        return node.schema, ts if ts in node.schema else None
+    if isinstance(node, ProcessNode):
+        return _check_process(node, up, ts, where)
     if isinstance(node, KeyByNode):
         if not node.keys:
             raise PlanError(f"{where}key_by() needs at least one key column")
         _require_columns(up, node.keys, where + "key column")
         return up, ts
     if isinstance(node, WindowAggNode):
-        return _check_window(node, up, ts, where), None
+        return _check_window(node, up, ts, where), "window_end"
     if isinstance(node, LateNode):
+        ts = timestamps.get(node.input.inputs[0])
         if up is None:
             return None, ts
         input_schema = schemas.get(node.input.inputs[0])
@@ -167,6 +174,22 @@ def _check_window(
         out[a.name] = a.output_dtype(up[a.column] if a.column is not None else None)
     out["is_update"] = pl.Boolean()
     return pl.Schema(out)
+
+
+def _check_process(
+    node: ProcessNode, up: pl.Schema | None, ts: str | None, where: str
+) -> tuple[pl.Schema, str | None]:
+    if not node.keys:
+        raise PlanError(f"{where}process() needs a keyed stream: call .key_by(...) first")
+    if ts is None and node.ordering == "event_time":
+        raise PlanError(
+            f"{where}process(ordering='event_time') needs event time: pass timestamp='column' "
+            "to p.source(...) and keep that column, or use ordering='arrival'"
+        )
+    _require_columns(up, node.keys, where + "key column")
+    if ts is not None:
+        _require_columns(up, (ts,), where + "timestamp column")
+    return node.schema, ts if ts in node.schema else None
 
 
 def _check_union(

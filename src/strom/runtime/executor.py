@@ -21,8 +21,10 @@ from strom.pipeline.plan import (
     KeyByNode,
     LateNode,
     MapBatchesNode,
+    MapNode,
     Node,
     Plan,
+    ProcessNode,
     SelectNode,
     SinkNode,
     SourceNode,
@@ -39,6 +41,7 @@ from strom.runtime.operators import (
     SinkOperator,
     TransformOperator,
 )
+from strom.runtime.process_operator import ProcessOperator
 from strom.runtime.sessions import SessionOperator
 from strom.runtime.time_windows import TimeWindowOperator
 from strom.runtime.watermarks import WatermarkTracker
@@ -96,8 +99,11 @@ class StreamingExecutor:
                     up.outputs.append(op)
 
     def _make(self, node: Node, name: str) -> Operator:
-        if isinstance(node, FilterNode | WithColumnsNode | SelectNode | MapBatchesNode):
+        if isinstance(node, FilterNode | WithColumnsNode | SelectNode | MapBatchesNode | MapNode):
             return TransformOperator(name, node)
+        if isinstance(node, ProcessNode):
+            ts = self.plan.timestamps.get(node.input)
+            return ProcessOperator(name, node, ts, self._tracker(node))
         if isinstance(node, SinkNode):
             return SinkOperator(name, node.sink)
         if isinstance(node, WindowAggNode):
@@ -106,15 +112,19 @@ class StreamingExecutor:
             return Operator(name)
         raise TypeError(f"the streaming runtime cannot run {node.label} nodes yet")
 
-    def _make_window(self, node: WindowAggNode, name: str) -> WindowOperatorBase:
-        ts_column = self.plan.timestamps.get(node.input)
-        assert ts_column is not None  # validated
+    def _tracker(self, node: Node) -> WatermarkTracker:
+        """A watermark tracker over every source partition upstream of ``node``."""
         partitions: dict[int, tuple[int, int | None]] = {}
         for upstream in walk(node):
             if isinstance(upstream, SourceNode):
                 for p in self._partitions[upstream]:
                     partitions[p] = (upstream.max_out_of_orderness_ms, upstream.idle_timeout_ms)
-        tracker = WatermarkTracker(partitions, self.clock())
+        return WatermarkTracker(partitions, self.clock())
+
+    def _make_window(self, node: WindowAggNode, name: str) -> WindowOperatorBase:
+        ts_column = self.plan.timestamps.get(node.input)
+        assert ts_column is not None  # validated
+        tracker = self._tracker(node)
         if isinstance(node.window, Session):
             return SessionOperator(name, node, ts_column, tracker)
         return TimeWindowOperator(name, node, ts_column, tracker)
@@ -176,14 +186,18 @@ class StreamingExecutor:
         """A copy of every operator's counters, by operator name (in plan order)."""
         out: dict[str, OperatorMetrics] = {}
         for op in self._operators.values():
-            if isinstance(op, WindowOperatorBase):
+            if isinstance(op, WindowOperatorBase | ProcessOperator):
                 op.metrics.state_size = op.state_size()
             out[op.name] = replace(op.metrics)
         return out
 
     def window_operators(self) -> list[WindowOperatorBase]:
-        """The stateful operators (whose ``snapshot()``/``restore()`` hold their state)."""
+        """The window operators (whose ``snapshot()``/``restore()`` hold their state)."""
         return [op for op in self._operators.values() if isinstance(op, WindowOperatorBase)]
+
+    def process_operators(self) -> list[ProcessOperator]:
+        """The keyed process operators (whose ``snapshot()``/``restore()`` hold their state)."""
+        return [op for op in self._operators.values() if isinstance(op, ProcessOperator)]
 
 
 def _max_event_time(batch: pl.DataFrame, column: str | None) -> int | None:

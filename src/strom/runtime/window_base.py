@@ -8,7 +8,7 @@ import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import event_time_ms
-from strom.runtime.accumulators import SEQ, TS, Accumulators, output_schema
+from strom.runtime.accumulators import PART, SEQ, TS, Accumulators, output_schema
 from strom.runtime.operators import Operator
 from strom.runtime.watermarks import WatermarkTracker
 
@@ -18,7 +18,8 @@ class WindowOperatorBase(Operator):
 
     Subclasses implement :meth:`_process` (merge one batch, which already carries ``TS`` and
     ``SEQ`` columns) and :meth:`_fire` (emit windows the watermark has completed, purge expired
-    state). Results are emitted after each batch and after each watermark advance.
+    state). Results are emitted after each batch and after each watermark advance; progress is
+    then forwarded to both outputs, so operators downstream of a window keep their watermarks.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class WindowOperatorBase(Operator):
         framed = batch.with_columns(
             event_time_ms(self.ts_column, ts.dtype).alias(TS),
             (pl.int_range(pl.len(), dtype=pl.Int64) + start).alias(SEQ),
+            pl.lit(partition, dtype=pl.Int64).alias(PART),
         )
         self._process(partition, framed)
         self._flush(partition)
@@ -81,6 +83,9 @@ class WindowOperatorBase(Operator):
             self._fire(after)
             self._flush(partition)
         self.metrics.state_size = self.state_size()
+        # results and late rows of this message are out before downstream sees the progress
+        for out in (*self.outputs, *self.late_outputs):
+            out.on_progress(partition, max_event_time, now_ms, finished)
 
     def _process(self, partition: int, batch: pl.DataFrame) -> None:
         raise NotImplementedError
@@ -109,7 +114,7 @@ class WindowOperatorBase(Operator):
         """Send rows (with ``window_start``/``window_end``) to the late output."""
         if rows.height == 0:
             return
-        rows = rows.drop(TS, SEQ, strict=False)
+        rows = rows.drop(TS, SEQ, PART, strict=False)
         self.metrics.late_records += rows.height
         for out in self.late_outputs:
             out.on_batch(partition, rows)

@@ -1,0 +1,99 @@
+"""The streaming operator running a keyed :class:`~strom.pipeline.ProcessFunction`.
+
+Each batch's rows are buffered in the :class:`~strom.runtime.keyed_process.KeyedProcessCore`;
+with ``ordering="arrival"`` they are processed at once, otherwise when the watermark passes them.
+After every progress message the operator releases what the new watermark makes due, fires
+processing-time timers due at the executor's clock and, once every input has ended, finishes the
+core (all remaining timers). Output rows go downstream as one batch per message, after which the
+progress message is forwarded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+
+from strom.pipeline.plan import ProcessNode
+from strom.pipeline.windows import event_time_ms
+from strom.runtime.accumulators import TS
+from strom.runtime.keyed_process import KeyedProcessCore
+from strom.runtime.operators import Operator, rows_to_frame
+from strom.runtime.watermarks import MAX_WATERMARK, WatermarkTracker
+
+
+class ProcessOperator(Operator):
+    def __init__(
+        self, name: str, node: ProcessNode, ts_column: str | None, tracker: WatermarkTracker
+    ) -> None:
+        super().__init__(name)
+        self.node = node
+        self.ts_column = ts_column
+        self.tracker = tracker
+        self.core = KeyedProcessCore(node.fn, node.keys, node.ordering, ts_column is not None)
+        self._seq: dict[int, int] = {}
+
+    def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
+        self.metrics.records_in += batch.height
+        if batch.height == 0:
+            return
+        start = self._seq.get(partition, 0)
+        self._seq[partition] = start + batch.height
+        if self.ts_column is None:
+            for i, row in enumerate(batch.iter_rows(named=True)):
+                self.core.add(None, partition, start + i, row)
+        else:
+            ts = batch.get_column(self.ts_column)
+            if ts.null_count():
+                raise ValueError(
+                    f"{self.name}: {ts.null_count()} rows have a null event time in column "
+                    f"{self.ts_column!r}; filter or fill them before process()"
+                )
+            times = batch.select(event_time_ms(self.ts_column, ts.dtype).alias(TS))[TS]
+            watermark = self.tracker.current
+            for i, (t, row) in enumerate(zip(times, batch.iter_rows(named=True), strict=True)):
+                if t < watermark:
+                    self.metrics.late_records += 1
+                self.core.add(t, partition, start + i, row)
+        if self.node.ordering == "arrival":
+            self.core.release(self.tracker.current)
+            self._flush(partition)
+
+    def on_progress(
+        self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
+    ) -> None:
+        self.tracker.observe(partition, max_event_time, now_ms)
+        if finished:
+            self.tracker.finish(partition)
+        watermark = self.tracker.advance(now_ms)
+        self.metrics.watermark = watermark
+        self.core.fire_processing_timers(now_ms)
+        self.core.release(watermark)
+        if watermark == MAX_WATERMARK:
+            self.core.finish()
+        self._flush(partition)
+        self.metrics.state_size = self.core.state_size()
+        super().on_progress(partition, max_event_time, now_ms, finished)
+
+    def _flush(self, partition: int) -> None:
+        rows = self.core.take_output()
+        if rows:
+            self.emit(partition, rows_to_frame(rows, self.node.schema, self.name))
+
+    def state_size(self) -> int:
+        """Keys holding state or timers, plus elements awaiting the watermark."""
+        return self.core.state_size()
+
+    def snapshot(self) -> dict[str, Any]:
+        """State, timers, buffered elements and watermarks as plain data (a deep copy)."""
+        return {
+            "core": self.core.snapshot(),
+            "seq": dict(self._seq),
+            "watermarks": self.tracker.snapshot(),
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Replace everything with a :meth:`snapshot`."""
+        self.core.restore(snapshot["core"])
+        self._seq = dict(snapshot["seq"])
+        self.tracker.restore(snapshot["watermarks"])
