@@ -18,6 +18,7 @@ _COMMANDS = {
     "groups": "strom.cli.groups:groups",
     "demo": "strom.cli.demo:demo",
     "bench": "strom.cli.bench:bench",
+    "run": "strom.cli.run:run",
 }
 
 

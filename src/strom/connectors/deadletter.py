@@ -1,0 +1,92 @@
+"""The dead-letter output of a source: undecodable records, with why and where they came from.
+
+A source never drops a record it cannot decode. With a dead-letter :class:`~strom.pipeline.Sink`
+each such record becomes one row of :data:`DEAD_LETTER_SCHEMA`; without one it is logged (one
+warning per batch) and counted, so it still does not vanish silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import polars as pl
+
+from strom.pipeline.io import Sink
+
+__all__ = ["DEAD_LETTER_SCHEMA", "DeadLetterOutput", "dead_letter_frame"]
+
+log = logging.getLogger("strom.connectors")
+
+#: One row per undecodable record: why, where (topic, partition, offset), its timestamp (ms,
+#: null if the record has none) and its value's bytes exactly as stored (null for a null value).
+DEAD_LETTER_SCHEMA = pl.Schema(
+    {
+        "reason": pl.String(),
+        "topic": pl.String(),
+        "partition": pl.Int32(),
+        "offset": pl.Int64(),
+        "timestamp": pl.Int64(),
+        "raw": pl.Binary(),
+    }
+)
+
+
+def dead_letter_frame(
+    topic: str,
+    partition: int,
+    reasons: Sequence[str],
+    offsets: Sequence[int],
+    timestamps: Sequence[int | None],
+    raws: Sequence[bytes | None],
+) -> pl.DataFrame:
+    """Dead-letter rows for records of one partition (all sequences have one item per record)."""
+    n = len(reasons)
+    return pl.DataFrame(
+        {
+            "reason": list(reasons),
+            "topic": [topic] * n,
+            "partition": [partition] * n,
+            "offset": list(offsets),
+            "timestamp": list(timestamps),
+            "raw": list(raws),
+        },
+        schema=DEAD_LETTER_SCHEMA,
+    )
+
+
+class DeadLetterOutput:
+    """Routes dead-letter rows to ``sink`` (opened on first use), or logs and counts them."""
+
+    def __init__(self, sink: Sink | None, what: str) -> None:
+        self.sink = sink
+        self.what = what
+        self.count = 0
+        self._open = False
+
+    def write(self, rows: pl.DataFrame) -> None:
+        if rows.height == 0:
+            return
+        self.count += rows.height
+        if self.sink is None:
+            first = rows.row(0, named=True)
+            log.warning(
+                "%s: %d undecodable record(s) and no dead_letter sink (counted in metrics); "
+                "first at partition %s offset %s: %s",
+                self.what,
+                rows.height,
+                first["partition"],
+                first["offset"],
+                first["reason"],
+            )
+            return
+        if not self._open:
+            self.sink.open()
+            self._open = True
+        self.sink.write(rows)
+
+    def close(self) -> None:
+        """Close the sink if it was opened (it is reopened by a later write)."""
+        if self._open and self.sink is not None:
+            self._open = False
+            self.sink.close()

@@ -1,0 +1,279 @@
+"""KafkaSource: a Kafka topic as a partitioned source of Polars micro-batches."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import polars as pl
+from confluent_kafka import Message
+
+from strom.connectors.deadletter import DeadLetterOutput
+from strom.connectors.kafka_batch import (
+    HEADERS_DTYPE,
+    METADATA_SCHEMA,
+    BatchDecoder,
+    ValueFormat,
+    records_from_messages,
+)
+from strom.connectors.kafka_client import ClientErrors
+from strom.connectors.kafka_fetch import Fetcher, PartitionState, Start
+from strom.pipeline.io import END_OF_PARTITION, PollResult, Sink
+from strom.pipeline.validate import PlanError
+
+__all__ = ["KafkaSource", "KafkaSourceMetrics"]
+
+
+@dataclass
+class KafkaSourceMetrics:
+    """Counters of one source: records read, rows delivered, dead letters, batches."""
+
+    records: int = 0
+    rows: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    positions: dict[int, int] = field(default_factory=dict)
+
+
+class KafkaSource:
+    """Reads ``topic``: one source partition per Kafka partition, each batch a Polars frame.
+
+    **Columns.** With ``value_format="json"`` each value must be a JSON object; its fields are
+    decoded into the columns of ``schema`` (a Polars schema), in bulk — see
+    :mod:`strom.connectors.decode` for the exact coercion rules. Every field is required (absent
+    or null means undecodable) except those in ``optional_fields``. With ``"raw"`` the value is
+    one Binary column ``value``. Then come ``_key`` (Binary), ``_topic``, ``_partition`` (Int32),
+    ``_offset``, ``_timestamp`` (Int64 epoch ms, null if the record has none) and, with
+    ``headers=True``, ``_headers`` (a list of ``{key, value}``; off by default because building
+    nested columns record by record is the slow path). Use ``timestamp="_timestamp"`` in
+    ``Pipeline.source`` for Kafka's own event time.
+
+    **Undecodable records** (bad JSON, not an object, missing or mistyped fields, not UTF-8,
+    empty) go to ``dead_letter`` as rows of :data:`~strom.connectors.deadletter.DEAD_LETTER_SCHEMA`
+    (``reason``, ``topic``, ``partition``, ``offset``, ``timestamp``, ``raw``) and processing
+    continues. Without a dead-letter sink they are logged (one warning per batch) and counted in
+    :meth:`metrics`; never dropped silently. The dead-letter sink is opened by its first write
+    and closed by :meth:`close`, or when every partition of a bounded source has ended.
+
+    **Reading.** One consumer per source, partitions assigned manually (no group rebalancing;
+    ``group_id`` only names the group whose offsets ``start="committed"`` and :meth:`commit` use).
+    ``start`` is resolved to a concrete offset when a partition is opened (``committed`` falls
+    back to the earliest offset when the group has none). A poll returns at most
+    ``max_batch_records`` rows, and waits at most ``poll_timeout_ms`` — only once every partition
+    has come up empty in turn. With ``bounded=True`` each partition is read up to its high
+    watermark as observed when the source's partitions are opened (all are read at once), then
+    ends; the bounded runner can scan it whole.
+
+    **Delivery guarantee: at-least-once, given commits.** :meth:`positions` is, per partition,
+    the offset after the last record handed to the engine (a record sent to the dead-letter
+    output counts as handed). Nothing commits automatically (checkpoints will), so what a
+    restart after a crash resumes is only the offsets of the last :meth:`commit`, and only with
+    ``start="committed"``: every record after them is read again, so downstream sinks and the
+    dead-letter sink see it again; with ``start="earliest"`` the whole topic is read again.
+    No operator state is resumed. Commit only what downstream sinks have made durable.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        value_format: ValueFormat = "json",
+        schema: pl.Schema | Mapping[str, pl.DataType | type[pl.DataType]] | None = None,
+        optional_fields: Collection[str] = (),
+        group_id: str | None = None,
+        start: Start = "earliest",
+        dead_letter: Sink | None = None,
+        poll_timeout_ms: int = 100,
+        max_batch_records: int = 10_000,
+        bounded: bool = False,
+        headers: bool = False,
+        consumer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        if value_format not in ("json", "raw"):
+            raise ValueError(f"value_format must be 'json' or 'raw', not {value_format!r}")
+        if start not in ("earliest", "latest", "committed"):
+            raise ValueError(f"start must be 'earliest', 'latest' or 'committed', not {start!r}")
+        if start == "committed" and group_id is None:
+            raise ValueError("start='committed' needs group_id=... (whose offsets to start from)")
+        if poll_timeout_ms < 0 or max_batch_records < 1:
+            raise ValueError("poll_timeout_ms must be >= 0 and max_batch_records >= 1")
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.value_format = value_format
+        self.group_id = group_id
+        self.bounded = bounded
+        self.max_batch_records = max_batch_records
+        value_schema = _value_schema(value_format, schema)
+        unknown = set(optional_fields) - set(value_schema)
+        if value_format == "json" and unknown:
+            raise ValueError(f"optional_fields {sorted(unknown)} are not in the schema")
+        clash = set(value_schema) & (set(METADATA_SCHEMA) | {"_headers"})
+        if clash:
+            raise ValueError(f"schema columns {sorted(clash)} clash with the metadata columns")
+        out = {**value_schema, **METADATA_SCHEMA}
+        if headers:
+            out["_headers"] = HEADERS_DTYPE
+        self._schema = pl.Schema(out)
+        self._headers = headers
+        required = [c for c in value_schema if c not in set(optional_fields)]
+        self._decoder = BatchDecoder(value_format, value_schema, required, headers)
+        self._dead = DeadLetterOutput(dead_letter, f"KafkaSource({topic!r})")
+        self._fetcher = Fetcher(
+            bootstrap_servers,
+            topic,
+            group_id=group_id,
+            start=start,
+            bounded=bounded,
+            max_records=max_batch_records,
+            poll_timeout_ms=poll_timeout_ms,
+            config=consumer_config,
+            errors=ClientErrors(f"KafkaSource({topic!r})"),
+        )
+        self._metrics = KafkaSourceMetrics()
+
+    # -- the Source protocol ---------------------------------------------------------------
+
+    def schema(self) -> pl.Schema:
+        return self._schema
+
+    def partition_count(self) -> int:
+        """The topic's partition count, from metadata on first call (then fixed)."""
+        return self._fetcher.partition_count()
+
+    def open_partition(self, index: int) -> _KafkaPartition:
+        """A reader of Kafka partition ``index`` from ``start``; reopening a partition
+        supersedes its previous reader (which then raises on poll)."""
+        count = self.partition_count()
+        if not 0 <= index < count:
+            raise IndexError(f"{self.topic!r} has partitions 0..{count - 1}, not {index}")
+        return _KafkaPartition(self, index, self._fetcher.open(index).generation)
+
+    def scan_partition(self, index: int) -> pl.LazyFrame:
+        """Partition ``index`` up to its current high watermark, whole (needs ``bounded=True``)."""
+        if not self.bounded:
+            raise PlanError(
+                f"KafkaSource({self.topic!r}) is unbounded; pass bounded=True to run it with the "
+                "bounded runner, or run it with strom.runtime"
+            )
+        reader = self.open_partition(index)
+        frames = []
+        while (item := reader.poll()) is not END_OF_PARTITION:
+            if item is not None and item.height:
+                frames.append(item)
+        if not frames:
+            return pl.LazyFrame(schema=self._schema)
+        return pl.concat(frames, how="vertical").lazy()
+
+    # -- offsets and lifecycle ---------------------------------------------------------------
+
+    def positions(self) -> dict[int, int]:
+        """Per opened partition, the next offset to deliver (all before it were delivered)."""
+        return {p: s.position for p, s in sorted(self._fetcher.states.items())}
+
+    def commit(self) -> None:
+        """Commit :meth:`positions` for ``group_id``, synchronously."""
+        if self.group_id is None:
+            raise ValueError(f"KafkaSource({self.topic!r}).commit() needs group_id=...")
+        positions = self.positions()
+        if positions:
+            self._fetcher.commit(positions)
+
+    def metrics(self) -> KafkaSourceMetrics:
+        """A copy of the counters, with the current positions."""
+        self._metrics.dead_letters = self._dead.count
+        return replace(self._metrics, positions=self.positions())
+
+    def close(self) -> None:
+        """Close the consumer and the dead-letter sink; open readers then raise on poll.
+        Idempotent; a later ``open_partition`` starts a new consumer."""
+        for state in self._fetcher.states.values():
+            if not state.ended:
+                state.generation = -1
+        self._release()
+
+    def __enter__(self) -> KafkaSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        try:
+            self._fetcher.close()
+        finally:
+            self._dead.close()
+
+    def _poll(self, index: int, generation: int) -> PollResult:
+        state = self._fetcher.states.get(index)
+        if state is None or state.generation != generation:
+            raise RuntimeError(
+                f"this reader of {self.topic!r}[{index}] is closed: the source was closed or "
+                "the partition reopened"
+            )
+        if state.ended:
+            return END_OF_PARTITION
+        if not state.buffer:
+            if not state.bounded_done():
+                self._fetcher.fill()
+            if not state.buffer:
+                return self._end(index, state) if state.bounded_done() else None
+        return self._batch(index, state, state.take(self.max_batch_records))
+
+    def _end(self, index: int, state: PartitionState) -> PollResult:
+        """A bounded partition has ended; once all have, release the consumer and the
+        dead-letter sink (flushing it)."""
+        assert state.end is not None
+        state.ended = True
+        state.position = max(state.position, state.end)
+        self._fetcher.unassign(index)
+        states = self._fetcher.states
+        if all(p in states and states[p].ended for p in range(self.partition_count())):
+            self._release()
+        return END_OF_PARTITION
+
+    def _batch(
+        self, index: int, state: PartitionState, messages: list[Message]
+    ) -> pl.DataFrame | None:
+        raw = records_from_messages(self.topic, index, messages, self._headers)
+        state.position = raw.offsets[-1] + 1
+        rows, dead = self._decoder.decode(raw)
+        self._metrics.records += len(messages)
+        self._metrics.batches += 1
+        if dead is not None:
+            self._dead.write(dead)
+        if rows is None:
+            return None
+        self._metrics.rows += rows.height
+        return rows
+
+
+class _KafkaPartition:
+    """The reader :meth:`KafkaSource.open_partition` returns; all state lives in the source."""
+
+    def __init__(self, source: KafkaSource, index: int, generation: int) -> None:
+        self._source = source
+        self._index = index
+        self._generation = generation
+
+    def poll(self) -> PollResult:
+        return self._source._poll(self._index, self._generation)
+
+
+def _value_schema(
+    value_format: ValueFormat,
+    schema: pl.Schema | Mapping[str, pl.DataType | type[pl.DataType]] | None,
+) -> pl.Schema:
+    if value_format == "raw":
+        if schema is not None:
+            raise ValueError("value_format='raw' takes no schema: the value is one Binary column")
+        return pl.Schema({"value": pl.Binary()})
+    if schema is None:
+        raise ValueError(
+            "value_format='json' needs schema=... (e.g. {'ts': pl.Int64, 'device': pl.String}) "
+            "so every batch has the same columns and the plan can be validated"
+        )
+    return pl.Schema(schema)
