@@ -12,6 +12,7 @@ from strom.broker.config import BrokerConfig
 from strom.broker.coordinator import (
     GroupConfig,
     GroupCoordinator,
+    GroupStore,
     OffsetStore,
     ProducerIdManager,
     SequenceTracker,
@@ -37,17 +38,23 @@ def _cluster_id(data_dir: Path) -> str:
     return value
 
 
+# How far into the segment before the active one producer state is rebuilt from: the batches
+# in flight at a crash are the newest, but a segment roll may have separated them.
+_PRODUCER_STATE_TAIL_BYTES = 16 << 20
+
+
 def _restored_sequences(logs: LogManager) -> SequenceTracker:
-    """Idempotent producers' recent batches, rebuilt from each partition's active segment.
+    """Idempotent producers' recent batches, rebuilt from the newest batches of each partition.
 
     A producer that outlives a broker restart retries the batches it had in flight; those the
     old process wrote (acks=all: fsynced) but never acknowledged must be answered as duplicates,
     not appended a second time. Kafka restores this from producer-state snapshots; strom rescans
-    the active segment's headers, so batches that lie only in older segments are not restored.
+    the active segment and the tail of the one before (:meth:`PartitionLog.recent_batches`), so
+    only a producer whose last batches lie further back is not restored.
     """
     sequences = SequenceTracker()
     for topic, partition, plog in logs.partitions():
-        for header in plog.active_segment_batches():
+        for header in plog.recent_batches(_PRODUCER_STATE_TAIL_BYTES):
             if header.producer_id >= 0 and not header.is_control:
                 sequences.record(topic, partition, [header], header.base_offset)
     return sequences
@@ -64,6 +71,7 @@ class BrokerState:
     cluster_id: str
     advertised_host: str
     advertised_port: int
+    group_store: GroupStore | None = None
     _waiters: set[asyncio.Future[None]] = field(default_factory=set)
 
     @classmethod
@@ -73,6 +81,7 @@ class BrokerState:
         logs = LogManager(data_dir / "logs", config.log)
         flush_always = config.log.flush.always
         offsets = OffsetStore(data_dir / "consumer-offsets.log", flush_always=flush_always)
+        group_store = GroupStore(data_dir / "consumer-groups.log", flush_always=flush_always)
 
         def partition_exists(topic: str, partition: int) -> bool:
             info = logs.topics().get(topic)
@@ -85,6 +94,7 @@ class BrokerState:
                 min_session_timeout_ms=config.min_session_timeout_ms,
             ),
             partition_exists=partition_exists,
+            store=group_store,
         )
         return cls(
             config=config,
@@ -96,10 +106,13 @@ class BrokerState:
             cluster_id=_cluster_id(data_dir),
             advertised_host=config.advertised_host or config.host,
             advertised_port=config.port,
+            group_store=group_store,
         )
 
     def close(self) -> None:
         self.offsets.close()
+        if self.group_store is not None:
+            self.group_store.close()
         self.logs.close()
 
     def notify_append(self) -> None:

@@ -10,11 +10,13 @@ from typing import Any, TypeVar
 from strom.broker.coordinator import (
     GroupConfig,
     GroupCoordinator,
+    GroupStore,
     JoinResult,
     ManualClock,
     OffsetStore,
     SyncResult,
 )
+from strom.broker.coordinator.group import Group, GroupState, Member
 
 T = TypeVar("T")
 
@@ -37,11 +39,36 @@ async def settle() -> None:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, **config: Any) -> None:
+    """A coordinator on a manual clock. ``persist=True`` gives it a :class:`GroupStore`, and
+    :meth:`restart` then stands for a broker restart (same files, a new coordinator)."""
+
+    def __init__(self, tmp_path: Path, *, persist: bool = False, **config: Any) -> None:
+        self.tmp_path = tmp_path
+        self.persist = persist
         self.clock = ManualClock()
-        self.offsets = OffsetStore(tmp_path / "offsets.log")
-        cfg = {"initial_rebalance_delay_ms": 0, "min_session_timeout_ms": 10, **config}
-        self.coord = GroupCoordinator(self.offsets, config=GroupConfig(**cfg), clock=self.clock)
+        self.cfg = GroupConfig(
+            **{"initial_rebalance_delay_ms": 0, "min_session_timeout_ms": 10, **config}
+        )
+        self._open()
+
+    def _open(self) -> None:
+        self.offsets = OffsetStore(self.tmp_path / "offsets.log")
+        self.store = GroupStore(self.tmp_path / "groups.log") if self.persist else None
+        self.coord = GroupCoordinator(
+            self.offsets, config=self.cfg, clock=self.clock, store=self.store
+        )
+
+    def close(self) -> None:
+        self.offsets.close()
+        if self.store is not None:
+            self.store.close()
+
+    def restart(self, clock_ms: int = 5_000_000) -> None:
+        """Close the files and open a new coordinator on them, its clock set to ``clock_ms``
+        (a new process's monotonic clock has nothing to do with the old one's)."""
+        self.close()
+        self.clock.now_ms = clock_ms
+        self._open()
 
     def join(
         self,
@@ -120,3 +147,28 @@ class Harness:
         syncs = [self.sync(group, r, assignments if r is leader else ()) for r in results]
         await settle()
         return [s.result() for s in syncs]
+
+
+def settled_group(group_id: str, *, members: int, generation: int = 1) -> Group:
+    """A group as a coordinator would have it settled: Stable with ``members`` members
+    (``m0`` leads, ``m1`` is static as ``inst``), or Empty when ``members`` is 0."""
+    group = Group(group_id, generation_id=generation, protocol_type="consumer")
+    for i in range(members):
+        group.add(
+            Member(
+                f"m{i}",
+                "inst" if i == 1 else None,
+                "client",
+                "/127.0.0.1",
+                1000,
+                2000,
+                "consumer",
+                [("range", b"\x00meta"), ("roundrobin", b"")],
+                assignment=bytes([i, 255]),
+                is_new=False,
+            )
+        )
+    if members:
+        group.protocol_name = "range"
+        group.state = GroupState.STABLE
+    return group

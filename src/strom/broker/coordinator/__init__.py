@@ -3,6 +3,7 @@
 * :class:`GroupCoordinator` — Kafka's classic group protocol (JoinGroup, SyncGroup, Heartbeat,
   LeaveGroup, ListGroups, DescribeGroups, DeleteGroups, OffsetCommit validation, OffsetDelete).
 * :class:`OffsetStore` — durable committed offsets (a checksummed, compacted journal).
+* :class:`GroupStore` — durable group metadata (generations, members, assignments), the same way.
 * :class:`ProducerIdManager` — InitProducerId; :class:`SequenceTracker` — idempotent dedup.
 
 Error codes are plain ints, named in :mod:`strom.broker.coordinator.errors`.
@@ -11,6 +12,7 @@ Error codes are plain ints, named in :mod:`strom.broker.coordinator.errors`.
 from strom.broker.coordinator import errors
 from strom.broker.coordinator.clock import Clock, ManualClock, monotonic_ms, wall_ms
 from strom.broker.coordinator.group import GroupState, select_protocol
+from strom.broker.coordinator.group_store import GroupStore
 from strom.broker.coordinator.groups import GroupCoordinator
 from strom.broker.coordinator.offsets import OffsetCommit, OffsetStore
 from strom.broker.coordinator.producers import InitProducerIdResult, ProducerIdManager
@@ -43,6 +45,7 @@ __all__ = [
     "GroupDescription",
     "GroupListing",
     "GroupState",
+    "GroupStore",
     "InitProducerIdResult",
     "JoinMember",
     "JoinResult",

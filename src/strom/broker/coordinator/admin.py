@@ -1,4 +1,4 @@
-"""Offset commits and admin requests of the group coordinator (mixed into GroupCoordinator).
+"""Offset commits, admin requests and persistence of the group coordinator (a mixin).
 
 Offset commit validation follows Kafka's classic coordinator:
 
@@ -13,16 +13,19 @@ Offset commit validation follows Kafka's classic coordinator:
 
 A group "exists" for listing, describing and deleting if the coordinator has it in memory or it
 has committed offsets (a simple-consumer group is only offsets: state Empty, no protocol type).
+Groups deleted here, or forgotten after a long time Empty, get a tombstone in the group store.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 
 from strom.broker.coordinator import errors
 from strom.broker.coordinator.clock import Clock
 from strom.broker.coordinator.consumer_protocol import subscribed_topics
 from strom.broker.coordinator.group import Group, GroupState, validate_member
+from strom.broker.coordinator.group_store import GroupStore
 from strom.broker.coordinator.offsets import OffsetCommit, OffsetStore
 from strom.broker.coordinator.rebalance import GroupConfig
 from strom.broker.coordinator.results import (
@@ -35,6 +38,8 @@ from strom.broker.coordinator.results import (
 
 __all__ = ["GroupAdminMixin"]
 
+log = logging.getLogger("strom.broker.groups")
+
 _S = GroupState
 
 
@@ -44,6 +49,7 @@ class GroupAdminMixin:
     offsets: OffsetStore
     config: GroupConfig
     _groups: dict[str, Group]
+    _store: GroupStore | None
     _clock: Clock
     _wall_clock: Clock
     _partition_exists: Callable[[str, int], bool] | None
@@ -163,6 +169,25 @@ class GroupAdminMixin:
             topics |= subscribed
         return topics
 
+    # -- persistence ----------------------------------------------------------------------
+
+    def _persist(self, group: Group) -> None:
+        """Write ``group`` to the store if it settled into a new state (see group_store).
+
+        A failed write is logged, not raised: the answers already given stay valid in memory,
+        and the next settled change of the group is written whole."""
+        if self._store is None:
+            return
+        try:
+            self._store.update(group)
+        except OSError:
+            log.exception("could not persist group %s", group.group_id)
+
+    def _unpersist(self, group_id: str) -> None:
+        """Record that ``group_id`` is gone, so a restart does not bring it back."""
+        if self._store is not None:
+            self._store.delete(group_id)
+
     # -- admin ----------------------------------------------------------------------------
 
     def list_groups(self, states_filter: Iterable[str] | None = None) -> list[GroupListing]:
@@ -222,6 +247,7 @@ class GroupAdminMixin:
                     continue
                 group.transition(_S.DEAD)
                 del self._groups[group_id]
+                self._unpersist(group_id)
                 self.offsets.delete_group(group_id)
                 results[group_id] = errors.NONE
             elif self.offsets.delete_group(group_id):

@@ -9,8 +9,10 @@ an empty member id gets MEMBER_ID_REQUIRED and a generated id), KIP-345 static m
 (group.instance.id; a restarted static member takes over its old id and assignment without a
 rebalance when its protocols are unchanged) and KIP-134 (initial rebalance delay).
 
-Known gaps: group membership is kept in memory only (committed offsets are durable); after a
-broker restart members rejoin from scratch. Offsets are not expired by age.
+With a :class:`GroupStore`, settled group metadata (Stable generations, Empty groups,
+deletions) is durable like committed offsets: after a restart a Stable group is Stable again
+with the same generation, members and assignments, so connected consumers carry on (see
+:mod:`strom.broker.coordinator.group_store`). Known gap: offsets are not expired by age.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from strom.broker.coordinator import errors
 from strom.broker.coordinator.admin import GroupAdminMixin
 from strom.broker.coordinator.clock import Clock, monotonic_ms, wall_ms
 from strom.broker.coordinator.group import Group, GroupState, validate_member
+from strom.broker.coordinator.group_store import GroupStore
 from strom.broker.coordinator.join import JoinOutcome, JoinSpec, abandon_join, join
 from strom.broker.coordinator.offsets import OffsetStore
 from strom.broker.coordinator.rebalance import (
@@ -53,6 +56,9 @@ class GroupCoordinator(GroupAdminMixin):
 
     ``clock`` (monotonic milliseconds) drives every timeout; call :meth:`start` to run the
     background task that applies them, or call :meth:`expire` yourself (tests).
+
+    ``store`` makes group metadata durable: its groups are loaded here (sessions start now)
+    and every settled change is written to it. The owner closes it (and ``offsets``).
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class GroupCoordinator(GroupAdminMixin):
         wall_clock: Clock = wall_ms,
         partition_exists: Callable[[str, int], bool] | None = None,
         offsets_sync_interval_ms: int = 1_000,
+        store: GroupStore | None = None,
     ) -> None:
         cfg = config or GroupConfig()
         if initial_rebalance_delay_ms is not None:
@@ -75,6 +82,11 @@ class GroupCoordinator(GroupAdminMixin):
         self._wall_clock = wall_clock
         self._partition_exists = partition_exists
         self._groups: dict[str, Group] = {}
+        self._store = store
+        if store is not None:
+            self._groups = {g.group_id: g for g in store.load(clock())}
+            if self._groups:
+                log.info("loaded %d consumer group(s) from %s", len(self._groups), store.path)
         self._sync_interval_ms = offsets_sync_interval_ms
         self._task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Event | None = None
@@ -139,7 +151,9 @@ class GroupCoordinator(GroupAdminMixin):
             if member_id:
                 return JoinResult(errors.UNKNOWN_MEMBER_ID, member_id)
             group = self._groups[group_id] = Group(group_id, empty_since_ms=now)
-        return join(group, cfg, member_id, instance_id, spec, require_known, now)
+        outcome = join(group, cfg, member_id, instance_id, spec, require_known, now)
+        self._persist(group)
+        return outcome
 
     def _abandon_join(
         self, group_id: str, member_id: str, waiter: asyncio.Future[JoinResult]
@@ -147,6 +161,7 @@ class GroupCoordinator(GroupAdminMixin):
         group = self._groups.get(group_id)
         if group is not None:
             abandon_join(group, self.config, member_id, waiter, self._clock())
+            self._persist(group)
 
     # -- SyncGroup ------------------------------------------------------------------------
 
@@ -233,6 +248,7 @@ class GroupCoordinator(GroupAdminMixin):
                         )
                     )
             log.info("group %s generation %d is Stable", group.group_id, group.generation_id)
+            self._persist(group)
         return waiter
 
     # -- Heartbeat / LeaveGroup -----------------------------------------------------------
@@ -296,6 +312,7 @@ class GroupCoordinator(GroupAdminMixin):
                 if error is None:
                     remove_member(group, self.config, member_id, now)
             results.append(MemberLeaveResult(member_id, instance_id, error or errors.NONE))
+        self._persist(group)
         self._wake()
         return LeaveResult(errors.NONE, results)
 
@@ -314,6 +331,9 @@ class GroupCoordinator(GroupAdminMixin):
                 and not self.offsets.has_offsets(group_id)
             ):
                 del self._groups[group_id]
+                self._unpersist(group_id)
+            else:
+                self._persist(group)
 
     def next_deadline_ms(self) -> int | None:
         """The earliest time :meth:`expire` has something to do, if any."""
@@ -330,13 +350,18 @@ class GroupCoordinator(GroupAdminMixin):
             )
 
     async def stop(self) -> None:
-        """Stop the background task and fsync committed offsets."""
+        """Stop the background task and fsync committed offsets and group metadata."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._sync_files()
+
+    def _sync_files(self) -> None:
         self.offsets.sync()
+        if self._store is not None:
+            self._store.sync()
 
     def _wake(self) -> None:
         if self._wakeup is not None:
@@ -350,7 +375,7 @@ class GroupCoordinator(GroupAdminMixin):
             try:
                 self.expire(now)
                 if now - last_sync >= self._sync_interval_ms:
-                    self.offsets.sync()
+                    self._sync_files()
                     last_sync = now
             except Exception:  # one bad group must not stop every group's timeouts
                 log.exception("group coordinator timer failed")

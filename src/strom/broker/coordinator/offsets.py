@@ -18,7 +18,6 @@ group or topic is deleted.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -52,17 +51,18 @@ class OffsetStore:
     ) -> None:
         self.path = Path(path)
         self.flush_always = flush_always
-        self._compact_min_bytes = compact_min_bytes
-        self._compact_ratio = compact_ratio
         self._clock = clock
         self._groups: dict[str, dict[_Key, CommittedOffset]] = {}
-        self._dirty = False
-        self._file: io.FileIO | None = None
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._size = self._load()
-        self._next_check = self._compact_min_bytes
+        self._journal = journal.JournalFile(
+            self.path,
+            flush_always=flush_always,
+            compact_min_bytes=compact_min_bytes,
+            compact_ratio=compact_ratio,
+            log=log,
+        )
+        for record in self._journal.open():
+            self._replay(record)
         self._maybe_compact()
-        self._file = io.FileIO(self.path, "ab")
 
     # -- reading --------------------------------------------------------------------------
 
@@ -134,76 +134,30 @@ class OffsetStore:
 
     def sync(self) -> None:
         """fsync what was written since the last sync (a no-op when nothing was)."""
-        if self._dirty and self._file is not None:
-            os.fsync(self._file.fileno())
-            self._dirty = False
+        self._journal.sync()
 
     def close(self) -> None:
-        if self._file is not None:
-            self.sync()
-            self._file.close()
-            self._file = None
+        self._journal.close()
 
     # -- compaction -----------------------------------------------------------------------
 
     @property
     def file_size(self) -> int:
-        return self._size
+        return self._journal.size
 
     def compact(self) -> None:
         """Rewrite the journal with only the live offsets (atomic: temp, fsync, rename)."""
-        reopen = self._file is not None
-        if self._file is not None:
-            self._file.close()
-        self._size = journal.rewrite(self.path, self._snapshot())
-        self._dirty = False
-        self._next_check = max(self._compact_min_bytes, int(self._size * self._compact_ratio))
-        if reopen:
-            self._file = io.FileIO(self.path, "ab")
+        self._journal.compact(self._snapshot())
 
     def _snapshot(self) -> Iterator[dict[str, Any]]:
         for group_id in sorted(self._groups):
             entries = [list(v) for _, v in sorted(self._groups[group_id].items())]
             yield {"t": "c", "g": group_id, "o": entries}
 
-    def _live_bytes(self) -> int:
-        return sum(len(journal.encode(r)) for r in self._snapshot())
-
     def _maybe_compact(self) -> None:
-        # Checked only when the file has grown by a factor since the last check, so the cost
-        # of measuring the live set is amortised over many commits.
-        if self._size < self._next_check:
-            return
-        if self._size > self._compact_ratio * self._live_bytes():
-            self.compact()
-        else:
-            self._next_check = max(self._compact_min_bytes, int(self._size * self._compact_ratio))
+        self._journal.maybe_compact(self._snapshot)
 
     # -- journal --------------------------------------------------------------------------
-
-    def _load(self) -> int:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        if tmp.exists():
-            tmp.unlink()  # an interrupted compaction; the journal itself is intact
-        if not self.path.exists():
-            self.path.touch()
-            journal.fsync_dir(self.path.parent)
-            return 0
-        data = self.path.read_bytes()
-        records, good = journal.scan(data)
-        for record in records:
-            self._replay(record)
-        if good < len(data):
-            log.warning(
-                "%s: dropping %d bytes of torn or corrupt tail at offset %d",
-                self.path,
-                len(data) - good,
-                good,
-            )
-            with open(self.path, "r+b") as f:
-                f.truncate(good)
-                os.fsync(f.fileno())
-        return good
 
     def _replay(self, record: dict[str, Any]) -> None:
         kind = record.get("t")
@@ -219,17 +173,7 @@ class OffsetStore:
             log.warning("%s: skipping unknown record type %r", self.path, kind)
 
     def _append(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            raise ValueError(f"{self.path}: offset store is closed")
-        chunk = journal.encode(record)
-        view = memoryview(chunk)
-        while view:  # an unbuffered write may be partial; finish the record
-            view = view[self._file.write(view) :]
-        self._size += len(chunk)
-        if self.flush_always:
-            os.fsync(self._file.fileno())
-        else:
-            self._dirty = True
+        self._journal.append(record)
 
     def _apply_commit(self, group_id: str, entries: list[list[Any]]) -> None:
         stored = self._groups.setdefault(group_id, {})

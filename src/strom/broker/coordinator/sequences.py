@@ -15,10 +15,10 @@ producer has at most five batches in flight). A new batch is:
 
 A producer the tracker has no state for is accepted with any sequence, as Kafka does once a
 producer's state is gone. The state is in memory; on start the broker rebuilds it from each
-partition's active segment (``strom.broker.state``), so a batch retried across a restart is
-still found as a duplicate. Known gap: batches that lie only in older segments are not
-restored (Kafka keeps producer-state snapshots). Idle producers are forgotten after
-``producer_expiration_ms``.
+partition's newest batches (``strom.broker.state``), so a batch retried across a restart is
+still found as a duplicate. Known gap: producers whose last batches lie further back than the
+active segment and the tail of the previous one are not restored (Kafka keeps producer-state
+snapshots). Idle producers are forgotten after ``producer_expiration_ms``.
 """
 
 from __future__ import annotations

@@ -14,6 +14,12 @@ log = logging.getLogger("strom.broker")
 
 TOPIC_RESOURCE = 2
 BROKER_RESOURCE = 4
+# Kafka's controller refuses a request that would create more partitions than this in total
+# (POLICY_VIOLATION, "Excessively large number of partitions per request."). Without a cap one
+# CreateTopics asking for 2**31-1 partitions would have the broker make directories for hours
+# while every client waits.
+MAX_PARTITIONS_PER_REQUEST = 10_000
+_TOO_MANY_PARTITIONS = "Excessively large number of partitions per request."
 _DEFAULT_CONFIG_SOURCE = 5
 _TOPIC_CONFIG_SOURCE = 1
 
@@ -80,6 +86,19 @@ def _create_one(ctx: Context, t: dict[str, Any], validate_only: bool) -> dict[st
 
 @api(19, "CreateTopics", 2, 7)
 async def create_topics(ctx: Context, req: Body) -> Body:
+    default = ctx.state.config.default_partitions
+    total = sum(
+        default if t["num_partitions"] == -1 else max(t["num_partitions"], 0) for t in req["topics"]
+    )
+    if total > MAX_PARTITIONS_PER_REQUEST:
+        refused = {
+            "error_code": int(ErrorCode.POLICY_VIOLATION),
+            "error_message": _TOO_MANY_PARTITIONS,
+        }
+        return {
+            "throttle_time_ms": 0,
+            "topics": [{"name": t["name"], **refused} for t in req["topics"]],
+        }
     results = [_create_one(ctx, t, req["validate_only"]) for t in req["topics"]]
     return {"throttle_time_ms": 0, "topics": results}
 
@@ -126,6 +145,7 @@ async def delete_topics(ctx: Context, req: Body) -> Body:
 async def create_partitions(ctx: Context, req: Body) -> Body:
     state = ctx.state
     results = []
+    added = 0
     for t in req["topics"]:
         name, count = t["name"], t["count"]
         info = state.logs.topics().get(name)
@@ -135,13 +155,17 @@ async def create_partitions(ctx: Context, req: Body) -> Body:
         elif count <= info.partitions:
             code = ErrorCode.INVALID_PARTITIONS
             message = f"topic {name!r} has {info.partitions} partitions; {count} would not add any"
+        elif added + count - info.partitions > MAX_PARTITIONS_PER_REQUEST:
+            code, message = ErrorCode.POLICY_VIOLATION, _TOO_MANY_PARTITIONS
         elif t["assignments"]:
             code, message = ErrorCode.INVALID_REQUEST, "manual replica assignment is not supported"
-        elif not req["validate_only"]:
-            try:
-                state.logs.add_partitions(name, count)
-            except LogError as exc:
-                code, message = ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
+        else:
+            added += count - info.partitions
+            if not req["validate_only"]:
+                try:
+                    state.logs.add_partitions(name, count)
+                except LogError as exc:
+                    code, message = ErrorCode.KAFKA_STORAGE_ERROR, str(exc)
         results.append({"name": name, "error_code": int(code), "error_message": message})
     return {"throttle_time_ms": 0, "results": results}
 

@@ -46,6 +46,18 @@ async def metadata(ctx: Context, req: Body) -> Body:
         allow = bool(req.get("allow_auto_topic_creation", True))
         for t in requested:
             name = t.get("name")
+            if name is None and ctx.version < 12:
+                # v10-11 carry topic ids but Kafka serves lookups by id only from v12; their
+                # response has no null name, so Kafka answers INVALID_REQUEST with "" instead.
+                topics.append(
+                    {
+                        "error_code": ErrorCode.INVALID_REQUEST,
+                        "name": "",
+                        "topic_id": t.get("topic_id") or _NO_ID,
+                        "partitions": [],
+                    }
+                )
+                continue
             if name is None:
                 found = topic_by_id(state, t.get("topic_id") or _NO_ID)
                 if found is None:

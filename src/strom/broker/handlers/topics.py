@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from strom.broker.log import InvalidTopicError, LogError, TopicExistsError, TopicInfo
+from strom.broker.log import (
+    InvalidTopicError,
+    LogError,
+    TopicExistsError,
+    TopicInfo,
+    validate_topic_name,
+)
 from strom.broker.protocol.errors import ErrorCode
 from strom.broker.state import BrokerState
 
@@ -18,6 +24,12 @@ def ensure_topic(state: BrokerState, name: str, allow_create: bool) -> TopicInfo
     info = state.logs.topics().get(name)
     if info is not None:
         return info
+    try:
+        validate_topic_name(name)
+    except InvalidTopicError:
+        # Kafka reports an invalid name as such whether or not it may create the topic
+        # (Metadata with allow_auto_topic_creation=false included), not as an unknown topic.
+        return ErrorCode.INVALID_TOPIC_EXCEPTION
     if not (allow_create and state.config.auto_create_topics):
         return ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
     try:

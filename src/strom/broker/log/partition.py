@@ -291,12 +291,22 @@ class PartitionLog:
             raise LogStorageError(f"cannot read {self.directory}: {exc}") from exc
         raise LogStorageError(f"{self.directory}: no batch holds offset {offset}")
 
-    def active_segment_batches(self) -> Iterator[BatchHeader]:
-        """Headers of the active segment's batches in offset order (headers only, no CRC check:
-        the segment was recovered or found clean on open). For rebuilding producer state."""
+    def recent_batches(self, tail_bytes: int) -> Iterator[BatchHeader]:
+        """Headers of the newest batches in offset order: the whole active segment, after up to
+        ``tail_bytes`` from the end of the segment before it (batches in flight when the broker
+        stopped may straddle a roll). Headers only, no CRC check: the log was recovered or found
+        clean on open. For rebuilding idempotent producers' state."""
         self._check_open()
-        seg = self._segments[-1]
         try:
+            if len(self._segments) > 1:
+                prev = self._segments[-2]
+                pos, first = 0, prev.base_offset
+                entry = prev.index.floor_value(max(prev.size - tail_bytes, 0))
+                if entry is not None:
+                    pos, first = entry[1], prev.base_offset + entry[0]
+                for header, _ in scan_batches(prev.fd, pos, prev.size, first, verify_crc=False):
+                    yield header
+            seg = self._segments[-1]
             for header, _ in scan_batches(seg.fd, 0, seg.size, seg.base_offset, verify_crc=False):
                 yield header
         except OSError as exc:
