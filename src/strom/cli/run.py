@@ -89,14 +89,14 @@ def run(
     except Exception as exc:
         log.error("the pipeline failed", exc_info=True)
         try:
-            _close(executor, plan)
+            executor.close()
         except Exception:
             log.error("closing after the failure failed too", exc_info=True)
         raise click.ClickException(f"the pipeline failed: {type(exc).__name__}: {exc}") from exc
     if stop:
         outcome = f"stopped: {stop[0]}"
     try:
-        _close(executor, plan)
+        executor.close()
     except Exception as exc:
         log.error("closing the pipeline failed", exc_info=True)
         raise click.ClickException(f"closing failed: {type(exc).__name__}: {exc}") from exc
@@ -138,17 +138,6 @@ def _prepare(pipeline: Pipeline, path: Path) -> tuple[Plan, StreamingExecutor]:
         raise click.ClickException(f"{path}: invalid pipeline: {exc}") from exc
     except Exception as exc:  # e.g. a source that cannot reach its cluster
         raise click.ClickException(f"{path}: {type(exc).__name__}: {exc}") from exc
-
-
-def _close(executor: StreamingExecutor, plan: Plan) -> None:
-    """Close sinks (they flush), then every source that can be closed."""
-    try:
-        executor.close()
-    finally:
-        for node in plan.sources():
-            close = getattr(node.source, "close", None)
-            if callable(close):
-                close()
 
 
 _Handler = Callable[[int, FrameType | None], Any] | int | None

@@ -49,6 +49,8 @@ class Source(Protocol):
         """A fresh reader of partition ``index``, positioned at its beginning."""
         ...
 
+    # A source may also define ``close()``: the streaming executor calls it after the sinks.
+
 
 @runtime_checkable
 class BoundedSource(Source, Protocol):

@@ -175,12 +175,18 @@ class StreamingExecutor:
                 time.sleep(idle_sleep_s)
 
     def close(self) -> None:
-        """Close every sink (idempotent)."""
+        """Close every sink (they flush), then every source that has a ``close`` (idempotent)."""
         if self._closed:
             return
         self._closed = True
-        for op in self._operators.values():
-            op.close()
+        try:
+            for op in self._operators.values():
+                op.close()
+        finally:
+            for node in self.plan.sources():
+                close = getattr(node.source, "close", None)
+                if callable(close):
+                    close()
 
     def metrics(self) -> dict[str, OperatorMetrics]:
         """A copy of every operator's counters, by operator name (in plan order)."""
