@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -40,11 +41,21 @@ def test_sigterm_commits_and_leaves(strom: Run, strom_broker: Broker, topic: str
 
 def test_demo() -> None:
     done = subprocess.run(
-        [STROM, "demo", "--messages", "20", "--interval", "0.01"],
+        [STROM, "demo", "--events", "3000", "--devices", "10"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "sample-topic" in done.stdout
-    assert "all matched" in done.stdout
+
+    def number(label: str) -> int:
+        match = re.search(rf"^\s*{re.escape(label)}\s*\S\s*(\d+)", done.stdout, re.M)
+        assert match, f"no {label!r} in the summary:\n{done.stdout}"
+        return int(match.group(1))
+
+    assert number("events produced") == 3000
+    assert number("dead letters") == number("malformed (injected)") > 0
+    assert 0 <= number("late events") <= number("late (injected)")
+    assert number("windows written") > 0
+    assert number("alerts") == done.stdout.count("ALERT ")  # plain output: one line per alert
+    assert re.search(r"^\s*check\s*\S\s*passed", done.stdout, re.M), done.stdout

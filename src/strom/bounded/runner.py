@@ -5,6 +5,9 @@ expressions); windows are computed as one vectorized group-by, as if the waterma
 its minimum to ``+inf`` after the last event. So no event is late: the late output is empty,
 every result has ``is_update=False``, and each window appears once.
 
+Lookup joins ask their table once, for every distinct key of their whole input (the table as
+it is at that moment), and left-join each partition to the answer.
+
 Keyed process functions (the slow path) get every event in (event time, partition, position)
 order, then every timer at watermark +inf; see :mod:`strom.pipeline.process` for when that
 equals a streaming run. ``map``/``flat_map`` run per row over each whole partition.
@@ -25,6 +28,7 @@ from strom.pipeline.plan import (
     FilterNode,
     KeyByNode,
     LateNode,
+    LookupJoinNode,
     MapBatchesNode,
     MapNode,
     Node,
@@ -43,6 +47,7 @@ from strom.pipeline.windows import Session, assign_windows_lazy, event_time_ms
 from strom.runtime import sketches
 from strom.runtime.accumulators import PART, SEQ, TS, output_schema
 from strom.runtime.keyed_process import KeyedProcessCore
+from strom.runtime.lookup import join_found, right_side, value_schema
 from strom.runtime.operators import apply_transform, rows_to_frame
 from strom.runtime.sessions import MINI, cut_sessions
 
@@ -101,6 +106,8 @@ class BoundedRunner:
                 (p, apply_transform(node, lf.collect()).lazy())
                 for p, lf in self._evaluate(node.input)
             ]
+        if isinstance(node, LookupJoinNode):
+            return self._lookup_join(node)
         if isinstance(node, KeyByNode | SinkNode):
             return self._evaluate(node.input)
         if isinstance(node, UnionNode):
@@ -114,6 +121,21 @@ class BoundedRunner:
             late = {**schema, "window_start": pl.Int64(), "window_end": pl.Int64()}
             return [(-1, pl.LazyFrame(schema=late))]
         raise TypeError(f"the bounded runner cannot run {node.label} nodes yet")
+
+    def _lookup_join(self, node: LookupJoinNode) -> Partitions:
+        """One lookup for every distinct key of the whole input, joined to each partition."""
+        parts = self._evaluate(node.input)
+        if not parts:
+            return parts
+        keys_lf = pl.concat([lf.select(node.on) for _, lf in parts], how="vertical")
+        keys = keys_lf.drop_nulls().unique(maintain_order=True).collect().get_column(node.on)
+        key_dtype = keys.dtype
+        found = node.table.lookup(keys) if keys.len() else None
+        schema = value_schema(node, found)
+        if found is None:
+            found = pl.DataFrame(schema={node.table.key: key_dtype, **schema})
+        right = right_side(node, found, key_dtype, schema)
+        return [(p, join_found(lf, right, node.on)) for p, lf in parts]
 
     def _input_schema(self, node: WindowAggNode) -> pl.Schema:
         parts = self._evaluate(node.input)

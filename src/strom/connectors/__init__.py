@@ -12,6 +12,7 @@ from strom.connectors.kafka_client import KafkaConnectorError
 from strom.connectors.kafka_sink import KafkaSink
 from strom.connectors.memory import MemorySink, MemorySource
 from strom.connectors.sql import SQLiteSink
+from strom.connectors.sql_lookup import SQLiteTable
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
@@ -27,4 +28,5 @@ __all__ = [
     "MemorySink",
     "MemorySource",
     "SQLiteSink",
+    "SQLiteTable",
 ]

@@ -70,3 +70,25 @@ class Sink(Protocol):
     def write(self, batch: pl.DataFrame) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class LookupTable(Protocol):
+    """A keyed table that a stream joins against (``Stream.lookup_join``), e.g. SQLite.
+
+    ``key`` names the table's key column. :meth:`lookup` answers one request for many keys, so
+    executors can batch a micro-batch's distinct keys into one query; it returns at most one
+    row per key (the key column plus the value columns) and omits keys that are not in the
+    table. Implementations must be safe to call repeatedly; they may reflect changes made to
+    the table between calls.
+    """
+
+    key: str
+
+    def schema(self) -> pl.Schema | None:
+        """The table's columns (key included), if readable before running."""
+        ...
+
+    def lookup(self, keys: pl.Series) -> pl.DataFrame:
+        """The rows whose key is in ``keys`` (distinct, non-null), in any order."""
+        ...

@@ -13,7 +13,7 @@ from typing import Literal
 import polars as pl
 
 from strom.pipeline.agg import Agg
-from strom.pipeline.io import Sink, Source
+from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.windows import WindowSpec
 
@@ -114,6 +114,18 @@ class WindowAggNode(UnaryNode):
     aggs: tuple[Agg, ...]
     allowed_lateness_ms: int = 0
     emit: EmitMode = "final"
+
+
+@dataclass(frozen=True, eq=False)
+class LookupJoinNode(UnaryNode):
+    """Left join of each row with ``table``'s row whose key equals the row's ``on`` column;
+    adds ``columns`` (null when the key is missing). Rows from the table are cached for
+    ``ttl_ms`` of processing time."""
+
+    table: LookupTable
+    on: str
+    columns: tuple[str, ...]
+    ttl_ms: int
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,17 +6,18 @@ Nothing runs here: hand the pipeline to an executor (``strom.runtime`` or ``stro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
 from strom.pipeline.agg import Agg
-from strom.pipeline.io import Sink, Source
+from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.plan import (
     EmitMode,
     FilterNode,
     KeyByNode,
     LateNode,
+    LookupJoinNode,
     MapBatchesNode,
     MapNode,
     Node,
@@ -129,6 +130,37 @@ class Stream:
             if other._pipeline is not self._pipeline:
                 raise PlanError("union() of streams from different pipelines")
         return self._then(UnionNode((self._node, *(o._node for o in others))))
+
+    def lookup_join(
+        self,
+        table: LookupTable,
+        *,
+        on: str,
+        columns: Sequence[str] | None = None,
+        ttl_ms: int = 60_000,
+    ) -> Stream:
+        """Enrich every row with ``columns`` of ``table``'s row whose key equals the row's ``on``.
+
+        A left join: every input row is kept once, in order; a key missing from the table (or
+        a null ``on``) gives nulls in ``columns``. ``columns`` defaults to every table column
+        but the key (then the table's schema must be readable now). The streaming executor
+        looks up the distinct keys of each micro-batch in one request and caches the answer,
+        found or missing, for ``ttl_ms`` of processing time (``0``: no cache), so a changed
+        table row is seen at most ``ttl_ms`` after it changed. The bounded runner looks up all
+        distinct keys once. Event time passes through unchanged.
+        """
+        if not isinstance(table, LookupTable):
+            raise PlanError(f"lookup_join() takes a LookupTable (e.g. SQLiteTable), got {table!r}")
+        if columns is None:
+            schema = table.schema()
+            if schema is None:
+                raise PlanError(
+                    "lookup_join(): the table's schema is not readable yet; pass columns=[...]"
+                )
+            columns = [c for c in schema if c != table.key]
+        if isinstance(columns, str):
+            columns = [columns]
+        return self._then(LookupJoinNode(self._node, table, on, tuple(columns), ttl_ms))
 
     def key_by(self, *keys: str) -> KeyedStream:
         """Partition state by these columns for the window or process function that follows

@@ -13,6 +13,7 @@ from strom.pipeline.plan import (
     FilterNode,
     KeyByNode,
     LateNode,
+    LookupJoinNode,
     MapBatchesNode,
     MapNode,
     Node,
@@ -67,6 +68,8 @@ def _check(
         return node.schema, ts if ts in node.schema else None
     if isinstance(node, ProcessNode):
         return _check_process(node, up, ts, where)
+    if isinstance(node, LookupJoinNode):
+        return _check_lookup(node, up, where), ts
     if isinstance(node, KeyByNode):
         if not node.keys:
             raise PlanError(f"{where}key_by() needs at least one key column")
@@ -174,6 +177,31 @@ def _check_window(
         out[a.name] = a.output_dtype(up[a.column] if a.column is not None else None)
     out["is_update"] = pl.Boolean()
     return pl.Schema(out)
+
+
+def _check_lookup(node: LookupJoinNode, up: pl.Schema | None, where: str) -> pl.Schema | None:
+    if node.ttl_ms < 0:
+        raise PlanError(f"{where}ttl_ms must be >= 0 (0 looks up every batch)")
+    if not node.columns:
+        raise PlanError(f"{where}columns=[...] names no table column to add")
+    if len(set(node.columns)) != len(node.columns):
+        raise PlanError(f"{where}columns {list(node.columns)} name a column twice")
+    _require_columns(up, (node.on,), where + "join column on=")
+    table = node.table.schema()
+    if table is not None:
+        if node.table.key not in table:
+            raise PlanError(f"{where}the table has no key column {node.table.key!r}: {list(table)}")
+        _require_columns(table, node.columns, where + "table column")
+    if up is not None:
+        clash = [c for c in node.columns if c in up]
+        if clash:
+            raise PlanError(
+                f"{where}columns {clash} already exist in the stream; select them away or "
+                "rename them first"
+            )
+    if up is None or table is None:
+        return None
+    return pl.Schema({**up, **{c: table[c] for c in node.columns}})
 
 
 def _check_process(

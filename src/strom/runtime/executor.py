@@ -20,6 +20,7 @@ from strom.pipeline.plan import (
     FilterNode,
     KeyByNode,
     LateNode,
+    LookupJoinNode,
     MapBatchesNode,
     MapNode,
     Node,
@@ -35,6 +36,7 @@ from strom.pipeline.plan import (
 )
 from strom.pipeline.stream import Pipeline
 from strom.pipeline.windows import Session, event_time_ms
+from strom.runtime.lookup import LookupJoinOperator
 from strom.runtime.operators import (
     Operator,
     OperatorMetrics,
@@ -104,6 +106,8 @@ class StreamingExecutor:
         if isinstance(node, ProcessNode):
             ts = self.plan.timestamps.get(node.input)
             return ProcessOperator(name, node, ts, self._tracker(node))
+        if isinstance(node, LookupJoinNode):
+            return LookupJoinOperator(name, node, self.clock)
         if isinstance(node, SinkNode):
             return SinkOperator(name, node.sink)
         if isinstance(node, WindowAggNode):
@@ -192,7 +196,7 @@ class StreamingExecutor:
         """A copy of every operator's counters, by operator name (in plan order)."""
         out: dict[str, OperatorMetrics] = {}
         for op in self._operators.values():
-            if isinstance(op, WindowOperatorBase | ProcessOperator):
+            if isinstance(op, WindowOperatorBase | ProcessOperator | LookupJoinOperator):
                 op.metrics.state_size = op.state_size()
             out[op.name] = replace(op.metrics)
         return out
@@ -200,6 +204,10 @@ class StreamingExecutor:
     def window_operators(self) -> list[WindowOperatorBase]:
         """The window operators (whose ``snapshot()``/``restore()`` hold their state)."""
         return [op for op in self._operators.values() if isinstance(op, WindowOperatorBase)]
+
+    def lookup_operators(self) -> list[LookupJoinOperator]:
+        """The lookup-join operators (whose counters show queries and cache hits)."""
+        return [op for op in self._operators.values() if isinstance(op, LookupJoinOperator)]
 
     def process_operators(self) -> list[ProcessOperator]:
         """The keyed process operators (whose ``snapshot()``/``restore()`` hold their state)."""
