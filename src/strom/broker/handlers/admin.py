@@ -136,6 +136,9 @@ async def delete_topics(ctx: Context, req: Body) -> Body:
             )
             continue
         state.offsets.delete_topic(info.name)
+        # Idempotent producers' state lives with the partition logs, as in Kafka: kept, a producer
+        # resending sequence 0 to a re-created topic would be told "duplicate" and lose the batch.
+        state.sequences.forget_topic(info.name)
         log.info("deleted topic %r", info.name)
         results.append({"name": info.name, "topic_id": info.topic_id, "error_code": 0})
     return {"throttle_time_ms": 0, "responses": results}
