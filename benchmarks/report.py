@@ -59,7 +59,11 @@ def write_markdown(lines: list[dict[str, Any]], path: Path, title: str) -> None:
                 f"{_cell(x['p99_ms'])} | {x['correct']} |"
             )
         out.append("")
-    skipped = [x for x in lines if "skipped" in x]
-    out += [f"- {x['system']}: skipped ({x['skipped']})" for x in skipped]
+    out += [f"- {x['system']}: skipped ({x['skipped']})" for x in lines if "skipped" in x]
+    out += [
+        f"- {x['benchmark']} {x['system']} ({x['params']}): failed: {x['failed']}"
+        for x in lines
+        if "failed" in x
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
