@@ -11,6 +11,7 @@ tests can send exactly the bytes they want (malformed ones included) and decode 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -380,3 +381,16 @@ class BrokerProcess:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class TracebackRecorder(logging.Handler):
+    """Keeps every log record that carries an exception: a broker failure, where a test expects
+    only closed connections and error codes."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)

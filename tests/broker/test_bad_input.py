@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 from broker_proc import (
     RawClient,
+    TracebackRecorder,
     api_versions_ok,
     decode_response,
     fetch,
@@ -62,19 +63,9 @@ def legacy_message_set(magic: int) -> bytes:
     return struct.pack(">qi", 0, len(message)) + message
 
 
-class _Tracebacks(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self.records.append(record)
-
-
 @pytest.fixture(scope="module")
-def tracebacks() -> Iterator[_Tracebacks]:
-    handler = _Tracebacks()
+def tracebacks() -> Iterator[TracebackRecorder]:
+    handler = TracebackRecorder()
     logger = logging.getLogger("strom")
     logger.addHandler(handler)
     try:
@@ -84,7 +75,9 @@ def tracebacks() -> Iterator[_Tracebacks]:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, tracebacks: _Tracebacks) -> Iterator[Broker]:
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, tracebacks: TracebackRecorder
+) -> Iterator[Broker]:
     with Broker(tmp_path_factory.mktemp("bad-input") / "data", max_request_bytes=MAX_REQUEST) as b:
         yield b
 
@@ -97,7 +90,7 @@ def address(broker: Broker) -> Address:
 _sentinel_values: list[bytes] = []
 
 
-def assert_healthy(address: Address, tracebacks: _Tracebacks, topic: str = SENTINEL) -> None:
+def assert_healthy(address: Address, tracebacks: TracebackRecorder, topic: str = SENTINEL) -> None:
     """The broker answers new connections and serves an intact, growing sentinel log."""
     assert api_versions_ok(address)
     value = b"check-%d" % len(_sentinel_values)
@@ -115,7 +108,7 @@ def assert_healthy(address: Address, tracebacks: _Tracebacks, topic: str = SENTI
 
 
 @pytest.fixture(autouse=True)
-def still_healthy(address: Address, tracebacks: _Tracebacks) -> Iterator[None]:
+def still_healthy(address: Address, tracebacks: TracebackRecorder) -> Iterator[None]:
     yield
     assert_healthy(address, tracebacks)
 
@@ -556,7 +549,7 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount_point)], check=False, timeout=30)
 
 
-def test_disk_full(tiny_disk: Path, tracebacks: _Tracebacks) -> None:
+def test_disk_full(tiny_disk: Path, tracebacks: TracebackRecorder) -> None:
     """Produce until KAFKA_STORAGE_ERROR (no crash, no hang); acknowledged data stays readable;
     the broker restarts on the still-full disk; freeing space lets produce work again; a
     restart after that recovers every acknowledged record."""

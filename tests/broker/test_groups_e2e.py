@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from broker_proc import wait_until
+from broker_proc import TracebackRecorder, wait_until
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -218,21 +218,11 @@ class Load(threading.Thread):
         self.producer.flush(30)
 
 
-class _Tracebacks(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self.records.append(record)
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     """An in-process broker with the topic; its ``strom`` loggers must record no traceback
     (a consumer killed mid-fetch is a closed connection, not a broker failure)."""
-    tracebacks = _Tracebacks()
+    tracebacks = TracebackRecorder()
     logging.getLogger("strom").addHandler(tracebacks)
     try:
         with Broker(tmp_path / "data") as broker:

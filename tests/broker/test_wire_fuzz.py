@@ -33,7 +33,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from broker_proc import RawClient, api_versions_ok, decode_response, request_frame
+from broker_proc import (
+    RawClient,
+    TracebackRecorder,
+    api_versions_ok,
+    decode_response,
+    request_frame,
+)
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -264,19 +270,9 @@ def mutated(draw: st.DrawFn, payload: bytes) -> tuple[str, bytes]:
 # -- the harness --------------------------------------------------------------------------------
 
 
-class _Tracebacks(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info:
-            self.records.append(record)
-
-
 @pytest.fixture(scope="module")
-def tracebacks() -> Iterator[_Tracebacks]:
-    handler = _Tracebacks()
+def tracebacks() -> Iterator[TracebackRecorder]:
+    handler = TracebackRecorder()
     logger = logging.getLogger("strom")
     logger.addHandler(handler)
     try:
@@ -286,7 +282,9 @@ def tracebacks() -> Iterator[_Tracebacks]:
 
 
 @pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory, tracebacks: _Tracebacks) -> Iterator[Broker]:
+def broker(
+    tmp_path_factory: pytest.TempPathFactory, tracebacks: TracebackRecorder
+) -> Iterator[Broker]:
     with Broker(
         tmp_path_factory.mktemp("fuzz") / "data",
         max_request_bytes=1 << 20,
@@ -343,7 +341,7 @@ def check_answers(frames: list[bytes]) -> None:
             assert i == len(frames) - 1, "answers after the sentinel's"
 
 
-def check_healthy(address: tuple[str, int], tracebacks: _Tracebacks) -> None:
+def check_healthy(address: tuple[str, int], tracebacks: TracebackRecorder) -> None:
     assert api_versions_ok(address), "a fresh connection got no correct ApiVersions answer"
     with RawClient(address) as client:
         md = client.request("Metadata", 12, {"topics": None}, api_key=3)
@@ -373,7 +371,7 @@ _SETTINGS = settings(
 @given(data=st.data())
 def test_malformed_request(
     broker: Broker,
-    tracebacks: _Tracebacks,
+    tracebacks: TracebackRecorder,
     api_key: int,
     name: str,
     version: int,
@@ -408,7 +406,7 @@ def test_malformed_request(
 @settings(_SETTINGS, max_examples=300)
 @given(stream=st.binary(min_size=1, max_size=512), sized=st.booleans())
 def test_random_byte_streams(
-    broker: Broker, tracebacks: _Tracebacks, stream: bytes, sized: bool
+    broker: Broker, tracebacks: TracebackRecorder, stream: bytes, sized: bool
 ) -> None:
     """Raw random bytes, with a random (or, half the time, consistent) size prefix."""
     address = broker.host, broker.port
