@@ -109,6 +109,8 @@ class _Load:
                 "queue.buffering.max.messages": 2000,
                 "reconnect.backoff.ms": 20,
                 "reconnect.backoff.max.ms": 200,
+                # Bounds how long anything left behind could be retried; a restart takes ~1 s.
+                "message.timeout.ms": 60_000,
             }
         )
 
@@ -160,10 +162,15 @@ class _Load:
         if self._closed:
             return
         self._closed = True
-        self.producer.purge(in_queue=True, in_flight=True, blocking=True)
-        remaining = self.producer.flush(10)
+        # A message moving between librdkafka's queues (a retry after the disconnect) can miss
+        # one purge: purge until nothing is left. close() would otherwise wait for it to time out.
+        deadline = time.monotonic() + 30
+        while len(self.producer) and time.monotonic() < deadline:
+            self.producer.purge(in_queue=True, in_flight=True, blocking=True)
+            self.producer.flush(0.5)
+        remaining = len(self.producer)
         self.producer.close()
-        assert remaining == 0, f"{remaining} messages still queued after a purge"
+        assert remaining == 0, f"{remaining} messages still queued after 30 s of purging"
 
     def finish(self) -> None:
         """Wait until everything sent is delivered (or failed), then close."""
