@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import click
 from confluent_kafka import (
@@ -33,6 +30,7 @@ from confluent_kafka import (
 from strom.cli.clients import ErrorLog, client_config, connect, error_code, error_text
 from strom.cli.options import bootstrap_option
 from strom.cli.render import Record, to_json, to_text
+from strom.cli.signals import stop_on_signals
 
 __all__ = ["consume"]
 
@@ -144,7 +142,7 @@ def consume(
         else:
             consumer.subscribe([topic], on_assign=lambda _c, _p: run.active())
         run.active()
-        with _stop_on_signals(run):
+        with stop_on_signals(lambda _sig: setattr(run, "stop", True)):
             _loop(consumer, run, render, group is not None, sys.stdout.buffer)
     finally:
         _close(consumer, group)
@@ -217,29 +215,6 @@ def _close(consumer: Consumer, group: str | None) -> None:
                     ) from None
     finally:
         consumer.close()
-
-
-_Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-@contextmanager
-def _stop_on_signals(run: _Run) -> Iterator[None]:
-    """SIGINT and SIGTERM end the loop cleanly (commit, leave the group) instead of killing it."""
-
-    def handler(_signum: int, _frame: FrameType | None) -> None:
-        run.stop = True
-
-    previous: dict[signal.Signals, _Handler] = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _silence_stdout() -> None:

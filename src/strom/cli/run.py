@@ -16,19 +16,15 @@ from __future__ import annotations
 import logging
 import os
 import runpy
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from strom.cli.signals import stop_on_signals
 from strom.connectors import KafkaSource
 from strom.pipeline import Pipeline, Plan, PlanError
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, OperatorMetrics, StreamingExecutor
@@ -80,7 +76,7 @@ def run(
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     stop: list[str] = []
     try:
-        with _stop_on_signals(stop):
+        with stop_on_signals(lambda sig: stop.append(f"{sig.name} received")):
             while not stop:
                 if not executor.step():
                     break
@@ -138,29 +134,6 @@ def _prepare(pipeline: Pipeline, path: Path) -> tuple[Plan, StreamingExecutor]:
         raise click.ClickException(f"{path}: invalid pipeline: {exc}") from exc
     except Exception as exc:  # e.g. a source that cannot reach its cluster
         raise click.ClickException(f"{path}: {type(exc).__name__}: {exc}") from exc
-
-
-_Handler = Callable[[int, FrameType | None], Any] | int | None
-
-
-@contextmanager
-def _stop_on_signals(stop: list[str]) -> Iterator[None]:
-    """SIGINT and SIGTERM end the run after the current step instead of killing it."""
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        stop.append(f"{signal.Signals(signum).name} received")
-
-    previous: dict[signal.Signals, _Handler] = {}
-    try:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        pass
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _watermark(value: int) -> str:
