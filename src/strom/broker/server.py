@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from typing import IO, TYPE_CHECKING, cast
 
 from strom.broker.handlers.dispatch import Close, dispatch
@@ -111,7 +110,7 @@ class Server:
                 if isinstance(part, bytes):
                     writer.write(part)
                 elif part.length < _SENDFILE_MIN:
-                    writer.write(os.pread(part.fd, part.length, part.offset))
+                    _write_region(writer, part)
                 else:
                     await self._sendfile(loop, writer, part)
             if writer.transport.get_write_buffer_size() > 1 << 20:
@@ -138,7 +137,18 @@ class Server:
             # os.sendfile failed before sending a byte: the peer reset the connection (EPIPE,
             # ECONNRESET), or this file cannot be sent that way. A plain write is right in both
             # cases; on a dead connection it is dropped and the next read ends the connection.
-            writer.write(pread_all(region.fd, region.length, region.offset))
+            _write_region(writer, region)
             return
         if sent != region.length:
             raise ConnectionError(f"sendfile sent {sent} of {region.length} bytes")
+
+
+def _write_region(writer: asyncio.StreamWriter, region: FileRegion) -> None:
+    """Write a file region through the transport. The response's size prefix already counts
+    ``region.length`` bytes: a short read would desynchronise the stream, so it ends it."""
+    data = pread_all(region.fd, region.length, region.offset)
+    if len(data) != region.length:
+        message = f"read {len(data)} of {region.length} bytes of a log segment"
+        log.error("closing a connection: %s", message)
+        raise ConnectionError(message)
+    writer.write(data)
