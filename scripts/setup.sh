@@ -18,6 +18,14 @@ if ((dev)); then
     # kcat: the librdkafka command-line client, one of the unmodified clients the tests run.
     missing=()
     command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+    # PostgreSQL's server (initdb, pg_ctl): the PostgreSQL connector tests start their own.
+    # Debian keeps it in /usr/lib/postgresql/<version>/bin, off PATH.
+    pg_found=0
+    command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && pg_found=1
+    for pg_bin in /usr/lib/postgresql/*/bin; do
+        [[ -x $pg_bin/initdb && -x $pg_bin/pg_ctl ]] && pg_found=1
+    done
+    ((pg_found)) || missing+=(postgresql)
     if ((${#missing[@]})); then
         echo "setup: installing Debian packages: ${missing[*]}"
         apt_install "${missing[@]}"

@@ -1,7 +1,11 @@
 """Sources and sinks. Each states its delivery guarantee in its docstring.
 
-PostgreSQL is not implemented yet.
+The PostgreSQL connectors need the ``postgres`` extra; they are imported on first use, so
+``strom.connectors`` works without it and ``from strom.connectors import PostgresSink`` says
+what to install.
 """
+
+from typing import TYPE_CHECKING
 
 from strom.connectors.console import ConsoleSink
 from strom.connectors.deadletter import DEAD_LETTER_SCHEMA
@@ -13,6 +17,11 @@ from strom.connectors.kafka_sink import KafkaSink
 from strom.connectors.memory import MemorySink, MemorySource
 from strom.connectors.sql import SQLiteSink
 from strom.connectors.sql_lookup import SQLiteTable
+
+if TYPE_CHECKING:
+    from strom.connectors.postgres import PostgresConnectionError
+    from strom.connectors.postgres_lookup import PostgresTable
+    from strom.connectors.postgres_sink import PostgresSink
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
@@ -27,6 +36,23 @@ __all__ = [
     "KafkaSourceMetrics",
     "MemorySink",
     "MemorySource",
+    "PostgresConnectionError",
+    "PostgresSink",
+    "PostgresTable",
     "SQLiteSink",
     "SQLiteTable",
 ]
+
+_POSTGRES = {
+    "PostgresConnectionError": "strom.connectors.postgres",
+    "PostgresSink": "strom.connectors.postgres_sink",
+    "PostgresTable": "strom.connectors.postgres_lookup",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _POSTGRES:  # imports psycopg: ImportError with the pip command if it is missing
+        import importlib
+
+        return getattr(importlib.import_module(_POSTGRES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
