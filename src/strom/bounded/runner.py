@@ -5,6 +5,9 @@ expressions); windows are computed as one vectorized group-by, as if the waterma
 its minimum to ``+inf`` after the last event. So no event is late: the late output is empty,
 every result has ``is_update=False``, and each window appears once.
 
+Interval joins are one Polars join of both whole inputs, then the time filter: every match,
+no late rows (their late outputs are empty), so they equal a streaming run with nothing late.
+
 Lookup joins ask their table once, for every distinct key of their whole input (the table as
 it is at that moment), and left-join each partition to the answer.
 
@@ -26,6 +29,8 @@ from strom.pipeline.agg import Agg
 from strom.pipeline.io import BoundedSource
 from strom.pipeline.plan import (
     FilterNode,
+    IntervalJoinLateNode,
+    IntervalJoinNode,
     KeyByNode,
     LateNode,
     LookupJoinNode,
@@ -46,6 +51,7 @@ from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Session, assign_windows_lazy, event_time_ms
 from strom.runtime import sketches
 from strom.runtime.accumulators import PART, SEQ, TS, output_schema
+from strom.runtime.interval_join import LEFT_TS, RIGHT_TS, join_frames
 from strom.runtime.keyed_process import KeyedProcessCore
 from strom.runtime.lookup import join_found, right_side, value_schema
 from strom.runtime.operators import apply_transform, rows_to_frame
@@ -108,6 +114,12 @@ class BoundedRunner:
             ]
         if isinstance(node, LookupJoinNode):
             return self._lookup_join(node)
+        if isinstance(node, IntervalJoinNode):
+            return [(-1, self._interval_join(node))]
+        if isinstance(node, IntervalJoinLateNode):
+            side = node.input.inputs[0 if node.side == "left" else 1]
+            schema = pl.concat([lf for _, lf in self._evaluate(side)]).collect_schema()
+            return [(-1, pl.LazyFrame(schema=schema))]
         if isinstance(node, KeyByNode | SinkNode):
             return self._evaluate(node.input)
         if isinstance(node, UnionNode):
@@ -136,6 +148,29 @@ class BoundedRunner:
             found = pl.DataFrame(schema={node.table.key: key_dtype, **schema})
         right = right_side(node, found, key_dtype, schema)
         return [(p, join_found(lf, right, node.on)) for p, lf in parts]
+
+    def _interval_join(self, node: IntervalJoinNode) -> pl.LazyFrame:
+        frames: list[pl.DataFrame] = []
+        for child, time in ((node.left, LEFT_TS), (node.right, RIGHT_TS)):
+            ts_column = self.plan.timestamps.get(child)
+            assert ts_column is not None  # validated
+            frame = pl.concat([lf for _, lf in self._evaluate(child)], how="vertical").collect()
+            ts = frame.get_column(ts_column)
+            if ts.null_count():
+                raise ValueError(
+                    f"{ts.null_count()} rows have a null event time in column {ts_column!r}; "
+                    "filter or fill them before the join"
+                )
+            frames.append(frame.with_columns(event_time_ms(ts_column, ts.dtype).alias(time)))
+        left, right = frames
+        left_ts = self.plan.timestamps[node.left]
+        assert left_ts is not None
+        kept, renamed = node.output_columns(
+            [c for c in left.columns if c != LEFT_TS],
+            left_ts,
+            [c for c in right.columns if c != RIGHT_TS],
+        )
+        return join_frames(node, left.lazy(), right.lazy(), kept, renamed)
 
     def _input_schema(self, node: WindowAggNode) -> pl.Schema:
         parts = self._evaluate(node.input)

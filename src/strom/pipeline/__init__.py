@@ -29,7 +29,14 @@ from strom.pipeline.process import (
     ProcessFunction,
     ValueState,
 )
-from strom.pipeline.stream import KeyedStream, Pipeline, Stream, WindowedStream, WindowResult
+from strom.pipeline.stream import (
+    IntervalJoinResult,
+    KeyedStream,
+    Pipeline,
+    Stream,
+    WindowedStream,
+    WindowResult,
+)
 from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Hopping, Session, Tumbling, WindowSpec
 
@@ -39,6 +46,7 @@ __all__ = [
     "BoundedSource",
     "EndOfPartition",
     "Hopping",
+    "IntervalJoinResult",
     "KeyedStream",
     "ListState",
     "LookupTable",

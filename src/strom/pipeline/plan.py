@@ -6,7 +6,7 @@ branches of a pipeline are still two branches. The plan knows no executor.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,6 +18,10 @@ from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.windows import WindowSpec
 
 EmitMode = Literal["final", "update"]
+JoinSide = Literal["left", "right"]
+
+JOIN_TIME = "join_time"
+"""The interval join's output column holding its event time, ``max(left ts, right ts)`` in ms."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,6 +130,64 @@ class LookupJoinNode(UnaryNode):
     on: str
     columns: tuple[str, ...]
     ttl_ms: int
+
+
+@dataclass(frozen=True, eq=False)
+class IntervalJoinNode(Node):
+    """Inner join of ``left`` and ``right`` rows whose keys are equal and whose event times
+    satisfy ``left_ts + lower_ms <= right_ts <= left_ts + upper_ms`` (``None``: unbounded).
+
+    Output columns (:meth:`output_columns`): every left column, then every right column but a
+    key named like the left key it pairs with, a right name taken by a left column or by
+    :data:`JOIN_TIME` getting ``suffix``, then :data:`JOIN_TIME` (Int64 epoch ms), the
+    output's event time. A left event-time column itself named :data:`JOIN_TIME` (the left
+    input is a join) is replaced by the new one.
+    """
+
+    left: Node
+    right: Node
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    lower_ms: int | None
+    upper_ms: int | None
+    suffix: str = "_right"
+
+    @property
+    def inputs(self) -> tuple[Node, ...]:
+        return (self.left, self.right)
+
+    def output_columns(
+        self, left: Sequence[str], left_ts: str, right: Sequence[str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """The left columns kept, and each kept right column's output name (in order).
+
+        Raises ``ValueError`` naming the column when two output columns would share a name.
+        """
+        if JOIN_TIME in left and left_ts != JOIN_TIME:
+            raise ValueError(
+                f"left column {JOIN_TIME!r} is reserved for the join's event time; rename it"
+            )
+        kept_left = [c for c in left if c != JOIN_TIME]
+        dropped = {r for lk, r in zip(self.left_on, self.right_on, strict=True) if lk == r}
+        taken = {*kept_left, JOIN_TIME}
+        names = {c: c + self.suffix if c in taken else c for c in right if c not in dropped}
+        seen = set(taken)
+        for column, name in names.items():
+            if name in seen:
+                raise ValueError(
+                    f"right column {column!r} would be named {name!r}, which is already an "
+                    "output column; pass another suffix= or rename it"
+                )
+            seen.add(name)
+        return kept_left, names
+
+
+@dataclass(frozen=True, eq=False)
+class IntervalJoinLateNode(UnaryNode):
+    """Rows of one ``side`` of ``input`` (an :class:`IntervalJoinNode`) that arrived too late
+    to be joined: behind the join's watermark, where partners may already have been purged."""
+
+    side: JoinSide
 
 
 @dataclass(frozen=True, eq=False)

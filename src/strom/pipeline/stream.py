@@ -15,6 +15,8 @@ from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.plan import (
     EmitMode,
     FilterNode,
+    IntervalJoinLateNode,
+    IntervalJoinNode,
     KeyByNode,
     LateNode,
     LookupJoinNode,
@@ -162,6 +164,50 @@ class Stream:
             columns = [columns]
         return self._then(LookupJoinNode(self._node, table, on, tuple(columns), ttl_ms))
 
+    def interval_join(
+        self,
+        right: Stream,
+        *,
+        on: str | Sequence[str] | None = None,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        lower_ms: int | None,
+        upper_ms: int | None,
+        suffix: str = "_right",
+    ) -> IntervalJoinResult:
+        """Inner join with ``right``: rows with equal keys (``on``, or ``left_on``/``right_on``;
+        null keys never match) and ``left.ts + lower_ms <= right.ts <= left.ts + upper_ms``.
+
+        ``None`` leaves that side unbounded; ``(None, None)`` is a plain inner join whose state
+        is never purged. Both streams need event time. Output: every left column, then the right
+        columns (a right key named like its left key is dropped; a name already taken gets
+        ``suffix``), then ``join_time = max(left ts, right ts)`` (Int64 ms), the output's event
+        time, so windows can follow. The streaming runtime keeps each side's rows until the
+        watermark (the minimum of both inputs') rules out further matches; a row arriving behind
+        that watermark, whose partners may be gone, goes to :meth:`IntervalJoinResult.late_left`
+        or :meth:`~IntervalJoinResult.late_right` instead of joining (a row behind it whose
+        partners are all kept, because the other side is unbounded, still joins). The bounded
+        runner finds every match and no late rows, so the two agree whenever nothing is late.
+        """
+        if not isinstance(right, Stream):
+            raise PlanError(f"interval_join() takes another Stream, got {right!r}")
+        if right._pipeline is not self._pipeline:
+            raise PlanError("interval_join() of streams from different pipelines")
+        if on is not None and (left_on is not None or right_on is not None):
+            raise PlanError("interval_join(): pass on=, or left_on= and right_on=, not both")
+        if on is not None:
+            left_on = right_on = on
+        if left_on is None or right_on is None:
+            raise PlanError("interval_join(): pass on= or both left_on= and right_on=")
+        lkeys, rkeys = _names(left_on), _names(right_on)
+        if not lkeys or len(lkeys) != len(rkeys):
+            raise PlanError(
+                f"interval_join(): left_on {list(lkeys)} and right_on {list(rkeys)} must name "
+                "the same number (at least one) of key columns"
+            )
+        node = IntervalJoinNode(self._node, right._node, lkeys, rkeys, lower_ms, upper_ms, suffix)
+        return IntervalJoinResult(self._pipeline, node)
+
     def key_by(self, *keys: str) -> KeyedStream:
         """Partition state by these columns for the window or process function that follows
         (also after a window: results carry event time ``window_end``)."""
@@ -263,6 +309,25 @@ class WindowResult(Stream):
         """Events later than the allowed lateness: the input row plus the ``window_start`` and
         ``window_end`` it missed (one row per missed window). Never dropped silently."""
         return self._then(LateNode(self._node))
+
+
+class IntervalJoinResult(Stream):
+    """Interval-join results; :meth:`late_left`/:meth:`late_right` are the rows that arrived
+    too late to be joined (streaming runtime only; the bounded runner has none)."""
+
+    def late_left(self) -> Stream:
+        """Left rows that arrived behind the join's watermark while ``lower_ms`` is bounded,
+        unchanged. Never dropped silently."""
+        return self._then(IntervalJoinLateNode(self._node, "left"))
+
+    def late_right(self) -> Stream:
+        """Right rows that arrived behind the join's watermark while ``upper_ms`` is bounded,
+        unchanged. Never dropped silently."""
+        return self._then(IntervalJoinLateNode(self._node, "right"))
+
+
+def _names(columns: str | Sequence[str]) -> tuple[str, ...]:
+    return (columns,) if isinstance(columns, str) else tuple(columns)
 
 
 def _schema(schema: SchemaLike, method: str) -> pl.Schema:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import polars as pl
 
 from strom.pipeline.plan import (
+    JOIN_TIME,
     FilterNode,
+    IntervalJoinLateNode,
+    IntervalJoinNode,
     KeyByNode,
     LateNode,
     LookupJoinNode,
@@ -85,6 +88,11 @@ def _check(
         if input_schema is None:
             return None, ts
         return pl.Schema({**input_schema, "window_start": pl.Int64(), "window_end": pl.Int64()}), ts
+    if isinstance(node, IntervalJoinNode):
+        return _check_interval_join(node, schemas, timestamps, where)
+    if isinstance(node, IntervalJoinLateNode):
+        side = node.input.inputs[0 if node.side == "left" else 1]
+        return schemas.get(side), timestamps.get(side)
     if isinstance(node, UnionNode):
         return _check_union(node, schemas, timestamps, where)
     if isinstance(node, SinkNode):
@@ -218,6 +226,57 @@ def _check_process(
     if ts is not None:
         _require_columns(up, (ts,), where + "timestamp column")
     return node.schema, ts if ts in node.schema else None
+
+
+def _check_interval_join(
+    node: IntervalJoinNode,
+    schemas: dict[Node, pl.Schema | None],
+    timestamps: dict[Node, str | None],
+    where: str,
+) -> tuple[pl.Schema | None, str]:
+    for name, bound in (("lower_ms", node.lower_ms), ("upper_ms", node.upper_ms)):
+        if bound is not None and (not isinstance(bound, int) or isinstance(bound, bool)):
+            raise PlanError(f"{where}{name} must be integer milliseconds or None, not {bound!r}")
+    if node.lower_ms is not None and node.upper_ms is not None and node.lower_ms > node.upper_ms:
+        raise PlanError(
+            f"{where}lower_ms={node.lower_ms} is greater than upper_ms={node.upper_ms}: "
+            "no row could ever match"
+        )
+    if not isinstance(node.suffix, str):
+        raise PlanError(f"{where}suffix must be a string, not {node.suffix!r}")
+    for keys in (node.left_on, node.right_on):
+        if len(set(keys)) != len(keys):
+            raise PlanError(f"{where}key columns {list(keys)} name a column twice")
+    left, right = schemas[node.left], schemas[node.right]
+    left_ts, right_ts = timestamps[node.left], timestamps[node.right]
+    for side, ts, schema, keys in (
+        ("left", left_ts, left, node.left_on),
+        ("right", right_ts, right, node.right_on),
+    ):
+        if ts is None:
+            raise PlanError(
+                f"{where}interval_join() needs event time on both sides; the {side} stream has "
+                "none: pass timestamp='column' to p.source(...) and keep that column"
+            )
+        _require_columns(schema, keys, f"{where}{side} key column")
+        _require_columns(schema, (ts,), f"{where}{side} timestamp column")
+    if left is None or right is None:
+        return None, JOIN_TIME
+    for lk, rk in zip(node.left_on, node.right_on, strict=True):
+        if left[lk] != right[rk]:
+            raise PlanError(
+                f"{where}left key {lk!r} is {left[lk]} but right key {rk!r} is {right[rk]}; "
+                "cast one so both have the same type"
+            )
+    assert left_ts is not None
+    try:
+        kept, renamed = node.output_columns(list(left), left_ts, list(right))
+    except ValueError as exc:
+        raise PlanError(f"{where}{exc}") from exc
+    out: dict[str, pl.DataType] = {c: left[c] for c in kept}
+    out.update({name: right[c] for c, name in renamed.items()})
+    out[JOIN_TIME] = pl.Int64()
+    return pl.Schema(out), JOIN_TIME
 
 
 def _check_union(

@@ -18,6 +18,8 @@ import polars as pl
 from strom.pipeline.io import END_OF_PARTITION, SourcePartition
 from strom.pipeline.plan import (
     FilterNode,
+    IntervalJoinLateNode,
+    IntervalJoinNode,
     KeyByNode,
     LateNode,
     LookupJoinNode,
@@ -36,6 +38,7 @@ from strom.pipeline.plan import (
 )
 from strom.pipeline.stream import Pipeline
 from strom.pipeline.windows import Session, event_time_ms
+from strom.runtime.interval_join import IntervalJoinOperator
 from strom.runtime.lookup import LookupJoinOperator
 from strom.runtime.operators import (
     Operator,
@@ -92,11 +95,16 @@ class StreamingExecutor:
             name = f"{index}:{node.label}" if not isinstance(node, SourceNode) else node.name
             op = self._make(node, name)
             self._operators[node] = op
-            for upstream in node.inputs:
+            for port, upstream in enumerate(node.inputs):
                 up = self._operators[upstream]
                 if isinstance(node, LateNode):
                     assert isinstance(up, WindowOperatorBase)
                     up.late_outputs.append(op)
+                elif isinstance(node, IntervalJoinLateNode):
+                    assert isinstance(up, IntervalJoinOperator)
+                    up.late_outputs[node.side].append(op)
+                elif isinstance(op, IntervalJoinOperator):
+                    up.outputs.append(op.ports[port])
                 else:
                     up.outputs.append(op)
 
@@ -108,11 +116,15 @@ class StreamingExecutor:
             return ProcessOperator(name, node, ts, self._tracker(node))
         if isinstance(node, LookupJoinNode):
             return LookupJoinOperator(name, node, self.clock)
+        if isinstance(node, IntervalJoinNode):
+            left_ts, right_ts = self.plan.timestamps[node.left], self.plan.timestamps[node.right]
+            assert left_ts is not None and right_ts is not None  # validated
+            return IntervalJoinOperator(name, node, (left_ts, right_ts), self._tracker(node))
         if isinstance(node, SinkNode):
             return SinkOperator(name, node.sink)
         if isinstance(node, WindowAggNode):
             return self._make_window(node, name)
-        if isinstance(node, SourceNode | KeyByNode | UnionNode | LateNode):
+        if isinstance(node, SourceNode | KeyByNode | UnionNode | LateNode | IntervalJoinLateNode):
             return Operator(name)
         raise TypeError(f"the streaming runtime cannot run {node.label} nodes yet")
 
@@ -196,7 +208,10 @@ class StreamingExecutor:
         """A copy of every operator's counters, by operator name (in plan order)."""
         out: dict[str, OperatorMetrics] = {}
         for op in self._operators.values():
-            if isinstance(op, WindowOperatorBase | ProcessOperator | LookupJoinOperator):
+            if isinstance(
+                op,
+                WindowOperatorBase | ProcessOperator | LookupJoinOperator | IntervalJoinOperator,
+            ):
                 op.metrics.state_size = op.state_size()
             out[op.name] = replace(op.metrics)
         return out
@@ -208,6 +223,10 @@ class StreamingExecutor:
     def lookup_operators(self) -> list[LookupJoinOperator]:
         """The lookup-join operators (whose counters show queries and cache hits)."""
         return [op for op in self._operators.values() if isinstance(op, LookupJoinOperator)]
+
+    def interval_join_operators(self) -> list[IntervalJoinOperator]:
+        """The interval-join operators (whose ``snapshot()``/``restore()`` hold their state)."""
+        return [op for op in self._operators.values() if isinstance(op, IntervalJoinOperator)]
 
     def process_operators(self) -> list[ProcessOperator]:
         """The keyed process operators (whose ``snapshot()``/``restore()`` hold their state)."""
