@@ -9,6 +9,13 @@ watermark reaches its maximum, every window fires and the run finishes — the s
 bounded runner computes, with per-operator metrics. Otherwise it streams until SIGINT/SIGTERM or
 ``--max-seconds``; then sinks and sources are closed (sinks flush), windows still open are not
 emitted (there are no checkpoints yet, so nothing is committed either), and the metrics print.
+
+``--workers N`` (N > 1) starts N worker processes (:mod:`strom.cli.supervisor`), each running
+``--worker-index i`` of the same file (:mod:`strom.runtime.workers`): worker ``i`` reads the
+partitions ``p % N == i`` of every source, and every keyed operator reads its keys from a
+repartition topic ``<app-id>-repartition-<n>`` on the Kafka cluster, so the results equal one
+process's. ``--worker-index`` runs one worker alone: start one per machine, with the same
+``--workers``, ``--app-id`` and ``--run-id``, to spread a pipeline over machines.
 """
 
 from __future__ import annotations
@@ -18,16 +25,21 @@ import os
 import runpy
 import sys
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from strom.cli.signals import stop_on_signals
+from strom.cli.supervisor import supervise
 from strom.connectors import KafkaSource
 from strom.pipeline import Pipeline, Plan, PlanError
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, OperatorMetrics, StreamingExecutor
+from strom.runtime.workers import Worker, WorkerConfig, create_repartition_topics
 
 __all__ = ["run"]
 
@@ -35,6 +47,8 @@ log = logging.getLogger("strom.cli")
 
 #: The module name a pipeline file runs under (so its ``if __name__ == "__main__"`` stays off).
 RUN_NAME = "__strom_run__"
+#: Set for the workers ``--workers N`` starts: the supervisor's pid (a worker stops if it dies).
+SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
 
 
 @click.command()
@@ -53,18 +67,63 @@ RUN_NAME = "__strom_run__"
     default=None,
     help="Stop (cleanly) after this long.",
 )
-@click.option("--workers", type=click.IntRange(min=1), default=1, help="Only 1 for now.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    help="Worker processes sharing the sources' partitions (re-keying goes through Kafka).",
+)
+@click.option(
+    "--worker-index",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Run only this worker of --workers (one per machine); needs --run-id.",
+)
+@click.option(
+    "--run-id",
+    default=None,
+    help="Identifies one run across its workers (default: new for each run of --workers).",
+)
+@click.option(
+    "--app-id",
+    default=None,
+    help="Names the consumer group and the repartition topics (default: the file's stem).",
+)
+@click.option(
+    "--repartition-partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Partitions of new repartition topics (default: the most of any source, >= workers).",
+)
 def run(
-    pipeline_file: Path, bootstrap_server: str | None, max_seconds: float | None, workers: int
+    pipeline_file: Path,
+    bootstrap_server: str | None,
+    max_seconds: float | None,
+    workers: int,
+    worker_index: int | None,
+    run_id: str | None,
+    app_id: str | None,
+    repartition_partitions: int | None,
 ) -> None:
     """Run the pipeline defined in FILE until its sources end or it is stopped."""
-    if workers != 1:
-        raise click.UsageError(
-            "--workers > 1 is not implemented yet: one process runs every partition "
-            "(workers sharing a consumer group arrive with repartitioning)"
-        )
     if bootstrap_server is not None:
         os.environ["STROM_BOOTSTRAP"] = bootstrap_server
+    app = app_id or pipeline_file.stem
+    if worker_index is not None:
+        if worker_index >= workers:
+            raise click.UsageError(f"--worker-index must be below --workers ({workers})")
+        if run_id is None:
+            raise click.UsageError("--worker-index needs --run-id (the same for every worker)")
+        config = WorkerConfig(
+            worker_index, workers, app, run_id, bootstrap_server, repartition_partitions
+        )
+        _run_worker(pipeline_file, config, max_seconds)
+        return
+    if workers > 1:
+        run_id = run_id or uuid.uuid4().hex[:12]
+        config = WorkerConfig(0, workers, app, run_id, bootstrap_server, repartition_partitions)
+        _run_workers(pipeline_file, config, max_seconds)
+        return
     plan, executor = _prepare(load_pipeline(pipeline_file), pipeline_file)
     partitions = sum(s.source.partition_count() for s in plan.sources())
     click.echo(
@@ -72,32 +131,112 @@ def run(
         f"{len(plan.sinks)} sink(s)); stop with Ctrl-C",
         err=True,
     )
+    outcome = _drive(executor, max_seconds)
+    click.echo(outcome, err=True)
+    _print_metrics(executor.metrics(), _kafka_sources(plan))
+
+
+class _Runner(Protocol):
+    def step(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+def _drive(runner: _Runner, max_seconds: float | None, parent: int | None = None) -> str:
+    """Step ``runner`` until it ends, a signal arrives, time is up or the supervising process
+    ``parent`` is gone (so a killed supervisor leaves no orphans); then close it."""
     outcome = "every source ended"
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     stop: list[str] = []
     try:
         with stop_on_signals(lambda sig: stop.append(f"{sig.name} received")):
             while not stop:
-                if not executor.step():
+                if not runner.step():
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     stop.append(f"--max-seconds {max_seconds:g} reached")
+                if parent is not None and os.getppid() != parent:
+                    stop.append("the supervising strom run is gone")
     except Exception as exc:
         log.error("the pipeline failed", exc_info=True)
         try:
-            executor.close()
+            runner.close()
         except Exception:
             log.error("closing after the failure failed too", exc_info=True)
         raise click.ClickException(f"the pipeline failed: {type(exc).__name__}: {exc}") from exc
     if stop:
         outcome = f"stopped: {stop[0]}"
     try:
-        executor.close()
+        runner.close()
     except Exception as exc:
         log.error("closing the pipeline failed", exc_info=True)
         raise click.ClickException(f"closing failed: {type(exc).__name__}: {exc}") from exc
+    return outcome
+
+
+def _repartition_bootstrap(plan: Plan, explicit: str | None) -> str | None:
+    """Where repartition topics live: ``--bootstrap-server``, else the first KafkaSource's
+    cluster, else ``STROM_BOOTSTRAP``."""
+    if explicit is not None:
+        return explicit
+    for _, source in _kafka_sources(plan):
+        return source.bootstrap_servers
+    return os.environ.get("STROM_BOOTSTRAP")
+
+
+def _run_worker(path: Path, config: WorkerConfig, max_seconds: float | None) -> None:
+    pipeline = load_pipeline(path)
+    try:
+        plan = pipeline.plan()
+        bootstrap = _repartition_bootstrap(plan, config.bootstrap_servers)
+        worker = Worker(plan, replace(config, bootstrap_servers=bootstrap))
+    except PlanError as exc:
+        raise click.ClickException(f"{path}: invalid pipeline: {exc}") from exc
+    except Exception as exc:
+        raise click.ClickException(f"{path}: {type(exc).__name__}: {exc}") from exc
+    click.echo(
+        f"worker {config.index} of {config.workers} running {path} (run {config.run_id}, "
+        f"repartition topics: {', '.join(worker.topics) or 'none'})",
+        err=True,
+    )
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    outcome = _drive(worker, max_seconds, int(supervisor) if supervisor else None)
     click.echo(outcome, err=True)
-    _print_metrics(executor, plan)
+    _print_metrics(worker.metrics(), worker.kafka_sources())
+    _print_repartition(worker.repartition_metrics())
+
+
+def _run_workers(path: Path, config: WorkerConfig, max_seconds: float | None) -> None:
+    """Validate the plan and create its repartition topics here (so the workers do not race
+    to), then supervise one ``strom run --worker-index i`` process per worker."""
+    pipeline = load_pipeline(path)
+    try:
+        plan = pipeline.plan()
+        bootstrap = _repartition_bootstrap(plan, config.bootstrap_servers)
+        count = create_repartition_topics(plan, replace(config, bootstrap_servers=bootstrap))
+    except PlanError as exc:
+        raise click.ClickException(f"{path}: invalid pipeline: {exc}") from exc
+    except Exception as exc:
+        raise click.ClickException(f"{path}: {type(exc).__name__}: {exc}") from exc
+    workers, app = config.workers, config.app_id
+    base = [sys.executable, "-m", "strom", "run", str(path), "--workers", str(workers)]
+    base += ["--run-id", config.run_id, "--app-id", app]
+    if count:
+        base += ["--repartition-partitions", str(count)]
+    if bootstrap is not None:
+        base += ["--bootstrap-server", bootstrap]
+    if max_seconds is not None:
+        base += ["--max-seconds", repr(max_seconds)]
+    click.echo(
+        f"running {path} with {workers} workers (run {config.run_id}); stop with Ctrl-C",
+        err=True,
+    )
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    try:
+        outcome = supervise([[*base, "--worker-index", str(i)] for i in range(workers)])
+    finally:
+        del os.environ[SUPERVISOR_ENV]
+    click.echo(outcome, err=True)
 
 
 def load_pipeline(path: Path) -> Pipeline:
@@ -142,12 +281,17 @@ def _watermark(value: int) -> str:
     return "end" if value == MAX_WATERMARK else str(value)
 
 
-def _print_metrics(executor: StreamingExecutor, plan: Plan) -> None:
+def _kafka_sources(plan: Plan) -> list[tuple[str, KafkaSource]]:
+    return [(n.name, n.source) for n in plan.sources() if isinstance(n.source, KafkaSource)]
+
+
+def _print_metrics(
+    metrics: dict[str, OperatorMetrics], kafka: list[tuple[str, KafkaSource]]
+) -> None:
     console = Console(width=120)
     table = Table(title="operators")
     for column in ("operator", "records in", "records out", "late", "watermark", "state"):
         table.add_column(column, justify="left" if column == "operator" else "right")
-    metrics: dict[str, OperatorMetrics] = executor.metrics()
     for name, m in metrics.items():
         table.add_row(
             name,
@@ -158,7 +302,6 @@ def _print_metrics(executor: StreamingExecutor, plan: Plan) -> None:
             str(m.state_size),
         )
     console.print(table)
-    kafka = [(n.name, n.source) for n in plan.sources() if isinstance(n.source, KafkaSource)]
     if not kafka:
         return
     sources = Table(title="kafka sources")
@@ -171,3 +314,14 @@ def _print_metrics(executor: StreamingExecutor, plan: Plan) -> None:
             name, source.topic, str(km.records), str(km.rows), str(km.dead_letters), offsets
         )
     console.print(sources)
+
+
+def _print_repartition(rows: list[tuple[str, int, int]]) -> None:
+    if not rows:
+        return
+    table = Table(title="repartition topics (written by this worker)")
+    for column in ("topic", "rows", "records"):
+        table.add_column(column, justify="left" if column == "topic" else "right")
+    for topic, n_rows, records in rows:
+        table.add_row(topic, str(n_rows), str(records))
+    Console(width=120).print(table)

@@ -5,6 +5,10 @@ partition order (sources in plan order, then partition index). After each poll t
 flows to the sinks, then a progress message carries the batch's largest event time, so rows of a
 batch are judged late against the watermark from *before* that batch. When every partition of a
 bounded source has ended, the watermark reaches its maximum and every window fires.
+
+A partition reader may define ``watermark() -> int | None``: its event-time progress, used instead
+of the batch's largest event time (a repartition topic's rows interleave several writers, whose
+progress records say how far each has got; see :mod:`strom.runtime.repartition`).
 """
 
 from __future__ import annotations
@@ -174,6 +178,9 @@ class StreamingExecutor:
                 r.operator.metrics.records_in += item.height
                 r.operator.emit(r.partition, item)
                 max_ts = _max_event_time(item, r.node.timestamp)
+            reported = getattr(r.reader, "watermark", None)
+            if callable(reported):  # the partition knows its progress better than its rows do
+                max_ts = reported()
             r.operator.on_progress(r.partition, max_ts, now, False)
         if all(r.finished for r in self._readers):
             self.close()

@@ -95,6 +95,16 @@ class WatermarkTracker:
         )
         return self.current
 
+    def idle(self, now_ms: float) -> bool:
+        """Every unfinished partition is idle (and one is unfinished): :meth:`advance` holds the
+        watermark where it is, and a consumer merging this stream with others may ignore it
+        until it delivers again (what a repartition writer reports downstream)."""
+        unfinished = [c for c in self._clocks.values() if not c.finished]
+        return bool(unfinished) and all(
+            c.idle_timeout_ms is not None and now_ms - c.last_data_ms >= c.idle_timeout_ms
+            for c in unfinished
+        )
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "current": self.current,

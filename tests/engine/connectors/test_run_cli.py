@@ -229,12 +229,6 @@ def test_max_seconds_stops_an_unbounded_run(strom_broker: Broker, tmp_path: Path
     assert "stopped: --max-seconds 0.5 reached" in output
 
 
-def test_workers_is_future_work(tmp_path: Path) -> None:
-    (tmp_path / "valid.py").write_text(VALID)
-    code, output = _invoke(str(tmp_path / "valid.py"), "--workers", "2")
-    assert code != 0 and "not implemented yet" in output
-
-
 @pytest.fixture(autouse=True)
 def _no_env_leak(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """In-process runs export STROM_BOOTSTRAP; keep it (and the example's database) local."""

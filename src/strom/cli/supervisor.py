@@ -1,0 +1,122 @@
+"""``strom run --workers N``: start N worker processes and watch over them.
+
+Each child is ``strom run FILE --workers N --worker-index i --run-id R`` (what a user runs by
+hand on each of N machines), started in its own session so a terminal's Ctrl-C reaches only the
+parent, which forwards one SIGTERM to every worker: each then closes its sinks and prints its
+metrics. If a worker dies, the others cannot finish (its partitions and keys have no one else,
+and the watermark downstream waits for it), so the parent stops them and exits non-zero naming
+the worker. Worker log lines are relayed prefixed with ``[worker i]``; their metrics print at the
+end, one worker after another.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import IO
+
+import click
+
+from strom.cli.signals import stop_on_signals
+
+__all__ = ["supervise"]
+
+#: How long stopped workers get to close their sinks before they are killed.
+STOP_GRACE_S = 30.0
+
+
+class _Child:
+    def __init__(self, index: int, command: Sequence[str]) -> None:
+        self.index = index
+        self.proc = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.stdout: list[str] = []
+        self.stderr_tail: list[str] = []
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._threads = [
+            threading.Thread(target=self._collect, args=(self.proc.stdout,), daemon=True),
+            threading.Thread(target=self._relay, args=(self.proc.stderr,), daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _collect(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.stdout.append(line)
+
+    def _relay(self, stream: IO[str]) -> None:
+        for line in stream:
+            self.stderr_tail = [*self.stderr_tail[-19:], line.rstrip("\n")]
+            click.echo(f"[worker {self.index}] {line.rstrip()}", err=True)
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def join_output(self) -> None:
+        for t in self._threads:
+            t.join(timeout=5)
+
+    def describe_exit(self) -> str:
+        code = self.proc.returncode
+        if code is not None and code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with status {code}"
+
+
+def supervise(commands: Sequence[Sequence[str]], poll_s: float = 0.05) -> str:
+    """Run one child per command until all exit; returns how the run ended.
+
+    Raises :class:`click.ClickException` if any worker failed (after stopping the others).
+    """
+    children = [_Child(i, cmd) for i, cmd in enumerate(commands)]
+    stop: list[str] = []
+    failure: str | None = None
+    failed = 0
+    stopped_at: float | None = None
+    try:
+        with stop_on_signals(lambda sig: stop.append(f"{sig.name} received")):
+            while True:
+                if stop and stopped_at is None:
+                    stopped_at = time.monotonic()
+                    for child in children:
+                        child.signal(signal.SIGTERM)
+                for child in children:
+                    code = child.proc.poll()
+                    ours = stopped_at is not None and code == -signal.SIGTERM  # not started yet
+                    if failure is None and code is not None and code != 0 and not ours:
+                        failure = (
+                            f"worker {child.index} of {len(children)} {child.describe_exit()}; "
+                            "stopping the others (its partitions and keys have no other worker)"
+                        )
+                        failed = child.index
+                        click.echo(failure, err=True)
+                        stop.append("a worker failed")
+                if all(c.proc.poll() is not None for c in children):
+                    break
+                if stopped_at is not None and time.monotonic() - stopped_at > STOP_GRACE_S:
+                    for child in children:
+                        child.signal(signal.SIGKILL)
+                time.sleep(poll_s)
+    finally:
+        for child in children:  # only reached early by an exception of our own
+            child.signal(signal.SIGKILL)
+            child.proc.wait()
+            child.join_output()
+    for child in children:
+        click.echo(f"worker {child.index} of {len(children)}: {child.describe_exit()}")
+        sys.stdout.write("".join(child.stdout))
+    if failure is not None:
+        last = children[failed].stderr_tail[-5:]
+        detail = ("; its last lines:\n  " + "\n  ".join(last)) if last else ""
+        raise click.ClickException(failure + detail)
+    return f"stopped: {stop[0]}" if stop else "every worker finished"
