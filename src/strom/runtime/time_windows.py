@@ -1,32 +1,39 @@
 """Tumbling and hopping windows in the streaming runtime.
 
-State (plain data, snapshot-able): ``windows`` maps ``(*key, window_start)`` to
-``[window_end, accumulator, emitted, dirty]``; ``by_end`` maps each ``window_end`` to the set of
-state keys ending there. ``emitted`` says a result for the window has been sent (later rows are
-``is_update=True``); ``dirty`` says the window changed since its last result.
+State is columnar (:class:`~strom.runtime.window_state.WindowState`): each held (key, window) is a
+dense row id; ``windows`` maps each ``window_end`` to a dict from key (the key value, or a tuple
+of values for several key columns) to row id. A window's start is ``end - size``. Per row the
+state keeps ``emitted`` (a result for the window has been sent, so later rows are
+``is_update=True``) and ``dirty`` (the window changed since its last result).
 
 Per batch: rows whose window ended at least ``allowed_lateness`` before the watermark go to the
-late output (one row per missed window); the rest are pre-aggregated by Polars and merged. A
-window already complete (a late event within lateness), or any changed window in ``update`` mode,
-emits right after the batch. When the watermark reaches a window's end the window emits if dirty;
-when it reaches ``end + allowed_lateness`` the window's state is dropped.
+late output (one row per missed window); the rest are pre-aggregated by Polars, looked up with
+one dict operation per (key, window) group, and merged with NumPy. A window already complete (a
+late event within lateness), or any changed window in ``update`` mode, emits right after the
+batch, in the batch's group order. When the watermark reaches a window's end its dirty rows emit,
+ordered by (end, start, ``repr`` of the key tuple); at ``end + allowed_lateness`` they are dropped.
 """
 
 from __future__ import annotations
 
 import copy
 import heapq
+from itertools import compress, repeat
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
-from strom.pipeline.windows import Hopping, Tumbling, assign_windows
-from strom.runtime.accumulators import SEQ, TS
+from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
+from strom.runtime.accumulators import PART, SEQ, TS
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.window_base import WindowOperatorBase
+from strom.runtime.window_slots import IdArray
+from strom.runtime.window_state import WindowState
 
-StateKey = tuple[Any, ...]
+_PANE = "__strom_pane"
+_ROW = "__strom_row"
 
 
 class TimeWindowOperator(WindowOperatorBase):
@@ -36,12 +43,33 @@ class TimeWindowOperator(WindowOperatorBase):
         super().__init__(name, node, ts_column, tracker)
         assert isinstance(node.window, Tumbling | Hopping)
         self.spec: Tumbling | Hopping = node.window
-        self.windows: dict[StateKey, list[Any]] = {}
-        self.by_end: dict[int, set[StateKey]] = {}
+        self.size_ms = node.window.size_ms
+        self.windows: dict[int, dict[Any, int]] = {}
+        self.state: WindowState | None = None
+        self._held = 0
         self._fire_heap: list[int] = []
         self._purge_heap: list[int] = []
+        self._partial_exprs = self.acc.partial_exprs()
+        self._slide = node.window.slide_ms if isinstance(node.window, Hopping) else self.size_ms
+        self._panes = self._slide < self.size_ms and self.size_ms % self._slide == 0
+
+    def _set_input_schema(self, schema: pl.Schema | None) -> None:
+        super()._set_input_schema(schema)
+        self.state = None
+        if schema is not None:
+            assert self._out_schema is not None
+            columns = pl.LazyFrame(schema=schema).with_columns(
+                pl.lit(0, pl.Int64).alias(c) for c in (TS, SEQ, PART)
+            )
+            partial_columns = columns.select(self._partial_exprs).collect_schema().names()
+            self.state = WindowState(
+                self.keys, self.node.aggs, schema, partial_columns, self._out_schema
+            )
 
     def _process(self, partition: int, batch: pl.DataFrame) -> None:
+        if self._panes and not self._any_expired(batch):
+            self._process_panes(partition, batch)
+            return
         watermark = self.watermark
         assigned = assign_windows(batch, self.spec, TS)
         expired = pl.col("window_end") + self.lateness <= watermark
@@ -51,84 +79,182 @@ class TimeWindowOperator(WindowOperatorBase):
             return
         if self.acc.needs_order:
             live = live.sort(TS, SEQ)
-        group = [*self.keys, "window_start", "window_end"]
-        partials = live.group_by(group, maintain_order=True).agg(self.acc.partial_exprs())
-        touched: list[StateKey] = []
-        n_keys = len(self.keys)
-        for row in partials.iter_rows():
-            state_key = row[: n_keys + 1]
-            end = row[n_keys + 1]
-            partial = self.acc.from_partial(row[n_keys + 2 :], partition)
-            entry = self.windows.get(state_key)
-            if entry is None:
-                self.windows[state_key] = [end, partial, False, True]
-                bucket = self.by_end.get(end)
-                if bucket is None:
-                    self.by_end[end] = {state_key}
-                    heapq.heappush(self._purge_heap, end)
-                    if end > watermark:
-                        heapq.heappush(self._fire_heap, end)
-                else:
-                    bucket.add(state_key)
-            else:
-                self.acc.merge(entry[1], partial)
-                entry[3] = True
-            touched.append(state_key)
-        for state_key in touched:
-            entry = self.windows[state_key]
-            if entry[3] and (entry[0] <= watermark or self.update_mode):
-                self._emit_window(state_key, entry)
+        group = [*self.keys, "window_end"]
+        partials = live.group_by(group, maintain_order=True).agg(self._partial_exprs)
+        ends = partials.get_column("window_end").to_numpy()
+        ids = self._merge(partition, partials, [ends])[0]
+        self._emit_touched(ids)
 
-    def _emit_window(self, state_key: StateKey, entry: list[Any]) -> None:
-        start = state_key[-1]
-        self._result(state_key[:-1], start, entry[0], entry[1], update=entry[2])
-        entry[2], entry[3] = True, False
+    def _any_expired(self, batch: pl.DataFrame) -> bool:
+        """Whether any (row, window) pair of ``batch`` is late (from its smallest event time)."""
+        ts = batch.get_column(TS).min()
+        assert isinstance(ts, int)
+        oldest_end = ts - (ts - self.spec.offset_ms) % self._slide + self._slide
+        return oldest_end + self.lateness <= self.watermark
+
+    def _process_panes(self, partition: int, batch: pl.DataFrame) -> None:
+        """Hopping windows whose size is a multiple of the slide, with nothing late.
+
+        Rows are pre-aggregated per key and *pane* (the slide-long interval every window is a
+        union of), then each pane's partial merges into its ``size / slide`` windows, one window
+        offset at a time (so row ids within one merge stay unique). Results emitted after the
+        batch follow the first appearance of each (key, window) in the row-by-window expansion.
+        """
+        live = batch.sort(TS, SEQ) if self.acc.needs_order else batch
+        pane = window_start_exprs(self.spec, pl.col(TS))[0]
+        live = live.with_columns(pane.alias(_PANE), pl.int_range(pl.len()).alias(_ROW))
+        partials = live.group_by([*self.keys, _PANE], maintain_order=True).agg(
+            pl.col(_ROW).first(), *self._partial_exprs
+        )
+        panes = partials.get_column(_PANE).to_numpy()
+        count = self.size_ms // self._slide
+        offsets = range(count)
+        merged = self._merge(
+            partition, partials, [panes + (self.size_ms - j * self._slide) for j in offsets]
+        )
+        first = partials.get_column(_ROW).to_numpy().astype(np.int64) * count
+        order = np.concatenate([first + j for j in offsets]).argsort(kind="stable")
+        ids = np.concatenate(merged)[order]
+        _, at = np.unique(ids, return_index=True)
+        self._emit_touched(ids[np.sort(at)])
+
+    def _merge(
+        self, partition: int, partials: pl.DataFrame, ends_per_round: list[IdArray]
+    ) -> list[IdArray]:
+        """Merge every partial row into the window ``ends[row]`` for each ``ends`` given;
+        returns the row ids, per round. Within a round each (key, window) occurs once."""
+        state = self.state
+        assert state is not None
+        parts = state.read(partials)
+        keys = self._key_values(partials)
+        out: list[IdArray] = []
+        for ends in ends_per_round:
+            ids = np.empty(partials.height, np.int64)
+            first_end = int(ends[0])
+            if (ends == first_end).all():
+                self._merge_window(first_end, partials, keys, parts, None, ids, partition)
+            else:
+                for end in np.unique(ends).tolist():
+                    pos = np.flatnonzero(ends == end)
+                    self._merge_window(int(end), partials, keys, parts, pos, ids, partition)
+            out.append(ids)
+        return out
+
+    def _emit_touched(self, ids: IdArray) -> None:
+        """After a batch: results of changed windows already complete (or all, in update mode)."""
+        assert self.state is not None
+        ready = ids if self.update_mode else ids[self.state.end[ids] <= self.watermark]
+        if ready.size:
+            self._queue(self.state.results(ready, self.size_ms))
+
+    def _merge_window(
+        self,
+        end: int,
+        partials: pl.DataFrame,
+        all_keys: list[Any],
+        parts: list[list[Any]],
+        pos: IdArray | None,
+        ids: IdArray,
+        partition: int,
+    ) -> None:
+        """Merge partial rows ``pos`` (None: all) into the window ending at ``end``; their row
+        ids go to ``ids[pos]``."""
+        state = self.state
+        assert state is not None
+        index = self.windows.get(end)
+        if index is None:
+            index = self.windows[end] = {}
+            heapq.heappush(self._purge_heap, end)
+            if end > self.watermark:
+                heapq.heappush(self._fire_heap, end)
+        if pos is None:
+            pos = np.arange(partials.height)
+            keys = all_keys
+        else:
+            keys = list(map(all_keys.__getitem__, pos.tolist()))
+        if index:
+            found = np.fromiter(map(index.get, keys, repeat(-1)), np.int64, count=pos.size)
+        else:
+            found = np.full(pos.size, -1, np.int64)
+        new = found < 0
+        fresh = int(new.sum())
+        if fresh:
+            new_ids = state.allocate(fresh)
+            found[new] = new_ids
+            new_keys = keys if fresh == pos.size else list(compress(keys, new.tolist()))
+            index.update(zip(new_keys, new_ids.tolist(), strict=True))
+            self._held += fresh
+            state.put(new_ids, end, partials, parts, pos[new], partition)
+        if fresh < pos.size:
+            old = ~new
+            state.merge(found[old], parts, pos[old], partition)
+        ids[pos] = found
+
+    def _key_values(self, partials: pl.DataFrame) -> list[Any]:
+        """The dict key of each partial row: a value, a tuple of values, or ``()``."""
+        if not self.keys:
+            return [()] * partials.height
+        columns = [partials.get_column(k).to_list() for k in self.keys]
+        if len(columns) == 1:
+            return columns[0]
+        return list(zip(*columns, strict=True))
 
     def _fire(self, watermark: int) -> None:
-        fired: list[tuple[StateKey, list[Any]]] = []
+        state = self.state
         while self._fire_heap and self._fire_heap[0] <= watermark:
             end = heapq.heappop(self._fire_heap)
-            for state_key in self.by_end.get(end, ()):
-                entry = self.windows[state_key]
-                if entry[3]:
-                    fired.append((state_key, entry))
-        for state_key, entry in sorted(fired, key=_emit_order):
-            self._emit_window(state_key, entry)
+            index = self.windows.get(end)
+            if not index or state is None:
+                continue
+            ids = np.fromiter(index.values(), np.int64, count=len(index))
+            ids = ids[state.dirty[ids]]
+            if ids.size:
+                self._queue(state.results(state.emit_order(ids), self.size_ms))
         while self._purge_heap and self._purge_heap[0] + self.lateness <= watermark:
             end = heapq.heappop(self._purge_heap)
-            for state_key in self.by_end.pop(end, ()):
-                del self.windows[state_key]
+            index = self.windows.pop(end, None)
+            if index and state is not None:
+                state.release(np.fromiter(index.values(), np.int64, count=len(index)))
+                self._held -= len(index)
 
     def state_size(self) -> int:
-        return len(self.windows)
+        return self._held
 
     def snapshot(self) -> dict[str, Any]:
-        """The operator's whole state as plain data (a deep copy)."""
-        return copy.deepcopy(
-            {
-                "windows": self.windows,
-                "seq": self._seq,
-                "fire": self._fire_heap,
-                "purge": self._purge_heap,
-                "watermarks": self.tracker.snapshot(),
-                "input_schema": self._input_schema,
-            }
-        )
+        """The operator's whole state as plain data (lists, dicts and numbers; a copy)."""
+        windows: list[list[Any]] = []
+        for end, index in self.windows.items():
+            assert self.state is not None
+            ids = np.fromiter(index.values(), np.int64, count=len(index))
+            windows.append([end, self.state.dump(ids)])
+        return {
+            "windows": windows,
+            "seq": dict(self._seq),
+            "fire": list(self._fire_heap),
+            "purge": list(self._purge_heap),
+            "watermarks": self.tracker.snapshot(),
+            "input_schema": copy.deepcopy(self._input_schema),
+        }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with a :meth:`snapshot`."""
-        state = copy.deepcopy(snapshot)
-        self.windows = state["windows"]
-        self._seq = state["seq"]
-        self._fire_heap = state["fire"]
-        self._purge_heap = state["purge"]
-        self.by_end = {}
-        for state_key, entry in self.windows.items():
-            self.by_end.setdefault(entry[0], set()).add(state_key)
-        self.tracker.restore(state["watermarks"])
-        self._set_input_schema(state["input_schema"])
-
-
-def _emit_order(item: tuple[StateKey, list[Any]]) -> tuple[int, int, str]:
-    state_key, entry = item
-    return (entry[0], state_key[-1], repr(state_key[:-1]))
+        self._set_input_schema(copy.deepcopy(snapshot["input_schema"]))
+        self.windows = {}
+        self._held = 0
+        for end, data in snapshot["windows"]:
+            assert self.state is not None
+            ids = self.state.load(end, data)
+            keys = data["keys"]
+            values = (
+                [()] * ids.size
+                if not keys
+                else keys[0]
+                if len(keys) == 1
+                else list(zip(*keys, strict=True))
+            )
+            self.windows[end] = dict(zip(values, ids.tolist(), strict=True))
+            self._held += ids.size
+        self._seq = dict(snapshot["seq"])
+        self._fire_heap = list(snapshot["fire"])
+        self._purge_heap = list(snapshot["purge"])
+        self.tracker.restore(copy.deepcopy(snapshot["watermarks"]))

@@ -38,6 +38,7 @@ class WindowOperatorBase(Operator):
         self._input_schema: pl.Schema | None = None
         self._out_schema: pl.Schema | None = None
         self._rows: list[list[Any]] = []
+        self._frames: list[pl.DataFrame] = []
 
     @property
     def watermark(self) -> int:
@@ -103,12 +104,23 @@ class WindowOperatorBase(Operator):
         """Queue one result row; :meth:`_flush` emits the queue as one batch."""
         self._rows.append([*key, start, end, *self.acc.finalize(acc), update])
 
+    def _queue(self, frame: pl.DataFrame) -> None:
+        """Queue result rows already built as a frame (after any queued by :meth:`_result`)."""
+        self._frame_rows()
+        self._frames.append(frame)
+
+    def _frame_rows(self) -> None:
+        if self._rows:
+            assert self._out_schema is not None
+            rows, self._rows = self._rows, []
+            self._frames.append(pl.DataFrame(rows, schema=self._out_schema, orient="row"))
+
     def _flush(self, partition: int) -> None:
-        if not self._rows:
+        self._frame_rows()
+        if not self._frames:
             return
-        assert self._out_schema is not None
-        rows, self._rows = self._rows, []
-        self.emit(partition, pl.DataFrame(rows, schema=self._out_schema, orient="row"))
+        frames, self._frames = self._frames, []
+        self.emit(partition, frames[0] if len(frames) == 1 else pl.concat(frames))
 
     def _late(self, partition: int, rows: pl.DataFrame) -> None:
         """Send rows (with ``window_start``/``window_end``) to the late output."""
