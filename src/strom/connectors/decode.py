@@ -22,12 +22,12 @@ from dataclasses import dataclass
 
 import polars as pl
 
-__all__ = ["Decoded", "Failure", "decode_json", "decode_raw"]
+__all__ = ["PARSE_ERRORS", "Decoded", "Failure", "decode_json", "decode_raw"]
 
 Value = bytes | None
 
 #: Exceptions by which Polars' NDJSON reader rejects input (a panic is a reader bug on odd input).
-_PARSE_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
+PARSE_ERRORS = (pl.exceptions.PolarsError, pl.exceptions.PanicException)
 
 _JSON_TYPE_NAMES = {
     dict: "an object",
@@ -130,7 +130,7 @@ def _parse_run(run: Sequence[Value], schema: pl.Schema) -> pl.DataFrame | None:
         return None
     try:
         frame = pl.read_ndjson(joined, schema=schema)
-    except _PARSE_ERRORS:
+    except PARSE_ERRORS:
         return None
     return frame if frame.height == len(run) else None
 
@@ -152,7 +152,7 @@ def _parse_single(value: Value, schema: pl.Schema) -> pl.DataFrame | str:
     compact = json.dumps(parsed).encode() if b"\n" in value else value
     try:
         frame = pl.read_ndjson(compact, schema=schema)
-    except _PARSE_ERRORS as exc:
+    except PARSE_ERRORS as exc:
         lines = str(exc).strip().splitlines()
         return f"does not match the schema: {lines[0] if lines else type(exc).__name__}"
     if frame.height != 1:

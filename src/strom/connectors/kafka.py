@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 from confluent_kafka import Message
@@ -22,7 +22,15 @@ from strom.connectors.kafka_fetch import Fetcher, PartitionState, Start
 from strom.pipeline.io import END_OF_PARTITION, PollResult, Sink
 from strom.pipeline.validate import PlanError
 
-__all__ = ["KafkaSource", "KafkaSourceMetrics"]
+if TYPE_CHECKING:
+    from strom.connectors.kafka_columns import RecordColumns
+    from strom.connectors.kafka_native import NativeFetcher, NativePartitionState
+
+__all__ = ["KafkaClient", "KafkaSource", "KafkaSourceMetrics"]
+
+#: Which Kafka client fetches: ``"strom"`` (strom's own, decoding record batches in bulk;
+#: plaintext) or ``"librdkafka"`` (confluent-kafka: SASL, TLS, managed cloud clusters).
+KafkaClient = Literal["strom", "librdkafka"]
 
 
 @dataclass
@@ -72,6 +80,17 @@ class KafkaSource:
     ``start="committed"``: every record after them is read again, so downstream sinks and the
     dead-letter sink see it again; with ``start="earliest"`` the whole topic is read again.
     No operator state is resumed. Commit only what downstream sinks have made durable.
+
+    **Client.** ``client="strom"`` (the default) fetches with strom's own Kafka client
+    (:mod:`strom.connectors.kafka_native`): it decodes whole record batches into columns without
+    a Python object per record (``benchmarks/source_fetch.py`` measures it against librdkafka
+    per CPU-second; its numba kernel compiles on first use, then loads from numba's on-disk
+    cache). It speaks plaintext Kafka only, reads uncommitted (aborted transactional records
+    are delivered) and honours only these ``consumer_config`` keys: ``client.id``,
+    ``fetch.max.bytes``, ``max.partition.fetch.bytes``, ``fetch.wait.max.ms``, and
+    ``security.protocol`` when it is ``plaintext``. ``client="librdkafka"`` uses
+    confluent-kafka with ``consumer_config`` passed through (SASL, TLS, cloud clusters; reads
+    committed). Batches, offsets, dead letters and metrics are the same on both.
     """
 
     def __init__(
@@ -90,6 +109,7 @@ class KafkaSource:
         bounded: bool = False,
         headers: bool = False,
         consumer_config: Mapping[str, Any] | None = None,
+        client: KafkaClient = "strom",
     ) -> None:
         if value_format not in ("json", "raw"):
             raise ValueError(f"value_format must be 'json' or 'raw', not {value_format!r}")
@@ -97,6 +117,8 @@ class KafkaSource:
             raise ValueError(f"start must be 'earliest', 'latest' or 'committed', not {start!r}")
         if start == "committed" and group_id is None:
             raise ValueError("start='committed' needs group_id=... (whose offsets to start from)")
+        if client not in ("strom", "librdkafka"):
+            raise ValueError(f"client must be 'strom' or 'librdkafka', not {client!r}")
         if poll_timeout_ms < 0 or max_batch_records < 1:
             raise ValueError("poll_timeout_ms must be >= 0 and max_batch_records >= 1")
         self.bootstrap_servers = bootstrap_servers
@@ -120,17 +142,32 @@ class KafkaSource:
         required = [c for c in value_schema if c not in set(optional_fields)]
         self._decoder = BatchDecoder(value_format, value_schema, required, headers)
         self._dead = DeadLetterOutput(dead_letter, f"KafkaSource({topic!r})")
-        self._fetcher = Fetcher(
-            bootstrap_servers,
-            topic,
-            group_id=group_id,
-            start=start,
-            bounded=bounded,
-            max_records=max_batch_records,
-            poll_timeout_ms=poll_timeout_ms,
-            config=consumer_config,
-            errors=ClientErrors(f"KafkaSource({topic!r})"),
-        )
+        self.client = client
+        self._fetcher: Fetcher | NativeFetcher
+        if client == "strom":
+            self._fetcher = _native_fetcher(
+                bootstrap_servers,
+                topic,
+                group_id=group_id,
+                start=start,
+                bounded=bounded,
+                max_records=max_batch_records,
+                poll_timeout_ms=poll_timeout_ms,
+                config=consumer_config,
+                sep=b"\n" if value_format == "json" else b"",
+            )
+        else:
+            self._fetcher = Fetcher(
+                bootstrap_servers,
+                topic,
+                group_id=group_id,
+                start=start,
+                bounded=bounded,
+                max_records=max_batch_records,
+                poll_timeout_ms=poll_timeout_ms,
+                config=consumer_config,
+                errors=ClientErrors(f"KafkaSource({topic!r})"),
+            )
         self._metrics = KafkaSourceMetrics()
 
     # -- the Source protocol ---------------------------------------------------------------
@@ -170,7 +207,8 @@ class KafkaSource:
 
     def positions(self) -> dict[int, int]:
         """Per opened partition, the next offset to deliver (all before it were delivered)."""
-        return {p: s.position for p, s in sorted(self._fetcher.states.items())}
+        states = self._fetcher.states
+        return {p: states[p].position for p in sorted(states)}
 
     def commit(self) -> None:
         """Commit :meth:`positions` for ``group_id``, synchronously."""
@@ -223,7 +261,7 @@ class KafkaSource:
                 return self._end(index, state) if state.bounded_done() else None
         return self._batch(index, state, state.take(self.max_batch_records))
 
-    def _end(self, index: int, state: PartitionState) -> PollResult:
+    def _end(self, index: int, state: PartitionState | NativePartitionState) -> PollResult:
         """A bounded partition has ended; once all have, release the consumer and the
         dead-letter sink (flushing it)."""
         assert state.end is not None
@@ -236,12 +274,19 @@ class KafkaSource:
         return END_OF_PARTITION
 
     def _batch(
-        self, index: int, state: PartitionState, messages: list[Message]
+        self,
+        index: int,
+        state: PartitionState | NativePartitionState,
+        taken: list[Message] | RecordColumns,
     ) -> pl.DataFrame | None:
-        raw = records_from_messages(self.topic, index, messages, self._headers)
-        state.position = raw.offsets[-1] + 1
-        rows, dead = self._decoder.decode(raw)
-        self._metrics.records += len(messages)
+        if isinstance(taken, list):
+            raw = records_from_messages(self.topic, index, taken, self._headers)
+            state.position = raw.offsets[-1] + 1
+            rows, dead = self._decoder.decode(raw)
+        else:
+            state.position = int(taken.offsets[-1]) + 1
+            rows, dead = self._decoder.decode_columns(self.topic, index, taken)
+        self._metrics.records += len(taken)
         self._metrics.batches += 1
         if dead is not None:
             self._dead.write(dead)
@@ -261,6 +306,22 @@ class _KafkaPartition:
 
     def poll(self) -> PollResult:
         return self._source._poll(self._index, self._generation)
+
+
+def _native_fetcher(
+    bootstrap_servers: str, topic: str, *, config: Mapping[str, Any] | None, **options: Any
+) -> NativeFetcher:
+    """strom's own fetcher (imported here: numba is loaded only by sources that use it)."""
+    from strom.connectors.kafka_native import NATIVE_CONFIG_KEYS, NativeFetcher
+
+    unknown = sorted(set(config or {}) - NATIVE_CONFIG_KEYS)
+    protocol = str((config or {}).get("security.protocol", "plaintext")).lower()
+    if unknown or protocol != "plaintext":
+        raise ValueError(
+            f"consumer_config {unknown or ['security.protocol']} needs client='librdkafka' "
+            f"(client='strom' honours only {sorted(NATIVE_CONFIG_KEYS)}, plaintext)"
+        )
+    return NativeFetcher(bootstrap_servers, topic, config=config, **options)
 
 
 def _value_schema(

@@ -1,24 +1,32 @@
 """From fetched Kafka records to a micro-batch and its dead letters.
 
 :class:`RawRecords` is the seam between fetching and decoding: one partition's records,
-column by column. Today librdkafka hands records over one ``Message`` at a time, so
-:func:`records_from_messages` builds the columns in a Python loop. A fetcher that decodes whole
-record batches itself (strom's own Fetch client, turning each record batch into Arrow arrays in
-bulk) would build :class:`RawRecords` directly and skip that loop; :class:`BatchDecoder` is
-unchanged by it.
+column by column. librdkafka hands records over one ``Message`` at a time, so
+:func:`records_from_messages` builds the columns in a Python loop. strom's own fetcher
+(:mod:`strom.connectors.kafka_native`) decodes whole record batches into flat arrays instead
+(:class:`~strom.connectors.kafka_columns.RecordColumns`), which
+:meth:`BatchDecoder.decode_columns` turns into the same batch without a per-record loop (JSON
+by :mod:`strom.connectors.json_columns`' compiled parser when the values are plain flat
+objects, else by one ``pl.read_ndjson`` call) — and, for a batch with an undecodable record,
+hands to :meth:`BatchDecoder.decode` as :class:`RawRecords`, so dead letters follow exactly the
+same rules on both paths.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from strom.connectors.deadletter import dead_letter_frame
-from strom.connectors.decode import decode_json, decode_raw
+from strom.connectors.decode import PARSE_ERRORS, decode_json, decode_raw
+
+if TYPE_CHECKING:
+    from strom.connectors.json_columns import FlatJsonSchema
+    from strom.connectors.kafka_columns import RecordColumns
 
 __all__ = [
     "HEADERS_DTYPE",
@@ -91,6 +99,8 @@ class BatchDecoder:
         self.value_schema = value_schema
         self.required = list(required)
         self.headers = headers
+        self._flat: FlatJsonSchema | None = None  # the compiled JSON fast path, when it applies
+        self._flat_checked = False
 
     def decode(self, raw: RawRecords) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
         """``(rows, dead_letters)``; either is ``None`` when it would be empty."""
@@ -114,6 +124,69 @@ class BatchDecoder:
             return None, dead
         return body.with_columns(**self._metadata(raw, good, body.height)), dead
 
+    def decode_columns(
+        self, topic: str, partition: int, columns: RecordColumns
+    ) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
+        """:meth:`decode` for columns from strom's fetcher: one bulk parse when every value
+        decodes; otherwise the batch takes the per-record path of :meth:`decode`."""
+        n = len(columns)
+        if self.value_format == "raw":
+            body = pl.DataFrame({"value": pl.from_arrow(columns.value_array())})
+        else:
+            parsed = self._parse_clean(columns)
+            if parsed is None:
+                return self.decode(_raw_records(topic, partition, columns, self.headers))
+            body = parsed
+        if n == 0:
+            return None, None
+        meta: dict[str, Any] = {
+            "_key": pl.from_arrow(columns.key_array()),
+            "_topic": pl.lit(topic, dtype=pl.String()),
+            "_partition": pl.lit(partition, dtype=pl.Int32()),
+            "_offset": pl.Series("_offset", columns.offsets, dtype=pl.Int64()),
+            "_timestamp": pl.from_arrow(columns.timestamp_array()),
+        }
+        if self.headers:
+            meta["_headers"] = pl.Series("_headers", columns.header_lists(), dtype=HEADERS_DTYPE)
+        return body.with_columns(**meta), None
+
+    def _parse_clean(self, columns: RecordColumns) -> pl.DataFrame | None:
+        """The values parsed in bulk (the compiled flat parser, else one Polars call), or
+        ``None`` if any value would be a dead letter (a null value, a newline inside one, a
+        parse error, a row count that does not match, a required field absent or null): those
+        batches take the exact per-record rules."""
+        n = len(columns)
+        if columns.value_null.any():
+            return None
+        frame = self._parse_flat(columns)
+        if frame is None:
+            text = columns.ndjson()
+            if text.count(b"\n") != n:
+                return None
+            try:
+                frame = pl.read_ndjson(text, schema=self.value_schema)
+            except PARSE_ERRORS:
+                return None
+            if frame.height != n:
+                return None
+        if any(frame[c].null_count() for c in self.required):  # O(1) per column
+            return None
+        return frame
+
+    def _parse_flat(self, columns: RecordColumns) -> pl.DataFrame | None:
+        """The compiled parser of :mod:`strom.connectors.json_columns` (imported here, with
+        numba, only by sources on strom's own client), or ``None`` to use Polars' reader."""
+        if not self._flat_checked:
+            from strom.connectors.json_columns import FlatJsonSchema
+
+            self._flat = FlatJsonSchema.of(self.value_schema)
+            self._flat_checked = True
+        if self._flat is None:
+            return None
+        from strom.connectors.json_columns import parse_flat
+
+        return parse_flat(columns, self._flat)
+
     def _metadata(self, raw: RawRecords, good: list[int] | None, n: int) -> dict[str, pl.Series]:
         def pick(column: Sequence[Any]) -> Sequence[Any]:
             return column if good is None else [column[i] for i in good]
@@ -129,3 +202,19 @@ class BatchDecoder:
             headers = pick(raw.headers) if raw.headers is not None else [None] * n
             meta["_headers"] = pl.Series("_headers", headers, dtype=HEADERS_DTYPE)
         return meta
+
+
+def _raw_records(topic: str, partition: int, columns: RecordColumns, headers: bool) -> RawRecords:
+    """Columns as :class:`RawRecords` (one Python object per record: the slow path)."""
+    valid = columns.timestamp_valid.tolist()
+    return RawRecords(
+        topic,
+        partition,
+        values=columns.value_list(),
+        keys=columns.key_array().to_pylist(),
+        offsets=columns.offsets.tolist(),
+        timestamps=[
+            t if ok else None for t, ok in zip(columns.timestamps.tolist(), valid, strict=True)
+        ],
+        headers=columns.header_lists() if headers else None,
+    )

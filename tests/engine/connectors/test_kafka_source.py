@@ -1,11 +1,13 @@
-"""KafkaSource against a real in-process broker, read by confluent-kafka."""
+"""KafkaSource against a real in-process broker, each test with both clients (strom, librdkafka)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 import polars as pl
 import pytest
@@ -58,6 +60,12 @@ POISON: list[tuple[int, bytes | None, str]] = [
 ]
 
 
+@pytest.fixture(params=["strom", "librdkafka"])
+def kafka_source(request: pytest.FixtureRequest) -> Callable[..., KafkaSource]:
+    """``KafkaSource`` with ``client=`` set to each client in turn."""
+    return functools.partial(KafkaSource, client=request.param)
+
+
 def _events(n: int) -> list[tuple[int, dict[str, object]]]:
     """(partition, event): per partition ts grows with disorder of at most 2 s."""
     out = []
@@ -103,12 +111,14 @@ def _sorted(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.sort("device", "window_start")
 
 
-def test_windowed_pipeline_over_kafka_equals_memory_and_bounded(strom_broker: Broker) -> None:
+def test_windowed_pipeline_over_kafka_equals_memory_and_bounded(
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker
+) -> None:
     bootstrap = strom_broker.bootstrap_servers
     valid, sent = _fill(bootstrap, "readings", 1_200)
 
     dead = MemorySink()
-    source = KafkaSource(
+    source = kafka_source(
         bootstrap, "readings", schema=SCHEMA, bounded=True, dead_letter=dead, max_batch_records=97
     )
     p, streamed = _windows(source)
@@ -117,7 +127,7 @@ def test_windowed_pipeline_over_kafka_equals_memory_and_bounded(strom_broker: Br
 
     q, from_memory = _windows(MemorySource([[batch] for batch in valid], schema=SCHEMA))
     StreamingExecutor(q).run()
-    r, bounded = _windows(KafkaSource(bootstrap, "readings", schema=SCHEMA, bounded=True))
+    r, bounded = _windows(kafka_source(bootstrap, "readings", schema=SCHEMA, bounded=True))
     run_bounded(r)
 
     result = _sorted(streamed.to_frame())
@@ -157,7 +167,9 @@ def _offsets(sent: list[Sent]) -> list[int]:
     return out
 
 
-def test_metadata_columns_and_raw_values(strom_broker: Broker) -> None:
+def test_metadata_columns_and_raw_values(
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker
+) -> None:
     bootstrap = strom_broker.bootstrap_servers
     create_topic(bootstrap, "raw", 2)
     sent = [
@@ -166,7 +178,7 @@ def test_metadata_columns_and_raw_values(strom_broker: Broker) -> None:
         Sent(0, b"second", key=b"k2", timestamp=3_000),
     ]
     placed = produce(bootstrap, "raw", sent)
-    source = KafkaSource(bootstrap, "raw", value_format="raw", bounded=True, headers=True)
+    source = kafka_source(bootstrap, "raw", value_format="raw", bounded=True, headers=True)
     p = Pipeline()
     p.source(source).sink(sink := MemorySink())
     StreamingExecutor(p).run()
@@ -186,7 +198,9 @@ def test_metadata_columns_and_raw_values(strom_broker: Broker) -> None:
     assert rows == expected
 
 
-def test_committed_start_resumes_after_commit(strom_broker: Broker) -> None:
+def test_committed_start_resumes_after_commit(
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker
+) -> None:
     bootstrap = strom_broker.bootstrap_servers
     create_topic(bootstrap, "log", 2)
     first = [Sent(i % 2, json.dumps({"n": i}).encode()) for i in range(10)]
@@ -194,7 +208,7 @@ def test_committed_start_resumes_after_commit(strom_broker: Broker) -> None:
     schema = {"n": pl.Int64}
 
     def read() -> tuple[list[int], KafkaSource]:
-        src = KafkaSource(
+        src = kafka_source(
             bootstrap, "log", schema=schema, group_id="g", start="committed", bounded=True
         )
         p = Pipeline()
@@ -214,19 +228,23 @@ def test_committed_start_resumes_after_commit(strom_broker: Broker) -> None:
     assert seen == list(range(10, 15))
 
 
-def test_latest_bounded_reads_nothing(strom_broker: Broker) -> None:
+def test_latest_bounded_reads_nothing(
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker
+) -> None:
     bootstrap = strom_broker.bootstrap_servers
     create_topic(bootstrap, "old", 1)
     produce(bootstrap, "old", [Sent(0, b'{"n": 1}')])
-    source = KafkaSource(bootstrap, "old", schema={"n": pl.Int64}, start="latest", bounded=True)
+    source = kafka_source(bootstrap, "old", schema={"n": pl.Int64}, start="latest", bounded=True)
     assert source.open_partition(0).poll() is END_OF_PARTITION
     assert source.positions() == {0: 1}
 
 
-def test_unbounded_source_waits_for_new_records(strom_broker: Broker) -> None:
+def test_unbounded_source_waits_for_new_records(
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker
+) -> None:
     bootstrap = strom_broker.bootstrap_servers
     create_topic(bootstrap, "live", 1)
-    source = KafkaSource(bootstrap, "live", schema={"n": pl.Int64}, poll_timeout_ms=50)
+    source = kafka_source(bootstrap, "live", schema={"n": pl.Int64}, poll_timeout_ms=50)
     reader = source.open_partition(0)
     assert reader.poll() is None  # empty and unbounded: no data now, never the end
     produce(bootstrap, "live", [Sent(0, json.dumps({"n": i}).encode()) for i in range(3)])
@@ -245,12 +263,12 @@ def test_unbounded_source_waits_for_new_records(strom_broker: Broker) -> None:
 
 
 def test_without_dead_letter_sink_bad_records_are_logged_and_counted(
-    strom_broker: Broker, caplog: pytest.LogCaptureFixture
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
     bootstrap = strom_broker.bootstrap_servers
     create_topic(bootstrap, "dirty", 1)
     produce(bootstrap, "dirty", [Sent(0, b'{"n": 1}'), Sent(0, b"oops"), Sent(0, b'{"n": 2}')])
-    source = KafkaSource(bootstrap, "dirty", schema={"n": pl.Int64}, bounded=True)
+    source = kafka_source(bootstrap, "dirty", schema={"n": pl.Int64}, bounded=True)
     p = Pipeline()
     p.source(source).sink(sink := MemorySink())
     with caplog.at_level(logging.WARNING, logger="strom.connectors"):
@@ -261,11 +279,13 @@ def test_without_dead_letter_sink_bad_records_are_logged_and_counted(
     assert len(warnings) == 1 and "offset 1: invalid JSON" in warnings[0]
 
 
-def test_batches_respect_max_batch_records(strom_broker: Broker) -> None:
+def test_batches_respect_max_batch_records(
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker
+) -> None:
     bootstrap = strom_broker.bootstrap_servers
     create_topic(bootstrap, "many", 2)
     produce(bootstrap, "many", [Sent(i % 2, json.dumps({"n": i}).encode()) for i in range(100)])
-    source = KafkaSource(
+    source = kafka_source(
         bootstrap, "many", schema={"n": pl.Int64}, bounded=True, max_batch_records=7
     )
     p = Pipeline()
@@ -275,32 +295,36 @@ def test_batches_respect_max_batch_records(strom_broker: Broker) -> None:
     assert sorted(sink.to_frame()["n"].to_list()) == list(range(100))
 
 
-def test_clear_errors(strom_broker: Broker) -> None:
+def test_clear_errors(kafka_source: Callable[..., KafkaSource], strom_broker: Broker) -> None:
     bootstrap = strom_broker.bootstrap_servers
     with pytest.raises(KafkaConnectorError, match="topic 'nope' does not exist"):
-        KafkaSource(bootstrap, "nope", schema={"n": pl.Int64}).partition_count()
+        kafka_source(bootstrap, "nope", schema={"n": pl.Int64}).partition_count()
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{s.getsockname()[1]}"
     with pytest.raises(KafkaConnectorError, match=f"cannot reach the Kafka cluster at {closed}"):
-        KafkaSource(closed, "t", schema={"n": pl.Int64}).partition_count()
+        kafka_source(closed, "t", schema={"n": pl.Int64}).partition_count()
     create_topic(bootstrap, "t", 1)
     with pytest.raises(PlanError, match="unbounded"):
-        KafkaSource(bootstrap, "t", schema={"n": pl.Int64}).scan_partition(0)
+        kafka_source(bootstrap, "t", schema={"n": pl.Int64}).scan_partition(0)
     with pytest.raises(ValueError, match="needs schema"):
-        KafkaSource(bootstrap, "t")
+        kafka_source(bootstrap, "t")
     with pytest.raises(ValueError, match="clash"):
-        KafkaSource(bootstrap, "t", schema={"_offset": pl.Int64})
+        kafka_source(bootstrap, "t", schema={"_offset": pl.Int64})
     with pytest.raises(ValueError, match="group_id"):
-        KafkaSource(bootstrap, "t", schema={"n": pl.Int64}, start="committed")
+        kafka_source(bootstrap, "t", schema={"n": pl.Int64}, start="committed")
 
 
-def test_reopening_a_partition_supersedes_its_reader(strom_broker: Broker) -> None:
+def test_reopening_a_partition_supersedes_its_reader(
+    kafka_source: Callable[..., KafkaSource], strom_broker: Broker
+) -> None:
     bootstrap = strom_broker.bootstrap_servers
     create_topic(bootstrap, "again", 1)
     produce(bootstrap, "again", [Sent(0, json.dumps({"n": i}).encode()) for i in range(4)])
     dead = MemorySink()
-    source = KafkaSource(bootstrap, "again", schema={"n": pl.Int64}, bounded=True, dead_letter=dead)
+    source = kafka_source(
+        bootstrap, "again", schema={"n": pl.Int64}, bounded=True, dead_letter=dead
+    )
     first = source.open_partition(0)
     second = source.open_partition(0)
     with pytest.raises(RuntimeError, match="reopened"):
