@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,20 +14,22 @@ from rich.table import Table
 
 __all__ = ["bench"]
 
+Line = dict[str, Any]
 
-def _load_suite() -> Any:
+
+def _load(module: str) -> Any:
     try:
-        from benchmarks import broker as suite
+        return importlib.import_module(module)
     except ImportError as exc:
         raise click.ClickException(
-            f"the benchmark suite is not importable ({exc}); run from a strom checkout"
+            f"the benchmark suite is not importable ({exc}); run from a strom checkout "
+            "with pip install 'strom[bench]'"
         ) from exc
-    return suite
 
 
 @click.command()
 @click.argument("which", type=click.Choice(["broker", "nexmark", "all"]))
-@click.option("--quick", is_flag=True, help="A short run (a few minutes).")
+@click.option("--quick", is_flag=True, help="A short run (a few minutes per suite).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @click.option(
     "--results-dir",
@@ -34,44 +38,82 @@ def _load_suite() -> Any:
     show_default=True,
 )
 def bench(which: str, quick: bool, as_json: bool, results_dir: Path) -> None:
-    """Measure strom beside its peers in one run; results also go to --results-dir."""
-    if which == "nexmark":
-        raise click.ClickException("the Nexmark benchmark needs the stream engine (not built yet)")
-    suite = _load_suite()
-    console = Console(stderr=as_json)
-    lines: list[dict[str, Any]] = []
+    """Measure strom beside its peers in one run; results also go to --results-dir.
 
-    def emit(line: dict[str, Any]) -> None:
+    ``all`` runs the broker suite, then Nexmark."""
+    console = Console(stderr=as_json)
+    suffix = "-quick" if quick else ""
+    if which in ("broker", "all"):
+        suite = _load("benchmarks.broker")
+        report = _load("benchmarks.report")
+        lines = _run(suite.run, quick, as_json, console)
+        path = results_dir / f"broker{suffix}.md"
+        report.write_markdown(lines, path, "Broker benchmark")
+        _done(console, as_json, _broker_table(lines), path)
+    if which in ("nexmark", "all"):
+        suite = _load("benchmarks.nexmark.runner")
+        report = _load("benchmarks.nexmark.report")
+        lines = _run(suite.run, quick, as_json, console)
+        path = results_dir / f"nexmark{suffix}.md"
+        chart = results_dir / f"nexmark{suffix}.png"
+        title = "Nexmark" + (" (quick)" if quick else "")
+        drawn = report.write_chart(lines, chart, title)
+        report.write_markdown(lines, path, title + " benchmark", chart.name if drawn else None)
+        _done(console, as_json, _nexmark_table(lines), path)
+
+
+def _run(
+    run: Callable[[bool, Callable[[Line], None]], None],
+    quick: bool,
+    as_json: bool,
+    console: Console,
+) -> list[Line]:
+    lines: list[Line] = []
+
+    def emit(line: Line) -> None:
         lines.append(line)
         if as_json:
             click.echo(json.dumps(line))
         else:
             console.print(_describe(line))
 
-    suite.run(quick, emit)
-    from benchmarks.report import write_markdown
+    run(quick, emit)
+    return lines
 
-    name = "broker-quick.md" if quick else "broker.md"
-    write_markdown(lines, results_dir / name, "Broker benchmark")
+
+def _done(console: Console, as_json: bool, table: Table, path: Path) -> None:
     if not as_json:
-        console.print(_table(lines))
-        console.print(f"written to {results_dir / name}")
-    if which == "all":
-        console.print("[yellow]nexmark: skipped, the stream engine is not built yet[/]")
+        console.print(table)
+    console.print(f"written to {path}")
 
 
-def _describe(line: dict[str, Any]) -> str:
+def _describe(line: Line) -> str:
+    query = line.get("params", {}).get("query", "")
     if "skipped" in line:
         return f"{line['system']}: skipped ({line['skipped']})"
+    if "na" in line:
+        return f"{line['benchmark']} {line['system']}: n/a ({line['na']})"
+    if "failed" in line:
+        return f"{line['benchmark']} {line['system']}: failed ({line['failed']})"
     if line["benchmark"].startswith("ceiling."):
         return f"{line['benchmark']}: {line['mb_per_s']:,.0f} MB/s"
+    if line["benchmark"] == "nexmark.load":
+        return (
+            f"nexmark: {line['events_loaded']:,} events generated in {line['generate_s']} s, "
+            f"loaded in {line['load_s']} s"
+        )
+    if line["benchmark"].startswith("nexmark."):
+        return (
+            f"{query} {line['system']}: {line['events_per_s']} events/s, "
+            f"{line['events_per_core_s']} events/core-s, correct={line['correct']}"
+        )
     return (
         f"{line['benchmark']} {line['system']} {line['params']}: "
         f"{line['mb_per_s']} MB/s, correct={line['correct']}"
     )
 
 
-def _table(lines: list[dict[str, Any]]) -> Table:
+def _broker_table(lines: list[Line]) -> Table:
     table = Table(title="broker")
     for column in (
         "benchmark",
@@ -100,6 +142,44 @@ def _table(lines: list[dict[str, Any]]) -> Table:
             str(x["events_per_core_s"]),
             str(x["p50_ms"]),
             str(x["p99_ms"]),
+            str(x["correct"]),
+        )
+    return table
+
+
+def _nexmark_table(lines: list[Line]) -> Table:
+    table = Table(title="nexmark")
+    for column in (
+        "query",
+        "system",
+        "events",
+        "wall s",
+        "cpu s",
+        "events/s",
+        "events/core-s",
+        "target",
+        "strom/peer",
+        "ok",
+    ):
+        table.add_column(column)
+    for x in lines:
+        query = x.get("params", {}).get("query")
+        if query is None:
+            continue
+        if "events_per_s" not in x:
+            reason = x.get("na") or x.get("failed") or ""
+            table.add_row(query, x["system"], "n/a", reason[:60], *[""] * 5, "-")
+            continue
+        table.add_row(
+            query,
+            x["system"],
+            f"{x['events']:,}",
+            str(x["wall_s"]),
+            str(x["cpu_s"]),
+            f"{x['events_per_s']:,}" if x["events_per_s"] else "-",
+            f"{x['events_per_core_s']:,}" if x["events_per_core_s"] else "-",
+            f"{x['target_events_per_core_s']:,}" if x.get("target_events_per_core_s") else "-",
+            str(x.get("ratio", "-")),
             str(x["correct"]),
         )
     return table
