@@ -75,6 +75,17 @@ def test_duplicate_output_names_and_bad_specs() -> None:
         agg.quantile("v", 0.5)
 
 
+@pytest.mark.parametrize("key", ["window_start", "window_end", "is_update"])
+def test_key_named_like_a_window_column(key: str) -> None:
+    source = MemorySource([[[{"ts": 1, key: 0}]]])
+    p = Pipeline()
+    p.source(source, timestamp="ts").key_by(key).window(Tumbling(10)).agg(agg.count()).sink(
+        MemorySink()
+    )
+    with pytest.raises(PlanError, match=f"key column '{key}' clashes"):
+        p.plan()
+
+
 def test_valid_plan_knows_output_schema() -> None:
     p = Pipeline()
     out = (

@@ -165,6 +165,12 @@ def _check_window(
         raise PlanError(f"{where}allowed_lateness_ms must be >= 0")
     if node.emit not in ("final", "update"):
         raise PlanError(f"{where}emit must be 'final' or 'update', not {node.emit!r}")
+    for key in node.keys:
+        if key in RESERVED:
+            raise PlanError(
+                f"{where}key column {key!r} clashes with the window's own output column of that "
+                f"name; rename it first, e.g. .with_columns(pl.col({key!r}).alias('my_{key}'))"
+            )
     names = [a.name for a in node.aggs]
     taken = set(node.keys) | set(RESERVED)
     for name in names:
