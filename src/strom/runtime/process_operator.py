@@ -62,10 +62,7 @@ class ProcessOperator(Operator):
     def on_progress(
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
     ) -> None:
-        self.tracker.observe(partition, max_event_time, now_ms)
-        if finished:
-            self.tracker.finish(partition)
-        watermark = self.tracker.advance(now_ms)
+        _, watermark = self.tracker.progress(partition, max_event_time, now_ms, finished)
         self.metrics.watermark = watermark
         self.core.fire_processing_timers(now_ms)
         self.core.release(watermark)

@@ -80,6 +80,17 @@ class WatermarkTracker:
     def finish(self, partition: int) -> None:
         self._clocks[partition].finished = True
 
+    def progress(
+        self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
+    ) -> tuple[int, int]:
+        """One progress message from ``partition`` (see :meth:`observe`; ``finished``: it has
+        ended): returns the combined watermark before and after it."""
+        self.observe(partition, max_event_time, now_ms)
+        if finished:
+            self.finish(partition)
+        before = self.current
+        return before, self.advance(now_ms)
+
     def advance(self, now_ms: float) -> int:
         """Recompute and return the combined watermark at processing time ``now_ms``."""
         self.current = combine_watermarks(

@@ -74,11 +74,7 @@ class WindowOperatorBase(Operator):
     def on_progress(
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
     ) -> None:
-        self.tracker.observe(partition, max_event_time, now_ms)
-        if finished:
-            self.tracker.finish(partition)
-        before = self.tracker.current
-        after = self.tracker.advance(now_ms)
+        before, after = self.tracker.progress(partition, max_event_time, now_ms, finished)
         self.metrics.watermark = after
         if after > before:
             self._fire(after)
