@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import polars as pl
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
@@ -139,16 +140,17 @@ class BatchDecoder:
             body = parsed
         if n == 0:
             return None, None
-        meta: dict[str, Any] = {
-            "_key": pl.from_arrow(columns.key_array()),
-            "_topic": pl.lit(topic, dtype=pl.String()),
-            "_partition": pl.lit(partition, dtype=pl.Int32()),
-            "_offset": pl.Series("_offset", columns.offsets, dtype=pl.Int64()),
-            "_timestamp": pl.from_arrow(columns.timestamp_array()),
-        }
+        # hstack, not with_columns: a fraction of the per-batch cost (the names cannot clash)
+        meta = [
+            pl.Series("_key", columns.key_array()),
+            pl.Series("_topic", [topic], dtype=pl.String()).new_from_index(0, n),
+            pl.Series("_partition", np.full(n, partition, np.int32)),
+            pl.Series("_offset", columns.offsets),
+            pl.Series("_timestamp", columns.timestamp_array()),
+        ]
         if self.headers:
-            meta["_headers"] = pl.Series("_headers", columns.header_lists(), dtype=HEADERS_DTYPE)
-        return body.with_columns(**meta), None
+            meta.append(pl.Series("_headers", columns.header_lists(), dtype=HEADERS_DTYPE))
+        return body.hstack(meta), None
 
     def _parse_clean(self, columns: RecordColumns) -> pl.DataFrame | None:
         """The values parsed in bulk (the compiled flat parser, else one Polars call), or

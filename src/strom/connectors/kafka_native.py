@@ -6,7 +6,9 @@ resolves start offsets (ListOffsets at each partition's leader; OffsetFetch at t
 coordinator for ``start="committed"``). Then it keeps at most one Fetch in flight per leader,
 so the broker prepares the next response while the engine works on the previous one. Each
 partition's records section becomes one :class:`~strom.connectors.kafka_columns.RecordColumns`
-chunk, without a Python object per record.
+chunk, without a Python object per record. Unless ``max.partition.fetch.bytes`` is configured,
+a partition's fetch size follows its records' size so that one fetch holds about one
+micro-batch (``max_batch_records``), from 1 MiB up to ``fetch.max.bytes``.
 
 Failure handling: a partition error that names a stale leader (NOT_LEADER_OR_FOLLOWER,
 UNKNOWN_TOPIC_OR_PARTITION, ...) refreshes metadata and retries; a lost connection is reopened
@@ -36,7 +38,7 @@ from strom.connectors.kafka_columns import RecordColumns, decode_fetched
 from strom.connectors.kafka_fetch import Start
 from strom.connectors.kafka_wire import DecodeError, decode_response
 
-__all__ = ["NATIVE_CONFIG_KEYS", "NativeFetcher", "NativePartitionState"]
+__all__ = ["NATIVE_CONFIG_KEYS", "NativeFetcher", "NativePartitionState", "fetch_size"]
 
 log = logging.getLogger("strom.connectors")
 
@@ -54,6 +56,16 @@ NATIVE_CONFIG_KEYS: Final = frozenset(
 _OFFSET_OUT_OF_RANGE: Final = 1
 _FATAL: Final = {29: "TOPIC_AUTHORIZATION_FAILED", 30: "GROUP_AUTHORIZATION_FAILED"}
 _BACKOFF_S: Final = (0.05, 1.0)
+_PARTITION_BYTES: Final = 1 << 20  # the least a partition's fetch asks for, unless configured
+
+
+def fetch_size(floor: int, ceiling: int, max_records: int, size: int, count: int) -> int:
+    """Bytes to ask a partition for next: room for about ``max_records`` records at the last
+    fetch's ``size / count`` bytes a record (one fetch is one micro-batch, whose per-batch
+    costs it amortizes), within ``[floor, ceiling]``."""
+    if count <= 0:
+        return floor
+    return max(floor, min(ceiling, size * max_records // count))
 
 
 @dataclass
@@ -122,7 +134,9 @@ class NativeFetcher:
         cfg = dict(config or {})
         self.client_id = str(cfg.get("client.id", "strom-kafka-source"))
         self.fetch_max_bytes = int(cfg.get("fetch.max.bytes", 50 << 20))
-        self.partition_max_bytes = int(cfg.get("max.partition.fetch.bytes", 1 << 20))
+        self.partition_max_bytes = int(cfg.get("max.partition.fetch.bytes", _PARTITION_BYTES))
+        #: unless configured, a partition's fetch size follows its record size (fetch_size)
+        self.adaptive = "max.partition.fetch.bytes" not in cfg
         self.wait_ms = int(cfg.get("fetch.wait.max.ms", min(poll_timeout_ms, 500)))
         timeout = CONNECT_TIMEOUT_S + self.wait_ms / 1000
         self.cluster = Cluster(bootstrap_servers, topic, self.client_id, timeout)
@@ -323,6 +337,11 @@ class NativeFetcher:
             state.max_bytes = min(state.max_bytes * 2, self.fetch_max_bytes)
             return False
         state.max_bytes = self.partition_max_bytes
+        if self.adaptive:
+            state.max_bytes = fetch_size(
+                self.partition_max_bytes, self.fetch_max_bytes, self.max_records,
+                len(records), len(fetched.columns),
+            )  # fmt: skip
         columns = _trim(fetched.columns, state.fetched, state.end)
         state.fetched = max(state.fetched, fetched.next_offset)
         if not len(columns):

@@ -139,6 +139,15 @@ def test_kernel_never_crashes_on_garbage(data: st.DataObject) -> None:
     assert len(columns) <= 5
 
 
+def test_fetch_size_holds_about_one_micro_batch() -> None:
+    from strom.connectors.kafka_native import fetch_size
+
+    assert fetch_size(1 << 20, 50 << 20, 10_000, 3_000_000, 20_000) == 1_500_000
+    assert fetch_size(1 << 20, 50 << 20, 10_000, 3_000, 2_000) == 1 << 20  # small records
+    assert fetch_size(1 << 20, 50 << 20, 100_000, 1 << 20, 10) == 50 << 20  # large records
+    assert fetch_size(1 << 20, 50 << 20, 10_000, 0, 0) == 1 << 20
+
+
 def test_version_negotiation_is_the_highest_common_version() -> None:
     fetch = APIS["Fetch"]
     assert negotiate(fetch, (0, 17)) == 12
@@ -373,33 +382,85 @@ def test_a_corrupt_batch_on_disk_is_a_clear_error(tmp_path: Path) -> None:
 
 # -- the compiled JSON fast path ---------------------------------------------------------------
 
-FLAT_SCHEMA = pl.Schema({"a": pl.Int64(), "s": pl.String(), "b": pl.Int64()})
+FLAT_SCHEMA = pl.Schema(
+    {"a": pl.Int64(), "s": pl.String(), "b": pl.Int64(), "f": pl.Float64(), "t": pl.Boolean()}
+)
 _space = st.sampled_from(["", " ", "\t", "\r", "  ", "\n", "\f"])
+
+
+@st.composite
+def _number(draw: st.DrawFn) -> str:
+    """JSON numbers of every shape: a point anywhere in the digits, an optional exponent."""
+    digits = str(draw(st.integers(0, 10**20)))
+    point = draw(st.integers(0, len(digits)))
+    text = digits if point in (0, len(digits)) else digits[:point] + "." + digits[point:]
+    if draw(st.booleans()):
+        text += draw(st.sampled_from(["e", "E", "e+", "e-", "E-"])) + str(draw(st.integers(0, 400)))
+    return ("-" if draw(st.booleans()) else "") + text
+
+
 _json_value = st.one_of(
     st.integers(-(10**20), 10**20).map(str),
-    st.sampled_from(["null", "true", "false", "1.5", "1e3", "-0", "007", "-", "[1]", '{"z": 1}']),
+    _number(),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.sampled_from(
+        [
+            "null",
+            "true",
+            "false",
+            "1.5",
+            "1e3",
+            "-0",
+            "007",
+            "-",
+            "[1]",
+            '{"z": 1}',
+            "1.",
+            ".5",
+            "1e",
+            "-0.0",
+            "nul",
+            "tru",
+            "True",
+            '"\\u00e9"',
+        ]
+    ),
     st.text(max_size=12).map(json.dumps),
     st.text(max_size=12).map(lambda t: json.dumps(t, ensure_ascii=False)),
     st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=12).map(
         lambda t: '"' + t + '"'  # unescaped: sometimes invalid JSON
     ),
 )
-_member = st.tuples(st.sampled_from(["a", "s", "b", "x", "A"]), _json_value, _space, _space)
+_member = st.tuples(
+    st.sampled_from(["a", "s", "b", "f", "t", "x", "A", "y"]), _json_value, _space, _space
+)
 
 
 _plain_text = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=9)
+_plain_int = st.integers(-(10**18) + 1, 10**18 - 1).map(str)
 _plain_member = st.one_of(
-    st.tuples(st.sampled_from(["a", "b"]), st.integers(-(10**18) + 1, 10**18 - 1).map(str)),
+    st.tuples(st.sampled_from(["a", "b"]), _plain_int),
     st.tuples(st.just("s"), _plain_text.map(json.dumps)),
-    st.tuples(st.sampled_from(["a", "s", "b"]), st.just("null")),
+    st.tuples(st.just("f"), st.one_of(_number(), _plain_int)),
+    st.tuples(st.just("t"), st.sampled_from(["true", "false"])),
+    st.tuples(st.sampled_from(["a", "s", "b", "f", "t"]), st.just("null")),
+    st.tuples(  # keys outside the schema, which Polars ignores
+        st.sampled_from(["x", "y", "A", "url"]),
+        st.one_of(
+            _plain_int, _plain_text.map(json.dumps), st.sampled_from(["null", "true", "false"])
+        ),
+    ),
 ).map(lambda kv: (kv[0], kv[1], " ", ""))
 
 
 @st.composite
 def _flat_values(draw: st.DrawFn) -> bytes:
-    """Mostly values the fast path takes (distinct known keys, plain values), else anything."""
-    if draw(st.booleans()):
-        members = list({k: (k, v, a, b) for k, v, a, b in draw(st.lists(_plain_member))}.values())
+    """Mostly values the fast path takes (distinct schema keys, other keys perhaps repeated,
+    plain values), else anything."""
+    if draw(st.integers(0, 3)):
+        plain = draw(st.lists(_plain_member))
+        distinct = {(m[0] if m[0] in FLAT_SCHEMA else i): m for i, m in enumerate(plain)}
+        members = list(distinct.values())
     else:
         members = draw(st.lists(_member, max_size=5))
     body = ",".join(f'{sp1}"{key}"{sp2}:{sp1}{value}{sp2}' for key, value, sp1, sp2 in members)
@@ -429,15 +490,27 @@ def test_flat_json_fast_path_takes_plain_values_and_declines_the_rest() -> None:
     from strom.connectors.json_columns import FlatJsonSchema, parse_flat
 
     flat = FlatJsonSchema.of(FLAT_SCHEMA)
-    assert flat is not None and FlatJsonSchema.of(pl.Schema({"f": pl.Float64()})) is None
+    assert flat is not None and FlatJsonSchema.of(pl.Schema({"d": pl.Date()})) is None
 
     def fast(*values: bytes) -> pl.DataFrame | None:
         return parse_flat(
             decode_fetched(build_batch([Record(value=v) for v in values])).columns, flat
         )
 
-    got = fast(b'{"a": 1, "s": "x"}', b' {"b":-7 , "s":null}', b"{}")
+    got = fast(
+        b'{"a": 1, "s": "x", "f": 2, "t": true}',
+        b' {"b":-7 , "s":null, "x": "skipped", "y": null, "z": false, "f": -1.25e1}',
+        b'{"f": 0.5, "t": false, "x": 12}',
+    )
     assert got is not None
-    assert got.rows() == [(1, "x", None), (None, None, -7), (None, None, None)]
-    for declined in (b'{"a": 1.0}', b'{"s": "\\n"}', b'{"x": 1}', b'{"a": 1, "a": 2}', b"[1]"):
+    assert got.rows() == [
+        (1, "x", None, 2.0, True),
+        (None, None, -7, -12.5, None),
+        (None, None, None, 0.5, False),
+    ]
+    declined_values = (
+        b'{"a": 1.0}', b'{"s": "\\n"}', b'{"x": [1]}', b'{"x": 1.5}', b'{"a": 1, "a": 2}',
+        b"[1]", b'{"t": 1}', b'{"f": 0.12345678901234567}',
+    )  # fmt: skip
+    for declined in declined_values:
         assert fast(b'{"a": 1}', declined) is None, declined
