@@ -27,6 +27,7 @@ import polars as pl
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from benchmarks.nexmark.generator import BID_SCHEMA
 from benchmarks.systems import start_strom
 from strom.connectors import KafkaSource
 from strom.connectors.kafka import KafkaClient
@@ -34,17 +35,6 @@ from strom.pipeline import END_OF_PARTITION
 
 __all__ = ["BID_SCHEMA", "PROJECTED_SCHEMA", "run"]
 
-BID_SCHEMA = pl.Schema(
-    {
-        "auction": pl.Int64(),
-        "bidder": pl.Int64(),
-        "price": pl.Int64(),
-        "channel": pl.String(),
-        "url": pl.String(),
-        "dateTime": pl.Int64(),
-        "extra": pl.String(),
-    }
-)
 PROJECTED_SCHEMA = pl.Schema({name: BID_SCHEMA[name] for name in ("auction", "price", "dateTime")})
 TOPIC = "bids"
 
