@@ -144,30 +144,20 @@ class KafkaSource:
         self._dead = DeadLetterOutput(dead_letter, f"KafkaSource({topic!r})")
         self.client = client
         self._fetcher: Fetcher | NativeFetcher
+        shared: dict[str, Any] = {
+            "group_id": group_id,
+            "start": start,
+            "bounded": bounded,
+            "max_records": max_batch_records,
+            "poll_timeout_ms": poll_timeout_ms,
+            "config": consumer_config,
+        }
         if client == "strom":
-            self._fetcher = _native_fetcher(
-                bootstrap_servers,
-                topic,
-                group_id=group_id,
-                start=start,
-                bounded=bounded,
-                max_records=max_batch_records,
-                poll_timeout_ms=poll_timeout_ms,
-                config=consumer_config,
-                sep=b"\n" if value_format == "json" else b"",
-            )
+            sep = b"\n" if value_format == "json" else b""
+            self._fetcher = _native_fetcher(bootstrap_servers, topic, sep=sep, **shared)
         else:
-            self._fetcher = Fetcher(
-                bootstrap_servers,
-                topic,
-                group_id=group_id,
-                start=start,
-                bounded=bounded,
-                max_records=max_batch_records,
-                poll_timeout_ms=poll_timeout_ms,
-                config=consumer_config,
-                errors=ClientErrors(f"KafkaSource({topic!r})"),
-            )
+            errors = ClientErrors(f"KafkaSource({topic!r})")
+            self._fetcher = Fetcher(bootstrap_servers, topic, errors=errors, **shared)
         self._metrics = KafkaSourceMetrics()
 
     # -- the Source protocol ---------------------------------------------------------------
