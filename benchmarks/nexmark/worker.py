@@ -4,7 +4,7 @@
 object: ``events`` (records read from Kafka), ``rows`` (output rows), ``wall_s`` and ``cpu_s``
 (this process's user + system CPU, librdkafka's threads included) of the run alone, from
 building the pipeline to the end of input; interpreter start-up and writing the output are
-excluded, and so is compiling (or loading from cache) the Kafka fetch kernel, reported as
+excluded, and so is compiling (or loading from cache) the Kafka fetch kernels, reported as
 ``warm_up_cpu_s``. ``--profile FILE`` runs it under cProfile and saves the stats.
 """
 
@@ -31,11 +31,11 @@ def _cpu_s() -> float:
 
 
 def warm_up() -> float:
-    """Compile (or load from numba's cache) the Kafka fetch kernel, if this engine has one,
-    before the clock starts; returns the CPU seconds it took."""
+    """Compile (or load from numba's cache) the Kafka fetch kernels (record batches, JSON), if
+    this engine has them, before the clock starts; returns the CPU seconds it took."""
     cpu0 = _cpu_s()
     try:
-        from strom.connectors.kafka_columns import warm_up as warm_kernel
+        from strom.connectors.json_columns import warm_up as warm_kernel
     except ImportError:
         return 0.0
     warm_kernel()

@@ -153,8 +153,7 @@ class KafkaSource:
             "config": consumer_config,
         }
         if client == "strom":
-            sep = b"\n" if value_format == "json" else b""
-            self._fetcher = _native_fetcher(bootstrap_servers, topic, sep=sep, **shared)
+            self._fetcher = _native_fetcher(bootstrap_servers, topic, **shared)
         else:
             errors = ClientErrors(f"KafkaSource({topic!r})")
             self._fetcher = Fetcher(bootstrap_servers, topic, errors=errors, **shared)

@@ -120,7 +120,6 @@ class NativeFetcher:
         max_records: int,
         poll_timeout_ms: int,
         config: Mapping[str, Any] | None,
-        sep: bytes,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
@@ -129,7 +128,6 @@ class NativeFetcher:
         self.bounded = bounded
         self.max_records = max_records
         self.poll_timeout_ms = poll_timeout_ms
-        self.sep = sep
         self.states: dict[int, NativePartitionState] = {}
         cfg = dict(config or {})
         self.client_id = str(cfg.get("client.id", "strom-kafka-source"))
@@ -330,7 +328,7 @@ class NativeFetcher:
         if records is None or len(records) == 0:
             return False
         try:
-            fetched = decode_fetched(records, sep=self.sep)
+            fetched = decode_fetched(records)
         except RecordError as exc:
             raise KafkaConnectorError(f"{self.topic!r} partition {p}: {exc}") from exc
         if fetched.next_offset is None:  # one batch larger than this partition's fetch size
