@@ -38,9 +38,15 @@ def write_markdown(lines: list[dict[str, Any]], path: Path, title: str, chart: s
                 f"{x['generate_s']} s, produced as JSON in {x['load_s']} s.",
                 "",
             ]
+    runs = max((x.get("runs", 1) for x in results(lines)), default=1)
     out += [
         "`cpu s` is the CPU time of the engine's own process(es) during the run; events/core-s "
-        "divides the events read by it. `target` is the issue's goal for strom.",
+        "divides the events read by it. `target` is the issue's goal for strom."
+        + (
+            f" Each strom row is the median (by CPU time) of {runs} runs; each peer ran once."
+            if runs > 1
+            else ""
+        ),
         "",
         "| query | system | events | rows out | wall s | cpu s | events/s | events/core-s "
         "| target | strom/peer | correct |",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 from collections.abc import Callable
@@ -37,7 +38,12 @@ def _load(module: str) -> Any:
     default=Path("benchmarks/results"),
     show_default=True,
 )
-def bench(which: str, quick: bool, as_json: bool, results_dir: Path) -> None:
+@click.option(
+    "--no-peers",
+    is_flag=True,
+    help="Nexmark: strom alone (results go to nexmark[-quick]-strom.md).",
+)
+def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: bool) -> None:
     """Measure strom beside its peers in one run; results also go to --results-dir.
 
     ``all`` runs the broker suite, then Nexmark."""
@@ -53,7 +59,8 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path) -> None:
     if which in ("nexmark", "all"):
         suite = _load("benchmarks.nexmark.runner")
         report = _load("benchmarks.nexmark.report")
-        lines = _run(suite.run, quick, as_json, console)
+        lines = _run(functools.partial(suite.run, peers=not no_peers), quick, as_json, console)
+        suffix += "-strom" if no_peers else ""
         path = results_dir / f"nexmark{suffix}.md"
         chart = results_dir / f"nexmark{suffix}.png"
         title = "Nexmark" + (" (quick)" if quick else "")
