@@ -192,7 +192,6 @@ class IntervalJoinOperator(Operator):
         self.metrics.watermark = after
         if after > before:
             self._purge(after)
-        self.metrics.state_size = self.state_size()
         for out in (*self.outputs, *self.late_outputs["left"], *self.late_outputs["right"]):
             out.on_progress(partition, max_event_time, now_ms, finished)
 

@@ -35,6 +35,8 @@ class OperatorMetrics:
     records_out: int = 0
     late_records: int = 0
     watermark: int = MIN_WATERMARK
+    #: Filled in when read through ``StreamingExecutor.metrics()`` (counting some operators'
+    #: state walks all of it, so it is not kept up to date on every watermark advance).
     state_size: int = 0
 
 

@@ -69,7 +69,6 @@ class ProcessOperator(Operator):
         if watermark == MAX_WATERMARK:
             self.core.finish()
         self._flush(partition)
-        self.metrics.state_size = self.core.state_size()
         super().on_progress(partition, max_event_time, now_ms, finished)
 
     def _flush(self, partition: int) -> None:

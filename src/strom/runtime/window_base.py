@@ -79,7 +79,6 @@ class WindowOperatorBase(Operator):
         if after > before:
             self._fire(after)
             self._flush(partition)
-        self.metrics.state_size = self.state_size()
         # results and late rows of this message are out before downstream sees the progress
         for out in (*self.outputs, *self.late_outputs):
             out.on_progress(partition, max_event_time, now_ms, finished)
