@@ -53,6 +53,9 @@ _NULL = np.frombuffer(b"null", np.uint8).copy()
 _TRUE = np.frombuffer(b"true", np.uint8).copy()
 _FALSE = np.frombuffer(b"false", np.uint8).copy()
 _POW10 = np.array([10.0**e for e in range(23)])  # exact doubles
+#: Address space one parse may reserve for its String columns; a larger chunk is parsed in
+#: halves (a single value that still needs more goes to Polars' reader).
+SCRATCH_BYTES = 1 << 30
 #: Strings are scanned eight bytes per step as little-endian words (elsewhere bytewise).
 _WORDS: Final = sys.byteorder == "little"
 
@@ -88,14 +91,21 @@ def parse_flat(columns: RecordColumns, flat: FlatJsonSchema) -> pl.DataFrame | N
     narrow grammar (see the module docstring)."""
     n = len(columns)
     k = len(flat.kinds)
+    strings = int((flat.kinds == _STRING).sum())
+    capacity = columns.value_bytes()
+    if strings * capacity > SCRATCH_BYTES:  # many String columns of large values
+        if n == 1:
+            return None  # Polars' reader takes it
+        half = n // 2
+        head = parse_flat(columns.slice(0, half), flat)
+        tail = None if head is None else parse_flat(columns.slice(half, n), flat)
+        return None if head is None or tail is None else pl.concat([head, tail])
     ints = np.zeros((k, n), np.int64)
     floats = np.zeros((k, n) if _FLOAT in flat.kinds else (0, 0), np.float64)
     present = np.zeros((k, n), np.bool_)
     # String columns are copied while they are scanned, each into its own stretch of one
     # buffer; no column can need more than all the values' bytes (pages never written to are
-    # never touched, so the generous size costs address space only).
-    strings = int((flat.kinds == _STRING).sum())
-    capacity = columns.value_bytes()
+    # never touched, so the generous size costs address space only, up to SCRATCH_BYTES).
     data = np.empty(strings * capacity, np.uint8)
     text_offsets = np.zeros((strings, n + 1), np.int64)
     ok = _parse(

@@ -546,3 +546,21 @@ def test_flat_json_strings_end_the_fast_path_at_any_position(stopper: str) -> No
         alone = decode_fetched(build_batch([Record(value=values[0])])).columns
         got = parse_flat(alone, flat)
         assert got is not None and got["s"].to_list() == [plain]
+
+
+def test_flat_json_parses_in_halves_when_string_scratch_would_be_large(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from strom.connectors import json_columns
+
+    flat = json_columns.FlatJsonSchema.of(FLAT_SCHEMA)
+    assert flat is not None
+    values = [json.dumps({"a": i, "s": "x" * (i % 50), "b": -i}).encode() for i in range(300)]
+    columns = decode_fetched(build_batch([Record(value=v) for v in values])).columns
+    whole = json_columns.parse_flat(columns, flat)
+    assert whole is not None
+    monkeypatch.setattr(json_columns, "SCRATCH_BYTES", 2_000)  # about 50 values at a time
+    halves = json_columns.parse_flat(columns, flat)
+    assert halves is not None and halves.equals(whole)
+    monkeypatch.setattr(json_columns, "SCRATCH_BYTES", 10)  # not even one value: Polars' turn
+    assert json_columns.parse_flat(columns, flat) is None
