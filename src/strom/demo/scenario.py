@@ -77,6 +77,7 @@ def run_demo(
             f"broker on {bootstrap}; {config.devices} devices; topic "
             f"{scenario.READINGS_TOPIC} ({scenario.PARTITIONS} partitions); SQLite {db}"
         )
+        _warm_up_kernels(console)
         if forever:
             events = _stream_forever(config, bootstrap, db, view, console, live)
         else:
@@ -98,6 +99,17 @@ def run_demo(
     for problem in result.problems:
         console.print(f"[red]mismatch:[/] {problem}")
     return result
+
+
+def _warm_up_kernels(console: Console) -> None:
+    """Load (on the first run after an install: compile) the Kafka source's numba kernels
+    before the pipeline starts, saying so, rather than stalling its first poll silently."""
+    from strom.connectors.json_columns import warm_up
+
+    started = time.perf_counter()
+    with console.status("loading strom's compiled Kafka kernels (the first run compiles them)"):
+        warm_up()
+    console.print(f"Kafka kernels ready in {time.perf_counter() - started:.1f} s")
 
 
 def _run_pipeline(
