@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import strategies as st
 
 from strom.connectors import MemorySink, MemorySource
-from strom.pipeline import Hopping, Pipeline, Tumbling, WindowSpec, agg
+from strom.pipeline import Hopping, Pipeline, Session, Tumbling, WindowSpec, agg
 
 SCHEMA = pl.Schema({"id": pl.Int64(), "k": pl.String(), "ts": pl.Int64(), "v": pl.Int64()})
 AGGS = (agg.count(), agg.sum("v"), agg.min("v"), agg.max("v"), agg.mean("v"))
@@ -28,16 +28,22 @@ class Scenario:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, *, late_events: bool) -> Scenario:
-    """1-4 partitions of events in random micro-batches.
+def scenarios(draw: st.DrawFn, *, late_events: bool, sessions: bool = False) -> Scenario:
+    """1-4 partitions of events in random micro-batches, windowed by a tumbling, hopping or
+    (with ``sessions``) session window.
 
     Each event lies within ``ooo`` behind its partition's frontier (so never late) unless
     ``late_events``, when some events fall far behind.
     """
     ooo = draw(st.integers(0, 3_000))
     lateness = draw(st.sampled_from([0, 2_000, 7_000]))
-    if draw(st.booleans()):
-        spec: WindowSpec = Tumbling(draw(st.sampled_from([1_000, 5_000, 10_000])))
+    kind = draw(
+        st.sampled_from(["tumbling", "hopping", "session"] if sessions else ["tumbling", "hopping"])
+    )
+    if kind == "session":
+        spec: WindowSpec = Session(draw(st.sampled_from([500, 2_000, 5_000])))
+    elif kind == "tumbling":
+        spec = Tumbling(draw(st.sampled_from([1_000, 5_000, 10_000])))
     else:
         size = draw(st.sampled_from([4_000, 6_000, 10_000]))
         spec = Hopping(size, draw(st.sampled_from([1_000, 2_000, 3_000, size])))
@@ -134,6 +140,9 @@ def reference(s: Scenario, dropped: set[tuple[int, int]]) -> pl.DataFrame:
         [r for part in s.partitions for batch in part for r in batch], schema=SCHEMA
     )
     drops = pl.DataFrame(sorted(dropped), schema={"id": pl.Int64, "ws": pl.Int64}, orient="row")
+    if isinstance(s.spec, Session):
+        assert not dropped, "the session reference has no lateness model"
+        return _session_reference(events, s.spec.gap_ms)
     if isinstance(s.spec, Tumbling):
         size, slide = s.spec.size_ms, s.spec.size_ms
     else:
@@ -166,6 +175,39 @@ def reference(s: Scenario, dropped: set[tuple[int, int]]) -> pl.DataFrame:
             "mean_v": pl.Float64,
         }
     )
+
+
+_RESULT_TYPES = {
+    "window_start": pl.Int64,
+    "window_end": pl.Int64,
+    "count": pl.Int64,
+    "sum_v": pl.Int64,
+    "min_v": pl.Int64,
+    "max_v": pl.Int64,
+    "mean_v": pl.Float64,
+}
+
+
+def _session_reference(events: pl.DataFrame, gap: int) -> pl.DataFrame:
+    """Sessions by DuckDB SQL (gaps and islands): per key in time order, an event at least
+    ``gap`` after the previous one starts a new session, which ends ``gap`` after its last."""
+    con = duckdb.connect()
+    con.register("events", events.to_arrow())
+    sql = f"""
+        WITH marked AS (
+            SELECT *, CASE WHEN ts - lag(ts) OVER (PARTITION BY k ORDER BY ts) < {gap}
+                           THEN 0 ELSE 1 END AS opens
+            FROM events
+        ), numbered AS (
+            SELECT *, sum(opens) OVER (PARTITION BY k ORDER BY ts, opens DESC
+                                       ROWS UNBOUNDED PRECEDING) AS session
+            FROM marked
+        )
+        SELECT k, min(ts) AS window_start, max(ts) + {gap} AS window_end, count(*) AS count,
+               sum(v) AS sum_v, min(v) AS min_v, max(v) AS max_v, avg(v) AS mean_v
+        FROM numbered GROUP BY k, session ORDER BY window_end, window_start, k
+    """
+    return pl.from_arrow(con.sql(sql).to_arrow_table()).cast(_RESULT_TYPES)  # type: ignore[union-attr]
 
 
 def canonical(df: pl.DataFrame) -> pl.DataFrame:

@@ -19,7 +19,7 @@ def _assert_same(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
 
 
 @SETTINGS
-@given(scenarios(late_events=False))
+@given(scenarios(late_events=False, sessions=True))
 def test_in_bound_disorder_streaming_equals_bounded_equals_duckdb(s: Scenario) -> None:
     p, stream_out, stream_late = build(s)
     run_streaming(p)
