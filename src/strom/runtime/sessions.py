@@ -1,46 +1,88 @@
-"""Session windows in the streaming runtime.
+"""Session windows in the streaming runtime, on columnar state.
 
-State (plain data): ``sessions`` maps a key tuple to its disjoint sessions sorted by start, each
-``[start, end, accumulator, emitted, dirty]``. A batch is first cut into per-key mini-sessions by
-Polars (sorted by event time; a new one starts where consecutive events are ``>= gap`` apart),
-then each mini-session is merged into the key's sessions: every overlapping session is absorbed
-(a late event can bridge two sessions). The merged session counts as emitted if any absorbed
-session was, so its next result is ``is_update=True`` and supersedes them (its interval contains
-theirs). A merged session already ending ``allowed_lateness`` before the watermark is late: its
-rows go to the late output with the mini-session's interval as ``window_start``/``window_end``.
+Each live session is one row of a :class:`~strom.runtime.window_state.WindowState` (start, end,
+``emitted``, ``dirty``, key columns, aggregation slots); :attr:`SessionOperator.index` is a frame
+of the live sessions' keys, start, end and row id.
 
-Caveat: a session's state is dropped at ``end + allowed_lateness``; a later event that would
-have bridged into it opens a new session instead (as in Flink).
+Per batch, everything is vectorized: Polars cuts each key's events into mini-sessions (in event
+time order; one ends where the next event is at least ``gap`` later) and pre-aggregates them.
+The live sessions of the batch's keys are joined in, and each key's intervals, sorted by start,
+fall into groups wherever an interval starts at or after the largest end before it: a group is
+one session after the batch (a late event can bridge two sessions: both fall in its group). A
+group holding no live session that already ends ``allowed_lateness`` before the watermark is
+late: its rows go to the late output, with the mini-session's interval as ``window_start`` and
+``window_end``. Any other group keeps its first live session's row (the others are absorbed into
+it and freed) or takes a new row, and its mini-sessions' partials merge in, one round per
+position in the group so that no row repeats within a NumPy merge. A session that absorbed an
+emitted one counts as emitted, so its next result is ``is_update=True`` and supersedes theirs
+(its interval contains theirs).
+
+A session emits when the watermark reaches its end (or at once if it already has: a late event
+within lateness; or after every change in ``update`` mode), ordered by end, then as the key
+tuples' ``repr`` sort; it is dropped at ``end + allowed_lateness``. Caveat: a later event that
+would have bridged into a dropped session opens a new session instead (as in Flink).
 """
 
 from __future__ import annotations
 
 import copy
-import heapq
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Session
-from strom.runtime.accumulators import SEQ, TS
+from strom.runtime.accumulators import PART, SEQ, TS
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.window_base import WindowOperatorBase
+from strom.runtime.window_slots import IdArray
+from strom.runtime.window_state import WindowState
 
 MINI = "__strom_session"
+_START = "__strom_start"
+_END = "__strom_end"
+_ID = "__strom_id"
+_ROW = "__strom_row"
+_GROUP = "__strom_group"
 
 Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 
 def cut_sessions(df: Frame, keys: tuple[str, ...], gap_ms: int, order: list[str]) -> Frame:
-    """Sort by keys then ``order`` and number each key's sessions in column ``MINI``."""
+    """Sort by keys then ``order`` and number the sessions in column ``MINI`` (numbers are
+    unique across keys). A session starts at a key's first row and at a row ``gap_ms`` or more
+    after the previous one; comparing each row with the one before it (no window expression
+    over the keys, which Polars evaluates per group: minutes for a million keys)."""
     by = [*keys, *order]
-    prev = pl.col(TS).shift(1)
+    breaks = pl.col(TS) - pl.col(TS).shift(1) >= gap_ms
     if keys:
-        prev = prev.over(keys)
-    breaks = (prev.is_null() | (pl.col(TS) - prev >= gap_ms)).cast(pl.Int64)
-    mini = breaks.cum_sum().over(keys) if keys else breaks.cum_sum()
+        same_key = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys)
+        breaks = ~same_key | breaks
+    mini = breaks.fill_null(True).cast(pl.Int64).cum_sum()
     return df.sort(by).with_columns(mini.alias(MINI))
+
+
+def session_groups(starts: IdArray, ends: IdArray, new_key: npt.NDArray[np.bool_]) -> IdArray:
+    """Group numbers of intervals sorted by key, then start (``new_key`` marks each key's
+    first): a group opens at a key's first interval and wherever an interval starts at or after
+    the largest end before it within its key.
+
+    Vectorized: start and end values are replaced by their ranks among all of them (order and
+    ties kept), and each key's ranks lifted above the previous key's, so one running maximum
+    over all rows is a running maximum within each key."""
+    n = starts.size
+    if n == 0:
+        return np.zeros(0, np.int64)
+    values, rank = np.unique(np.concatenate([starts, ends]), return_inverse=True)
+    lift = (np.cumsum(new_key) - 1) * values.size
+    running = np.maximum.accumulate(lift + rank[n:])
+    before = np.empty(n, np.int64)
+    before[0] = -1
+    before[1:] = running[:-1]
+    opens = lift + rank[:n] >= before
+    return np.cumsum(opens).astype(np.int64)
 
 
 class SessionOperator(WindowOperatorBase):
@@ -50,116 +92,207 @@ class SessionOperator(WindowOperatorBase):
         super().__init__(name, node, ts_column, tracker)
         assert isinstance(node.window, Session)
         self.gap = node.window.gap_ms
-        self.sessions: dict[tuple[Any, ...], list[list[Any]]] = {}
-        self._fire_heap: list[tuple[int, int, tuple[Any, ...]]] = []
-        self._purge_heap: list[tuple[int, int, tuple[Any, ...]]] = []
-        self._tiebreak = 0  # heap entries never compare keys (they may not be orderable)
+        self.state: WindowState | None = None
+        self.index: pl.DataFrame = pl.DataFrame()
+        self._partial_exprs = self.acc.partial_exprs()
+
+    def _set_input_schema(self, schema: pl.Schema | None) -> None:
+        super()._set_input_schema(schema)
+        self.state = None
+        self.index = pl.DataFrame()
+        if schema is not None:
+            assert self._out_schema is not None
+            columns = pl.LazyFrame(schema=schema).with_columns(
+                pl.lit(0, pl.Int64).alias(c) for c in (TS, SEQ, PART)
+            )
+            partial_columns = columns.select(self._partial_exprs).collect_schema().names()
+            self.state = WindowState(
+                self.keys, self.node.aggs, schema, partial_columns, self._out_schema
+            )
+            index_schema = {k: schema[k] for k in self.keys}
+            index_schema |= {_START: pl.Int64(), _END: pl.Int64(), _ID: pl.Int64()}
+            self.index = pl.DataFrame(schema=index_schema)
 
     def _process(self, partition: int, batch: pl.DataFrame) -> None:
-        watermark = self.watermark
+        state = self.state
+        assert state is not None
+        keys = list(self.keys)
         cut = cut_sessions(batch, self.keys, self.gap, [TS, SEQ])
-        group = [*self.keys, MINI]
+        group = [*keys, MINI]
         partials = cut.group_by(group, maintain_order=True).agg(
-            pl.col(TS).min().alias("__start"),
-            (pl.col(TS).max() + self.gap).alias("__end"),
-            *self.acc.partial_exprs(),
+            pl.col(TS).min().alias(_START),
+            (pl.col(TS).max() + self.gap).alias(_END),
+            *self._partial_exprs,
         )
-        n = len(self.keys)
-        late: list[tuple[Any, ...]] = []
-        touched: dict[tuple[Any, ...], None] = {}
-        for row in partials.iter_rows():
-            key, mini, start, end = row[:n], row[n], row[n + 1], row[n + 2]
-            acc = self.acc.from_partial(row[n + 3 :], partition)
-            if not self._merge(key, start, end, acc, watermark):
-                late.append((*key, mini, start, end))
-            else:
-                touched[key] = None
-        if late:
-            marks = pl.DataFrame(
-                late,
-                schema=[
-                    *cut.select(group).schema.items(),
-                    ("window_start", pl.Int64),
-                    ("window_end", pl.Int64),
-                ],
-                orient="row",
+        groups = self._groups(partials)
+        late = (pl.col("ids").list.len() == 0) & (pl.col(_END) + self.lateness <= self.watermark)
+        self._late_rows(partition, cut, partials, groups.filter(late))
+        live = groups.filter(~late)
+        if live.height:
+            targets = self._merge(partition, partials, live)
+            ready = targets if self.update_mode else targets[state.end[targets] <= self.watermark]
+            if ready.size:
+                self._queue(state.results(ready, None))
+
+    def _groups(self, partials: pl.DataFrame) -> pl.DataFrame:
+        """One row per session the batch's mini-sessions make or change: its keys, start, end,
+        the live sessions it takes in (``ids``) and its partial rows (``rows``)."""
+        keys = list(self.keys)
+        index = self.index
+        if keys and index.height:
+            index = index.join(
+                partials.select(keys).unique(), on=keys, how="semi", nulls_equal=True
             )
-            self._late(partition, cut.join(marks, on=group, nulls_equal=True).drop(MINI))
-        for key in touched:
-            for session in self.sessions[key]:
-                if session[4] and (session[1] <= watermark or self.update_mode):
-                    self._emit_session(key, session)
+        intervals = pl.concat(
+            [
+                index.with_columns(pl.lit(-1, pl.Int64).alias(_ROW)),
+                partials.select(
+                    *keys,
+                    _START,
+                    _END,
+                    pl.lit(-1, pl.Int64).alias(_ID),
+                    pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW),
+                ),
+            ]
+        ).sort([*keys, _START, _ROW])
+        if keys:
+            same = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys)
+            new_key = ~intervals.select(same).to_series().to_numpy()
+        else:
+            new_key = np.zeros(intervals.height, bool)
+        new_key[0] = True
+        starts = intervals.get_column(_START).to_numpy()
+        ends = intervals.get_column(_END).to_numpy()
+        return (
+            intervals.with_columns(pl.Series(_GROUP, session_groups(starts, ends, new_key)))
+            .group_by(_GROUP, maintain_order=True)
+            .agg(
+                *(pl.col(k).first() for k in keys),
+                pl.col(_START).min(),
+                pl.col(_END).max(),
+                pl.col(_ID).filter(pl.col(_ID) >= 0).alias("ids"),
+                pl.col(_ROW).filter(pl.col(_ROW) >= 0).alias("rows"),
+            )
+            .filter(pl.col("rows").list.len() > 0)
+        )
 
-    def _merge(self, key: tuple[Any, ...], start: int, end: int, acc: list[Any], wm: int) -> bool:
-        """Merge ``[start, end)`` into ``key``'s sessions; False (and no change) if late."""
-        sessions = self.sessions.setdefault(key, [])
-        keep: list[list[Any]] = []
-        merged: list[Any] = [start, end, acc, False, True]
-        for s in sessions:
-            if s[0] < merged[1] and merged[0] < s[1]:
-                merged[0], merged[1] = min(merged[0], s[0]), max(merged[1], s[1])
-                self.acc.merge(merged[2], s[2])
-                merged[3] = merged[3] or s[3]
-            else:
-                keep.append(s)
-        if merged[1] + self.lateness <= wm:
-            if not sessions:
-                del self.sessions[key]
-            return False
-        keep.append(merged)
-        keep.sort(key=lambda s: s[0])
-        self.sessions[key] = keep
-        self._tiebreak += 1
-        if merged[1] > wm:
-            heapq.heappush(self._fire_heap, (merged[1], self._tiebreak, key))
-        heapq.heappush(self._purge_heap, (merged[1] + self.lateness, self._tiebreak, key))
-        return True
+    def _late_rows(
+        self, partition: int, cut: pl.DataFrame, partials: pl.DataFrame, groups: pl.DataFrame
+    ) -> None:
+        """The rows of late groups (one mini-session each) to the late output."""
+        if groups.height == 0:
+            return
+        rows = groups.get_column("rows").explode()
+        marks = partials[rows.to_numpy()].select(
+            *self.keys,
+            MINI,
+            pl.col(_START).alias("window_start"),
+            pl.col(_END).alias("window_end"),
+        )
+        group = [*self.keys, MINI]
+        self._late(partition, cut.join(marks, on=group, nulls_equal=True).drop(MINI))
 
-    def _emit_session(self, key: tuple[Any, ...], session: list[Any]) -> None:
-        self._result(key, session[0], session[1], session[2], update=session[3])
-        session[3], session[4] = True, False
+    def _merge(self, partition: int, partials: pl.DataFrame, groups: pl.DataFrame) -> IdArray:
+        """Make each group one state row; returns the rows, in group order."""
+        state = self.state
+        assert state is not None
+        ids = groups.get_column("ids")
+        rows = groups.get_column("rows")
+        id_count = ids.list.len().to_numpy()
+        row_count = rows.list.len().to_numpy()
+        held = id_count > 0
+        targets = np.empty(groups.height, np.int64)
+        targets[held] = ids.list.first().fill_null(-1).to_numpy()[held]
+        fresh = int((~held).sum())
+        if fresh:
+            targets[~held] = state.allocate(fresh)
+        for r in range(1, int(id_count.max(initial=0))):  # sessions a late event bridged
+            chosen = id_count > r
+            sources = ids.list.get(r, null_on_oob=True).fill_null(-1).to_numpy()
+            state.absorb(targets[chosen], sources[chosen])
+        absorbed = ids.list.slice(1).explode().drop_nulls().to_numpy()
+        if absorbed.size:
+            state.release(absorbed)
+        starts = groups.get_column(_START).to_numpy()
+        ends = groups.get_column(_END).to_numpy()
+        parts = state.read(partials)
+        for r in range(int(row_count.max())):
+            chosen = row_count > r
+            pos = rows.list.get(r, null_on_oob=True).fill_null(-1).to_numpy()[chosen]
+            new = ~held[chosen] if r == 0 else np.zeros(pos.size, bool)
+            if new.any():
+                state.put(
+                    targets[chosen][new], ends[chosen][new], partials, parts, pos[new], partition
+                )
+            if not new.all():
+                state.merge(targets[chosen][~new], parts, pos[~new], partition)
+        state.start[targets] = starts
+        state.end[targets] = ends
+        replaced = ids.explode().drop_nulls()
+        index = self.index
+        if replaced.len():
+            index = index.filter(~pl.col(_ID).is_in(replaced.implode()))
+        added = groups.select(*self.keys, _START, _END, pl.Series(_ID, targets))
+        index = pl.concat([index, added])
+        self.index = index.rechunk() if index.n_chunks() > 16 else index  # appends add chunks
+        return targets
 
     def _fire(self, watermark: int) -> None:
-        while self._fire_heap and self._fire_heap[0][0] <= watermark:
-            _, _, key = heapq.heappop(self._fire_heap)
-            for session in self.sessions.get(key, ()):
-                if session[4] and session[1] <= watermark:
-                    self._emit_session(key, session)
-        while self._purge_heap and self._purge_heap[0][0] <= watermark:
-            _, _, key = heapq.heappop(self._purge_heap)
-            sessions = self.sessions.get(key)
-            if sessions is None:
-                continue
-            alive = [s for s in sessions if s[1] + self.lateness > watermark]
-            if alive:
-                self.sessions[key] = alive
-            else:
-                del self.sessions[key]
+        state = self.state
+        if state is None or self.index.height == 0:
+            return
+        ids = self.index.get_column(_ID).to_numpy()
+        ends = state.end[ids]
+        due = ids[state.dirty[ids] & (ends <= watermark)]
+        if due.size:
+            due = state.emit_order(due)
+            due = due[np.argsort(state.end[due], kind="stable")]
+            self._queue(state.results(due, None))
+        expired = ends + self.lateness <= watermark
+        if expired.any():
+            state.release(ids[expired])
+            self.index = self.index.filter(~pl.Series(expired))
 
     def state_size(self) -> int:
-        return sum(len(s) for s in self.sessions.values())
+        return self.index.height
 
     def snapshot(self) -> dict[str, Any]:
-        """The operator's whole state as plain data (a deep copy)."""
-        return copy.deepcopy(
-            {
-                "sessions": self.sessions,
-                "seq": self._seq,
-                "fire": self._fire_heap,
-                "purge": self._purge_heap,
-                "tiebreak": self._tiebreak,
-                "watermarks": self.tracker.snapshot(),
-                "input_schema": self._input_schema,
+        """The operator's whole state as plain data (lists, dicts and numbers; a copy)."""
+        sessions: dict[str, Any] = {}
+        if self.state is not None and self.index.height:
+            ids = self.index.get_column(_ID).to_numpy()
+            sessions = self.state.dump(ids) | {
+                "start": self.state.start[ids].tolist(),
+                "end": self.state.end[ids].tolist(),
             }
-        )
+        return {
+            "sessions": sessions,
+            "seq": dict(self._seq),
+            "watermarks": self.tracker.snapshot(),
+            "input_schema": copy.deepcopy(self._input_schema),
+        }
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace the state with a :meth:`snapshot`."""
-        state = copy.deepcopy(snapshot)
-        self.sessions = state["sessions"]
-        self._seq = state["seq"]
-        self._fire_heap = state["fire"]
-        self._purge_heap = state["purge"]
-        self._tiebreak = state["tiebreak"]
-        self.tracker.restore(state["watermarks"])
-        self._set_input_schema(state["input_schema"])
+        self._set_input_schema(copy.deepcopy(snapshot["input_schema"]))
+        sessions = snapshot["sessions"]
+        if sessions:
+            state = self.state
+            assert state is not None
+            ids = state.load(sessions["end"], sessions)
+            state.start[ids] = sessions["start"]
+            self.index = pl.concat(
+                [
+                    self.index,
+                    pl.DataFrame(
+                        [
+                            *(state.keys[i].series(k, ids) for i, k in enumerate(self.keys)),
+                            pl.Series(_START, sessions["start"], dtype=pl.Int64),
+                            pl.Series(_END, sessions["end"], dtype=pl.Int64),
+                            pl.Series(_ID, ids, dtype=pl.Int64),
+                        ]
+                    ),
+                ]
+            )
+        self._seq = dict(snapshot["seq"])
+        self.tracker.restore(copy.deepcopy(snapshot["watermarks"]))

@@ -5,6 +5,9 @@ partials (from :meth:`strom.runtime.accumulators.Accumulators.partial_exprs`) ar
 arrays; rows new to the state are *put*, rows already held are *merged*, both vectorized. Row ids
 within one call are unique (partials are grouped by state key), so ``a[ids] += x`` is exact.
 
+Session windows also *absorb* one row into another (a late event bridged two sessions): the
+row's own arrays serve as the partial, as their layout is the partials' layout.
+
 Numeric state reproduces the per-row rules of :class:`~strom.runtime.accumulators.Accumulators`
 exactly (same comparisons, same float expressions in the same order). Aggregations whose state is
 not a fixed-width number (``count_distinct``, sketches, ``min``/``max``/``sum`` over non-numeric
@@ -120,6 +123,10 @@ class Slots:
     def merge(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
         """Fold partial rows ``pos`` into the state of rows ``ids``."""
         raise NotImplementedError
+
+    def absorb(self, ids: IdArray, sources: IdArray) -> None:
+        """Fold the state of rows ``sources`` into rows ``ids`` (ids unique, none a source)."""
+        self.merge(ids, self.arrays, sources, 0)
 
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         raise NotImplementedError
@@ -276,13 +283,16 @@ class PickSlots(Slots):
         q = self._col(partials, "q").to_numpy().astype(np.int64)
         return [t, q, *self.values.read(self._col(partials, "v"))]
 
-    def put(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
+    def put(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int | IdArray) -> None:
         self.order[0][ids] = part[0][pos]
         self.order[1][ids] = partition
         self.order[2][ids] = part[1][pos]
         self.values.put(ids, part[2][pos], part[3][pos])
 
-    def merge(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
+    def merge(
+        self, ids: IdArray, part: list[Array], pos: IdArray, partition: int | IdArray
+    ) -> None:
+        """As :meth:`Slots.merge`; ``partition`` may also be one per row (see :meth:`absorb`)."""
         t1, p1, q1 = (a[ids] for a in self.order)
         t2, q2 = part[0][pos], part[1][pos]
         if self.agg.kind == "first":
@@ -292,7 +302,12 @@ class PickSlots(Slots):
         chosen = ids[take]
         if chosen.size:
             picked = pos[take]
-            self.put(chosen, part, picked, partition)
+            chosen_partition = partition[take] if isinstance(partition, np.ndarray) else partition
+            self.put(chosen, part, picked, chosen_partition)
+
+    def absorb(self, ids: IdArray, sources: IdArray) -> None:
+        part = [self.order[0], self.order[2], self.values.values, self.values.valid]
+        self.merge(ids, part, sources, self.order[1][sources])
 
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         return self.values.series(self.agg.name, ids)
@@ -336,6 +351,11 @@ class ObjectSlots(Slots):
         state, rows, rules = self.arrays[0], part[0], self.rules
         for i, j in zip(ids.tolist(), pos.tolist(), strict=True):
             rules.merge(state[i], rules.from_partial(rows[j], partition))
+
+    def absorb(self, ids: IdArray, sources: IdArray) -> None:
+        state, rules = self.arrays[0], self.rules
+        for i, j in zip(ids.tolist(), sources.tolist(), strict=True):
+            rules.merge(state[i], state[j])
 
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         finalize = self.rules.finalize

@@ -1,9 +1,10 @@
 """Columnar state for keyed windows: dense row ids, per-row flags, key values and slots.
 
 Every held (key, window) is one *row*: an integer id into arrays that grow by doubling. Purged
-rows' ids are reused (a free list). Per row: the window's end, ``emitted`` (a result was sent, so
-the next one is an update), ``dirty`` (changed since its last result), the key columns, and each
-aggregation's :mod:`~strom.runtime.window_slots`. Which row a key has is the caller's business
+rows' ids are reused (a free list). Per row: the window's start (session windows; a time window's
+is ``end - size``) and end, ``emitted`` (a result was sent, so the next one is an update),
+``dirty`` (changed since its last result), the key columns, and each aggregation's
+:mod:`~strom.runtime.window_slots`. Which row a key has is the caller's business
 (a dict per window in :mod:`~strom.runtime.time_windows`); this module does arrays only.
 """
 
@@ -38,6 +39,7 @@ class WindowState:
         self.capacity = capacity
         self.size = 0  # rows ever allocated (ids below this are in use or free)
         self._free: list[IdArray] = []
+        self.start: Array = np.zeros(capacity, np.int64)
         self.end: Array = np.zeros(capacity, np.int64)
         self.emitted: Array = np.zeros(capacity, bool)
         self.dirty: Array = np.zeros(capacity, bool)
@@ -81,6 +83,7 @@ class WindowState:
 
     def _grow(self, capacity: int) -> None:
         self.capacity = capacity
+        self.start = grown(self.start, capacity)
         self.end = grown(self.end, capacity)
         self.emitted = grown(self.emitted, capacity)
         self.dirty = grown(self.dirty, capacity)
@@ -98,13 +101,14 @@ class WindowState:
     def put(
         self,
         ids: IdArray,
-        end: int,
+        end: int | IdArray,
         partials: pl.DataFrame,
         parts: list[list[Array]],
         pos: IdArray,
         partition: int,
     ) -> None:
-        """Rows ``ids`` are new in the window ending at ``end``: keys and state from ``pos``."""
+        """Rows ``ids`` are new in the window ending at ``end`` (one, or one per row): keys and
+        state from ``pos``."""
         self.end[ids] = end
         self.emitted[ids] = False
         self.dirty[ids] = True
@@ -119,14 +123,24 @@ class WindowState:
         for slots, part in zip(self.slots, parts, strict=True):
             slots.merge(ids, part, pos, partition)
 
+    def absorb(self, ids: IdArray, sources: IdArray) -> None:
+        """Fold rows ``sources`` into rows ``ids`` (pairwise; ids unique, none a source): the
+        caller then releases the sources. A row absorbing an emitted row counts as emitted."""
+        self.dirty[ids] = True
+        self.emitted[ids] |= self.emitted[sources]
+        for slots in self.slots:
+            slots.absorb(ids, sources)
+
     # -- results -----------------------------------------------------------------------------
 
-    def results(self, ids: IdArray, size_ms: int) -> pl.DataFrame:
-        """Result rows for ``ids`` (in that order); marks them emitted and clean."""
+    def results(self, ids: IdArray, size_ms: int | None) -> pl.DataFrame:
+        """Result rows for ``ids`` (in that order); marks them emitted and clean. Window starts
+        are ``end - size_ms``, or each row's own start when ``size_ms`` is None (sessions)."""
         schema = self.out_schema
         end = self.end[ids]
+        start = self.start[ids] if size_ms is None else end - size_ms
         columns = [v.series(k, ids) for k, v in zip(self.key_names, self.keys, strict=True)]
-        columns.append(pl.Series("window_start", end - size_ms, dtype=pl.Int64))
+        columns.append(pl.Series("window_start", start, dtype=pl.Int64))
         columns.append(pl.Series("window_end", end, dtype=pl.Int64))
         for slots in self.slots:
             columns.append(slots.output(ids, schema[slots.agg.name]))
@@ -161,8 +175,9 @@ class WindowState:
             "aggs": [slots.dump(ids) for slots in self.slots],
         }
 
-    def load(self, end: int, data: dict[str, Any]) -> IdArray:
-        """New rows in the window ending at ``end`` from :meth:`dump` data; returns their ids."""
+    def load(self, end: int | list[int], data: dict[str, Any]) -> IdArray:
+        """New rows in the window ending at ``end`` (one, or one per row) from :meth:`dump`
+        data; returns their ids."""
         ids = self.allocate(len(data["emitted"]))
         self.end[ids] = end
         self.emitted[ids] = data["emitted"]
