@@ -1,5 +1,6 @@
-"""Window state at scale: tumbling count+sum over millions of distinct keys, and a hopping window
-over few keys with many events each, through the streaming executor.
+"""Window state at scale: tumbling count+sum over millions of distinct keys, session windows over
+millions of keys whose sessions span several batches, and a hopping window over few keys with many
+events each, through the streaming executor.
 
 Each line reports wall and CPU seconds of the run alone (input generation and the reference check
 are excluded) and ``correct``: the results equal a Polars ``group_by`` over the same events.
@@ -20,10 +21,10 @@ import polars as pl
 
 from strom import __version__
 from strom.connectors import MemorySink, MemorySource
-from strom.pipeline import Hopping, Pipeline, Tumbling, WindowSpec, agg
+from strom.pipeline import Hopping, Pipeline, Session, Tumbling, WindowSpec, agg
 from strom.runtime import StreamingExecutor
 
-__all__ = ["hopping_few_keys", "run", "tumbling_distinct_keys"]
+__all__ = ["hopping_few_keys", "run", "session_distinct_keys", "tumbling_distinct_keys"]
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -100,6 +101,29 @@ def tumbling_distinct_keys(keys: int, batch_rows: int = 1_000_000) -> dict[str, 
     return _line("window_state.tumbling_distinct_keys", params, keys, wall, cpu, correct)
 
 
+def session_distinct_keys(keys: int, per_key: int = 3) -> dict[str, Any]:
+    """``keys`` keys with ``per_key`` events 1 s apart in 5 s-gap sessions; one batch per second
+    of event time, so every session grows over ``per_key`` batches before it closes."""
+    gap = 5_000
+    k = pl.int_range(keys, dtype=pl.Int64, eager=True)
+    frame = pl.concat(
+        [pl.DataFrame({"k": k, "ts": pl.repeat(j * 1_000, keys, eager=True), "v": k % 7 + j})
+         for j in range(per_key)]
+    )  # fmt: skip
+    results, wall, cpu = _run(frame, keys, Session(gap))
+    expected = frame.group_by("k").agg(
+        pl.lit(0, pl.Int64).alias("window_start"),
+        pl.len().cast(pl.Int64).alias("count"),
+        pl.col("v").sum().alias("sum_v"),
+    )
+    ends_right = results.height == 0 or bool(
+        (results["window_end"] == (per_key - 1) * 1_000 + gap).all()
+    )
+    correct = ends_right and _check(results, expected)
+    params = {"window": "session 5s", "aggs": "count,sum", "keys": keys, "batch": keys}
+    return _line("window_state.session_distinct_keys", params, frame.height, wall, cpu, correct)
+
+
 def hopping_few_keys(events: int, keys: int = 100, batch_rows: int = 100_000) -> dict[str, Any]:
     """``keys`` keys, 100 events per millisecond, 10 s windows every 2 s (5 windows per event)."""
     i = pl.int_range(events, dtype=pl.Int64, eager=True)
@@ -114,6 +138,8 @@ def run(quick: bool, emit: Emit) -> None:
     """Run the suite; ``emit`` receives one JSON-able result dict per measurement."""
     for keys in (1_000_000,) if quick else (1_000_000, 10_000_000):
         emit(tumbling_distinct_keys(keys))
+    for keys in (1_000_000,) if quick else (1_000_000, 5_000_000):
+        emit(session_distinct_keys(keys))
     emit(hopping_few_keys(2_000_000 if quick else 10_000_000))
 
 
