@@ -164,17 +164,7 @@ def reference(s: Scenario, dropped: set[tuple[int, int]]) -> pl.DataFrame:
                sum(v) AS sum_v, min(v) AS min_v, max(v) AS max_v, avg(v) AS mean_v
         FROM kept GROUP BY k, ws ORDER BY window_end, window_start, k
     """
-    return pl.from_arrow(con.sql(sql).to_arrow_table()).cast(  # type: ignore[union-attr]
-        {
-            "window_start": pl.Int64,
-            "window_end": pl.Int64,
-            "count": pl.Int64,
-            "sum_v": pl.Int64,
-            "min_v": pl.Int64,
-            "max_v": pl.Int64,
-            "mean_v": pl.Float64,
-        }
-    )
+    return pl.from_arrow(con.sql(sql).to_arrow_table()).cast(_RESULT_TYPES)  # type: ignore[union-attr]
 
 
 _RESULT_TYPES = {

@@ -26,7 +26,7 @@ import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
-from strom.runtime.accumulators import PART, SEQ, TS
+from strom.runtime.accumulators import SEQ, TS
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.window_base import WindowOperatorBase
 from strom.runtime.window_slots import IdArray
@@ -58,12 +58,8 @@ class TimeWindowOperator(WindowOperatorBase):
         self.state = None
         if schema is not None:
             assert self._out_schema is not None
-            columns = pl.LazyFrame(schema=schema).with_columns(
-                pl.lit(0, pl.Int64).alias(c) for c in (TS, SEQ, PART)
-            )
-            partial_columns = columns.select(self._partial_exprs).collect_schema().names()
-            self.state = WindowState(
-                self.keys, self.node.aggs, schema, partial_columns, self._out_schema
+            self.state = WindowState.for_batches(
+                self.keys, self.node.aggs, schema, self._partial_exprs, self._out_schema
             )
 
     def _process(self, partition: int, batch: pl.DataFrame) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import polars as pl
 
 from strom.pipeline.agg import Agg
+from strom.runtime.accumulators import PART, SEQ, TS
 from strom.runtime.window_slots import Array, IdArray, Slots, Values, grown, make_slots
 
 _POW10 = np.array([10**i for i in range(20)], dtype=np.uint64)
@@ -50,6 +51,23 @@ class WindowState:
         self._int_keys = all(
             v.numeric and v.dtype.is_integer() and v.dtype != pl.UInt64 for v in self.keys
         )
+
+    @classmethod
+    def for_batches(
+        cls,
+        keys: Sequence[str],
+        aggs: Sequence[Agg],
+        input_schema: pl.Schema,
+        partial_exprs: Sequence[pl.Expr],
+        out_schema: pl.Schema,
+    ) -> WindowState:
+        """State for a window operator's batches: ``input_schema`` plus the runtime's event
+        time, sequence and partition columns, pre-aggregated by ``partial_exprs``."""
+        columns = pl.LazyFrame(schema=input_schema).with_columns(
+            pl.lit(0, pl.Int64).alias(c) for c in (TS, SEQ, PART)
+        )
+        partial_columns = columns.select(partial_exprs).collect_schema().names()
+        return cls(keys, aggs, input_schema, partial_columns, out_schema)
 
     # -- rows --------------------------------------------------------------------------------
 
