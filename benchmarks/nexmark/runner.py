@@ -64,7 +64,7 @@ class SuiteParams:
 
 # a quick run compares the peers on one stateless and one windowed query only
 QUICK = SuiteParams(
-    events=500_000, timeout_s=60.0, peer_budget_s=180.0, peer_queries=("q1", "q5"), runs=3
+    events=500_000, timeout_s=60.0, peer_budget_s=180.0, peer_queries=("q1", "q5"), runs=5
 )
 FULL = SuiteParams(events=10_000_000)
 
