@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -82,17 +82,7 @@ def run(
     ``peers=False`` runs strom alone.
     """
     base = QUICK if quick else FULL
-    params = SuiteParams(
-        events=max(1_000, int(base.events * scale)),
-        partitions=base.partitions,
-        rate=base.rate,
-        seed=base.seed,
-        batch_records=base.batch_records,
-        timeout_s=base.timeout_s,
-        peer_budget_s=base.peer_budget_s,
-        peer_queries=base.peer_queries,
-        runs=base.runs,
-    )
+    params = replace(base, events=max(1_000, int(base.events * scale)))
     run_suite(params, emit, tuple(queries), with_peers=peers)
 
 

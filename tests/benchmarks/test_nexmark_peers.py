@@ -15,6 +15,7 @@ from typing import Any
 
 import polars as pl
 import pytest
+from benchmarks.nexmark.load import TOPICS
 from benchmarks.nexmark.peers import Peer, available_peers, per_core_ratio
 from benchmarks.nexmark.peers._child import run_child
 from benchmarks.systems import RunningBroker, start_strom
@@ -24,7 +25,6 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 SLOW = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 START_MS = 1_700_000_000_000
-TOPICS = {"person": "nexmark-person", "auction": "nexmark-auction", "bid": "nexmark-bid"}
 
 
 def _events() -> dict[str, list[dict[str, Any]]]:

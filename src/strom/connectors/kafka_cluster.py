@@ -314,17 +314,12 @@ class Cluster:
             "topics": [{"name": self.topic, "partition_indexes": partitions}],
             "require_stable": False,
         }
-        answer = self._coordinator_call(group_id, "OffsetFetch", body, "read committed offsets")
-        out: dict[int, int] = {}
-        for topic in answer["topics"]:
-            for part in topic["partitions"]:
-                if part["error_code"]:
-                    raise KafkaConnectorError(
-                        f"cannot read committed offsets of {self.topic!r}: partition "
-                        f"{part['partition_index']} error {part['error_code']}"
-                    )
-                out[part["partition_index"]] = part["committed_offset"]
-        return out
+        action = "read committed offsets"
+        answer = self._coordinator_call(group_id, "OffsetFetch", body, action)
+        return {
+            part["partition_index"]: part["committed_offset"]
+            for part in self._partitions(answer, action)
+        }
 
     def commit(self, group_id: str, offsets: Mapping[int, int]) -> None:
         """Commit ``offsets`` (partition: next offset) as a group without members does."""
@@ -345,13 +340,18 @@ class Cluster:
             ],
         }
         answer = self._coordinator_call(group_id, "OffsetCommit", body, "commit offsets")
-        for topic in answer["topics"]:
-            for part in topic["partitions"]:
-                if part["error_code"]:
-                    raise KafkaConnectorError(
-                        f"cannot commit offsets of {self.topic!r}: partition "
-                        f"{part['partition_index']} error {part['error_code']}"
-                    )
+        self._partitions(answer, "commit offsets")
+
+    def _partitions(self, answer: dict[str, Any], action: str) -> list[dict[str, Any]]:
+        """Every partition of an offsets answer; an error on any raises, naming ``action``."""
+        parts = [part for topic in answer["topics"] for part in topic["partitions"]]
+        for part in parts:
+            if part["error_code"]:
+                raise KafkaConnectorError(
+                    f"cannot {action} of {self.topic!r}: partition "
+                    f"{part['partition_index']} error {part['error_code']}"
+                )
+        return parts
 
     def _coordinator_call(
         self, group_id: str, name: str, body: dict[str, Any], what: str

