@@ -30,7 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from benchmarks.nexmark.generator import BID_SCHEMA
 from benchmarks.systems import start_strom
 from strom.connectors import KafkaSource
-from strom.connectors.kafka import KafkaClient
+from strom.connectors.kafka.source import KafkaClient
 from strom.pipeline import END_OF_PARTITION
 
 __all__ = ["BID_SCHEMA", "PROJECTED_SCHEMA", "run"]
@@ -100,7 +100,7 @@ def cold_start() -> dict[str, Any]:
     (each in a fresh interpreter)."""
     code = (
         "import time; t0 = time.perf_counter(); "
-        "from strom.connectors.json_columns import warm_up; t1 = time.perf_counter(); "
+        "from strom.connectors.kafka.native_json import warm_up; t1 = time.perf_counter(); "
         "warm_up(); print(t1 - t0, time.perf_counter() - t1)"
     )
     out: dict[str, Any] = {"benchmark": "source_fetch_cold_start", "system": "strom kernel"}
@@ -122,7 +122,7 @@ def run(quick: bool, emit: Callable[[dict[str, Any]], None]) -> None:
     n = 200_000 if quick else 2_000_000
     expected = _bids(n)
     emit(cold_start())
-    from strom.connectors.json_columns import warm_up
+    from strom.connectors.kafka.native_json import warm_up
 
     warm_up()  # the kernels' compile (or cache load) is not part of the read
     with start_strom("never") as broker:

@@ -35,7 +35,7 @@ def warm_up() -> float:
     this engine has them, before the clock starts; returns the CPU seconds it took."""
     cpu0 = _cpu_s()
     try:
-        from strom.connectors.json_columns import warm_up as warm_kernel
+        from strom.connectors.kafka.native_json import warm_up as warm_kernel
     except ImportError:
         return 0.0
     warm_kernel()

@@ -23,8 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from strom.broker.protocol.codec import Reader, codec_for
-from strom.broker.protocol.records import Record, batch_crc_ok, decode_batch, iter_batches
+from strom.kafka.protocol.codec import Reader, codec_for
+from strom.kafka.protocol.records import Record, batch_crc_ok, decode_batch, iter_batches
 
 __all__ = [
     "BrokerProcess",

@@ -1,7 +1,7 @@
 """Bad input over raw sockets: every malformed or invalid request gets Kafka's answer.
 
 Requests are built with strom's own codec (``broker_proc.request_frame``) and record batches with
-``strom.broker.protocol.records.build_batch``, then broken on purpose. Kafka's rules: a request
+``strom.kafka.protocol.records.build_batch``, then broken on purpose. Kafka's rules: a request
 that cannot be parsed, or names an unknown API or an unsupported version, closes the connection
 (except ApiVersions, which answers KIP-511's v0 UNSUPPORTED_VERSION); a request that parses but
 asks for something invalid gets an error code in its response.
@@ -38,8 +38,8 @@ from broker_proc import (
 
 from strom.broker import Broker
 from strom.broker.log import FlushPolicy, LogConfig
-from strom.broker.protocol.errors import ErrorCode
-from strom.broker.protocol.records import Record, build_batch
+from strom.kafka.protocol.errors import ErrorCode
+from strom.kafka.protocol.records import Record, build_batch
 
 MAX_REQUEST = 256 * 1024
 SENTINEL = "sentinel"

@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from strom.broker import Broker
 from strom.broker.log import FlushPolicy, LogConfig
-from strom.broker.protocol.records import (
+from strom.kafka.protocol.records import (
     Record,
     batch_crc_ok,
     build_batch,

@@ -46,10 +46,10 @@ from hypothesis import strategies as st
 from strom.broker import Broker
 from strom.broker.handlers import load_handlers
 from strom.broker.handlers.base import REGISTRY
-from strom.broker.protocol.codec import DecodeError, codec_for, snake
-from strom.broker.protocol.framing import parse_request_header
-from strom.broker.protocol.records import Record, build_batch
-from strom.broker.protocol.spec import FieldSpec, load
+from strom.kafka.protocol.codec import DecodeError, codec_for, snake
+from strom.kafka.protocol.framing import parse_request_header
+from strom.kafka.protocol.records import Record, build_batch
+from strom.kafka.protocol.spec import FieldSpec, load
 
 load_handlers()
 CASES = sorted(

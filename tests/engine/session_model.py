@@ -1,5 +1,5 @@
 """The per-session reference model of session windows: strom's first session operator, kept as
-the oracle the columnar one (:mod:`strom.runtime.sessions`) is compared with.
+the oracle the columnar one (:mod:`strom.runtime.windows.sessions`) is compared with.
 
 State (plain data): ``sessions`` maps a key tuple to its disjoint sessions sorted by start, each
 ``[start, end, accumulator, emitted, dirty]``. A batch is first cut into per-key mini-sessions by
@@ -24,10 +24,10 @@ import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Session
-from strom.runtime.accumulators import SEQ, TS
-from strom.runtime.sessions import MINI, cut_sessions
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.window_base import WindowOperatorBase
+from strom.runtime.windows.accumulators import SEQ, TS
+from strom.runtime.windows.base import WindowOperatorBase
+from strom.runtime.windows.sessions import MINI, cut_sessions
 
 
 class ReferenceSessionOperator(WindowOperatorBase):

@@ -21,7 +21,7 @@ from session_model import ReferenceSessionOperator
 from strom.connectors import MemorySink, MemorySource
 from strom.pipeline import Pipeline, Session, agg
 from strom.runtime import StreamingExecutor, executor, run_streaming
-from strom.runtime.sessions import session_groups
+from strom.runtime.windows.sessions import session_groups
 
 AGGS = (
     agg.count(),

@@ -22,7 +22,7 @@ from strom.connectors import MemorySink, MemorySource
 from strom.pipeline import Hopping, Pipeline, Tumbling, agg
 from strom.pipeline.plan import EmitMode
 from strom.runtime import StreamingExecutor
-from strom.runtime.time_windows import TimeWindowOperator
+from strom.runtime.windows.time_windows import TimeWindowOperator
 
 WINDOW_MS = 60_000
 BATCH = 1_000_000

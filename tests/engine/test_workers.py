@@ -20,11 +20,11 @@ from polars.testing import assert_frame_equal
 from strom.bounded import run_bounded
 from strom.broker import Broker
 from strom.connectors import MemorySink, MemorySource
-from strom.connectors.kafka_batch import HEADERS_DTYPE
+from strom.connectors.kafka.batch import HEADERS_DTYPE
 from strom.pipeline import Pipeline, ProcessContext, ProcessFunction, Tumbling, agg
 from strom.pipeline.io import END_OF_PARTITION
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, latest
-from strom.runtime.repartition import (
+from strom.runtime.distributed.repartition import (
     Progress,
     RepartitionPartition,
     RepartitionSource,
@@ -33,7 +33,7 @@ from strom.runtime.repartition import (
     merge_writers,
     route,
 )
-from strom.runtime.workers import Worker, WorkerConfig, owned
+from strom.runtime.distributed.workers import Worker, WorkerConfig, owned
 
 SETTINGS = settings(
     max_examples=6,

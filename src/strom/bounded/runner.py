@@ -49,13 +49,13 @@ from strom.pipeline.plan import (
 from strom.pipeline.stream import Pipeline
 from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Session, assign_windows_lazy, event_time_ms
-from strom.runtime import sketches
-from strom.runtime.accumulators import PART, SEQ, TS, output_schema
 from strom.runtime.interval_join import LEFT_TS, RIGHT_TS, join_frames
 from strom.runtime.keyed_process import KeyedProcessCore
 from strom.runtime.lookup import join_found, right_side, value_schema
 from strom.runtime.operators import apply_transform, rows_to_frame
-from strom.runtime.sessions import MINI, cut_sessions
+from strom.runtime.windows import sketches
+from strom.runtime.windows.accumulators import PART, SEQ, TS, output_schema
+from strom.runtime.windows.sessions import MINI, cut_sessions
 
 Partitions = list[tuple[int, pl.LazyFrame]]
 

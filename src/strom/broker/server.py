@@ -9,8 +9,8 @@ from typing import IO, TYPE_CHECKING, cast
 
 from strom.broker.handlers.dispatch import Close, dispatch
 from strom.broker.log.fileio import pread_all
-from strom.broker.protocol.codec import FileRegion
-from strom.broker.protocol.framing import FrameTooLarge, frame_size
+from strom.kafka.protocol.codec import FileRegion
+from strom.kafka.protocol.framing import FrameTooLarge, frame_size
 
 if TYPE_CHECKING:
     from strom.broker.state import BrokerState

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,30 @@ __all__ = ["bench"]
 Line = dict[str, Any]
 
 
+def _checkout() -> Path | None:
+    """The strom checkout holding ``benchmarks/`` (not part of the wheel): the working
+    directory, else the source tree strom runs from (an editable install)."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[3]):
+        if (root / "benchmarks" / "__init__.py").is_file():
+            return root
+    return None
+
+
 def _load(module: str) -> Any:
+    """Import a benchmark module from the checkout; its worker processes (``python -m
+    benchmarks...``) find it too, through ``PYTHONPATH``."""
+    root = _checkout()
+    if root is not None and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+        path = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = str(root) + (os.pathsep + path if path else "")
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         raise click.ClickException(
-            f"the benchmark suite is not importable ({exc}); run from a strom checkout "
-            "with pip install 'strom[bench]'"
+            f"the benchmark suite is not importable ({exc}): it ships in strom's source "
+            "repository, not in the package; run strom bench from a checkout, with "
+            "pip install -e '.[bench]'"
         ) from exc
 
 

@@ -11,9 +11,9 @@ bounded runner computes, with per-operator metrics. Otherwise it streams until S
 emitted (there are no checkpoints yet, so nothing is committed either), and the metrics print.
 
 ``--workers N`` (N > 1) starts N worker processes (:mod:`strom.cli.supervisor`), each running
-``--worker-index i`` of the same file (:mod:`strom.runtime.workers`): worker ``i`` reads the
-partitions ``p % N == i`` of every source, and every keyed operator reads its keys from a
-repartition topic ``<app-id>-repartition-<n>`` on the Kafka cluster, so the results equal one
+``--worker-index i`` of the same file (:mod:`strom.runtime.distributed.workers`): worker
+``i`` reads the partitions ``p % N == i`` of every source, and every keyed operator reads its keys
+from a repartition topic ``<app-id>-repartition-<n>`` on the Kafka cluster, so the results equal one
 process's. ``--worker-index`` runs one worker alone: start one per machine, with the same
 ``--workers``, ``--app-id`` and ``--run-id``, to spread a pipeline over machines.
 """
@@ -39,7 +39,7 @@ from strom.cli.supervisor import supervise
 from strom.connectors import KafkaSource
 from strom.pipeline import Pipeline, Plan, PlanError
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, OperatorMetrics, StreamingExecutor
-from strom.runtime.workers import Worker, WorkerConfig, create_repartition_topics
+from strom.runtime.distributed.workers import Worker, WorkerConfig, create_repartition_topics
 
 __all__ = ["run"]
 

@@ -11,17 +11,17 @@ from strom.connectors.console import ConsoleSink
 from strom.connectors.deadletter import DEAD_LETTER_SCHEMA
 from strom.connectors.files import FileFormat, FileSink, FileSource
 from strom.connectors.generator import GeneratorSource
-from strom.connectors.kafka import KafkaSource, KafkaSourceMetrics
-from strom.connectors.kafka_client import KafkaConnectorError
-from strom.connectors.kafka_sink import KafkaSink
+from strom.connectors.kafka.common import KafkaConnectorError
+from strom.connectors.kafka.sink import KafkaSink
+from strom.connectors.kafka.source import KafkaSource, KafkaSourceMetrics
 from strom.connectors.memory import MemorySink, MemorySource
-from strom.connectors.sql import SQLiteSink
-from strom.connectors.sql_lookup import SQLiteTable
+from strom.connectors.sql.sqlite_lookup import SQLiteTable
+from strom.connectors.sql.sqlite_sink import SQLiteSink
 
 if TYPE_CHECKING:
-    from strom.connectors.postgres import PostgresConnectionError
-    from strom.connectors.postgres_lookup import PostgresTable
-    from strom.connectors.postgres_sink import PostgresSink
+    from strom.connectors.sql.postgres import PostgresConnectionError
+    from strom.connectors.sql.postgres_lookup import PostgresTable
+    from strom.connectors.sql.postgres_sink import PostgresSink
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
@@ -44,9 +44,9 @@ __all__ = [
 ]
 
 _POSTGRES = {
-    "PostgresConnectionError": "strom.connectors.postgres",
-    "PostgresSink": "strom.connectors.postgres_sink",
-    "PostgresTable": "strom.connectors.postgres_lookup",
+    "PostgresConnectionError": "strom.connectors.sql.postgres",
+    "PostgresSink": "strom.connectors.sql.postgres_sink",
+    "PostgresTable": "strom.connectors.sql.postgres_lookup",
 }
 
 

@@ -104,7 +104,7 @@ def run_demo(
 def _warm_up_kernels(console: Console) -> None:
     """Load (on the first run after an install: compile) the Kafka source's numba kernels
     before the pipeline starts, saying so, rather than stalling its first poll silently."""
-    from strom.connectors.json_columns import warm_up
+    from strom.connectors.kafka.native_json import warm_up
 
     started = time.perf_counter()
     with console.status("loading strom's compiled Kafka kernels (the first run compiles them)"):

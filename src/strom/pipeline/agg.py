@@ -14,7 +14,7 @@ Semantics (identical in every executor):
   they may differ from the bounded runner's in the last bits.
 - ``count_distinct`` counts distinct non-null values exactly (state: the set of values).
 - ``approx_count_distinct`` and ``approx_quantile`` are mergeable sketches with documented error
-  (see ``strom.runtime.sketches``); both executors give identical results.
+  (see ``strom.runtime.windows.sketches``); both executors give identical results.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ bounded source has ended, the watermark reaches its maximum and every window fir
 
 A partition reader may define ``watermark() -> int | None``: its event-time progress, used instead
 of the batch's largest event time (a repartition topic's rows interleave several writers, whose
-progress records say how far each has got; see :mod:`strom.runtime.repartition`).
+progress records say how far each has got; see :mod:`strom.runtime.distributed.repartition`).
 """
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ from strom.runtime.operators import (
     TransformOperator,
 )
 from strom.runtime.process_operator import ProcessOperator
-from strom.runtime.sessions import SessionOperator
-from strom.runtime.time_windows import TimeWindowOperator
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.window_base import WindowOperatorBase
+from strom.runtime.windows.base import WindowOperatorBase
+from strom.runtime.windows.sessions import SessionOperator
+from strom.runtime.windows.time_windows import TimeWindowOperator
 
 Clock = Callable[[], float]
 

@@ -16,10 +16,10 @@ import polars as pl
 
 from strom.pipeline.plan import ProcessNode
 from strom.pipeline.windows import event_time_ms
-from strom.runtime.accumulators import TS
 from strom.runtime.keyed_process import KeyedProcessCore
 from strom.runtime.operators import Operator, rows_to_frame
 from strom.runtime.watermarks import MAX_WATERMARK, WatermarkTracker
+from strom.runtime.windows.accumulators import TS
 
 
 class ProcessOperator(Operator):

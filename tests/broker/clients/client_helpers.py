@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from strom.broker import Broker
-from strom.broker.protocol.records import iter_batches
+from strom.kafka.protocol.records import iter_batches
 
 T = TypeVar("T")
 

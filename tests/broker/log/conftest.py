@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from strom.broker.protocol.records import Record, build_batch
+from strom.kafka.protocol.records import Record, build_batch
 
 MakeBatch = Callable[..., bytes]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from strom.broker.log import FlushPolicy, LogConfig, LogStorageError, PartitionLog
-from strom.broker.protocol.records import Record, decode_records
+from strom.kafka.protocol.records import Record, decode_records
 
 MakeBatch = Callable[..., bytes]
 

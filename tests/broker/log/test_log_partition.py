@@ -16,7 +16,7 @@ from strom.broker.log import (
     PartitionLog,
     RecordTooLargeError,
 )
-from strom.broker.protocol.records import (
+from strom.kafka.protocol.records import (
     CorruptRecordError,
     Record,
     build_batch,

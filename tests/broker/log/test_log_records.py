@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strom.broker.protocol import compression
-from strom.broker.protocol.records import (
+from strom.kafka.protocol import compression
+from strom.kafka.protocol.records import (
     HEADER_SIZE,
     CorruptRecordError,
     Record,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from strom.broker.log import FlushPolicy, LogConfig, PartitionLog
-from strom.broker.protocol.records import Record, decode_records, iter_batches
+from strom.kafka.protocol.records import Record, decode_records, iter_batches
 
 MakeBatch = Callable[..., bytes]
 CONFIG = LogConfig(segment_bytes=2000, index_interval_bytes=0, flush=FlushPolicy.parse("never"))
@@ -146,7 +146,7 @@ _WRITER = textwrap.dedent(
     import sys
     from pathlib import Path
     from strom.broker.log import FlushPolicy, LogConfig, PartitionLog
-    from strom.broker.protocol.records import Record, build_batch
+    from strom.kafka.protocol.records import Record, build_batch
 
     config = LogConfig(segment_bytes=20_000, index_interval_bytes=500,
                        flush=FlushPolicy.parse("always"))

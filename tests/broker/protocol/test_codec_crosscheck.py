@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from strom.broker.handlers import load_handlers
 from strom.broker.handlers.base import REGISTRY
-from strom.broker.protocol.codec import codec_for, snake
-from strom.broker.protocol.spec import FieldSpec, load
+from strom.kafka.protocol.codec import codec_for, snake
+from strom.kafka.protocol.spec import FieldSpec, load
 
 _INT_RANGES = {
     "int8": (-(1 << 7), (1 << 7) - 1),

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from strom.broker.handlers import load_handlers
 from strom.broker.handlers.base import REGISTRY
-from strom.broker.protocol.codec import DecodeError, codec_for
+from strom.kafka.protocol.codec import DecodeError, codec_for
 
 
 def _request_cases() -> list[tuple[str, int]]:

@@ -16,16 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strom.broker import Broker
-from strom.broker.protocol.records import (
+from strom.connectors import KafkaConnectorError, KafkaSource, MemorySink
+from strom.connectors.kafka.native_records import decode_fetched
+from strom.connectors.kafka.native_wire import APIS, negotiate
+from strom.kafka.protocol.records import (
     CorruptRecordError,
     Record,
     build_batch,
     build_control_batch,
     decode_records,
 )
-from strom.connectors import KafkaConnectorError, KafkaSource, MemorySink
-from strom.connectors.kafka_columns import decode_fetched
-from strom.connectors.kafka_wire import APIS, negotiate
 from strom.pipeline import END_OF_PARTITION, Pipeline
 from strom.runtime import StreamingExecutor
 
@@ -140,7 +140,7 @@ def test_kernel_never_crashes_on_garbage(data: st.DataObject) -> None:
 
 
 def test_fetch_size_holds_about_one_micro_batch() -> None:
-    from strom.connectors.kafka_native import fetch_size
+    from strom.connectors.kafka.native_fetch import fetch_size
 
     assert fetch_size(1 << 20, 50 << 20, 10_000, 3_000_000, 20_000) == 1_500_000
     assert fetch_size(1 << 20, 50 << 20, 10_000, 3_000, 2_000) == 1 << 20  # small records
@@ -474,7 +474,7 @@ def _flat_values(draw: st.DrawFn) -> bytes:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values=st.lists(_flat_values(), min_size=1, max_size=6))
 def test_flat_json_fast_path_equals_polars_whenever_it_answers(values: list[bytes]) -> None:
-    from strom.connectors.json_columns import FlatJsonSchema, parse_flat
+    from strom.connectors.kafka.native_json import FlatJsonSchema, parse_flat
 
     flat = FlatJsonSchema.of(FLAT_SCHEMA)
     assert flat is not None
@@ -488,7 +488,7 @@ def test_flat_json_fast_path_equals_polars_whenever_it_answers(values: list[byte
 
 
 def test_flat_json_fast_path_takes_plain_values_and_declines_the_rest() -> None:
-    from strom.connectors.json_columns import FlatJsonSchema, parse_flat
+    from strom.connectors.kafka.native_json import FlatJsonSchema, parse_flat
 
     flat = FlatJsonSchema.of(FLAT_SCHEMA)
     assert flat is not None and FlatJsonSchema.of(pl.Schema({"d": pl.Date()})) is None
@@ -524,7 +524,7 @@ def test_flat_json_strings_end_the_fast_path_at_any_position(stopper: str) -> No
     """A byte the word-at-a-time scan must stop at, at every position of strings of every
     length around the word size: the fast path declines the chunk or equals Polars; the same
     strings without it parse exactly."""
-    from strom.connectors.json_columns import FlatJsonSchema, parse_flat
+    from strom.connectors.kafka.native_json import FlatJsonSchema, parse_flat
 
     flat = FlatJsonSchema.of(FLAT_SCHEMA)
     assert flat is not None
@@ -551,7 +551,7 @@ def test_flat_json_strings_end_the_fast_path_at_any_position(stopper: str) -> No
 def test_flat_json_parses_in_halves_when_string_scratch_would_be_large(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from strom.connectors import json_columns
+    from strom.connectors.kafka import native_json as json_columns
 
     flat = json_columns.FlatJsonSchema.of(FLAT_SCHEMA)
     assert flat is not None

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from strom.connectors import PostgresSink, PostgresTable
-from strom.connectors.postgres import (
+from strom.connectors.sql.postgres import (
     copy_chunks,
     polars_type,
     postgres_type,

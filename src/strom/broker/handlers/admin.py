@@ -8,7 +8,7 @@ from typing import Any
 from strom.broker.handlers.base import Body, Context, api
 from strom.broker.handlers.topics import topic_by_id
 from strom.broker.log import InvalidConfigError, InvalidTopicError, LogError, TopicExistsError
-from strom.broker.protocol.errors import ErrorCode
+from strom.kafka.protocol.errors import ErrorCode
 
 log = logging.getLogger("strom.broker")
 

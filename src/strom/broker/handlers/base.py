@@ -1,7 +1,7 @@
 """The handler registry: one entry per Kafka API that strom implements.
 
 A handler is an async function from a decoded request body (a dict, see
-:mod:`strom.broker.protocol.codec`) to a response body dict, or ``None`` when Kafka sends no
+:mod:`strom.kafka.protocol.codec`) to a response body dict, or ``None`` when Kafka sends no
 response (produce with ``acks=0``). Only what is registered here is advertised by ApiVersions,
 because clients change behaviour on what a broker advertises.
 """
@@ -12,8 +12,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from strom.broker.protocol.codec import versions_of
-from strom.broker.protocol.framing import RequestHeader
+from strom.kafka.protocol.codec import versions_of
+from strom.kafka.protocol.framing import RequestHeader
 
 if TYPE_CHECKING:
     from strom.broker.state import BrokerState

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from strom.broker.handlers.base import REGISTRY, Context
-from strom.broker.protocol.codec import DecodeError, EncodeError, Part, codec_for
-from strom.broker.protocol.errors import ErrorCode
-from strom.broker.protocol.framing import (
+from strom.kafka.protocol.codec import DecodeError, EncodeError, Part, codec_for
+from strom.kafka.protocol.errors import ErrorCode
+from strom.kafka.protocol.framing import (
     API_VERSIONS_KEY,
     RequestHeader,
     encode_response,

@@ -13,9 +13,9 @@ from typing import Any
 from strom.broker.handlers.base import Body, Context, api
 from strom.broker.handlers.topics import topic_by_id
 from strom.broker.log import OffsetOutOfRangeError
-from strom.broker.protocol.codec import FileRegion
-from strom.broker.protocol.errors import ErrorCode
 from strom.broker.state import BrokerState
+from strom.kafka.protocol.codec import FileRegion
+from strom.kafka.protocol.errors import ErrorCode
 
 
 def _error(index: int, code: ErrorCode, hw: int = -1, start: int = -1) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from strom.broker.handlers.base import Body, Context, api
-from strom.broker.protocol.errors import ErrorCode
+from strom.kafka.protocol.errors import ErrorCode
 
 _GROUP_KEY_TYPE = 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from strom.broker.handlers.base import Body, Context, api
-from strom.broker.protocol.errors import ErrorCode
+from strom.kafka.protocol.errors import ErrorCode
 
 EARLIEST = -2
 LATEST = -1

@@ -7,7 +7,7 @@ from typing import Any
 from strom.broker.handlers.base import Body, Context, api
 from strom.broker.handlers.topics import ensure_topic, topic_by_id
 from strom.broker.log import TopicInfo
-from strom.broker.protocol.errors import ErrorCode
+from strom.kafka.protocol.errors import ErrorCode
 
 _NO_ID = b"\x00" * 16
 

@@ -8,14 +8,14 @@ from typing import Any
 from strom.broker.handlers.base import Body, Context, api
 from strom.broker.handlers.topics import ensure_topic
 from strom.broker.log import LogStorageError, RecordTooLargeError
-from strom.broker.protocol.errors import ErrorCode
-from strom.broker.protocol.records import (
+from strom.broker.state import BrokerState, now_ms
+from strom.kafka.protocol.errors import ErrorCode
+from strom.kafka.protocol.records import (
     BatchHeader,
     CorruptRecordError,
     UnsupportedMagicError,
     validate_produce_records,
 )
-from strom.broker.state import BrokerState, now_ms
 
 log = logging.getLogger("strom.broker")
 

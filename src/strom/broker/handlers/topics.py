@@ -11,8 +11,8 @@ from strom.broker.log import (
     TopicInfo,
     validate_topic_name,
 )
-from strom.broker.protocol.errors import ErrorCode
 from strom.broker.state import BrokerState
+from strom.kafka.protocol.errors import ErrorCode
 
 __all__ = ["ensure_topic", "topic_by_id"]
 

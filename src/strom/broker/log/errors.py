@@ -1,6 +1,6 @@
 """Errors of the log layer. Each maps to one Kafka error code (noted per class) in the handlers.
 
-Invalid record data is reported by :mod:`strom.broker.protocol.records` itself
+Invalid record data is reported by :mod:`strom.kafka.protocol.records` itself
 (``CorruptRecordError``, ``UnsupportedMagicError``); the log re-raises those unchanged.
 """
 

@@ -27,7 +27,7 @@ from strom.broker.log.errors import LogStorageError, OffsetOutOfRangeError, Reco
 from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all
 from strom.broker.log.retention import SegmentStats, segments_to_delete
 from strom.broker.log.segment import Segment, scan_batches
-from strom.broker.protocol.records import (
+from strom.kafka.protocol.records import (
     BatchHeader,
     RecordError,
     assign_offsets,

@@ -24,7 +24,7 @@ import crc32c
 
 from strom.broker.log.fileio import DeferredCloser, pread_all, pwrite_all
 from strom.broker.log.index import OffsetIndex, TimeIndex
-from strom.broker.protocol.records import HEADER_SIZE, BatchHeader, parse_header
+from strom.kafka.protocol.records import HEADER_SIZE, BatchHeader, parse_header
 
 __all__ = ["Segment", "scan_batches", "segment_name"]
 

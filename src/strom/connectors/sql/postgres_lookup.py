@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from strom.connectors.postgres import (
+from strom.connectors.sql.postgres import (
     INSTALL_HINT,
     PostgresConnectionError,
     connect,
@@ -17,12 +17,12 @@ from strom.connectors.postgres import (
     qualified,
     select_expression,
 )
-from strom.connectors.sql import quote
-from strom.connectors.sql_lookup import KeyedTable
+from strom.connectors.sql.sqlite_lookup import KeyedTable
+from strom.connectors.sql.sqlite_sink import quote
 
 try:
     import psycopg
-except ImportError as exc:  # pragma: no cover - strom.connectors.postgres raised already
+except ImportError as exc:  # pragma: no cover - strom.connectors.sql.postgres raised already
     raise ImportError(INSTALL_HINT, name=exc.name) from exc
 
 __all__ = ["PostgresTable"]
@@ -47,13 +47,13 @@ class PostgresTable(KeyedTable):
     :meth:`lookup` runs **one** query per call, whatever the number of keys:
     ``SELECT ... FROM table WHERE key = ANY(%s)`` with the keys as one array parameter, cast to
     the key column's type. Column types follow
-    :func:`~strom.connectors.postgres.polars_type`; the table's columns and types are read
+    :func:`~strom.connectors.sql.postgres.polars_type`; the table's columns and types are read
     once, at the first call that finds the table. If ``key`` is not unique in the table, the
     join uses the first row PostgreSQL returns.
 
     The table holds one autocommit connection, opened at the first call and opened again
     (once per call) if it was lost; a server that cannot be reached raises
-    :class:`~strom.connectors.postgres.PostgresConnectionError` naming host, port and
+    :class:`~strom.connectors.sql.postgres.PostgresConnectionError` naming host, port and
     database. :meth:`close` (or ``with``) ends the connection.
 
     Guarantee: reads only; each call sees one committed state of the table.

@@ -1,6 +1,6 @@
 """Apache Kafka's JSON message specs, loaded from the copy kafka-python ships as package data.
 
-strom's codecs are generated from these specs (see :mod:`strom.broker.protocol.codec`); nothing
+strom's codecs are generated from these specs (see :mod:`strom.kafka.protocol.codec`); nothing
 here is transcribed by hand. kafka-python is only used as a carrier of the spec files: its package
 is located without being imported.
 """

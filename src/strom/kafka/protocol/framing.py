@@ -12,7 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from strom.broker.protocol.codec import DecodeError, Part, Reader, codec_for
+from strom.kafka.protocol.codec import DecodeError, Part, Reader, codec_for
 
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",

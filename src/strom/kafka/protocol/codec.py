@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from strom.broker.protocol.spec import FieldSpec, MessageSpec, VersionRange, load
+from strom.kafka.protocol.spec import FieldSpec, MessageSpec, VersionRange, load
 
 __all__ = [
     "Codec",

@@ -4,8 +4,8 @@ Every held (key, window) is one *row*: an integer id into arrays that grow by do
 rows' ids are reused (a free list). Per row: the window's start (session windows; a time window's
 is ``end - size``) and end, ``emitted`` (a result was sent, so the next one is an update),
 ``dirty`` (changed since its last result), the key columns, and each aggregation's
-:mod:`~strom.runtime.window_slots`. Which row a key has is the caller's business
-(a dict per window in :mod:`~strom.runtime.time_windows`); this module does arrays only.
+:mod:`~strom.runtime.windows.slots`. Which row a key has is the caller's business
+(a dict per window in :mod:`~strom.runtime.windows.time_windows`); this module does arrays only.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import numpy as np
 import polars as pl
 
 from strom.pipeline.agg import Agg
-from strom.runtime.accumulators import PART, SEQ, TS
-from strom.runtime.window_slots import Array, IdArray, Slots, Values, grown, make_slots
+from strom.runtime.windows.accumulators import PART, SEQ, TS
+from strom.runtime.windows.slots import Array, IdArray, Slots, Values, grown, make_slots
 
 _POW10 = np.array([10**i for i in range(20)], dtype=np.uint64)
 

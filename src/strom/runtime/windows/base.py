@@ -8,9 +8,9 @@ import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import event_time_ms
-from strom.runtime.accumulators import PART, SEQ, TS, Accumulators, output_schema
 from strom.runtime.operators import Operator
 from strom.runtime.watermarks import WatermarkTracker
+from strom.runtime.windows.accumulators import PART, SEQ, TS, Accumulators, output_schema
 
 
 class WindowOperatorBase(Operator):

@@ -7,18 +7,18 @@ compressed batch, one decompression each); a compiled numba kernel walks the *re
 varint layout is sequential, so vectorised numpy cannot follow it.
 
 The kernel copies no bytes: keys, values and headers are (start, end) spans into the fetched
-buffer, which the compiled JSON parser (:mod:`strom.connectors.json_columns`) reads in place.
+buffer, which the compiled JSON parser (:mod:`strom.connectors.kafka.native_json`) reads in place.
 The bytes are copied once only when asked for as such: Arrow ``LargeBinary`` arrays (raw values,
 keys) or one NDJSON text for Polars' reader (the fallback).
 
 Invariants of the wire format that the kernel relies on (it checks every one and reports a
-:class:`~strom.broker.protocol.records.CorruptRecordError` naming the batch otherwise): a record's
+:class:`~strom.kafka.protocol.records.CorruptRecordError` naming the batch otherwise): a record's
 length prefix covers exactly its fields; key and value lengths are ``-1`` (null) or fit inside
 the record; header keys are never null; a batch's records section holds exactly
 ``records_count`` records. A partial batch at the end of the input is normal (fetch responses
 are cut at a byte limit) and ignored.
 
-The kernel is compiled on first use and cached on disk (:func:`strom.connectors.kernels.jit`);
+The kernel is compiled on first use and cached on disk (:func:`strom.connectors.kafka.kernels.jit`);
 :func:`warm_up` pays that cost up front.
 """
 
@@ -32,13 +32,13 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
-from strom.broker.protocol.compression import CompressionError, decompress
-from strom.broker.protocol.records import (
+from strom.connectors.kafka.kernels import concat_spans, inline, jit
+from strom.kafka.protocol.compression import CompressionError, decompress
+from strom.kafka.protocol.records import (
     HEADER_SIZE,
     CorruptRecordError,
     iter_batches,
 )
-from strom.connectors.kernels import concat_spans, inline, jit
 
 __all__ = ["Fetched", "RecordColumns", "decode_fetched", "empty_columns", "warm_up"]
 
@@ -440,6 +440,6 @@ def _decode_headers(src: U8, start: int, end: int) -> list[tuple[str, bytes | No
 
 def warm_up() -> None:
     """Compile (or load from the cache) the kernel now rather than on the first fetch."""
-    from strom.broker.protocol.records import Record, build_batch
+    from strom.kafka.protocol.records import Record, build_batch
 
     decode_fetched(build_batch([Record(key=b"k", value=b"{}")], timestamp_ms=0))

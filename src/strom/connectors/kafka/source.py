@@ -10,21 +10,21 @@ import polars as pl
 from confluent_kafka import Message
 
 from strom.connectors.deadletter import DeadLetterOutput
-from strom.connectors.kafka_batch import (
+from strom.connectors.kafka.batch import (
     HEADERS_DTYPE,
     METADATA_SCHEMA,
     BatchDecoder,
     ValueFormat,
     records_from_messages,
 )
-from strom.connectors.kafka_client import ClientErrors
-from strom.connectors.kafka_fetch import Fetcher, PartitionState, Start
+from strom.connectors.kafka.common import ClientErrors
+from strom.connectors.kafka.librdkafka_fetch import Fetcher, PartitionState, Start
 from strom.pipeline.io import END_OF_PARTITION, PollResult, Sink
 from strom.pipeline.validate import PlanError
 
 if TYPE_CHECKING:
-    from strom.connectors.kafka_columns import RecordColumns
-    from strom.connectors.kafka_native import NativeFetcher, NativePartitionState
+    from strom.connectors.kafka.native_fetch import NativeFetcher, NativePartitionState
+    from strom.connectors.kafka.native_records import RecordColumns
 
 __all__ = ["KafkaClient", "KafkaSource", "KafkaSourceMetrics"]
 
@@ -82,10 +82,10 @@ class KafkaSource:
     No operator state is resumed. Commit only what downstream sinks have made durable.
 
     **Client.** ``client="strom"`` (the default) fetches with strom's own Kafka client
-    (:mod:`strom.connectors.kafka_native`): it decodes whole record batches into columns without
-    a Python object per record (``benchmarks/source_fetch.py`` measures it against librdkafka
-    per CPU-second; its numba kernel compiles on first use, then loads from numba's on-disk
-    cache). It speaks plaintext Kafka only, reads uncommitted (aborted transactional records
+    (:mod:`strom.connectors.kafka.native_fetch`): it decodes whole record batches into columns
+    without a Python object per record (``benchmarks/source_fetch.py`` measures it against
+    librdkafka per CPU-second; its numba kernel compiles on first use, then loads from numba's
+    on-disk cache). It speaks plaintext Kafka only, reads uncommitted (aborted transactional records
     are delivered) and honours only these ``consumer_config`` keys: ``client.id``,
     ``fetch.max.bytes``, ``max.partition.fetch.bytes``, ``fetch.wait.max.ms``, and
     ``security.protocol`` when it is ``plaintext``. ``client="librdkafka"`` uses
@@ -301,7 +301,7 @@ def _native_fetcher(
     bootstrap_servers: str, topic: str, *, config: Mapping[str, Any] | None, **options: Any
 ) -> NativeFetcher:
     """strom's own fetcher (imported here: numba is loaded only by sources that use it)."""
-    from strom.connectors.kafka_native import NATIVE_CONFIG_KEYS, NativeFetcher
+    from strom.connectors.kafka.native_fetch import NATIVE_CONFIG_KEYS, NativeFetcher
 
     unknown = sorted(set(config or {}) - NATIVE_CONFIG_KEYS)
     protocol = str((config or {}).get("security.protocol", "plaintext")).lower()

@@ -1,7 +1,7 @@
 """The client side of Kafka's wire protocol for strom's own fetcher (sans-IO: bytes only).
 
 Requests are encoded and responses decoded by the broker's spec-driven codecs
-(:mod:`strom.broker.protocol.codec`), so every version Kafka's JSON specs describe is available;
+(:mod:`strom.kafka.protocol.codec`), so every version Kafka's JSON specs describe is available;
 :data:`APIS` says which versions this client can build requests for, and :func:`negotiate` picks
 one against a broker's ApiVersions answer. Nothing here touches a socket.
 """
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from strom.broker.protocol.codec import DecodeError, Reader, codec_for
+from strom.kafka.protocol.codec import DecodeError, Reader, codec_for
 
 __all__ = [
     "APIS",
@@ -37,7 +37,7 @@ class Api:
     max_version: int
 
 
-#: Version ranges are where the request bodies built by :mod:`strom.connectors.kafka_native`
+#: Version ranges are where the request bodies built by :mod:`strom.connectors.kafka.native_fetch`
 #: keep their meaning: Fetch stops at 12 (13 names topics by id), FindCoordinator at 3 (4
 #: batches keys), OffsetFetch at 7 (8 batches groups).
 APIS: Final[Mapping[str, Api]] = {

@@ -35,8 +35,8 @@ from llvmlite import ir  # type: ignore[import-untyped]
 from numba import types
 from numba.extending import intrinsic
 
-from strom.connectors.kafka_columns import RecordColumns
-from strom.connectors.kernels import inline, jit
+from strom.connectors.kafka.kernels import inline, jit
+from strom.connectors.kafka.native_records import RecordColumns
 
 __all__ = ["FlatJsonSchema", "parse_flat", "warm_up"]
 
@@ -483,8 +483,8 @@ def _parse(
 def warm_up() -> None:
     """Compile (or load from the cache) this parser and the record-batch kernel now, rather
     than on a source's first fetch."""
-    from strom.broker.protocol.records import Record, build_batch
-    from strom.connectors.kafka_columns import decode_fetched
+    from strom.connectors.kafka.native_records import decode_fetched
+    from strom.kafka.protocol.records import Record, build_batch
 
     flat = FlatJsonSchema.of(pl.Schema({"n": pl.Int64(), "s": pl.String()}))
     assert flat is not None

@@ -3,10 +3,10 @@
 :class:`RawRecords` is the seam between fetching and decoding: one partition's records,
 column by column. librdkafka hands records over one ``Message`` at a time, so
 :func:`records_from_messages` builds the columns in a Python loop. strom's own fetcher
-(:mod:`strom.connectors.kafka_native`) decodes whole record batches into flat arrays instead
-(:class:`~strom.connectors.kafka_columns.RecordColumns`), which
+(:mod:`strom.connectors.kafka.native_fetch`) decodes whole record batches into flat arrays instead
+(:class:`~strom.connectors.kafka.native_records.RecordColumns`), which
 :meth:`BatchDecoder.decode_columns` turns into the same batch without a per-record loop (JSON
-by :mod:`strom.connectors.json_columns`' compiled parser when the values are plain flat
+by :mod:`strom.connectors.kafka.native_json`' compiled parser when the values are plain flat
 objects, else by one ``pl.read_ndjson`` call) — and, for a batch with an undecodable record,
 hands to :meth:`BatchDecoder.decode` as :class:`RawRecords`, so dead letters follow exactly the
 same rules on both paths.
@@ -26,8 +26,8 @@ from strom.connectors.deadletter import dead_letter_frame
 from strom.connectors.decode import PARSE_ERRORS, decode_json, decode_raw
 
 if TYPE_CHECKING:
-    from strom.connectors.json_columns import FlatJsonSchema
-    from strom.connectors.kafka_columns import RecordColumns
+    from strom.connectors.kafka.native_json import FlatJsonSchema
+    from strom.connectors.kafka.native_records import RecordColumns
 
 __all__ = [
     "HEADERS_DTYPE",
@@ -176,16 +176,16 @@ class BatchDecoder:
         return frame
 
     def _parse_flat(self, columns: RecordColumns) -> pl.DataFrame | None:
-        """The compiled parser of :mod:`strom.connectors.json_columns` (imported here, with
+        """The compiled parser of :mod:`strom.connectors.kafka.native_json` (imported here, with
         numba, only by sources on strom's own client), or ``None`` to use Polars' reader."""
         if not self._flat_checked:
-            from strom.connectors.json_columns import FlatJsonSchema
+            from strom.connectors.kafka.native_json import FlatJsonSchema
 
             self._flat = FlatJsonSchema.of(self.value_schema)
             self._flat_checked = True
         if self._flat is None:
             return None
-        from strom.connectors.json_columns import parse_flat
+        from strom.connectors.kafka.native_json import parse_flat
 
         return parse_flat(columns, self._flat)
 

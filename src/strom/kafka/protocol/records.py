@@ -26,7 +26,7 @@ from typing import Final
 
 import crc32c
 
-from strom.broker.protocol.compression import CompressionError, codec_id, compress, decompress
+from strom.kafka.protocol.compression import CompressionError, codec_id, compress, decompress
 
 __all__ = [
     "HEADER_SIZE",

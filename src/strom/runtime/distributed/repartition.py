@@ -49,8 +49,8 @@ from typing import Any
 import polars as pl
 from confluent_kafka import KafkaError, Message, Producer
 
-from strom.connectors.kafka import KafkaSource
-from strom.connectors.kafka_client import ClientErrors, KafkaConnectorError, client_config
+from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
+from strom.connectors.kafka.source import KafkaSource
 from strom.pipeline.io import END_OF_PARTITION, PollResult, SourcePartition
 from strom.runtime.watermarks import MAX_WATERMARK, MIN_WATERMARK, combine_watermarks
 

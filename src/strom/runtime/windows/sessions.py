@@ -1,6 +1,6 @@
 """Session windows in the streaming runtime, on columnar state.
 
-Each live session is one row of a :class:`~strom.runtime.window_state.WindowState` (start, end,
+Each live session is one row of a :class:`~strom.runtime.windows.state.WindowState` (start, end,
 ``emitted``, ``dirty``, key columns, aggregation slots); :attr:`SessionOperator.index` is a frame
 of the live sessions' keys, start, end and row id.
 
@@ -34,11 +34,11 @@ import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Session
-from strom.runtime.accumulators import SEQ, TS
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.window_base import WindowOperatorBase
-from strom.runtime.window_slots import IdArray
-from strom.runtime.window_state import WindowState
+from strom.runtime.windows.accumulators import SEQ, TS
+from strom.runtime.windows.base import WindowOperatorBase
+from strom.runtime.windows.slots import IdArray
+from strom.runtime.windows.state import WindowState
 
 MINI = "__strom_session"
 _START = "__strom_start"

@@ -6,7 +6,7 @@ An accumulator is a flat ``list`` of slot values, laid out per aggregation:
 - ``first``/``last``: ``[event_time, partition, seq, value]`` (the order key, then the value)
 - ``var``/``std``: ``[n, mean, M2]`` (merged by Chan et al.'s parallel formula)
 - ``count_distinct``: ``[set of values]``;  ``approx_count_distinct``: ``[{register: rank}]``
-- ``approx_quantile``: ``[[(priority, value), ...]]`` (see :mod:`strom.runtime.sketches`)
+- ``approx_quantile``: ``[[(priority, value), ...]]`` (see :mod:`strom.runtime.windows.sketches`)
 
 Partials from one batch share that layout, except ``first``/``last`` partials lack ``partition``
 (a batch comes from one partition) and sketches arrive as lists; :meth:`Accumulators.from_partial`
@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 
 from strom.pipeline.agg import Agg
-from strom.runtime import sketches
+from strom.runtime.windows import sketches
 
 TS = "__strom_ts"
 SEQ = "__strom_seq"

@@ -1,21 +1,23 @@
 """strom's own Kafka fetcher: plain sockets, strom's codecs, record batches decoded in bulk.
 
-The counterpart of :mod:`strom.connectors.kafka_fetch` (librdkafka) behind the same interface.
-Through a :class:`~strom.connectors.kafka_cluster.Cluster` it reads the topic's metadata and
+The counterpart of :mod:`strom.connectors.kafka.librdkafka_fetch` (librdkafka) behind the same
+interface.
+Through a :class:`~strom.connectors.kafka.native_cluster.Cluster` it reads the topic's metadata and
 resolves start offsets (ListOffsets at each partition's leader; OffsetFetch at the group's
 coordinator for ``start="committed"``). Then it keeps at most one Fetch in flight per leader,
 so the broker prepares the next response while the engine works on the previous one. Each
-partition's records section becomes one :class:`~strom.connectors.kafka_columns.RecordColumns`
-chunk, without a Python object per record. Unless ``max.partition.fetch.bytes`` is configured,
-a partition's fetch size follows its records' size so that one fetch holds about one
-micro-batch (``max_batch_records``), from 1 MiB up to ``fetch.max.bytes``.
+partition's records section becomes one
+:class:`~strom.connectors.kafka.native_records.RecordColumns` chunk, without a Python object per
+record. Unless ``max.partition.fetch.bytes`` is configured, a partition's fetch size follows its
+records' size so that one fetch holds about one micro-batch (``max_batch_records``), from 1 MiB
+up to ``fetch.max.bytes``.
 
 Failure handling: a partition error that names a stale leader (NOT_LEADER_OR_FOLLOWER,
 UNKNOWN_TOPIC_OR_PARTITION, ...) refreshes metadata and retries; a lost connection is reopened
 with exponential backoff (reading goes on forever, as librdkafka's does; only the first contact
 with the cluster is bounded); OFFSET_OUT_OF_RANGE resets the partition to its earliest offset
 (its latest with ``start="latest"``) with a warning naming both offsets; a corrupt batch (bad
-CRC, malformed records) is a :class:`~strom.connectors.kafka_client.KafkaConnectorError`.
+CRC, malformed records) is a :class:`~strom.connectors.kafka.common.KafkaConnectorError`.
 
 Plaintext only, isolation ``read_uncommitted`` (aborted transactional records are delivered;
 control batches are not). SASL, TLS and ``read_committed`` are the librdkafka client's job.
@@ -31,12 +33,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from strom.broker.protocol.records import RecordError
-from strom.connectors.kafka_client import CONNECT_TIMEOUT_S, KafkaConnectorError
-from strom.connectors.kafka_cluster import EARLIEST, LATEST, Cluster, Connection
-from strom.connectors.kafka_columns import RecordColumns, decode_fetched
-from strom.connectors.kafka_fetch import Start
-from strom.connectors.kafka_wire import DecodeError, decode_response
+from strom.connectors.kafka.common import CONNECT_TIMEOUT_S, KafkaConnectorError
+from strom.connectors.kafka.librdkafka_fetch import Start
+from strom.connectors.kafka.native_cluster import EARLIEST, LATEST, Cluster, Connection
+from strom.connectors.kafka.native_records import RecordColumns, decode_fetched
+from strom.connectors.kafka.native_wire import DecodeError, decode_response
+from strom.kafka.protocol.records import RecordError
 
 __all__ = ["NATIVE_CONFIG_KEYS", "NativeFetcher", "NativePartitionState", "fetch_size"]
 
@@ -107,7 +109,7 @@ class _InFlight:
 
 class NativeFetcher:
     """Fetches ``topic`` for all of a source's partition readers (interface of
-    :class:`~strom.connectors.kafka_fetch.Fetcher`)."""
+    :class:`~strom.connectors.kafka.librdkafka_fetch.Fetcher`)."""
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import polars as pl
 from confluent_kafka import KafkaError, Message, Producer
 
-from strom.connectors.kafka_client import ClientErrors, KafkaConnectorError, client_config
+from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
 
 __all__ = ["KafkaSink"]
 

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import polars as pl
 
-from strom.connectors.postgres import (
+from strom.connectors.sql.postgres import (
     INSTALL_HINT,
     PostgresConnectionError,
     connect,
@@ -20,11 +20,11 @@ from strom.connectors.postgres import (
     to_copy_frame,
     writable,
 )
-from strom.connectors.sql import Mode, TableSink, create_table_sql, insert_sql, quote
+from strom.connectors.sql.sqlite_sink import Mode, TableSink, create_table_sql, insert_sql, quote
 
 try:
     import psycopg
-except ImportError as exc:  # pragma: no cover - strom.connectors.postgres raised already
+except ImportError as exc:  # pragma: no cover - strom.connectors.sql.postgres raised already
     raise ImportError(INSTALL_HINT, name=exc.name) from exc
 
 __all__ = ["PostgresSink"]
@@ -67,10 +67,10 @@ class PostgresSink(TableSink):
     connection string or URI; ``table`` may be ``schema.table``).
 
     The table is created from the first batch's schema if it does not exist (types by
-    :func:`~strom.connectors.postgres.postgres_type`; with ``key``, those columns are
+    :func:`~strom.connectors.sql.postgres.postgres_type`; with ``key``, those columns are
     ``NOT NULL`` and the ``PRIMARY KEY``); a column type PostgreSQL lacks fails before anything
     is written. An existing table must have every column of the batches, in types they can be
-    written to (:func:`~strom.connectors.postgres.writable`), else the batch fails before it is
+    written to (:func:`~strom.connectors.sql.postgres.writable`), else the batch fails before it is
     written. ``mode="insert"`` ``COPY``-s the rows straight into the table (a duplicate key
     fails the batch); ``mode="upsert"`` (needs ``key``) ``COPY``-s them into a temporary
     staging table and then runs ``INSERT ... SELECT ... ON CONFLICT (key) DO UPDATE``; for a
@@ -84,7 +84,7 @@ class PostgresSink(TableSink):
     rows or none) and committed before ``write`` returns. If the connection is lost, the sink
     reconnects and writes the whole batch again, up to ``retries`` times with a growing pause
     (from ``retry_backoff_s``); then ``write`` raises
-    :class:`~strom.connectors.postgres.PostgresConnectionError` (naming host, port and
+    :class:`~strom.connectors.sql.postgres.PostgresConnectionError` (naming host, port and
     database) and the run fails with the batch unwritten. A transaction the server rolls back
     (a deadlock or serialization failure with a concurrent writer) is retried the same way. A
     connection lost just as the server committed may leave the batch written twice: in upsert

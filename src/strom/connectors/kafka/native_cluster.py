@@ -4,9 +4,9 @@
 connect (ApiVersions) and lets requests be pipelined; :class:`Cluster` knows one topic's
 partition leaders (Metadata) and answers the synchronous questions a source asks: ListOffsets
 at each leader, OffsetFetch and OffsetCommit at the group's coordinator (FindCoordinator).
-Every wait is bounded by :data:`~strom.connectors.kafka_client.CONNECT_TIMEOUT_S`; stale
+Every wait is bounded by :data:`~strom.connectors.kafka.common.CONNECT_TIMEOUT_S`; stale
 leaders and moving coordinators are looked up again within it. Encoding and decoding are
-:mod:`strom.connectors.kafka_wire`'s (sans-IO).
+:mod:`strom.connectors.kafka.native_wire`'s (sans-IO).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import Any, Final
 
 import numpy as np
 
-from strom.connectors.kafka_client import (
+from strom.connectors.kafka.common import (
     ALL_DOWN_GRACE_S,
     CONNECT_TIMEOUT_S,
     UNKNOWN_TOPIC_GRACE_S,
     KafkaConnectorError,
 )
-from strom.connectors.kafka_wire import (
+from strom.connectors.kafka.native_wire import (
     APIS,
     RETRIABLE,
     DecodeError,

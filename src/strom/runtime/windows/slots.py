@@ -1,17 +1,18 @@
 """Columnar accumulator slots: one NumPy array per slot, indexed by a dense state row id.
 
 Each aggregation keeps its state in arrays that grow together (see :class:`Slots`). A batch's
-partials (from :meth:`strom.runtime.accumulators.Accumulators.partial_exprs`) are read once into
-arrays; rows new to the state are *put*, rows already held are *merged*, both vectorized. Row ids
-within one call are unique (partials are grouped by state key), so ``a[ids] += x`` is exact.
+partials (from :meth:`strom.runtime.windows.accumulators.Accumulators.partial_exprs`) are read
+once into arrays; rows new to the state are *put*, rows already held are *merged*, both vectorized.
+Row ids within one call are unique (partials are grouped by state key), so ``a[ids] += x`` is exact.
 
 Session windows also *absorb* one row into another (a late event bridged two sessions): the
 row's own arrays serve as the partial, as their layout is the partials' layout.
 
-Numeric state reproduces the per-row rules of :class:`~strom.runtime.accumulators.Accumulators`
-exactly (same comparisons, same float expressions in the same order). Aggregations whose state is
-not a fixed-width number (``count_distinct``, sketches, ``min``/``max``/``sum`` over non-numeric
-types) keep one accumulator list per row in an object array and merge per row with those rules.
+Numeric state reproduces the per-row rules of
+:class:`~strom.runtime.windows.accumulators.Accumulators` exactly (same comparisons, same float
+expressions in the same order). Aggregations whose state is not a fixed-width number
+(``count_distinct``, sketches, ``min``/``max``/``sum`` over non-numeric types) keep one accumulator
+list per row in an object array and merge per row with those rules.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy.typing as npt
 import polars as pl
 
 from strom.pipeline.agg import Agg
-from strom.runtime.accumulators import Accumulators
+from strom.runtime.windows.accumulators import Accumulators
 
 IdArray = npt.NDArray[np.int64]
 Array = npt.NDArray[Any]

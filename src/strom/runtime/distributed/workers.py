@@ -10,8 +10,8 @@ The repartition readers' consumer group is the app id (``--app-id``); nothing is
 
 **Stages.** :func:`split_plan` cuts the plan before every keyed operator (windows, process
 functions, interval joins): the rows entering it are written to ``<app>-repartition-<n>`` by key
-(:mod:`strom.runtime.repartition`), and the operator reads its worker's partitions of that topic
-instead. Two keyed operators re-keying one stream by the same columns share a topic. A
+(:mod:`strom.runtime.distributed.repartition`), and the operator reads its worker's partitions
+of that topic instead. Two keyed operators re-keying one stream by the same columns share a topic. A
 :class:`Worker` cuts for any ``N`` (one worker too), so a run's results never depend on its worker
 count (``strom run`` without ``--workers`` runs the plain executor, with no cut). The rewritten
 plan is an ordinary plan, run by one :class:`StreamingExecutor` per worker; after every step the
@@ -31,13 +31,13 @@ import polars as pl
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from strom.connectors.kafka import KafkaSource
-from strom.connectors.kafka_client import (
+from strom.connectors.kafka.common import (
     CONNECT_TIMEOUT_S,
     ClientErrors,
     KafkaConnectorError,
     client_config,
 )
+from strom.connectors.kafka.source import KafkaSource
 from strom.pipeline.io import END_OF_PARTITION, PollResult, Source, SourcePartition
 from strom.pipeline.plan import (
     FilterNode,
@@ -61,9 +61,14 @@ from strom.pipeline.plan import (
 )
 from strom.pipeline.validate import PlanError, validate
 from strom.pipeline.windows import event_time_ms
+from strom.runtime.distributed.repartition import (
+    Observer,
+    Progress,
+    RepartitionSource,
+    RepartitionWriter,
+)
 from strom.runtime.executor import StreamingExecutor
 from strom.runtime.operators import OperatorMetrics
-from strom.runtime.repartition import Observer, Progress, RepartitionSource, RepartitionWriter
 from strom.runtime.watermarks import MAX_WATERMARK, WatermarkTracker
 
 __all__ = ["Worker", "WorkerConfig", "owned", "repartition_topics", "split_plan"]

@@ -1,6 +1,6 @@
 """Tumbling and hopping windows in the streaming runtime.
 
-State is columnar (:class:`~strom.runtime.window_state.WindowState`): each held (key, window) is a
+State is columnar (:class:`~strom.runtime.windows.state.WindowState`): each held (key, window) is a
 dense row id; ``windows`` maps each ``window_end`` to a dict from key (the key value, or a tuple
 of values for several key columns) to row id. A window's start is ``end - size``. Per row the
 state keeps ``emitted`` (a result for the window has been sent, so later rows are
@@ -26,11 +26,11 @@ import polars as pl
 
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
-from strom.runtime.accumulators import SEQ, TS
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.window_base import WindowOperatorBase
-from strom.runtime.window_slots import IdArray
-from strom.runtime.window_state import WindowState
+from strom.runtime.windows.accumulators import SEQ, TS
+from strom.runtime.windows.base import WindowOperatorBase
+from strom.runtime.windows.slots import IdArray
+from strom.runtime.windows.state import WindowState
 
 _PANE = "__strom_pane"
 _ROW = "__strom_row"

@@ -2,7 +2,7 @@
 
 Partitions are assigned manually (no group membership, so no rebalancing); ``group.id`` only
 names the group whose offsets are read and committed. This is the part a fetcher of strom's own
-(decoding whole record batches into Arrow) would replace; see :mod:`strom.connectors.kafka_batch`.
+(decoding whole record batches into Arrow) would replace; see :mod:`strom.connectors.kafka.batch`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from strom.connectors.kafka_client import (
+from strom.connectors.kafka.common import (
     CONNECT_TIMEOUT_S,
     ClientErrors,
     KafkaConnectorError,

@@ -1,0 +1,1 @@
+"""Sans-IO Kafka protocol: bytes in, typed requests out; responses to bytes (internal)."""
