@@ -24,8 +24,7 @@ import os
 
 import polars as pl
 
-from strom.connectors import KafkaSource, SQLiteSink
-from strom.pipeline import Pipeline, Tumbling, agg
+from strom import KafkaSource, Pipeline, SQLiteSink, Tumbling, agg
 
 BOOTSTRAP = os.environ.get("STROM_BOOTSTRAP", "localhost:9092")
 DATABASE = os.environ.get("STROM_SQLITE", "sensors.db")

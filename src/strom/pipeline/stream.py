@@ -34,7 +34,7 @@ from strom.pipeline.plan import (
 )
 from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.validate import PlanError, validate
-from strom.pipeline.windows import WindowSpec
+from strom.pipeline.windows import Duration, WindowSpec, optional_ms, to_ms
 
 SchemaLike = pl.Schema | Mapping[str, pl.DataType | type[pl.DataType]]
 
@@ -51,8 +51,8 @@ class Pipeline:
         source: Source,
         *,
         timestamp: str | None = None,
-        max_out_of_orderness_ms: int = 0,
-        idle_timeout_ms: int | None = None,
+        max_out_of_orderness_ms: Duration = 0,
+        idle_timeout_ms: Duration | None = None,
         name: str | None = None,
     ) -> Stream:
         """A stream reading ``source``.
@@ -61,12 +61,15 @@ class Pipeline:
         each partition's watermark trails the largest event time it has seen by
         ``max_out_of_orderness_ms``. A partition that delivers nothing for ``idle_timeout_ms``
         of processing time stops holding the combined watermark back until it delivers again.
+        Spans are integer milliseconds or :class:`datetime.timedelta`.
         """
         name = name or f"source{len(self._source_names)}"
         if name in self._source_names:
             raise PlanError(f"two sources are named {name!r}; names must be unique")
         self._source_names.add(name)
-        node = SourceNode(source, timestamp, max_out_of_orderness_ms, idle_timeout_ms, name)
+        bound = to_ms(max_out_of_orderness_ms, "max_out_of_orderness_ms")
+        idle = optional_ms(idle_timeout_ms, "idle_timeout_ms")
+        node = SourceNode(source, timestamp, bound, idle, name)
         return Stream(self, node)
 
     def _add_sink(self, node: SinkNode) -> None:
@@ -139,7 +142,7 @@ class Stream:
         *,
         on: str,
         columns: Sequence[str] | None = None,
-        ttl_ms: int = 60_000,
+        ttl_ms: Duration = 60_000,
     ) -> Stream:
         """Enrich every row with ``columns`` of ``table``'s row whose key equals the row's ``on``.
 
@@ -162,7 +165,9 @@ class Stream:
             columns = [c for c in schema if c != table.key]
         if isinstance(columns, str):
             columns = [columns]
-        return self._then(LookupJoinNode(self._node, table, on, tuple(columns), ttl_ms))
+        return self._then(
+            LookupJoinNode(self._node, table, on, tuple(columns), to_ms(ttl_ms, "ttl_ms"))
+        )
 
     def interval_join(
         self,
@@ -171,8 +176,8 @@ class Stream:
         on: str | Sequence[str] | None = None,
         left_on: str | Sequence[str] | None = None,
         right_on: str | Sequence[str] | None = None,
-        lower_ms: int | None,
-        upper_ms: int | None,
+        lower_ms: Duration | None,
+        upper_ms: Duration | None,
         suffix: str = "_right",
     ) -> IntervalJoinResult:
         """Inner join with ``right``: rows with equal keys (``on``, or ``left_on``/``right_on``;
@@ -205,7 +210,8 @@ class Stream:
                 f"interval_join(): left_on {list(lkeys)} and right_on {list(rkeys)} must name "
                 "the same number (at least one) of key columns"
             )
-        node = IntervalJoinNode(self._node, right._node, lkeys, rkeys, lower_ms, upper_ms, suffix)
+        lower, upper = optional_ms(lower_ms, "lower_ms"), optional_ms(upper_ms, "upper_ms")
+        node = IntervalJoinNode(self._node, right._node, lkeys, rkeys, lower, upper, suffix)
         return IntervalJoinResult(self._pipeline, node)
 
     def key_by(self, *keys: str) -> KeyedStream:
@@ -214,7 +220,7 @@ class Stream:
         return KeyedStream(self._pipeline, KeyByNode(self._node, tuple(keys)), tuple(keys))
 
     def window(
-        self, spec: WindowSpec, *, allowed_lateness_ms: int = 0, emit: EmitMode = "final"
+        self, spec: WindowSpec, *, allowed_lateness_ms: Duration = 0, emit: EmitMode = "final"
     ) -> WindowedStream:
         """Global (unkeyed) windows over the whole stream; see :meth:`KeyedStream.window`."""
         return WindowedStream(self._pipeline, self._node, (), spec, allowed_lateness_ms, emit)
@@ -232,7 +238,7 @@ class KeyedStream(Stream):
         self.keys = keys
 
     def window(
-        self, spec: WindowSpec, *, allowed_lateness_ms: int = 0, emit: EmitMode = "final"
+        self, spec: WindowSpec, *, allowed_lateness_ms: Duration = 0, emit: EmitMode = "final"
     ) -> WindowedStream:
         """Per-key windows by event time.
 
@@ -277,14 +283,14 @@ class WindowedStream:
         node: Node,
         keys: tuple[str, ...],
         spec: WindowSpec,
-        allowed_lateness_ms: int,
+        allowed_lateness_ms: Duration,
         emit: EmitMode,
     ) -> None:
         self._pipeline = pipeline
         self._node = node
         self._keys = keys
         self._spec = spec
-        self._lateness = allowed_lateness_ms
+        self._lateness = to_ms(allowed_lateness_ms, "allowed_lateness_ms")
         self._emit = emit
 
     def agg(self, *aggs: Agg) -> WindowResult:

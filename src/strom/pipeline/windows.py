@@ -1,6 +1,8 @@
 """Window specifications and window assignment as pure functions.
 
-Time is integer milliseconds. Every window is the half-open interval ``[start, end)``.
+Time is integer milliseconds. Every window is the half-open interval ``[start, end)``. Sizes,
+gaps and offsets may also be given as :class:`datetime.timedelta` (a whole number of
+milliseconds); they are stored as integer milliseconds.
 
 - :class:`Tumbling` windows partition time: an event at ``ts`` belongs to exactly one window,
   the one whose start is ``offset + k * size`` for the integer ``k`` with ``start <= ts < end``.
@@ -19,18 +21,51 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 import polars as pl
+
+Duration = int | timedelta
+"""A span of time: integer milliseconds, or a :class:`~datetime.timedelta`."""
+
+
+def to_ms(value: Duration, name: str) -> int:
+    """``value`` as integer milliseconds; a ``timedelta`` must be a whole number of them.
+
+    >>> to_ms(timedelta(seconds=1.5), "size"), to_ms(250, "size")
+    (1500, 250)
+    """
+    if isinstance(value, timedelta):
+        micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+        if micros % 1_000:
+            raise ValueError(f"{name} must be a whole number of milliseconds, got {value!r}")
+        return micros // 1_000
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(
+            f"{name} must be integer milliseconds or a datetime.timedelta, got {value!r}"
+        )
+    return value
+
+
+def optional_ms(value: Duration | None, name: str) -> int | None:
+    """:func:`to_ms` for an optional span (``None`` stays ``None``)."""
+    return None if value is None else to_ms(value, name)
 
 
 @dataclass(frozen=True)
 class Tumbling:
-    """Fixed-size, non-overlapping windows of ``size_ms``, aligned to ``offset_ms``."""
+    """Fixed-size, non-overlapping windows of ``size_ms``, aligned to ``offset_ms``.
+
+    >>> Tumbling(timedelta(minutes=1)) == Tumbling(60_000)
+    True
+    """
 
     size_ms: int
     offset_ms: int = 0
 
-    def __post_init__(self) -> None:
+    def __init__(self, size_ms: Duration, offset_ms: Duration = 0) -> None:
+        object.__setattr__(self, "size_ms", to_ms(size_ms, "Tumbling size"))
+        object.__setattr__(self, "offset_ms", to_ms(offset_ms, "Tumbling offset"))
         _check_positive("Tumbling.size_ms", self.size_ms)
 
 
@@ -42,7 +77,10 @@ class Hopping:
     slide_ms: int
     offset_ms: int = 0
 
-    def __post_init__(self) -> None:
+    def __init__(self, size_ms: Duration, slide_ms: Duration, offset_ms: Duration = 0) -> None:
+        object.__setattr__(self, "size_ms", to_ms(size_ms, "Hopping size"))
+        object.__setattr__(self, "slide_ms", to_ms(slide_ms, "Hopping slide"))
+        object.__setattr__(self, "offset_ms", to_ms(offset_ms, "Hopping offset"))
         _check_positive("Hopping.size_ms", self.size_ms)
         _check_positive("Hopping.slide_ms", self.slide_ms)
 
@@ -53,7 +91,8 @@ class Session:
 
     gap_ms: int
 
-    def __post_init__(self) -> None:
+    def __init__(self, gap_ms: Duration) -> None:
+        object.__setattr__(self, "gap_ms", to_ms(gap_ms, "Session gap"))
         _check_positive("Session.gap_ms", self.gap_ms)
 
 
