@@ -335,7 +335,7 @@ def test_broker_restart_mid_read_loses_and_repeats_nothing(tmp_path: Path) -> No
 def test_kernel_compiles_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     from numba.core import caching
 
-    from strom.connectors import kernels
+    from strom.connectors.kafka import kernels
 
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])  # nowhere to write
     with pytest.raises(RuntimeError, match="no locator"):
