@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
-from strom.pipeline.agg import Agg
+from strom.engine.aggregations import Agg, Aggregation
 from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.plan import (
     EmitMode,
@@ -22,8 +22,8 @@ from strom.pipeline.plan import (
     LookupJoinNode,
     MapBatchesNode,
     MapNode,
-    Node,
     Plan,
+    PlanNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -80,16 +80,16 @@ class Pipeline:
 class Stream:
     """A stream of event batches; methods add transformations to the plan."""
 
-    def __init__(self, pipeline: Pipeline, node: Node) -> None:
+    def __init__(self, pipeline: Pipeline, node: PlanNode) -> None:
         self._pipeline = pipeline
         self._node = node
 
     @property
-    def node(self) -> Node:
+    def node(self) -> PlanNode:
         """The plan node producing this stream."""
         return self._node
 
-    def _then(self, node: Node) -> Stream:
+    def _then(self, node: PlanNode) -> Stream:
         return Stream(self._pipeline, node)
 
     def filter(self, predicate: pl.Expr) -> Stream:
@@ -227,7 +227,7 @@ class Stream:
 class KeyedStream(Stream):
     """A stream whose windows and state are kept per key."""
 
-    def __init__(self, pipeline: Pipeline, node: Node, keys: tuple[str, ...]) -> None:
+    def __init__(self, pipeline: Pipeline, node: PlanNode, keys: tuple[str, ...]) -> None:
         super().__init__(pipeline, node)
         self.keys = keys
 
@@ -274,7 +274,7 @@ class WindowedStream:
     def __init__(
         self,
         pipeline: Pipeline,
-        node: Node,
+        node: PlanNode,
         keys: tuple[str, ...],
         spec: WindowSpec,
         allowed_lateness_ms: int,
@@ -288,13 +288,16 @@ class WindowedStream:
         self._emit = emit
 
     def agg(self, *aggs: Agg) -> WindowResult:
-        """Results: key columns, ``window_start``, ``window_end``, one column per aggregation,
-        ``is_update``."""
+        """Results: key columns, ``window_start``, ``window_end``, one column per aggregation
+        (named by the aggregation: ``agg.mean("t")`` is ``mean_t``, ``agg.mean("t",
+        name="avg")`` or ``agg.mean("t").alias("avg")`` is ``avg``), ``is_update``."""
+        checked: list[Aggregation] = []
         for a in aggs:
-            if not isinstance(a, Agg):
+            if not isinstance(a, Aggregation):
                 raise PlanError(f"agg() takes strom.pipeline.agg aggregations, got {a!r}")
+            checked.append(a)
         node = WindowAggNode(
-            self._node, self._keys, self._spec, tuple(aggs), self._lateness, self._emit
+            self._node, self._keys, self._spec, tuple(checked), self._lateness, self._emit
         )
         return WindowResult(self._pipeline, node)
 

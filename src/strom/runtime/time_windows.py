@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from strom.engine.constants import SEQ, TS
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
-from strom.runtime.accumulators import SEQ, TS
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.window_base import WindowOperatorBase
 from strom.runtime.window_slots import IdArray
