@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from strom.engine.aggregations import Agg
+from strom.engine.aggregation import Agg
 from strom.engine.constants import PART, SEQ, TS
 from strom.pipeline import agg
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from strom.engine.aggregations import Agg
+from strom.engine.aggregation import Agg
 from strom.engine.constants import IS_UPDATE, WINDOW_END, WINDOW_START
 
 

@@ -10,7 +10,7 @@
 >>> plan = p.plan()
 """
 
-from strom.engine.aggregations import Agg
+from strom.engine.aggregation import Agg
 from strom.pipeline import agg
 from strom.pipeline.io import (
     END_OF_PARTITION,

@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
-from strom.engine.aggregations import Agg, Aggregation
+from strom.engine.aggregation import Agg
+from strom.engine.aggregations import Aggregation
 from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.plan import (
     EmitMode,

@@ -3,7 +3,7 @@
 Aggregation number ``i`` names its partial columns with :func:`partial_prefix` ``(i)``, so the
 partials of several aggregations share one group-by. A row's accumulator (the per-row
 reference of :mod:`~strom.runtime.window_slots`) is one list per aggregation, each laid out
-and merged as its :class:`~strom.engine.aggregations.Agg` defines.
+and merged as its :class:`~strom.engine.aggregation.Agg` defines.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from strom.engine.aggregations import Agg
+from strom.engine.aggregation import Agg
 
 
 def partial_prefix(index: int) -> str:

@@ -1,7 +1,7 @@
 """Columnar accumulator slots: one NumPy array per slot, indexed by a dense state row id.
 
 Each aggregation keeps its state in arrays that grow together (see :class:`Slots`). A batch's
-partials (from :meth:`strom.engine.aggregations.Agg.partial_exprs`) are read once into
+partials (from :meth:`strom.engine.aggregation.Agg.partial_exprs`) are read once into
 arrays; rows new to the state are *put*, rows already held are *merged*, both vectorized. Row ids
 within one call are unique (partials are grouped by state key), so ``a[ids] += x`` is exact.
 
@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from strom.engine.aggregation import Agg
 from strom.engine.aggregations import (
     Additive,
-    Agg,
     Aggregation,
     ApproxCountDistinct,
     ApproxQuantile,
