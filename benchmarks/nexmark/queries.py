@@ -132,13 +132,13 @@ def _q5(src: Inputs) -> Stream:
         .select("auction", "dateTime")
         .key_by("auction")
         .window(Hopping(WINDOW_MS, SLIDE_MS))
-        .agg(agg.count(alias="num"))
+        .agg(agg.count(name="num"))
         .select("auction", "num", "window_start", "window_end")
     )
     # The counts of hopping window [s, s + 10 s) all have event time s + 10 s, the only
     # window end in the 2 s tumbling window [s + 10 s, s + 12 s): that window's max is the
     # hopping window's, with event time s + 12 s, exactly SLIDE_MS after its counts.
-    top = counts.window(Tumbling(SLIDE_MS)).agg(agg.max("num", alias="top"))
+    top = counts.window(Tumbling(SLIDE_MS)).agg(agg.max("num", name="top"))
     joined = top.interval_join(
         counts, left_on="top", right_on="num", lower_ms=-SLIDE_MS, upper_ms=-SLIDE_MS
     )
@@ -174,13 +174,13 @@ def _q4(src: Inputs) -> Stream:
         joined.select("id", "category", "price", "join_time")
         .key_by("id", "category")
         .window(Session(src.max_auction_ms + 1))
-        .agg(agg.max("price", alias="final"))
+        .agg(agg.max("price", name="final"))
     )
     return (
         finals.select("category", "final", "window_end")
         .key_by("category")
         .window(WHOLE_RUN)
-        .agg(agg.mean("final", alias="avg_final"))
+        .agg(agg.mean("final", name="avg_final"))
     )
 
 
@@ -189,7 +189,7 @@ def _q7(src: Inputs) -> Stream:
     highest = (
         bids.select("price", "dateTime")
         .window(Tumbling(WINDOW_MS))
-        .agg(agg.max("price", alias="max_price"))
+        .agg(agg.max("price", name="max_price"))
         .select("max_price", "window_end")
     )
     # a window's result has event time window_end; its bids are those of [end - 10 s, end)

@@ -22,12 +22,12 @@ from typing import Any
 
 import polars as pl
 
+from strom.engine.constants import SEQ, SESSION, TS
+from strom.engine.sessions import cut_sessions
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Session
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.windows.accumulators import SEQ, TS
 from strom.runtime.windows.base import WindowOperatorBase
-from strom.runtime.windows.sessions import MINI, cut_sessions
 
 
 class ReferenceSessionOperator(WindowOperatorBase):
@@ -45,7 +45,7 @@ class ReferenceSessionOperator(WindowOperatorBase):
     def _process(self, partition: int, batch: pl.DataFrame) -> None:
         watermark = self.watermark
         cut = cut_sessions(batch, self.keys, self.gap, [TS, SEQ])
-        group = [*self.keys, MINI]
+        group = [*self.keys, SESSION]
         partials = cut.group_by(group, maintain_order=True).agg(
             pl.col(TS).min().alias("__start"),
             (pl.col(TS).max() + self.gap).alias("__end"),
@@ -71,7 +71,7 @@ class ReferenceSessionOperator(WindowOperatorBase):
                 ],
                 orient="row",
             )
-            self._late(partition, cut.join(marks, on=group, nulls_equal=True).drop(MINI))
+            self._late(partition, cut.join(marks, on=group, nulls_equal=True).drop(SESSION))
         for key in touched:
             for session in self.sessions[key]:
                 if session[4] and (session[1] <= watermark or self.update_mode):

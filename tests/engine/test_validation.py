@@ -67,7 +67,7 @@ def test_duplicate_output_names_and_bad_specs() -> None:
     p = Pipeline()
     s = p.source(_source(), timestamp="ts").key_by("k").window(Tumbling(10))
     s.agg(agg.sum("v"), agg.sum("v")).sink(MemorySink())
-    with pytest.raises(PlanError, match="'sum_v' is produced twice"):
+    with pytest.raises(PlanError, match="both produce column 'sum_v'"):
         p.plan()
     with pytest.raises(ValueError, match="size_ms must be a positive integer"):
         Tumbling(0)

@@ -23,9 +23,16 @@ window assignment functions, the same aggregation semantics, the same first/last
 
 from __future__ import annotations
 
+from typing import assert_never
+
 import polars as pl
 
-from strom.pipeline.agg import Agg
+from strom.engine.constants import LEFT_TS, PART, RIGHT_TS, SEQ, SESSION, TS
+from strom.engine.joins import join_found, join_frames, right_side, value_schema
+from strom.engine.keyed_process import KeyedProcessCore
+from strom.engine.schemas import late_schema, window_schema
+from strom.engine.sessions import cut_sessions
+from strom.engine.transforms import apply_exprs, apply_transform, rows_to_frame
 from strom.pipeline.io import BoundedSource
 from strom.pipeline.plan import (
     FilterNode,
@@ -38,6 +45,7 @@ from strom.pipeline.plan import (
     MapNode,
     Node,
     Plan,
+    PlanNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -49,13 +57,6 @@ from strom.pipeline.plan import (
 from strom.pipeline.stream import Pipeline
 from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Session, assign_windows_lazy, event_time_ms
-from strom.runtime.interval_join import LEFT_TS, RIGHT_TS, join_frames
-from strom.runtime.keyed_process import KeyedProcessCore
-from strom.runtime.lookup import join_found, right_side, value_schema
-from strom.runtime.operators import apply_transform, rows_to_frame
-from strom.runtime.windows import sketches
-from strom.runtime.windows.accumulators import PART, SEQ, TS, output_schema
-from strom.runtime.windows.sessions import MINI, cut_sessions
 
 Partitions = list[tuple[int, pl.LazyFrame]]
 
@@ -88,51 +89,53 @@ class BoundedRunner:
             finally:
                 sink.close()
 
-    def _evaluate(self, node: Node) -> Partitions:
+    def _evaluate(self, node: PlanNode) -> Partitions:
         if node not in self._memo:
             self._memo[node] = self._compute(node)
         return self._memo[node]
 
-    def _compute(self, node: Node) -> Partitions:
-        if isinstance(node, SourceNode):
-            source = node.source
-            if not isinstance(source, BoundedSource):
-                raise PlanError(
-                    f"source {node.name!r} ({type(source).__name__}) is not bounded; "
-                    "run it with strom.runtime instead"
-                )
-            first = self._first_partition[node]
-            return [(first + i, source.scan_partition(i)) for i in range(source.partition_count())]
-        if isinstance(node, FilterNode | WithColumnsNode | SelectNode):
-            return [(p, _lazy_transform(node, lf)) for p, lf in self._evaluate(node.input)]
-        if isinstance(node, ProcessNode):
-            return [(-1, self._process(node).lazy())]
-        if isinstance(node, MapBatchesNode | MapNode):
-            return [
-                (p, apply_transform(node, lf.collect()).lazy())
-                for p, lf in self._evaluate(node.input)
-            ]
-        if isinstance(node, LookupJoinNode):
-            return self._lookup_join(node)
-        if isinstance(node, IntervalJoinNode):
-            return [(-1, self._interval_join(node))]
-        if isinstance(node, IntervalJoinLateNode):
-            side = node.input.inputs[0 if node.side == "left" else 1]
-            schema = pl.concat([lf for _, lf in self._evaluate(side)]).collect_schema()
-            return [(-1, pl.LazyFrame(schema=schema))]
-        if isinstance(node, KeyByNode | SinkNode):
-            return self._evaluate(node.input)
-        if isinstance(node, UnionNode):
-            return [part for branch in node.branches for part in self._evaluate(branch)]
-        if isinstance(node, WindowAggNode):
-            return [(-1, self._window(node).lazy())]
-        if isinstance(node, LateNode):
-            window = node.input
-            assert isinstance(window, WindowAggNode)
-            schema = self._input_schema(window)
-            late = {**schema, "window_start": pl.Int64(), "window_end": pl.Int64()}
-            return [(-1, pl.LazyFrame(schema=late))]
-        raise TypeError(f"the bounded runner cannot run {node.label} nodes yet")
+    def _compute(self, node: PlanNode) -> Partitions:
+        match node:
+            case SourceNode():
+                source = node.source
+                if not isinstance(source, BoundedSource):
+                    raise PlanError(
+                        f"source {node.name!r} ({type(source).__name__}) is not bounded; "
+                        "run it with strom.runtime instead"
+                    )
+                first = self._first_partition[node]
+                count = source.partition_count()
+                return [(first + i, source.scan_partition(i)) for i in range(count)]
+            case FilterNode() | WithColumnsNode() | SelectNode():
+                return [(p, apply_exprs(node, lf)) for p, lf in self._evaluate(node.input)]
+            case MapBatchesNode() | MapNode():
+                return [
+                    (p, apply_transform(node, lf.collect()).lazy())
+                    for p, lf in self._evaluate(node.input)
+                ]
+            case ProcessNode():
+                return [(-1, self._process(node).lazy())]
+            case LookupJoinNode():
+                return self._lookup_join(node)
+            case IntervalJoinNode():
+                return [(-1, self._interval_join(node))]
+            case IntervalJoinLateNode():
+                side = node.input.inputs[0 if node.side == "left" else 1]
+                schema = pl.concat([lf for _, lf in self._evaluate(side)]).collect_schema()
+                return [(-1, pl.LazyFrame(schema=schema))]
+            case KeyByNode() | SinkNode():
+                return self._evaluate(node.input)
+            case UnionNode():
+                return [part for branch in node.branches for part in self._evaluate(branch)]
+            case WindowAggNode():
+                return [(-1, self._window(node).lazy())]
+            case LateNode():
+                window = node.input
+                assert isinstance(window, WindowAggNode)
+                late = late_schema(self._input_schema(window))
+                return [(-1, pl.LazyFrame(schema=late))]
+            case _:
+                assert_never(node)
 
     def _lookup_join(self, node: LookupJoinNode) -> Partitions:
         """One lookup for every distinct key of the whole input, joined to each partition."""
@@ -203,7 +206,7 @@ class BoundedRunner:
         ts_column = self.plan.timestamps.get(node.input)
         assert ts_column is not None  # validated
         schema = self._input_schema(node)
-        out_schema = output_schema(node.keys, node.aggs, schema)
+        out_schema = window_schema(node.keys, node.aggs, schema)
         ts = event_time_ms(ts_column, schema[ts_column])
         framed = pl.concat(
             [
@@ -222,10 +225,10 @@ class BoundedRunner:
                 "filter or fill them before the window"
             )
         order = [TS, PART, SEQ]
-        finals = [e for a in node.aggs for e in _final_exprs(a, out_schema[a.name])]
+        finals = [e for a in node.aggs for e in a.bounded_exprs(out_schema[a.name])]
         if isinstance(node.window, Session):
             cut = cut_sessions(framed, node.keys, node.window.gap_ms, order)
-            grouped = cut.group_by([*node.keys, MINI]).agg(
+            grouped = cut.group_by([*node.keys, SESSION]).agg(
                 pl.col(TS).min().alias("window_start"),
                 (pl.col(TS).max() + node.window.gap_ms).alias("window_end"),
                 *finals,
@@ -235,71 +238,10 @@ class BoundedRunner:
             grouped = assigned.group_by(
                 [*node.keys, "window_start", "window_end"], maintain_order=True
             ).agg(*finals)
-        posts = [e for e in map(_post_expr, node.aggs) if e is not None]
+        posts = [e for a in node.aggs if (e := a.bounded_finish()) is not None]
         if posts:
             grouped = grouped.with_columns(posts)
         result = grouped.with_columns(pl.lit(False).alias("is_update")).select(
             pl.col(name).cast(dtype) for name, dtype in out_schema.items()
         )
         return result.sort(["window_end", "window_start", *node.keys]).collect()
-
-
-def _lazy_transform(
-    node: FilterNode | WithColumnsNode | SelectNode, lf: pl.LazyFrame
-) -> pl.LazyFrame:
-    if isinstance(node, FilterNode):
-        return lf.filter(node.predicate)
-    if isinstance(node, WithColumnsNode):
-        return lf.with_columns(*node.exprs)
-    return lf.select(*node.exprs)
-
-
-def _final_exprs(a: Agg, dtype: pl.DataType) -> list[pl.Expr]:
-    col = pl.col(a.column) if a.column is not None else None
-    if a.kind == "count":
-        expr = pl.len() if col is None else col.count()
-    else:
-        assert col is not None
-        if a.kind == "sum":
-            expr = pl.when(col.count() > 0).then(col.sum())
-        elif a.kind == "mean":
-            expr = col.cast(pl.Float64).sum() / col.count()
-            expr = pl.when(col.count() > 0).then(expr)
-        elif a.kind == "min":
-            expr = col.min()
-        elif a.kind == "max":
-            expr = col.max()
-        elif a.kind == "first":
-            expr = col.first()
-        elif a.kind == "last":
-            expr = col.last()
-        elif a.kind in ("var", "std"):
-            x = col.cast(pl.Float64)
-            expr = x.var(ddof=1) if a.kind == "var" else x.std(ddof=1)
-        elif a.kind == "count_distinct":
-            expr = col.drop_nulls().n_unique()
-        elif a.kind == "approx_count_distinct":
-            return [sketches.hll_codes(col).alias(a.name)]  # finished by _post_expr
-        else:
-            prio = sketches.sample_priority(pl.col(PART), pl.col(SEQ))
-            p, v = sketches.sample_exprs(col, prio)
-            return [p.alias(a.name + "__p"), v.alias(a.name)]  # finished by _post_expr
-    return [expr.cast(dtype).alias(a.name)]
-
-
-def _post_expr(a: Agg) -> pl.Expr | None:
-    """The Python finish of a sketch aggregation (the same functions streaming finalizes with)."""
-    if a.kind == "approx_count_distinct":
-        return pl.col(a.name).map_elements(
-            lambda codes: sketches.hll_estimate(sketches.hll_from_codes(codes)),
-            return_dtype=pl.Int64,
-        )
-    if a.kind == "approx_quantile":
-        q = a.q
-        assert q is not None
-        sample = pl.struct(pl.col(a.name + "__p").alias("p"), pl.col(a.name).alias("v"))
-        return sample.map_elements(
-            lambda s: sketches.sample_quantile(sketches.sample_from(s["p"], s["v"]), q),
-            return_dtype=pl.Float64,
-        ).alias(a.name)
-    return None

@@ -10,8 +10,8 @@
 >>> plan = p.plan()
 """
 
+from strom.engine.aggregation import Agg
 from strom.pipeline import agg
-from strom.pipeline.agg import Agg
 from strom.pipeline.io import (
     END_OF_PARTITION,
     BoundedSource,

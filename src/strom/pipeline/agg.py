@@ -1,9 +1,13 @@
 """Aggregations over windows: ``agg.count()``, ``agg.mean("temp")`` …
 
-Each aggregation names its output column (``count``, ``count_x``, ``sum_x``, ``mean_temp`` …) and
-fixes its output type from the input column's type, so every executor produces the same schema.
+Each aggregation names its output column, by default after the function and the column
+(``count``, ``count_x``, ``sum_x``, ``mean_temp``, ``q50_temp`` …); name it yourself with
+``name=`` or ``.alias()``: ``agg.mean("temp", name="avg_temp")`` or
+``agg.mean("temp").alias("avg_temp")``. The output type follows from the input column's type,
+so every executor produces the same schema.
 
-Semantics (identical in every executor):
+Semantics (identical in every executor; each aggregation is one class of
+:mod:`strom.engine.aggregations`):
 
 - ``count()`` counts events; ``count(col)`` counts non-null values of ``col``.
 - ``sum``, ``min``, ``max``, ``mean`` ignore nulls and are null when a window has no non-null value.
@@ -14,148 +18,99 @@ Semantics (identical in every executor):
   they may differ from the bounded runner's in the last bits.
 - ``count_distinct`` counts distinct non-null values exactly (state: the set of values).
 - ``approx_count_distinct`` and ``approx_quantile`` are mergeable sketches with documented error
-  (see ``strom.runtime.windows.sketches``); both executors give identical results.
+  (see ``strom.engine.sketches``); both executors give identical results.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
-import polars as pl
-
-AggKind = Literal[
-    "count",
-    "sum",
-    "min",
-    "max",
-    "mean",
-    "first",
-    "last",
-    "var",
-    "std",
-    "count_distinct",
-    "approx_count_distinct",
-    "approx_quantile",
-]
-KINDS: tuple[AggKind, ...] = (
-    "count",
-    "sum",
-    "min",
-    "max",
-    "mean",
-    "first",
-    "last",
-    "var",
-    "std",
-    "count_distinct",
-    "approx_count_distinct",
-    "approx_quantile",
+from strom.engine.aggregations import (
+    ApproxCountDistinct,
+    ApproxQuantile,
+    Count,
+    CountDistinct,
+    First,
+    Last,
+    Max,
+    Mean,
+    Min,
+    Std,
+    Sum,
+    Var,
+    check_quantile,
 )
 
 
-@dataclass(frozen=True)
-class Agg:
-    """One aggregation: ``kind`` over ``column`` (``None`` only for ``count()``), named ``name``."""
-
-    kind: AggKind
-    column: str | None
-    name: str
-    q: float | None = None
-    """The quantile, for ``approx_quantile`` only."""
-
-    def output_dtype(self, input_dtype: pl.DataType | None) -> pl.DataType:
-        """The output column's type given the input column's type (``None`` for ``count()``)."""
-        if self.kind in ("count", "count_distinct", "approx_count_distinct"):
-            return pl.Int64()
-        if self.kind in ("mean", "var", "std", "approx_quantile"):
-            return pl.Float64()
-        assert input_dtype is not None
-        if self.kind == "sum":
-            if input_dtype.is_integer() or input_dtype == pl.Boolean:
-                return pl.Int64()
-            return pl.Float64()
-        return input_dtype
+def _name(label: str, column: str | None, name: str | None) -> str:
+    if name is not None:
+        return name
+    return label if column is None else f"{label}_{column}"
 
 
-def _agg(kind: AggKind, column: str | None, alias: str | None) -> Agg:
-    if column is not None and not isinstance(column, str):
-        raise TypeError(f"agg.{kind}() takes a column name, got {column!r}")
-    default = kind if column is None else f"{kind}_{column}"
-    return Agg(kind, column, alias or default)
-
-
-def count(column: str | None = None, *, alias: str | None = None) -> Agg:
+def count(column: str | None = None, *, name: str | None = None) -> Count:
     """Number of events (or of non-null values of ``column``)."""
-    return _agg("count", column, alias)
+    return Count(column, _name("count", column, name))
 
 
-def sum(column: str, *, alias: str | None = None) -> Agg:
+def sum(column: str, *, name: str | None = None) -> Sum:
     """Sum of non-null values (Int64 for integer columns, Float64 otherwise)."""
-    return _agg("sum", column, alias)
+    return Sum(column, _name("sum", column, name))
 
 
-def min(column: str, *, alias: str | None = None) -> Agg:
+def min(column: str, *, name: str | None = None) -> Min:
     """Smallest non-null value."""
-    return _agg("min", column, alias)
+    return Min(column, _name("min", column, name))
 
 
-def max(column: str, *, alias: str | None = None) -> Agg:
+def max(column: str, *, name: str | None = None) -> Max:
     """Largest non-null value."""
-    return _agg("max", column, alias)
+    return Max(column, _name("max", column, name))
 
 
-def mean(column: str, *, alias: str | None = None) -> Agg:
+def mean(column: str, *, name: str | None = None) -> Mean:
     """Arithmetic mean of non-null values (Float64)."""
-    return _agg("mean", column, alias)
+    return Mean(column, _name("mean", column, name))
 
 
-def first(column: str, *, alias: str | None = None) -> Agg:
+def first(column: str, *, name: str | None = None) -> First:
     """Value of the earliest event by event time (see module docstring for ties)."""
-    return _agg("first", column, alias)
+    return First(column, _name("first", column, name))
 
 
-def last(column: str, *, alias: str | None = None) -> Agg:
+def last(column: str, *, name: str | None = None) -> Last:
     """Value of the latest event by event time (see module docstring for ties)."""
-    return _agg("last", column, alias)
+    return Last(column, _name("last", column, name))
 
 
-def var(column: str, *, alias: str | None = None) -> Agg:
+def var(column: str, *, name: str | None = None) -> Var:
     """Sample variance of non-null values (Float64; null with fewer than two)."""
-    return _agg("var", column, alias)
+    return Var(column, _name("var", column, name))
 
 
-def std(column: str, *, alias: str | None = None) -> Agg:
+def std(column: str, *, name: str | None = None) -> Std:
     """Sample standard deviation of non-null values (Float64; null with fewer than two)."""
-    return _agg("std", column, alias)
+    return Std(column, _name("std", column, name))
 
 
-def count_distinct(column: str, *, alias: str | None = None) -> Agg:
+def count_distinct(column: str, *, name: str | None = None) -> CountDistinct:
     """Exact number of distinct non-null values (state grows with the distinct values)."""
-    return _agg("count_distinct", column, alias)
+    return CountDistinct(column, _name("count_distinct", column, name))
 
 
-def approx_count_distinct(column: str, *, alias: str | None = None) -> Agg:
+def approx_count_distinct(column: str, *, name: str | None = None) -> ApproxCountDistinct:
     """Approximate number of distinct non-null values (HyperLogLog, ~1.6% standard error)."""
-    return _agg("approx_count_distinct", column, alias)
+    return ApproxCountDistinct(column, _name("approx_count_distinct", column, name))
 
 
-def approx_quantile(column: str, q: float, *, alias: str | None = None) -> Agg:
+def approx_quantile(column: str, q: float, *, name: str | None = None) -> ApproxQuantile:
     """Approximate ``q``-quantile of non-null numeric values (Float64, linear interpolation):
-    exact up to 2048 values per window, else rank error <= 3.6% with probability >= 99%."""
-    if isinstance(q, bool) or not isinstance(q, int | float) or not 0.0 <= q <= 1.0:
-        raise ValueError(f"agg.approx_quantile() needs 0 <= q <= 1, got {q!r}")
-    name = alias or f"q{round(q * 100):02d}_{column}"
-    return Agg("approx_quantile", _column(column, "approx_quantile"), name, float(q))
+    exact up to 2048 values per window, else rank error <= 3.6% with probability >= 99%.
+    Named ``q50_<column>`` for ``q=0.5`` by default."""
+    q = check_quantile(q)
+    default = f"q{round(q * 100):02d}_{column}"
+    return ApproxQuantile(column, name if name is not None else default, q)
 
 
-def _column(column: str, kind: str) -> str:
-    if not isinstance(column, str):
-        raise TypeError(f"agg.{kind}() takes a column name, got {column!r}")
-    return column
-
-
-def quantile(column: str, q: float, *, alias: str | None = None) -> Agg:
+def quantile(column: str, q: float, *, name: str | None = None) -> ApproxQuantile:
     """Not implemented (exact quantiles need every value in state); raises NotImplementedError.
     Use :func:`approx_quantile`."""
     raise NotImplementedError(

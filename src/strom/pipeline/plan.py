@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import polars as pl
 
-from strom.pipeline.agg import Agg
+from strom.engine.aggregations import Aggregation
 from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.windows import WindowSpec
@@ -26,10 +26,15 @@ JOIN_TIME = "join_time"
 
 @dataclass(frozen=True, eq=False)
 class Node:
-    """Base of every plan node; ``inputs`` are the upstream nodes."""
+    """Base of every plan node; ``inputs`` are the upstream nodes.
+
+    The concrete nodes are exactly the members of :data:`PlanNode`: backends lower a plan with
+    one ``match`` over that union ending in ``assert_never``, so adding a node to it makes mypy
+    point at every backend that does not handle it yet.
+    """
 
     @property
-    def inputs(self) -> tuple[Node, ...]:
+    def inputs(self) -> tuple[PlanNode, ...]:
         return ()
 
     @property
@@ -50,10 +55,10 @@ class SourceNode(Node):
 
 @dataclass(frozen=True, eq=False)
 class UnaryNode(Node):
-    input: Node
+    input: PlanNode
 
     @property
-    def inputs(self) -> tuple[Node, ...]:
+    def inputs(self) -> tuple[PlanNode, ...]:
         return (self.input,)
 
 
@@ -115,7 +120,7 @@ class WindowAggNode(UnaryNode):
 
     keys: tuple[str, ...]
     window: WindowSpec
-    aggs: tuple[Agg, ...]
+    aggs: tuple[Aggregation, ...]
     allowed_lateness_ms: int = 0
     emit: EmitMode = "final"
 
@@ -144,8 +149,8 @@ class IntervalJoinNode(Node):
     input is a join) is replaced by the new one.
     """
 
-    left: Node
-    right: Node
+    left: PlanNode
+    right: PlanNode
     left_on: tuple[str, ...]
     right_on: tuple[str, ...]
     lower_ms: int | None
@@ -153,7 +158,7 @@ class IntervalJoinNode(Node):
     suffix: str = "_right"
 
     @property
-    def inputs(self) -> tuple[Node, ...]:
+    def inputs(self) -> tuple[PlanNode, ...]:
         return (self.left, self.right)
 
     def output_columns(
@@ -197,16 +202,42 @@ class LateNode(UnaryNode):
 
 @dataclass(frozen=True, eq=False)
 class UnionNode(Node):
-    branches: tuple[Node, ...]
+    branches: tuple[PlanNode, ...]
 
     @property
-    def inputs(self) -> tuple[Node, ...]:
+    def inputs(self) -> tuple[PlanNode, ...]:
         return self.branches
 
 
 @dataclass(frozen=True, eq=False)
 class SinkNode(UnaryNode):
     sink: Sink
+
+
+PlanNode: TypeAlias = (
+    SourceNode
+    | FilterNode
+    | WithColumnsNode
+    | SelectNode
+    | MapBatchesNode
+    | MapNode
+    | ProcessNode
+    | KeyByNode
+    | WindowAggNode
+    | LookupJoinNode
+    | IntervalJoinNode
+    | IntervalJoinLateNode
+    | LateNode
+    | UnionNode
+    | SinkNode
+)
+"""Every concrete plan node (the closed set a backend's ``match`` must cover)."""
+
+StatelessNode: TypeAlias = FilterNode | WithColumnsNode | SelectNode | MapBatchesNode | MapNode
+"""The nodes that are a function of each batch alone (see ``strom.engine.transforms``)."""
+
+ExprNode: TypeAlias = FilterNode | WithColumnsNode | SelectNode
+"""The stateless nodes made of Polars expressions (they run lazily as well as eagerly)."""
 
 
 @dataclass(frozen=True)
@@ -220,7 +251,7 @@ class Plan:
     """Each node's event-time column (``None`` where there is none). Window results carry
     ``window_end``: when a window fires, every event before its end has arrived."""
 
-    def nodes(self) -> list[Node]:
+    def nodes(self) -> list[PlanNode]:
         """Every node, each after all of its inputs (a topological order)."""
         return topological(self.sinks)
 
@@ -228,11 +259,11 @@ class Plan:
         return [n for n in self.nodes() if isinstance(n, SourceNode)]
 
 
-def topological(roots: tuple[Node, ...]) -> list[Node]:
-    order: list[Node] = []
+def topological(roots: Sequence[PlanNode]) -> list[PlanNode]:
+    order: list[PlanNode] = []
     seen: set[int] = set()
 
-    def visit(node: Node) -> None:
+    def visit(node: PlanNode) -> None:
         if id(node) in seen:
             return
         seen.add(id(node))
@@ -245,6 +276,6 @@ def topological(roots: tuple[Node, ...]) -> list[Node]:
     return order
 
 
-def walk(node: Node) -> Iterator[Node]:
+def walk(node: PlanNode) -> Iterator[PlanNode]:
     """``node`` and everything upstream of it."""
     yield from topological((node,))

@@ -4,7 +4,7 @@ This is the documented slow path: executors call these once per record, in Pytho
 expressions and window aggregations wherever they can say the same thing.
 
 A :class:`ProcessFunction` sees one key's elements and timers through a :class:`ProcessContext`.
-Guarantees (both executors; see ``strom.runtime.keyed_process`` for the mechanics):
+Guarantees (both executors; see ``strom.engine.keyed_process`` for the mechanics):
 
 - **Order.** With ``ordering="event_time"`` (the default) an element is processed once the
   watermark has passed it (``ts < watermark``); every callback of a key (elements and

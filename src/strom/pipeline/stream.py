@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
-from strom.pipeline.agg import Agg
+from strom.engine.aggregation import Agg
+from strom.engine.aggregations import Aggregation
 from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.plan import (
     EmitMode,
@@ -22,8 +23,8 @@ from strom.pipeline.plan import (
     LookupJoinNode,
     MapBatchesNode,
     MapNode,
-    Node,
     Plan,
+    PlanNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -34,7 +35,7 @@ from strom.pipeline.plan import (
 )
 from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.validate import PlanError, validate
-from strom.pipeline.windows import Duration, WindowSpec, optional_ms, to_ms
+from strom.pipeline.windows import Duration, WindowSpec, to_ms
 
 SchemaLike = pl.Schema | Mapping[str, pl.DataType | type[pl.DataType]]
 
@@ -67,8 +68,8 @@ class Pipeline:
         if name in self._source_names:
             raise PlanError(f"two sources are named {name!r}; names must be unique")
         self._source_names.add(name)
-        bound = to_ms(max_out_of_orderness_ms, "max_out_of_orderness_ms")
-        idle = optional_ms(idle_timeout_ms, "idle_timeout_ms")
+        bound = _ms(max_out_of_orderness_ms, "max_out_of_orderness_ms")
+        idle = _optional_ms(idle_timeout_ms, "idle_timeout_ms")
         node = SourceNode(source, timestamp, bound, idle, name)
         return Stream(self, node)
 
@@ -83,16 +84,16 @@ class Pipeline:
 class Stream:
     """A stream of event batches; methods add transformations to the plan."""
 
-    def __init__(self, pipeline: Pipeline, node: Node) -> None:
+    def __init__(self, pipeline: Pipeline, node: PlanNode) -> None:
         self._pipeline = pipeline
         self._node = node
 
     @property
-    def node(self) -> Node:
+    def node(self) -> PlanNode:
         """The plan node producing this stream."""
         return self._node
 
-    def _then(self, node: Node) -> Stream:
+    def _then(self, node: PlanNode) -> Stream:
         return Stream(self._pipeline, node)
 
     def filter(self, predicate: pl.Expr) -> Stream:
@@ -166,7 +167,7 @@ class Stream:
         if isinstance(columns, str):
             columns = [columns]
         return self._then(
-            LookupJoinNode(self._node, table, on, tuple(columns), to_ms(ttl_ms, "ttl_ms"))
+            LookupJoinNode(self._node, table, on, tuple(columns), _ms(ttl_ms, "ttl_ms"))
         )
 
     def interval_join(
@@ -210,7 +211,7 @@ class Stream:
                 f"interval_join(): left_on {list(lkeys)} and right_on {list(rkeys)} must name "
                 "the same number (at least one) of key columns"
             )
-        lower, upper = optional_ms(lower_ms, "lower_ms"), optional_ms(upper_ms, "upper_ms")
+        lower, upper = _optional_ms(lower_ms, "lower_ms"), _optional_ms(upper_ms, "upper_ms")
         node = IntervalJoinNode(self._node, right._node, lkeys, rkeys, lower, upper, suffix)
         return IntervalJoinResult(self._pipeline, node)
 
@@ -233,7 +234,7 @@ class Stream:
 class KeyedStream(Stream):
     """A stream whose windows and state are kept per key."""
 
-    def __init__(self, pipeline: Pipeline, node: Node, keys: tuple[str, ...]) -> None:
+    def __init__(self, pipeline: Pipeline, node: PlanNode, keys: tuple[str, ...]) -> None:
         super().__init__(pipeline, node)
         self.keys = keys
 
@@ -280,7 +281,7 @@ class WindowedStream:
     def __init__(
         self,
         pipeline: Pipeline,
-        node: Node,
+        node: PlanNode,
         keys: tuple[str, ...],
         spec: WindowSpec,
         allowed_lateness_ms: Duration,
@@ -290,17 +291,20 @@ class WindowedStream:
         self._node = node
         self._keys = keys
         self._spec = spec
-        self._lateness = to_ms(allowed_lateness_ms, "allowed_lateness_ms")
+        self._lateness = _ms(allowed_lateness_ms, "allowed_lateness_ms")
         self._emit = emit
 
     def agg(self, *aggs: Agg) -> WindowResult:
-        """Results: key columns, ``window_start``, ``window_end``, one column per aggregation,
-        ``is_update``."""
+        """Results: key columns, ``window_start``, ``window_end``, one column per aggregation
+        (named by the aggregation: ``agg.mean("t")`` is ``mean_t``, ``agg.mean("t",
+        name="avg")`` or ``agg.mean("t").alias("avg")`` is ``avg``), ``is_update``."""
+        checked: list[Aggregation] = []
         for a in aggs:
-            if not isinstance(a, Agg):
+            if not isinstance(a, Aggregation):
                 raise PlanError(f"agg() takes strom.pipeline.agg aggregations, got {a!r}")
+            checked.append(a)
         node = WindowAggNode(
-            self._node, self._keys, self._spec, tuple(aggs), self._lateness, self._emit
+            self._node, self._keys, self._spec, tuple(checked), self._lateness, self._emit
         )
         return WindowResult(self._pipeline, node)
 
@@ -343,3 +347,15 @@ def _schema(schema: SchemaLike, method: str) -> pl.Schema:
         raise PlanError(
             f"{method}(): output_schema must map column names to types ({exc})"
         ) from exc
+
+
+def _ms(value: Duration, name: str) -> int:
+    """:func:`~strom.pipeline.windows.to_ms`, failing as a :class:`PlanError`."""
+    try:
+        return to_ms(value, name)
+    except (TypeError, ValueError) as exc:
+        raise PlanError(str(exc)) from None
+
+
+def _optional_ms(value: Duration | None, name: str) -> int | None:
+    return None if value is None else _ms(value, name)

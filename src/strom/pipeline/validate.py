@@ -7,10 +7,16 @@ skipped until run time.
 
 from __future__ import annotations
 
+from typing import assert_never
+
 import polars as pl
 
+from strom.engine.constants import WINDOW_COLUMNS
+from strom.engine.schemas import late_schema, window_schema
+from strom.engine.transforms import apply_exprs
 from strom.pipeline.plan import (
     JOIN_TIME,
+    ExprNode,
     FilterNode,
     IntervalJoinLateNode,
     IntervalJoinNode,
@@ -21,6 +27,7 @@ from strom.pipeline.plan import (
     MapNode,
     Node,
     Plan,
+    PlanNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -31,8 +38,6 @@ from strom.pipeline.plan import (
     topological,
 )
 from strom.pipeline.windows import Session
-
-RESERVED = ("window_start", "window_end", "is_update")
 
 
 class PlanError(ValueError):
@@ -51,53 +56,51 @@ def validate(sinks: tuple[SinkNode, ...]) -> Plan:
 
 
 def _check(
-    node: Node, schemas: dict[Node, pl.Schema | None], timestamps: dict[Node, str | None]
+    node: PlanNode, schemas: dict[Node, pl.Schema | None], timestamps: dict[Node, str | None]
 ) -> tuple[pl.Schema | None, str | None]:
     up = schemas.get(node.inputs[0]) if node.inputs else None
     ts = timestamps.get(node.inputs[0]) if node.inputs else None
     where = f"{node.label}: "
-    if isinstance(node, SourceNode):
-        return _check_source(node), node.timestamp
-    if isinstance(node, FilterNode | WithColumnsNode | SelectNode):
-        if up is None:
-            return None, ts
-        out = _resolve(node, up, where)
-        if isinstance(node, SelectNode) and ts is not None and ts not in out:
-            ts = None  # the event time was projected away; a later window reports it
-        return out, ts
-    if isinstance(node, MapBatchesNode):
-        return node.schema, ts
-    if isinstance(node, MapNode):
-        return node.schema, ts if ts in node.schema else None
-    if isinstance(node, ProcessNode):
-        return _check_process(node, up, ts, where)
-    if isinstance(node, LookupJoinNode):
-        return _check_lookup(node, up, where), ts
-    if isinstance(node, KeyByNode):
-        if not node.keys:
-            raise PlanError(f"{where}key_by() needs at least one key column")
-        _require_columns(up, node.keys, where + "key column")
-        return up, ts
-    if isinstance(node, WindowAggNode):
-        return _check_window(node, up, ts, where), "window_end"
-    if isinstance(node, LateNode):
-        ts = timestamps.get(node.input.inputs[0])
-        if up is None:
-            return None, ts
-        input_schema = schemas.get(node.input.inputs[0])
-        if input_schema is None:
-            return None, ts
-        return pl.Schema({**input_schema, "window_start": pl.Int64(), "window_end": pl.Int64()}), ts
-    if isinstance(node, IntervalJoinNode):
-        return _check_interval_join(node, schemas, timestamps, where)
-    if isinstance(node, IntervalJoinLateNode):
-        side = node.input.inputs[0 if node.side == "left" else 1]
-        return schemas.get(side), timestamps.get(side)
-    if isinstance(node, UnionNode):
-        return _check_union(node, schemas, timestamps, where)
-    if isinstance(node, SinkNode):
-        return up, ts
-    raise PlanError(f"unknown plan node {node!r}")
+    match node:
+        case SourceNode():
+            return _check_source(node), node.timestamp
+        case FilterNode() | WithColumnsNode() | SelectNode():
+            if up is None:
+                return None, ts
+            out = _resolve(node, up, where)
+            if isinstance(node, SelectNode) and ts is not None and ts not in out:
+                ts = None  # the event time was projected away; a later window reports it
+            return out, ts
+        case MapBatchesNode():
+            return node.schema, ts
+        case MapNode():
+            return node.schema, ts if ts in node.schema else None
+        case ProcessNode():
+            return _check_process(node, up, ts, where)
+        case LookupJoinNode():
+            return _check_lookup(node, up, where), ts
+        case KeyByNode():
+            if not node.keys:
+                raise PlanError(f"{where}key_by() needs at least one key column")
+            _require_columns(up, node.keys, where + "key column")
+            return up, ts
+        case WindowAggNode():
+            return _check_window(node, up, ts, where), "window_end"
+        case LateNode():
+            ts = timestamps.get(node.input.inputs[0])
+            input_schema = schemas.get(node.input.inputs[0]) if up is not None else None
+            return None if input_schema is None else late_schema(input_schema), ts
+        case IntervalJoinNode():
+            return _check_interval_join(node, schemas, timestamps, where)
+        case IntervalJoinLateNode():
+            side = node.input.inputs[0 if node.side == "left" else 1]
+            return schemas.get(side), timestamps.get(side)
+        case UnionNode():
+            return _check_union(node, schemas, timestamps, where)
+        case SinkNode():
+            return up, ts
+        case _:
+            assert_never(node)
 
 
 def _check_source(node: SourceNode) -> pl.Schema | None:
@@ -124,20 +127,14 @@ def _check_source(node: SourceNode) -> pl.Schema | None:
     return schema
 
 
-def _resolve(
-    node: FilterNode | WithColumnsNode | SelectNode, up: pl.Schema, where: str
-) -> pl.Schema:
+def _resolve(node: ExprNode, up: pl.Schema, where: str) -> pl.Schema:
     lf = pl.LazyFrame(schema=up)
     try:
         if isinstance(node, FilterNode):
-            out = lf.filter(node.predicate).collect_schema()
             dtype = lf.select(node.predicate).collect_schema().dtypes()[0]
             if dtype != pl.Boolean:
                 raise PlanError(f"{where}the predicate has type {dtype}, not Boolean")
-            return out
-        if isinstance(node, WithColumnsNode):
-            return lf.with_columns(*node.exprs).collect_schema()
-        return lf.select(*node.exprs).collect_schema()
+        return apply_exprs(node, lf).collect_schema()
     except pl.exceptions.PolarsError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise PlanError(f"{where}{first_line} (available columns: {list(up)})") from exc
@@ -166,16 +163,12 @@ def _check_window(
     if node.emit not in ("final", "update"):
         raise PlanError(f"{where}emit must be 'final' or 'update', not {node.emit!r}")
     for key in node.keys:
-        if key in RESERVED:
+        if key in WINDOW_COLUMNS:
             raise PlanError(
                 f"{where}key column {key!r} clashes with the window's own output column of that "
                 f"name; rename it first, e.g. .with_columns(pl.col({key!r}).alias('my_{key}'))"
             )
-    names = [a.name for a in node.aggs]
-    taken = set(node.keys) | set(RESERVED)
-    for name in names:
-        if names.count(name) > 1 or name in taken:
-            raise PlanError(f"{where}output column {name!r} is produced twice; give one alias=...")
+    _check_output_names(node, where)
     if isinstance(node.window, Session) and node.window.gap_ms <= 0:
         raise PlanError(f"{where}session gap must be positive")
     if up is None:
@@ -184,13 +177,30 @@ def _check_window(
     _require_columns(up, node.keys, where + "key column")
     columns = tuple(a.column for a in node.aggs if a.column is not None)
     _require_columns(up, columns, where + "aggregated column")
-    out: dict[str, pl.DataType] = {k: up[k] for k in node.keys}
-    out["window_start"] = pl.Int64()
-    out["window_end"] = pl.Int64()
+    return window_schema(node.keys, node.aggs, up)
+
+
+def _check_output_names(node: WindowAggNode, where: str) -> None:
+    """Every aggregation's output name is its own: no two alike, none a key or window column."""
+    seen: dict[str, str] = {}
     for a in node.aggs:
-        out[a.name] = a.output_dtype(up[a.column] if a.column is not None else None)
-    out["is_update"] = pl.Boolean()
-    return pl.Schema(out)
+        fix = f"name it with agg.{a.label}(..., name='...') or .alias('...')"
+        if a.name in node.keys:
+            raise PlanError(
+                f"{where}aggregation {a!r} would produce column {a.name!r}, which is a key "
+                f"column; {fix}"
+            )
+        if a.name in WINDOW_COLUMNS:
+            raise PlanError(
+                f"{where}aggregation {a!r} would produce column {a.name!r}, one of the window's "
+                f"own columns {list(WINDOW_COLUMNS)}; {fix}"
+            )
+        if a.name in seen:
+            raise PlanError(
+                f"{where}aggregations {seen[a.name]} and {a!r} both produce column "
+                f"{a.name!r}; {fix}"
+            )
+        seen[a.name] = repr(a)
 
 
 def _check_lookup(node: LookupJoinNode, up: pl.Schema | None, where: str) -> pl.Schema | None:

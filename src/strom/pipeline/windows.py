@@ -47,11 +47,6 @@ def to_ms(value: Duration, name: str) -> int:
     return value
 
 
-def optional_ms(value: Duration | None, name: str) -> int | None:
-    """:func:`to_ms` for an optional span (``None`` stays ``None``)."""
-    return None if value is None else to_ms(value, name)
-
-
 @dataclass(frozen=True)
 class Tumbling:
     """Fixed-size, non-overlapping windows of ``size_ms``, aligned to ``offset_ms``.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import assert_never
 
 import polars as pl
 
@@ -31,6 +32,7 @@ from strom.pipeline.plan import (
     MapNode,
     Node,
     Plan,
+    PlanNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -97,42 +99,56 @@ class StreamingExecutor:
             next_partition += count
         for index, node in enumerate(self.plan.nodes()):
             name = f"{index}:{node.label}" if not isinstance(node, SourceNode) else node.name
-            op = self._make(node, name)
-            self._operators[node] = op
-            for port, upstream in enumerate(node.inputs):
-                up = self._operators[upstream]
-                if isinstance(node, LateNode):
-                    assert isinstance(up, WindowOperatorBase)
-                    up.late_outputs.append(op)
-                elif isinstance(node, IntervalJoinLateNode):
-                    assert isinstance(up, IntervalJoinOperator)
-                    up.late_outputs[node.side].append(op)
-                elif isinstance(op, IntervalJoinOperator):
-                    up.outputs.append(op.ports[port])
-                else:
-                    up.outputs.append(op)
+            self._operators[node] = self._make(node, name)
 
-    def _make(self, node: Node, name: str) -> Operator:
-        if isinstance(node, FilterNode | WithColumnsNode | SelectNode | MapBatchesNode | MapNode):
-            return TransformOperator(name, node)
-        if isinstance(node, ProcessNode):
-            ts = self.plan.timestamps.get(node.input)
-            return ProcessOperator(name, node, ts, self._tracker(node))
-        if isinstance(node, LookupJoinNode):
-            return LookupJoinOperator(name, node, self.clock)
-        if isinstance(node, IntervalJoinNode):
-            left_ts, right_ts = self.plan.timestamps[node.left], self.plan.timestamps[node.right]
-            assert left_ts is not None and right_ts is not None  # validated
-            return IntervalJoinOperator(name, node, (left_ts, right_ts), self._tracker(node))
-        if isinstance(node, SinkNode):
-            return SinkOperator(name, node.sink)
-        if isinstance(node, WindowAggNode):
-            return self._make_window(node, name)
-        if isinstance(node, SourceNode | KeyByNode | UnionNode | LateNode | IntervalJoinLateNode):
-            return Operator(name)
-        raise TypeError(f"the streaming runtime cannot run {node.label} nodes yet")
+    def _make(self, node: PlanNode, name: str) -> Operator:
+        """The operator of ``node``, subscribed to its inputs' operators (built before it):
+        to their outputs, or (the cases that return early) to a join's side port or to a
+        window's or join's late output."""
+        op: Operator
+        match node:
+            case SourceNode():
+                return Operator(name)
+            case FilterNode() | WithColumnsNode() | SelectNode() | MapBatchesNode() | MapNode():
+                op = TransformOperator(name, node)
+            case ProcessNode():
+                ts = self.plan.timestamps.get(node.input)
+                op = ProcessOperator(name, node, ts, self._tracker(node))
+            case LookupJoinNode():
+                op = LookupJoinOperator(name, node, self.clock)
+            case WindowAggNode():
+                op = self._make_window(node, name)
+            case KeyByNode() | UnionNode():
+                op = Operator(name)
+            case SinkNode():
+                op = SinkOperator(name, node.sink)
+            case IntervalJoinNode():
+                left_ts, right_ts = (
+                    self.plan.timestamps[node.left],
+                    self.plan.timestamps[node.right],
+                )
+                assert left_ts is not None and right_ts is not None  # validated
+                join = IntervalJoinOperator(name, node, (left_ts, right_ts), self._tracker(node))
+                self._operators[node.left].outputs.append(join.ports[0])
+                self._operators[node.right].outputs.append(join.ports[1])
+                return join
+            case LateNode():
+                window = self._operators[node.input]
+                assert isinstance(window, WindowOperatorBase)
+                window.late_outputs.append(op := Operator(name))
+                return op
+            case IntervalJoinLateNode():
+                join_op = self._operators[node.input]
+                assert isinstance(join_op, IntervalJoinOperator)
+                join_op.late_outputs[node.side].append(op := Operator(name))
+                return op
+            case _:
+                assert_never(node)
+        for upstream in node.inputs:
+            self._operators[upstream].outputs.append(op)
+        return op
 
-    def _tracker(self, node: Node) -> WatermarkTracker:
+    def _tracker(self, node: PlanNode) -> WatermarkTracker:
         """A watermark tracker over every source partition upstream of ``node``."""
         partitions: dict[int, tuple[int, int | None]] = {}
         for upstream in walk(node):

@@ -1,4 +1,5 @@
-"""The interval join in the streaming runtime, and the frame join both runtimes share.
+"""The interval join in the streaming runtime (the frame join itself is
+:func:`strom.engine.joins.join_frames`, shared with the bounded runner).
 
 With ``W`` the join's watermark (the minimum over every source partition upstream of either
 input), ``lower``/``upper`` the bounds (a right row at ``r`` matches a left row at ``l`` iff
@@ -28,47 +29,17 @@ from typing import Any
 
 import polars as pl
 
-from strom.pipeline.plan import JOIN_TIME, IntervalJoinNode, JoinSide
+from strom.engine.constants import LEFT_TS, RIGHT_TS
+from strom.engine.joins import join_frames
+from strom.pipeline.plan import IntervalJoinNode, JoinSide
 from strom.pipeline.windows import event_time_ms
 from strom.runtime.operators import Operator
 from strom.runtime.watermarks import MAX_WATERMARK, MIN_WATERMARK, WatermarkTracker
 
-LEFT_TS = "__strom_left_ts"
-RIGHT_TS = "__strom_right_ts"
 _TIME = {"left": LEFT_TS, "right": RIGHT_TS}
 _OTHER: dict[JoinSide, JoinSide] = {"left": "right", "right": "left"}
 _SIDES: tuple[JoinSide, JoinSide] = ("left", "right")
 _MAX_CHUNKS = 32
-
-
-def join_frames(
-    node: IntervalJoinNode,
-    left: pl.LazyFrame,
-    right: pl.LazyFrame,
-    kept_left: list[str],
-    right_names: dict[str, str],
-) -> pl.LazyFrame:
-    """Every in-bounds pair of ``left`` (carrying :data:`LEFT_TS`) and ``right`` (carrying
-    :data:`RIGHT_TS`) rows with equal keys, as output columns (see ``node.output_columns``)."""
-    keys = [f"__strom_key{i}" for i in range(len(node.right_on))]
-    right = right.select(
-        *(pl.col(c).alias(k) for c, k in zip(node.right_on, keys, strict=True)),
-        *(pl.col(c).alias(name) for c, name in right_names.items()),
-        RIGHT_TS,
-    )
-    joined = left.join(right, left_on=list(node.left_on), right_on=keys, how="inner", coalesce=True)
-    conditions = []
-    if node.lower_ms is not None:
-        conditions.append(pl.col(RIGHT_TS) >= pl.col(LEFT_TS) + node.lower_ms)
-    if node.upper_ms is not None:
-        conditions.append(pl.col(RIGHT_TS) <= pl.col(LEFT_TS) + node.upper_ms)
-    if conditions:
-        joined = joined.filter(*conditions)
-    return joined.select(
-        *kept_left,
-        *right_names.values(),
-        pl.max_horizontal(LEFT_TS, RIGHT_TS).alias(JOIN_TIME),
-    )
 
 
 class _Port(Operator):

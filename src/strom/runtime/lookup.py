@@ -1,8 +1,6 @@
-"""Lookup joins (stream-to-table): the shared join and the streaming operator with its cache.
+"""Lookup joins (stream-to-table) in the streaming runtime: the operator with its cache.
 
-Both executors join the same way (:func:`join_found`): a left join on the stream's ``on`` column
-against the rows a :class:`~strom.pipeline.io.LookupTable` returned, keeping every input row
-once and in order; keys the table does not hold, and null keys, give nulls. They differ only in
+Both executors join the same way (:func:`strom.engine.joins.join_found`). They differ only in
 *when* they ask the table: the bounded runner once for every distinct key of its input, the
 streaming operator once per micro-batch for the keys its cache does not hold fresh.
 """
@@ -14,57 +12,12 @@ from typing import Any
 
 import polars as pl
 
+from strom.engine.constants import LOOKUP_KEY
+from strom.engine.joins import join_found, right_side, value_schema
 from strom.pipeline.plan import LookupJoinNode
 from strom.runtime.operators import Operator
 
 Clock = Callable[[], float]
-
-#: The right side's key column while joining (cannot clash: validation reserves no such name,
-#: and a left column of this name would be an engine-internal leak).
-_KEY = "__strom_lookup_key"
-
-
-def value_schema(node: LookupJoinNode, found: pl.DataFrame | None = None) -> dict[str, Any]:
-    """The added columns' types: from the table's schema, else from ``found``, else Null."""
-    table = node.table.schema()
-    out: dict[str, Any] = {}
-    for c in node.columns:
-        if table is not None and c in table:
-            out[c] = table[c]
-        elif found is not None and c in found.columns:
-            out[c] = found.schema[c]
-        else:
-            out[c] = pl.Null()
-    return out
-
-
-def right_side(
-    node: LookupJoinNode, found: pl.DataFrame, key_dtype: pl.DataType, schema: dict[str, Any]
-) -> pl.DataFrame:
-    """``found`` (table rows) as the join's right side: the key (cast to the stream key's type,
-    one row per key) and the value columns in their output types."""
-    key = node.table.key
-    missing = [c for c in (key, *node.columns) if c not in found.columns]
-    if missing:
-        raise ValueError(
-            f"lookup_join: the table's lookup() returned no column(s) {missing}; "
-            f"it returned {found.columns}"
-        )
-    return (
-        found.select(
-            pl.col(key).cast(key_dtype, strict=False).alias(_KEY),
-            *(pl.col(c).cast(schema[c], strict=False) for c in node.columns),
-        )
-        .filter(pl.col(_KEY).is_not_null())
-        .unique(subset=_KEY, keep="first", maintain_order=True)
-    )
-
-
-def join_found(left: pl.LazyFrame, right: pl.DataFrame, on: str) -> pl.LazyFrame:
-    """Left join of ``left`` with ``right`` (from :func:`right_side`), left order kept."""
-    return left.join(
-        right.lazy(), left_on=on, right_on=_KEY, how="left", maintain_order="left", coalesce=True
-    )
 
 
 class LookupJoinOperator(Operator):
@@ -109,8 +62,8 @@ class LookupJoinOperator(Operator):
         schema = self._schema or value_schema(node)
         rows = [(k, *entry[1]) for k in keys.to_list() if (entry := self._cache[k])[1] is not None]
         right = pl.DataFrame(
-            rows, schema={_KEY: key_dtype, **schema}, orient="row", strict=False
-        ).filter(pl.col(_KEY).is_not_null())
+            rows, schema={LOOKUP_KEY: key_dtype, **schema}, orient="row", strict=False
+        ).filter(pl.col(LOOKUP_KEY).is_not_null())
         return join_found(batch.lazy(), right, node.on).collect()
 
     def state_size(self) -> int:

@@ -8,21 +8,13 @@ operators turn progress into watermarks.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import polars as pl
 
+from strom.engine.transforms import apply_transform
 from strom.pipeline.io import Sink
-from strom.pipeline.plan import (
-    FilterNode,
-    MapBatchesNode,
-    MapNode,
-    Node,
-    SelectNode,
-    WithColumnsNode,
-)
+from strom.pipeline.plan import StatelessNode
 from strom.runtime.watermarks import MIN_WATERMARK
 
 
@@ -73,65 +65,13 @@ class Operator:
 class TransformOperator(Operator):
     """Filter, with_columns, select, map_batches, map and flat_map: a function of each batch."""
 
-    def __init__(self, name: str, node: Node) -> None:
+    def __init__(self, name: str, node: StatelessNode) -> None:
         super().__init__(name)
         self.node = node
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
         self.metrics.records_in += batch.height
         self.emit(partition, apply_transform(self.node, batch))
-
-
-def apply_transform(node: Node, batch: pl.DataFrame) -> pl.DataFrame:
-    """Apply a stateless plan node to one batch (shared with the bounded runner)."""
-    if isinstance(node, FilterNode):
-        return batch.filter(node.predicate)
-    if isinstance(node, WithColumnsNode):
-        return batch.with_columns(*node.exprs)
-    if isinstance(node, SelectNode):
-        return batch.select(*node.exprs)
-    if isinstance(node, MapBatchesNode):
-        result = node.fn(batch)
-        if not isinstance(result, pl.DataFrame):
-            raise TypeError(
-                f"map_batches function {node.fn!r} returned {type(result).__name__}, "
-                "not a polars DataFrame"
-            )
-        return result
-    if isinstance(node, MapNode):
-        return apply_map(node, batch)
-    raise TypeError(f"{node.label} is not a stateless transformation")
-
-
-def apply_map(node: MapNode, batch: pl.DataFrame) -> pl.DataFrame:
-    """Run a per-record ``map``/``flat_map`` over one batch, keeping row order."""
-    out: list[Mapping[str, Any]] = []
-    if node.flat:
-        for row in batch.iter_rows(named=True):
-            out.extend(node.fn(row))  # type: ignore[arg-type]
-    else:
-        out = [node.fn(row) for row in batch.iter_rows(named=True)]  # type: ignore[misc]
-    return rows_to_frame(out, node.schema, "flat_map" if node.flat else "map")
-
-
-def rows_to_frame(rows: Sequence[Mapping[str, Any]], schema: pl.Schema, where: str) -> pl.DataFrame:
-    """Rows (dicts) as a frame of ``schema``: missing columns are null, extra keys an error."""
-    names = set(schema)
-    for row in rows:
-        if not isinstance(row, Mapping):
-            raise TypeError(f"{where}: output rows must be dicts, got {row!r}")
-        extra = row.keys() - names
-        if extra:
-            raise ValueError(
-                f"{where}: output row has columns {sorted(extra)} not in output_schema "
-                f"{list(schema)}"
-            )
-    try:
-        return pl.DataFrame(rows, schema=schema)
-    except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise ValueError(
-            f"{where}: output rows do not fit output_schema {dict(schema)}: {exc}"
-        ) from exc
 
 
 class SinkOperator(Operator):

@@ -1,6 +1,6 @@
 """The streaming operator running a keyed :class:`~strom.pipeline.ProcessFunction`.
 
-Each batch's rows are buffered in the :class:`~strom.runtime.keyed_process.KeyedProcessCore`;
+Each batch's rows are buffered in the :class:`~strom.engine.keyed_process.KeyedProcessCore`;
 with ``ordering="arrival"`` they are processed at once, otherwise when the watermark passes them.
 After every progress message the operator releases what the new watermark makes due, fires
 processing-time timers due at the executor's clock and, once every input has ended, finishes the
@@ -14,12 +14,13 @@ from typing import Any
 
 import polars as pl
 
+from strom.engine.constants import TS
+from strom.engine.keyed_process import KeyedProcessCore
+from strom.engine.transforms import rows_to_frame
 from strom.pipeline.plan import ProcessNode
 from strom.pipeline.windows import event_time_ms
-from strom.runtime.keyed_process import KeyedProcessCore
-from strom.runtime.operators import Operator, rows_to_frame
+from strom.runtime.operators import Operator
 from strom.runtime.watermarks import MAX_WATERMARK, WatermarkTracker
-from strom.runtime.windows.accumulators import TS
 
 
 class ProcessOperator(Operator):

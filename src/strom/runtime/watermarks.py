@@ -12,8 +12,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-MIN_WATERMARK = -(2**63)
-MAX_WATERMARK = 2**63 - 1
+from strom.engine.constants import MAX_WATERMARK, MIN_WATERMARK
+
+__all__ = [
+    "MAX_WATERMARK",
+    "MIN_WATERMARK",
+    "WatermarkTracker",
+    "combine_watermarks",
+    "partition_watermark",
+]
 
 
 def partition_watermark(max_event_time: int | None, max_out_of_orderness_ms: int) -> int:

@@ -26,6 +26,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, assert_never
 
 import polars as pl
 from confluent_kafka import KafkaError, KafkaException
@@ -48,8 +49,8 @@ from strom.pipeline.plan import (
     LookupJoinNode,
     MapBatchesNode,
     MapNode,
-    Node,
     Plan,
+    PlanNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -77,19 +78,6 @@ Clock = Callable[[], float]
 #: The least processing time between two progress records of one writer while its watermark
 #: moves (ending, and turning idle or active, are sent at once).
 PROGRESS_INTERVAL_MS = 20.0
-_STATELESS = (
-    FilterNode,
-    WithColumnsNode,
-    SelectNode,
-    MapBatchesNode,
-    MapNode,
-    LookupJoinNode,
-    KeyByNode,
-    LateNode,
-    IntervalJoinLateNode,
-    UnionNode,
-    SinkNode,
-)
 
 
 @dataclass(frozen=True)
@@ -123,7 +111,7 @@ class Cut:
     """A repartition edge: the rows of ``upstream`` (a node of the original plan), by ``keys``."""
 
     number: int
-    upstream: Node
+    upstream: PlanNode
     keys: tuple[str, ...]
 
     def topic(self, app_id: str) -> str:
@@ -141,20 +129,35 @@ def find_cuts(plan: Plan) -> list[Cut]:
     return list(cuts.values())
 
 
-def _keyed_inputs(node: Node) -> list[tuple[Node, tuple[str, ...]]]:
+def _keyed_inputs(node: PlanNode) -> list[tuple[PlanNode, tuple[str, ...]]]:
     """The (rows to repartition, key columns) edges into a keyed operator; a ``key_by`` step
     before it is skipped (the downstream stage re-applies it)."""
 
-    def base(n: Node) -> Node:
+    def base(n: PlanNode) -> PlanNode:
         return n.input if isinstance(n, KeyByNode) else n
 
-    if isinstance(node, WindowAggNode | ProcessNode):
-        return [(base(node.input), node.keys)]
-    if isinstance(node, IntervalJoinNode):
-        return [(base(node.left), node.left_on), (base(node.right), node.right_on)]
-    if isinstance(node, (SourceNode, *_STATELESS)):
-        return []
-    raise PlanError(f"{node.label}: --workers cannot split a plan with {node.label} nodes yet")
+    match node:
+        case WindowAggNode() | ProcessNode():
+            return [(base(node.input), node.keys)]
+        case IntervalJoinNode():
+            return [(base(node.left), node.left_on), (base(node.right), node.right_on)]
+        case (
+            SourceNode()
+            | FilterNode()
+            | WithColumnsNode()
+            | SelectNode()
+            | MapBatchesNode()
+            | MapNode()
+            | LookupJoinNode()
+            | KeyByNode()
+            | LateNode()
+            | IntervalJoinLateNode()
+            | UnionNode()
+            | SinkNode()
+        ):
+            return []
+        case _:
+            assert_never(node)
 
 
 def repartition_topics(plan: Plan, app_id: str) -> list[str]:
@@ -315,7 +318,7 @@ class _Splitter:
         self.progress = _Progress(clock)
         self.clock = clock
         self.cuts = {(id(c.upstream), c.keys): c for c in find_cuts(plan)}
-        self.memo: dict[int, Node] = {}
+        self.memo: dict[int, PlanNode] = {}
         self.sources: dict[int, SourceNode] = {}  # cut number -> its reading node
         self.pending: list[tuple[Cut, RepartitionWriter]] = []
         self.extra_sinks: list[SinkNode] = []
@@ -351,7 +354,7 @@ class _Splitter:
             self.progress.subscribe(node.name, tracker, offsets[node.name])
         return _Writer(cut, sink, tracker)
 
-    def rewrite(self, node: Node) -> Node:
+    def rewrite(self, node: PlanNode) -> PlanNode:
         done = self.memo.get(id(node))
         if done is not None:
             return done
@@ -360,21 +363,21 @@ class _Splitter:
             shared = SharedSource(
                 node.source, mine, node.timestamp, self.progress.observer(node.name)
             )
-            new: Node = dataclasses.replace(node, source=shared)
+            new: PlanNode = dataclasses.replace(node, source=shared)
         else:
             cut_inputs = {id(n): keys for n, keys in _keyed_inputs(node)}
-            changes: dict[str, Node | tuple[Node, ...]] = {}
+            changes: dict[str, Any] = {}  # replace() of a union takes no common field types
             for f in dataclasses.fields(node):
                 value = getattr(node, f.name)
-                if isinstance(value, Node):
+                if isinstance(value, PlanNode):
                     changes[f.name] = self._input(value, cut_inputs)
-                elif isinstance(value, tuple) and value and isinstance(value[0], Node):
+                elif isinstance(value, tuple) and value and isinstance(value[0], PlanNode):
                     changes[f.name] = tuple(self._input(v, cut_inputs) for v in value)
             new = dataclasses.replace(node, **changes)
         self.memo[id(node)] = new
         return new
 
-    def _input(self, value: Node, cut_inputs: dict[int, tuple[str, ...]]) -> Node:
+    def _input(self, value: PlanNode, cut_inputs: dict[int, tuple[str, ...]]) -> PlanNode:
         base = value.input if isinstance(value, KeyByNode) else value
         keys = cut_inputs.get(id(base))
         if keys is None:

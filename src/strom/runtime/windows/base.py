@@ -6,11 +6,13 @@ from typing import Any
 
 import polars as pl
 
+from strom.engine.constants import PART, SEQ, TS
+from strom.engine.schemas import window_schema
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import event_time_ms
 from strom.runtime.operators import Operator
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.windows.accumulators import PART, SEQ, TS, Accumulators, output_schema
+from strom.runtime.windows.accumulators import Accumulators
 
 
 class WindowOperatorBase(Operator):
@@ -69,7 +71,7 @@ class WindowOperatorBase(Operator):
     def _set_input_schema(self, schema: pl.Schema | None) -> None:
         self._input_schema = schema
         if schema is not None:
-            self._out_schema = output_schema(self.keys, self.node.aggs, schema)
+            self._out_schema = window_schema(self.keys, self.node.aggs, schema)
 
     def on_progress(
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool

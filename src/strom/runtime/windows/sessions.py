@@ -26,42 +26,26 @@ would have bridged into a dropped session opens a new session instead (as in Fli
 from __future__ import annotations
 
 import copy
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from strom.engine.constants import SEQ, SESSION, TS
+from strom.engine.sessions import cut_sessions
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Session
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.windows.accumulators import SEQ, TS
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.slots import IdArray
 from strom.runtime.windows.state import WindowState
 
-MINI = "__strom_session"
 _START = "__strom_start"
 _END = "__strom_end"
 _ID = "__strom_id"
 _ROW = "__strom_row"
 _GROUP = "__strom_group"
-
-Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
-
-
-def cut_sessions(df: Frame, keys: tuple[str, ...], gap_ms: int, order: list[str]) -> Frame:
-    """Sort by keys then ``order`` and number the sessions in column ``MINI`` (numbers are
-    unique across keys). A session starts at a key's first row and at a row ``gap_ms`` or more
-    after the previous one; comparing each row with the one before it (no window expression
-    over the keys, which Polars evaluates per group: minutes for a million keys)."""
-    by = [*keys, *order]
-    breaks = pl.col(TS) - pl.col(TS).shift(1) >= gap_ms
-    if keys:
-        same_key = pl.all_horizontal(pl.col(k).eq_missing(pl.col(k).shift(1)) for k in keys)
-        breaks = ~same_key | breaks
-    mini = breaks.fill_null(True).cast(pl.Int64).cum_sum()
-    return df.sort(by).with_columns(mini.alias(MINI))
 
 
 def session_groups(starts: IdArray, ends: IdArray, new_key: npt.NDArray[np.bool_]) -> IdArray:
@@ -114,7 +98,7 @@ class SessionOperator(WindowOperatorBase):
         assert state is not None
         keys = list(self.keys)
         cut = cut_sessions(batch, self.keys, self.gap, [TS, SEQ])
-        group = [*keys, MINI]
+        group = [*keys, SESSION]
         partials = cut.group_by(group, maintain_order=True).agg(
             pl.col(TS).min().alias(_START),
             (pl.col(TS).max() + self.gap).alias(_END),
@@ -181,12 +165,12 @@ class SessionOperator(WindowOperatorBase):
         rows = groups.get_column("rows").explode()
         marks = partials[rows.to_numpy()].select(
             *self.keys,
-            MINI,
+            SESSION,
             pl.col(_START).alias("window_start"),
             pl.col(_END).alias("window_end"),
         )
-        group = [*self.keys, MINI]
-        self._late(partition, cut.join(marks, on=group, nulls_equal=True).drop(MINI))
+        group = [*self.keys, SESSION]
+        self._late(partition, cut.join(marks, on=group, nulls_equal=True).drop(SESSION))
 
     def _merge(self, partition: int, partials: pl.DataFrame, groups: pl.DataFrame) -> IdArray:
         """Make each group one state row; returns the rows, in group order."""

@@ -1,35 +1,54 @@
 """Columnar accumulator slots: one NumPy array per slot, indexed by a dense state row id.
 
 Each aggregation keeps its state in arrays that grow together (see :class:`Slots`). A batch's
-partials (from :meth:`strom.runtime.windows.accumulators.Accumulators.partial_exprs`) are read
-once into arrays; rows new to the state are *put*, rows already held are *merged*, both vectorized.
-Row ids within one call are unique (partials are grouped by state key), so ``a[ids] += x`` is exact.
+partials (from :meth:`strom.engine.aggregation.Agg.partial_exprs`) are read once into
+arrays; rows new to the state are *put*, rows already held are *merged*, both vectorized. Row ids
+within one call are unique (partials are grouped by state key), so ``a[ids] += x`` is exact.
 
 Session windows also *absorb* one row into another (a late event bridged two sessions): the
 row's own arrays serve as the partial, as their layout is the partials' layout.
 
-Numeric state reproduces the per-row rules of
-:class:`~strom.runtime.windows.accumulators.Accumulators` exactly (same comparisons, same float
-expressions in the same order). Aggregations whose state is not a fixed-width number
-(``count_distinct``, sketches, ``min``/``max``/``sum`` over non-numeric types) keep one accumulator
-list per row in an object array and merge per row with those rules.
+Numeric state reproduces the per-row rules of :mod:`strom.engine.aggregations` exactly (the
+same elementwise hooks, same float expressions in the same order). Aggregations whose state is
+not a fixed-width number (``count_distinct``, sketches, ``min``/``max``/``sum`` over non-numeric
+types) keep one accumulator list per row in an object array and merge per row with those rules.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Generic, TypeVar, assert_never
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from strom.pipeline.agg import Agg
-from strom.runtime.windows.accumulators import Accumulators
+from strom.engine.aggregation import Agg
+from strom.engine.aggregations import (
+    Additive,
+    Aggregation,
+    ApproxCountDistinct,
+    ApproxQuantile,
+    Count,
+    CountDistinct,
+    Extreme,
+    First,
+    Last,
+    Max,
+    Mean,
+    Min,
+    Moments,
+    Pick,
+    Std,
+    Sum,
+    Var,
+)
+from strom.runtime.windows.accumulators import partial_prefix
 
 IdArray = npt.NDArray[np.int64]
 Array = npt.NDArray[Any]
+A = TypeVar("A", bound=Agg)
 
 
 def physical_numpy_dtype(dtype: pl.DataType) -> np.dtype[Any] | None:
@@ -101,11 +120,11 @@ class Values:
         self.put(ids, *self.read(pl.Series("", data, dtype=self.dtype)))
 
 
-class Slots:
+class Slots(Generic[A]):
     """One aggregation's state arrays; subclasses define read/put/merge/output."""
 
-    def __init__(self, index: int, agg: Agg) -> None:
-        self.prefix = f"__p{index}_"
+    def __init__(self, index: int, agg: A) -> None:
+        self.prefix = partial_prefix(index)
         self.agg = agg
         self.arrays: list[Array] = []
 
@@ -146,8 +165,8 @@ class Slots:
         return partials.get_column(self.prefix + suffix)
 
 
-class CountSlots(Slots):
-    def __init__(self, index: int, agg: Agg, capacity: int) -> None:
+class CountSlots(Slots[Count]):
+    def __init__(self, index: int, agg: Count, capacity: int) -> None:
         super().__init__(index, agg)
         self.arrays = [np.zeros(capacity, np.int64)]
 
@@ -161,10 +180,10 @@ class CountSlots(Slots):
         return pl.Series(self.agg.name, self.arrays[0][ids], dtype=dtype)
 
 
-class SumSlots(Slots):
+class SumSlots(Slots[Additive]):
     """``sum``/``mean``: ``[sum, non_null_count]``."""
 
-    def __init__(self, index: int, agg: Agg, capacity: int, integer: bool) -> None:
+    def __init__(self, index: int, agg: Additive, capacity: int, integer: bool) -> None:
         super().__init__(index, agg)
         self.arrays = [np.zeros(capacity, np.int64 if integer else np.float64)]
         self.arrays.append(np.zeros(capacity, np.int64))
@@ -179,18 +198,17 @@ class SumSlots(Slots):
 
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         total, n = self.arrays[0][ids], self.arrays[1][ids]
-        if self.agg.kind == "mean":
-            with np.errstate(divide="ignore", invalid="ignore"):
-                total = total / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            total = self.agg.finish(total, n)
         out = pl.Series(self.agg.name, total).cast(dtype)
         empty = np.flatnonzero(n == 0)
         return out.scatter(empty, None) if empty.size else out
 
 
-class MinMaxSlots(Slots):
+class MinMaxSlots(Slots[Extreme]):
     """``min``/``max`` over fixed-width values: physical value and validity."""
 
-    def __init__(self, index: int, agg: Agg, capacity: int, dtype: pl.DataType) -> None:
+    def __init__(self, index: int, agg: Extreme, capacity: int, dtype: pl.DataType) -> None:
         super().__init__(index, agg)
         self.values = Values(dtype, capacity)
         self.arrays = [self.values.values, self.values.valid]
@@ -205,7 +223,7 @@ class MinMaxSlots(Slots):
     def merge(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
         x, x_valid = self.values.values[ids], self.values.valid[ids]
         y, y_valid = part[0][pos], part[1][pos]
-        better = (y < x) if self.agg.kind == "min" else (y > x)
+        better = self.agg.better(y, x)
         take = y_valid & (~x_valid | better)
         self.values.values[ids] = np.where(take, y, x)
         self.values.valid[ids] = x_valid | y_valid
@@ -220,10 +238,10 @@ class MinMaxSlots(Slots):
         self.values.load(ids, data[0])
 
 
-class MomentSlots(Slots):
+class MomentSlots(Slots[Moments]):
     """``var``/``std``: ``[n, mean, M2]`` merged by Chan et al.'s formula, vectorized."""
 
-    def __init__(self, index: int, agg: Agg, capacity: int) -> None:
+    def __init__(self, index: int, agg: Moments, capacity: int) -> None:
         super().__init__(index, agg)
         self.arrays = [
             np.zeros(capacity, np.int64),
@@ -257,18 +275,16 @@ class MomentSlots(Slots):
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         n, m2 = self.arrays[0][ids], self.arrays[2][ids]
         with np.errstate(divide="ignore", invalid="ignore"):
-            variance = np.maximum(m2, 0.0) / (n - 1)
-        if self.agg.kind == "std":
-            variance = np.power(variance, 0.5)  # libm pow, as Python's ``** 0.5``
+            variance = self.agg.finish(np.maximum(m2, 0.0) / (n - 1))
         out = pl.Series(self.agg.name, variance, dtype=pl.Float64)
         small = np.flatnonzero(n < 2)
         return out.scatter(small, None) if small.size else out
 
 
-class PickSlots(Slots):
+class PickSlots(Slots[Pick]):
     """``first``/``last``: order key ``(event_time, partition, seq)`` and the value."""
 
-    def __init__(self, index: int, agg: Agg, capacity: int, dtype: pl.DataType) -> None:
+    def __init__(self, index: int, agg: Pick, capacity: int, dtype: pl.DataType) -> None:
         super().__init__(index, agg)
         self.values = Values(dtype, capacity)
         self.order = [np.zeros(capacity, np.int64) for _ in range(3)]
@@ -296,10 +312,7 @@ class PickSlots(Slots):
         """As :meth:`Slots.merge`; ``partition`` may also be one per row (see :meth:`absorb`)."""
         t1, p1, q1 = (a[ids] for a in self.order)
         t2, q2 = part[0][pos], part[1][pos]
-        if self.agg.kind == "first":
-            take = (t2 < t1) | ((t2 == t1) & ((partition < p1) | ((partition == p1) & (q2 < q1))))
-        else:
-            take = (t2 > t1) | ((t2 == t1) & ((partition > p1) | ((partition == p1) & (q2 > q1))))
+        take = self.agg.takes((t2, partition, q2), (t1, p1, q1))
         chosen = ids[take]
         if chosen.size:
             picked = pos[take]
@@ -325,12 +338,11 @@ class PickSlots(Slots):
         self.values.load(ids, data[3])
 
 
-class ObjectSlots(Slots):
+class ObjectSlots(Slots[Agg]):
     """Any aggregation, one accumulator list per row, merged per row (the slow path)."""
 
     def __init__(self, index: int, agg: Agg, capacity: int, columns: Sequence[str]) -> None:
         super().__init__(index, agg)
-        self.rules = Accumulators((agg,))
         self.columns = list(columns)
         self.arrays = [np.full(capacity, None, dtype=object)]
 
@@ -344,23 +356,25 @@ class ObjectSlots(Slots):
         return [object_array(list(zip(*columns, strict=True)))]
 
     def put(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
-        state, rows = self.arrays[0], part[0]
+        state, rows, agg = self.arrays[0], part[0], self.agg
         for i, j in zip(ids.tolist(), pos.tolist(), strict=True):
-            state[i] = self.rules.from_partial(rows[j], partition)
+            acc = agg.create()
+            agg.add(acc, rows[j], partition)
+            state[i] = acc
 
     def merge(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
-        state, rows, rules = self.arrays[0], part[0], self.rules
+        state, rows, agg = self.arrays[0], part[0], self.agg
         for i, j in zip(ids.tolist(), pos.tolist(), strict=True):
-            rules.merge(state[i], rules.from_partial(rows[j], partition))
+            agg.add(state[i], rows[j], partition)
 
     def absorb(self, ids: IdArray, sources: IdArray) -> None:
-        state, rules = self.arrays[0], self.rules
+        state, agg = self.arrays[0], self.agg
         for i, j in zip(ids.tolist(), sources.tolist(), strict=True):
-            rules.merge(state[i], state[j])
+            agg.merge(state[i], state[j])
 
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
-        finalize = self.rules.finalize
-        values = [finalize(acc)[0] for acc in self.arrays[0][ids].tolist()]
+        result = self.agg.result
+        values = [result(acc) for acc in self.arrays[0][ids].tolist()]
         return pl.Series(self.agg.name, values, dtype=dtype)
 
     def clear(self, ids: IdArray) -> None:
@@ -376,25 +390,37 @@ class ObjectSlots(Slots):
 
 
 def make_slots(
-    index: int, agg: Agg, input_schema: pl.Schema, partial_columns: Sequence[str], capacity: int
-) -> Slots:
+    index: int,
+    agg: Aggregation,
+    input_schema: pl.Schema,
+    partial_columns: Sequence[str],
+    capacity: int,
+) -> Slots[Any]:
     """The slots of aggregation number ``index``: vectorized when its state is numeric."""
     dtype = input_schema[agg.column] if agg.column is not None else None
-    if agg.kind == "count":
-        return CountSlots(index, agg, capacity)
-    if agg.kind in ("var", "std"):
-        return MomentSlots(index, agg, capacity)
-    if agg.kind in ("first", "last"):
-        assert dtype is not None
-        return PickSlots(index, agg, capacity, dtype)
-    if agg.kind in ("sum", "mean") and dtype is not None:
-        # UInt64 sums may pass Int64's range: they keep exact Python ints (the object path)
-        integer = dtype == pl.Boolean or dtype.is_integer()
-        if integer and dtype != pl.UInt64 and physical_numpy_dtype(dtype) is not None:
-            return SumSlots(index, agg, capacity, integer=True)
-        if dtype.is_float():
-            return SumSlots(index, agg, capacity, integer=False)
-    if agg.kind in ("min", "max") and dtype is not None and physical_numpy_dtype(dtype):
-        return MinMaxSlots(index, agg, capacity, dtype)
-    prefix = f"__p{index}_"
+    match agg:
+        case Count():
+            return CountSlots(index, agg, capacity)
+        case Var() | Std():
+            return MomentSlots(index, agg, capacity)
+        case First() | Last():
+            assert dtype is not None
+            return PickSlots(index, agg, capacity, dtype)
+        case Sum() | Mean():
+            assert dtype is not None
+            # UInt64 sums may pass Int64's range: they keep exact Python ints (the object path)
+            integer = dtype == pl.Boolean or dtype.is_integer()
+            if integer and dtype != pl.UInt64 and physical_numpy_dtype(dtype) is not None:
+                return SumSlots(index, agg, capacity, integer=True)
+            if dtype.is_float():
+                return SumSlots(index, agg, capacity, integer=False)
+        case Min() | Max():
+            assert dtype is not None
+            if physical_numpy_dtype(dtype):
+                return MinMaxSlots(index, agg, capacity, dtype)
+        case CountDistinct() | ApproxCountDistinct() | ApproxQuantile():
+            pass  # sets and sketches: per-row objects
+        case _:
+            assert_never(agg)
+    prefix = partial_prefix(index)
     return ObjectSlots(index, agg, capacity, [c for c in partial_columns if c.startswith(prefix)])

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from strom.pipeline.agg import Agg
-from strom.runtime.windows.accumulators import PART, SEQ, TS
+from strom.engine.aggregations import Aggregation
+from strom.engine.constants import PART, SEQ, TS
 from strom.runtime.windows.slots import Array, IdArray, Slots, Values, grown, make_slots
 
 _POW10 = np.array([10**i for i in range(20)], dtype=np.uint64)
@@ -29,7 +29,7 @@ class WindowState:
     def __init__(
         self,
         keys: Sequence[str],
-        aggs: Sequence[Agg],
+        aggs: Sequence[Aggregation],
         input_schema: pl.Schema,
         partial_columns: Sequence[str],
         out_schema: pl.Schema,
@@ -45,7 +45,7 @@ class WindowState:
         self.emitted: Array = np.zeros(capacity, bool)
         self.dirty: Array = np.zeros(capacity, bool)
         self.keys = [Values(input_schema[k], capacity) for k in keys]
-        self.slots: list[Slots] = [
+        self.slots: list[Slots[Any]] = [
             make_slots(i, a, input_schema, partial_columns, capacity) for i, a in enumerate(aggs)
         ]
         self._int_keys = all(
@@ -56,7 +56,7 @@ class WindowState:
     def for_batches(
         cls,
         keys: Sequence[str],
-        aggs: Sequence[Agg],
+        aggs: Sequence[Aggregation],
         input_schema: pl.Schema,
         partial_exprs: Sequence[pl.Expr],
         out_schema: pl.Schema,

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from strom.engine.constants import SEQ, TS
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
 from strom.runtime.watermarks import WatermarkTracker
-from strom.runtime.windows.accumulators import SEQ, TS
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.slots import IdArray
 from strom.runtime.windows.state import WindowState

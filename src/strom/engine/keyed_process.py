@@ -26,6 +26,7 @@ import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from strom.engine.constants import MAX_WATERMARK, MIN_WATERMARK
 from strom.pipeline.process import (
     ListState,
     MapState,
@@ -36,7 +37,6 @@ from strom.pipeline.process import (
     TimeDomain,
     ValueState,
 )
-from strom.runtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 
 Key = tuple[Any, ...]
 Slot = tuple[str, str]
