@@ -335,7 +335,7 @@ def test_broker_restart_mid_read_loses_and_repeats_nothing(tmp_path: Path) -> No
 def test_kernel_compiles_without_a_writable_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     from numba.core import caching
 
-    from strom.connectors.kafka.source import kernels
+    from strom.connectors.kafka import kernels
 
     monkeypatch.setattr(caching.CacheImpl, "_locator_classes", [])  # nowhere to write
     with pytest.raises(RuntimeError, match="no locator"):
@@ -551,7 +551,7 @@ def test_flat_json_strings_end_the_fast_path_at_any_position(stopper: str) -> No
 def test_flat_json_parses_in_halves_when_string_scratch_would_be_large(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from strom.connectors.kafka.source import native_json as json_columns
+    from strom.connectors.kafka import native_json as json_columns
 
     flat = json_columns.FlatJsonSchema.of(FLAT_SCHEMA)
     assert flat is not None
