@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from strom.engine.contracts import BoundedSource
 from strom.pipeline.agg import Agg
-from strom.pipeline.io import BoundedSource
 from strom.pipeline.plan import (
     FilterNode,
     IntervalJoinLateNode,

@@ -10,9 +10,7 @@
 >>> plan = p.plan()
 """
 
-from strom.pipeline import agg
-from strom.pipeline.agg import Agg
-from strom.pipeline.io import (
+from strom.engine.contracts import (
     END_OF_PARTITION,
     BoundedSource,
     EndOfPartition,
@@ -21,6 +19,8 @@ from strom.pipeline.io import (
     Source,
     SourcePartition,
 )
+from strom.pipeline import agg
+from strom.pipeline.agg import Agg
 from strom.pipeline.plan import Plan
 from strom.pipeline.process import (
     ListState,

@@ -12,8 +12,8 @@ from typing import Literal
 
 import polars as pl
 
+from strom.engine.contracts import LookupTable, Sink, Source
 from strom.pipeline.agg import Agg
-from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.windows import WindowSpec
 

@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import polars as pl
 
+from strom.engine.contracts import LookupTable, Sink, Source
 from strom.pipeline.agg import Agg
-from strom.pipeline.io import LookupTable, Sink, Source
 from strom.pipeline.plan import (
     EmitMode,
     FilterNode,

@@ -1,0 +1,1 @@
+"""The engine's contracts and the backend-neutral semantics every backend shares (internal)."""
