@@ -11,7 +11,7 @@ from strom.connectors.console import ConsoleSink
 from strom.connectors.deadletter import DEAD_LETTER_SCHEMA
 from strom.connectors.files import FileFormat, FileSink, FileSource
 from strom.connectors.generator import GeneratorSource
-from strom.connectors.kafka import KafkaSource, KafkaSourceMetrics
+from strom.connectors.kafka import KafkaSource
 from strom.connectors.kafka_client import KafkaConnectorError
 from strom.connectors.kafka_sink import KafkaSink
 from strom.connectors.memory import MemorySink, MemorySource
@@ -33,7 +33,6 @@ __all__ = [
     "KafkaConnectorError",
     "KafkaSink",
     "KafkaSource",
-    "KafkaSourceMetrics",
     "MemorySink",
     "MemorySource",
     "PostgresConnectionError",
