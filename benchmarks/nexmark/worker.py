@@ -52,7 +52,7 @@ def run_query(
     )
     run_streaming(pipeline)
     wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
-    events = sum(s.metrics().records for s in sources)
+    events = sum(s.metrics().rows_in for s in sources)
     rows = sum(b.height for b in sink.batches)
     return {"events": events, "rows": rows, "wall_s": wall, "cpu_s": cpu}, sink
 

@@ -1,7 +1,7 @@
 """The per-session reference model of session windows: strom's first session operator, kept as
 the oracle the columnar one (:mod:`strom.runtime.windows.sessions`) is compared with.
 
-State (plain data): ``sessions`` maps a key tuple to its disjoint sessions sorted by start, each
+State: ``sessions`` maps a key tuple to its disjoint sessions sorted by start, each
 ``[start, end, accumulator, emitted, dirty]``. A batch is first cut into per-key mini-sessions by
 Polars (sorted by event time; a new one starts where consecutive events are ``>= gap`` apart),
 then each mini-session is merged into the key's sessions: every overlapping session is absorbed
@@ -16,7 +16,6 @@ have bridged into it opens a new session instead (as in Flink).
 
 from __future__ import annotations
 
-import copy
 import heapq
 from typing import Any
 
@@ -125,28 +124,3 @@ class ReferenceSessionOperator(WindowOperatorBase):
 
     def state_size(self) -> int:
         return sum(len(s) for s in self.sessions.values())
-
-    def snapshot(self) -> dict[str, Any]:
-        """The operator's whole state as plain data (a deep copy)."""
-        return copy.deepcopy(
-            {
-                "sessions": self.sessions,
-                "seq": self._seq,
-                "fire": self._fire_heap,
-                "purge": self._purge_heap,
-                "tiebreak": self._tiebreak,
-                "watermarks": self.tracker.snapshot(),
-                "input_schema": self._input_schema,
-            }
-        )
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace the state with a :meth:`snapshot`."""
-        state = copy.deepcopy(snapshot)
-        self.sessions = state["sessions"]
-        self._seq = state["seq"]
-        self._fire_heap = state["fire"]
-        self._purge_heap = state["purge"]
-        self._tiebreak = state["tiebreak"]
-        self.tracker.restore(state["watermarks"])
-        self._set_input_schema(state["input_schema"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import pickle
 import random
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +17,7 @@ from polars.testing import assert_frame_equal
 from strom.bounded import run_bounded
 from strom.connectors import MemorySink, MemorySource
 from strom.pipeline import Pipeline, PlanError, Stream, Tumbling, agg
-from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, StreamingExecutor
+from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, ExecutorSnapshot, StreamingExecutor
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LEFT = pl.Schema(
@@ -297,7 +296,7 @@ def _two(
 
 
 def _state_sizes(ex: StreamingExecutor) -> list[int]:
-    (op,) = ex.interval_join_operators()
+    (op,) = ex.stateful_operators().values()
     sizes = []
     while ex.step():
         sizes.append(op.state_size())
@@ -326,7 +325,7 @@ def test_state_is_purged_as_the_watermark_advances() -> None:
         (5_000, 5_100),
     ]
     metrics = ex.metrics()["2:IntervalJoin"]
-    assert (metrics.records_in, metrics.records_out, metrics.state_size) == (7, 5, 0)
+    assert (metrics.rows_in, metrics.rows_out, metrics.state_size) == (7, 5, 0)
     assert metrics.watermark == MAX_WATERMARK
 
 
@@ -389,7 +388,7 @@ def test_one_sided_unbounded_join() -> None:
     # the login at 100 arrives behind the watermark (2_000): purchases it could match may be
     # gone (the one at 500 was never kept), so it goes to the late output
     assert late_right.to_frame().rows() == [(100, "a")]
-    assert ex.metrics()["2:IntervalJoin"].late_records == 1
+    assert ex.metrics()["2:IntervalJoin"].late_rows == 1
     q, bounded, _, _ = _two(purchases, logins[:2], on="k", lower_ms=None, upper_ms=0)
     run_bounded(q)
     assert sorted(bounded.to_frame().rows()) == sorted(out.to_frame().rows())
@@ -550,22 +549,20 @@ def test_snapshot_restore_mid_stream_gives_the_same_results() -> None:
         ex = StreamingExecutor(p)
         for _ in range(cut):
             ex.step()
-        (op,) = ex.interval_join_operators()
-        snapshot = pickle.loads(pickle.dumps(op.snapshot()))
-        # a fresh executor over the batches not yet read, resumed from the snapshot
-        rest = (
-            [part[cut:] for part in s.left],
-            [part[cut:] for part in s.right],
-        )
-        q, after = build(s, *rest)
+        snapshot = ExecutorSnapshot.from_bytes(ex.snapshot().to_bytes())
+        # a fresh executor of the same pipeline, its sources seeked past what was read
+        q, after = build(s)
         resumed = StreamingExecutor(q)
-        (op2,) = resumed.interval_join_operators()
-        op2.restore(snapshot)
-        assert op2.state_size() == op.state_size()
+        resumed.restore(snapshot)
+        assert [o.state_size() for o in resumed.stateful_operators().values()] == [
+            o.state_size() for o in ex.stateful_operators().values()
+        ]
         resumed.run()
         both = [f for f in (before.joined, after.joined) if f.batches]
         got = pl.concat([f.to_frame() for f in both]) if both else pl.DataFrame()
         assert_frame_equal(canonical(got, s.keys), expected)
+        windows = pl.concat([*before.windows.batches, *after.windows.batches])
+        assert_frame_equal(windows, full.windows.to_frame())
 
 
 def test_null_keys_never_match() -> None:
@@ -615,7 +612,8 @@ def test_validation_errors() -> None:
     )
     assert "the right stream has none" in _plan_error(right_ts=None)
     assert "lower_ms=5 is greater than upper_ms=1" in _plan_error(lower_ms=5, upper_ms=1)
-    assert "lower_ms must be integer milliseconds" in _plan_error(lower_ms=1.5)
+    with pytest.raises(PlanError, match="lower_ms must be integer milliseconds"):
+        _plan_error(lower_ms=1.5)  # refused where the join is written, before plan()
     assert "would be named 'ts'" in _plan_error(suffix="")
     with pytest.raises(PlanError, match="different pipelines"):
         Pipeline().source(MemorySource([[]], schema=KEYED)).interval_join(

@@ -92,7 +92,7 @@ def test_late_event_bridges_two_fired_sessions() -> None:
         (60_000, 62_500, 1),
     ]
     assert ex.metrics()["2:WindowAgg"].state_size == 0
-    assert ex.metrics()["2:WindowAgg"].records_in == 7
+    assert ex.metrics()["2:WindowAgg"].rows_in == 7
 
 
 def test_session_event_beyond_lateness_goes_to_late_output() -> None:
@@ -140,10 +140,10 @@ def test_snapshot_restore_round_trip() -> None:
     )
     ex = StreamingExecutor(p)
     ex.step()
-    (op,) = ex.window_operators()
-    snap = op.snapshot()  # type: ignore[attr-defined]
+    (op,) = ex.stateful_operators().values()
+    snap = op.snapshot()
     ex.step()
-    op.restore(snap)  # type: ignore[attr-defined]
+    op.restore(snap)
     assert op.state_size() == 1
     ex.run()  # the second batch is "lost" by the restore: only what the snapshot held remains
     assert sink.to_frame().select("window_start", "sum_v").rows() == [(0, 1), (10_000, 3)]

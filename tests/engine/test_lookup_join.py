@@ -143,8 +143,8 @@ def test_ttl_refresh_after_expiry_not_before(tmp_path: Path) -> None:
     sites = sink.to_frame().sort("ts").get_column("site").to_list()
     # fetched at 0: cached until 60 000 (exclusive); refetched at 60 000, then cached again
     assert sites == ["old", "old", "old", "new", "new"]
-    (op,) = executor.lookup_operators()
-    assert op.queries == 2
+    (lookup,) = [m for m in executor.metrics().values() if "queries" in m.detail]
+    assert lookup.detail["queries"] == 2
 
 
 def test_validation(tmp_path: Path) -> None:

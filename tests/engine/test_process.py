@@ -107,7 +107,7 @@ def test_hand_written_fraud_stream() -> None:
     ex = StreamingExecutor(p)
     ex.run()
     assert _rows(streamed) == expected
-    (op,) = ex.process_operators()
+    (op,) = ex.stateful_operators().values()
     assert op.state_size() == 0  # every cleanup timer fired at the end
     q, bounded = _pipeline(parts, 45_000, ThreeFailures(), ALERT)
     run_bounded(q)
@@ -118,7 +118,7 @@ def test_cleanup_timers_drop_state_as_the_watermark_passes() -> None:
     batches = [[_event(0, "c1", 0)], [_event(1, "c2", 10_000)], [_event(2, "c3", 100_000)]]
     p, _ = _pipeline([batches], 0, ThreeFailures(), ALERT)
     ex = StreamingExecutor(p)
-    (op,) = ex.process_operators()
+    (op,) = ex.stateful_operators().values()
     ex.step()  # c1 buffered: the watermark (0) has not passed it yet
     assert op.core.buffer and not op.core.state
     ex.step()  # watermark 10_000: c1 processed, its cleanup timer set at 60_000
@@ -173,7 +173,7 @@ def test_fraud_streaming_equals_bounded_equals_brute_force(s: FraudScenario) -> 
     ex = StreamingExecutor(p)
     ex.run()
     assert _rows(streamed) == expected
-    assert ex.process_operators()[0].state_size() == 0
+    assert next(iter(ex.stateful_operators().values())).state_size() == 0
     q, bounded = _pipeline(s.partitions, s.ooo, ThreeFailures(), ALERT)
     run_bounded(q)
     assert _rows(bounded) == expected
@@ -272,7 +272,7 @@ def test_snapshot_restore_round_trip() -> None:
     batches = [[_event(0, "c1", 0)], [_event(1, "c1", 30_000)], [_event(2, "c1", 40_000)]]
     p, sink = _pipeline([batches], 100_000, ThreeFailures(), ALERT)
     ex = StreamingExecutor(p)
-    (op,) = ex.process_operators()
+    (op,) = ex.stateful_operators().values()
     ex.step()
     snap = op.snapshot()
     ex.step()
@@ -281,7 +281,7 @@ def test_snapshot_restore_round_trip() -> None:
     assert not sink.batches
     q, sink2 = _pipeline([batches], 100_000, ThreeFailures(), ALERT)
     ex2 = StreamingExecutor(q)
-    (op2,) = ex2.process_operators()
+    (op2,) = ex2.stateful_operators().values()
     ex2.step()
     ex2.step()
     op2.restore(op2.snapshot())

@@ -6,7 +6,6 @@ a million keys whose sessions span three batches."""
 from __future__ import annotations
 
 import itertools
-import pickle
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ from polars.testing import assert_frame_equal
 from session_model import ReferenceSessionOperator
 
 from strom.connectors import MemorySink, MemorySource
+from strom.engine.contracts import OperatorState
 from strom.pipeline import Pipeline, Session, agg
 from strom.runtime import StreamingExecutor, executor, run_streaming
 from strom.runtime.windows.sessions import session_groups
@@ -123,12 +123,12 @@ def test_snapshot_restore_mid_stream_gives_the_same_results() -> None:
     ex = StreamingExecutor(first)
     for _ in range(2):  # read the first two batches, then stop
         ex.step()
-    (op,) = ex.window_operators()
-    snapshot = pickle.loads(pickle.dumps(op.snapshot()))  # type: ignore[attr-defined]
+    (op,) = ex.stateful_operators().values()
+    snapshot = OperatorState.from_bytes(op.snapshot().to_bytes())
     rest, late_results = pipeline([batches[2:]])
     ex2 = StreamingExecutor(rest)
-    (op2,) = ex2.window_operators()
-    op2.restore(snapshot)  # type: ignore[attr-defined]
+    (op2,) = ex2.stateful_operators().values()
+    op2.restore(snapshot)
     assert op2.state_size() == op.state_size() == 3  # a: [0, 2_500), [5_000, 7_500); b
     ex2.run()
     resumed = pl.concat([early.to_frame(), late_results.to_frame()])
@@ -176,7 +176,7 @@ def test_a_million_keys_whose_sessions_span_three_batches(
     wall0, cpu0 = time.perf_counter(), time.process_time()
     held = 0
     while ex.step():
-        (op,) = ex.window_operators()
+        (op,) = ex.stateful_operators().values()
         held = max(held, op.state_size())
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
     with capsys.disabled():

@@ -64,7 +64,7 @@ def test_idle_partition_does_not_stall_the_watermark() -> None:
         ex.step()
     # the quiet partition went idle, so windows of the busy one fired before the end
     assert sink.batches and sink.to_frame()["window_end"].min() == 10_000
-    assert ex.metrics()["1:KeyBy"].records_in == 5
+    assert ex.metrics()["1:KeyBy"].rows_in == 5
 
 
 def test_without_idle_timeout_a_quiet_partition_holds_the_watermark() -> None:

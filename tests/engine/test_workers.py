@@ -21,8 +21,8 @@ from strom.bounded import run_bounded
 from strom.broker import Broker
 from strom.connectors import MemorySink, MemorySource
 from strom.connectors.kafka.batch import HEADERS_DTYPE
+from strom.engine.contracts import END_OF_PARTITION
 from strom.pipeline import Pipeline, ProcessContext, ProcessFunction, Tumbling, agg
-from strom.pipeline.io import END_OF_PARTITION
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, latest
 from strom.runtime.distributed.repartition import (
     Progress,
@@ -231,18 +231,27 @@ class _Records:
 
     def __init__(self, records: list[tuple[bytes, list[tuple[str, bytes]]]]) -> None:
         self.records = records
+        self.next = 0
 
     def poll(self) -> pl.DataFrame | None:
-        if not self.records:
+        if self.next >= len(self.records):
             return None
-        batch, self.records = self.records[:2], self.records[2:]
+        batch = self.records[self.next : self.next + 2]
+        self.next += len(batch)
         return pl.DataFrame(
             {
+                "_offset": range(self.next - len(batch), self.next),
                 "value": [v for v, _ in batch],
                 "_headers": [[{"key": k, "value": v} for k, v in h] for _, h in batch],
             },
-            schema={"value": pl.Binary(), "_headers": HEADERS_DTYPE},
+            schema={"_offset": pl.Int64(), "value": pl.Binary(), "_headers": HEADERS_DTYPE},
         )
+
+    def position(self) -> dict[str, int]:
+        return {"offset": self.next}
+
+    def seek(self, position: dict[str, int]) -> None:
+        self.next = position["offset"]
 
 
 def _record(

@@ -28,12 +28,12 @@ from typing import assert_never
 import polars as pl
 
 from strom.engine.constants import LEFT_TS, PART, RIGHT_TS, SEQ, SESSION, TS
+from strom.engine.contracts import BoundedSource
 from strom.engine.joins import join_found, join_frames, right_side, value_schema
 from strom.engine.keyed_process import KeyedProcessCore
 from strom.engine.schemas import late_schema, window_schema
 from strom.engine.sessions import cut_sessions
 from strom.engine.transforms import apply_exprs, apply_transform, rows_to_frame
-from strom.pipeline.io import BoundedSource
 from strom.pipeline.plan import (
     FilterNode,
     IntervalJoinLateNode,

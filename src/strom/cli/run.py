@@ -37,8 +37,9 @@ from rich.table import Table
 from strom.cli.signals import stop_on_signals
 from strom.cli.supervisor import supervise
 from strom.connectors import KafkaSource
+from strom.engine.contracts import Metrics
 from strom.pipeline import Pipeline, Plan, PlanError
-from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, OperatorMetrics, StreamingExecutor
+from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, StreamingExecutor
 from strom.runtime.distributed.workers import Worker, WorkerConfig, create_repartition_topics
 
 __all__ = ["run"]
@@ -133,7 +134,7 @@ def run(
     )
     outcome = _drive(executor, max_seconds)
     click.echo(outcome, err=True)
-    _print_metrics(executor.metrics(), _kafka_sources(plan))
+    _print_metrics(executor.metrics())
 
 
 class _Runner(Protocol):
@@ -179,8 +180,9 @@ def _repartition_bootstrap(plan: Plan, explicit: str | None) -> str | None:
     cluster, else ``STROM_BOOTSTRAP``."""
     if explicit is not None:
         return explicit
-    for _, source in _kafka_sources(plan):
-        return source.bootstrap_servers
+    for node in plan.sources():
+        if isinstance(node.source, KafkaSource):
+            return node.source.bootstrap_servers
     return os.environ.get("STROM_BOOTSTRAP")
 
 
@@ -202,8 +204,7 @@ def _run_worker(path: Path, config: WorkerConfig, max_seconds: float | None) -> 
     supervisor = os.environ.get(SUPERVISOR_ENV)
     outcome = _drive(worker, max_seconds, int(supervisor) if supervisor else None)
     click.echo(outcome, err=True)
-    _print_metrics(worker.metrics(), worker.kafka_sources())
-    _print_repartition(worker.repartition_metrics())
+    _print_metrics(worker.metrics())
 
 
 def _run_workers(path: Path, config: WorkerConfig, max_seconds: float | None) -> None:
@@ -275,53 +276,32 @@ def _prepare(pipeline: Pipeline, path: Path) -> tuple[Plan, StreamingExecutor]:
         raise click.ClickException(f"{path}: {type(exc).__name__}: {exc}") from exc
 
 
-def _watermark(value: int) -> str:
-    if value == MIN_WATERMARK:
+def _watermark(value: int | None) -> str:
+    if value is None or value == MIN_WATERMARK:
         return "-"
     return "end" if value == MAX_WATERMARK else str(value)
 
 
-def _kafka_sources(plan: Plan) -> list[tuple[str, KafkaSource]]:
-    return [(n.name, n.source) for n in plan.sources() if isinstance(n.source, KafkaSource)]
+_COLUMNS = ("rows in", "rows out", "late", "dead letters", "watermark", "state", "lag")
 
 
-def _print_metrics(
-    metrics: dict[str, OperatorMetrics], kafka: list[tuple[str, KafkaSource]]
-) -> None:
-    console = Console(width=120)
+def _print_metrics(metrics: dict[str, Metrics]) -> None:
+    """One row per component (operators, sources, sinks), from their :class:`Metrics`."""
     table = Table(title="operators")
-    for column in ("operator", "records in", "records out", "late", "watermark", "state"):
-        table.add_column(column, justify="left" if column == "operator" else "right")
+    table.add_column("operator")
+    for column in _COLUMNS:
+        table.add_column(column, justify="right")
+    table.add_column("detail")
     for name, m in metrics.items():
         table.add_row(
-            name,
-            str(m.records_in),
-            str(m.records_out),
-            str(m.late_records),
+            f"{name} {m.label}" if m.label else name,
+            str(m.rows_in),
+            str(m.rows_out),
+            str(m.late_rows),
+            str(m.dead_letters),
             _watermark(m.watermark),
-            str(m.state_size),
+            "-" if m.state_size is None else str(m.state_size),
+            "-" if m.lag is None else str(m.lag),
+            " ".join(f"{k}={v}" for k, v in m.detail.items()),
         )
-    console.print(table)
-    if not kafka:
-        return
-    sources = Table(title="kafka sources")
-    for column in ("source", "topic", "records", "rows", "dead letters", "next offsets"):
-        sources.add_column(column, justify="left" if column in ("source", "topic") else "right")
-    for name, source in kafka:
-        km = source.metrics()
-        offsets = " ".join(f"{p}:{o}" for p, o in km.positions.items())
-        sources.add_row(
-            name, source.topic, str(km.records), str(km.rows), str(km.dead_letters), offsets
-        )
-    console.print(sources)
-
-
-def _print_repartition(rows: list[tuple[str, int, int]]) -> None:
-    if not rows:
-        return
-    table = Table(title="repartition topics (written by this worker)")
-    for column in ("topic", "rows", "records"):
-        table.add_column(column, justify="left" if column == "topic" else "right")
-    for topic, n_rows, records in rows:
-        table.add_row(topic, str(n_rows), str(records))
-    Console(width=120).print(table)
+    Console(width=160).print(table)

@@ -13,7 +13,7 @@ from strom.connectors.files import FileFormat, FileSink, FileSource
 from strom.connectors.generator import GeneratorSource
 from strom.connectors.kafka.common import KafkaConnectorError
 from strom.connectors.kafka.sink import KafkaSink
-from strom.connectors.kafka.source import KafkaSource, KafkaSourceMetrics
+from strom.connectors.kafka.source import KafkaSource
 from strom.connectors.memory import MemorySink, MemorySource
 from strom.connectors.sql.sqlite_lookup import SQLiteTable
 from strom.connectors.sql.sqlite_sink import SQLiteSink
@@ -33,7 +33,6 @@ __all__ = [
     "KafkaConnectorError",
     "KafkaSink",
     "KafkaSource",
-    "KafkaSourceMetrics",
     "MemorySink",
     "MemorySource",
     "PostgresConnectionError",

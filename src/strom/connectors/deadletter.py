@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from strom.pipeline.io import Sink
+from strom.engine.contracts import Sink
 
 __all__ = ["DEAD_LETTER_SCHEMA", "DeadLetterOutput", "dead_letter_frame"]
 
@@ -56,7 +56,13 @@ def dead_letter_frame(
 
 
 class DeadLetterOutput:
-    """Routes dead-letter rows to ``sink`` (opened on first use), or logs and counts them."""
+    """Routes dead-letter rows to ``sink`` (opened on first use), or logs and counts them.
+
+    A :class:`~strom.engine.contracts.Sink` itself (its source lists it in ``side_sinks()``):
+    checkpoints pre-commit and commit it with the plan's sinks, so the dead letters of the
+    records before a source's checkpointed position are as durable as the results. Its
+    guarantee is the dead-letter sink's (at-least-once for every built-in sink).
+    """
 
     def __init__(self, sink: Sink | None, what: str) -> None:
         self.sink = sink
@@ -84,6 +90,21 @@ class DeadLetterOutput:
             self.sink.open()
             self._open = True
         self.sink.write(rows)
+
+    def open(self) -> None:
+        """Nothing yet: the sink is opened by the first dead letter."""
+
+    def pre_commit(self, checkpoint_id: int) -> None:
+        if self._open and self.sink is not None:
+            self.sink.pre_commit(checkpoint_id)
+
+    def commit(self, checkpoint_id: int) -> None:
+        if self._open and self.sink is not None:
+            self.sink.commit(checkpoint_id)
+
+    def abort(self, checkpoint_id: int) -> None:
+        if self._open and self.sink is not None:
+            self.sink.abort(checkpoint_id)
 
     def close(self) -> None:
         """Close the sink if it was opened (it is reopened by a later write)."""

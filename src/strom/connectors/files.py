@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import glob as globlib
+import os
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
-from strom.pipeline.io import END_OF_PARTITION, PollResult
+from strom.engine.contracts import (
+    END_OF_PARTITION,
+    AtLeastOnceSink,
+    PollResult,
+    Position,
+    PositionError,
+    int_field,
+)
 
 FileFormat = Literal["parquet", "csv", "ndjson"]
 FORMATS: tuple[FileFormat, ...] = ("parquet", "csv", "ndjson")
@@ -28,7 +36,11 @@ class FileSource:
     runner scans each partition's files together (Polars reads them in parallel). The file set is
     fixed when the source is created. The schema is the first file's.
 
-    Delivery guarantee: replayable; a restarted run rereads every file from the start.
+    **Positions:** ``{"file": n, "after": path}``: ``n`` files of the partition delivered, the
+    last being ``path`` (None before the first). Replayable: a reader seeked to a position
+    rereads the files after it; seeking checks that the ``n``-th file is still ``path``, so a
+    changed file set (files added in between sort differently) is a
+    :class:`~strom.engine.contracts.PositionError`, not silently other data.
     """
 
     def __init__(self, glob: str, format: FileFormat, *, partitions: int = 1) -> None:
@@ -56,7 +68,7 @@ class FileSource:
         return len(self._assignment)
 
     def open_partition(self, index: int) -> _FilePartition:
-        return _FilePartition(self, self._assignment[index])
+        return _FilePartition(self, self._assignment[index], f"FileSource partition {index}")
 
     def scan_partition(self, index: int) -> pl.LazyFrame:
         schema = self._schema
@@ -68,11 +80,15 @@ class FileSource:
         frame = self._scan([path]).collect()
         return frame.select(pl.col(n).cast(t) for n, t in self._schema.items())
 
+    def close(self) -> None:
+        """Nothing to release (each file is read whole by its poll)."""
+
 
 class _FilePartition:
-    def __init__(self, source: FileSource, paths: list[str]) -> None:
+    def __init__(self, source: FileSource, paths: list[str], owner: str) -> None:
         self._source = source
         self._paths = paths
+        self._owner = owner
         self._next = 0
 
     def poll(self) -> PollResult:
@@ -82,16 +98,31 @@ class _FilePartition:
         self._next += 1
         return self._source._read(path)
 
+    def position(self) -> Position:
+        return {"file": self._next, "after": self._paths[self._next - 1] if self._next else None}
 
-class FileSink:
+    def seek(self, position: Position) -> None:
+        n = int_field(position, "file", self._owner, high=len(self._paths))
+        after = position.get("after")
+        if (self._paths[n - 1] if n else None) != after:
+            raise PositionError(
+                f"{self._owner}: its file {n} is {self._paths[n - 1] if n else None!r}, not "
+                f"{after!r}: the set of files changed since the position was taken"
+            )
+        self._next = n
+
+
+class FileSink(AtLeastOnceSink):
     """Writes result batches under directory ``path``.
 
     ``ndjson`` appends every batch to ``path/part-0.ndjson``; ``parquet`` writes one file per
     batch, ``path/part-00000.parquet``, ``part-00001.parquet`` … (Parquet cannot be appended).
 
-    Delivery guarantee: none across crashes yet — a batch is written when emitted, so a crash can
-    leave a partial file and a rerun writes results again. Exactly-once (write to a temporary
-    name, rename on checkpoint commit) arrives with checkpoints.
+    **Delivery guarantee: at-least-once.** A batch is in the file (the OS's cache) when
+    ``write`` returns; :meth:`pre_commit` fsyncs every file written since the last one, and the
+    directory, so what was written before a checkpoint survives a power loss. A crash between
+    checkpoints can leave a torn last line or file, and a replay writes its rows again.
+    Exactly-once (temporary files renamed on commit) is not offered yet.
     """
 
     def __init__(self, path: str | Path, format: Literal["ndjson", "parquet"]) -> None:
@@ -100,17 +131,35 @@ class FileSink:
         self.directory = Path(path)
         self.format = format
         self._count = 0
+        self._unsynced: set[Path] = set()
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, batch: pl.DataFrame) -> None:
         if self.format == "parquet":
-            batch.write_parquet(self.directory / f"part-{self._count:05d}.parquet")
+            path = self.directory / f"part-{self._count:05d}.parquet"
+            batch.write_parquet(path)
         else:
-            with (self.directory / "part-0.ndjson").open("ab") as out:
+            path = self.directory / "part-0.ndjson"
+            with path.open("ab") as out:
                 batch.write_ndjson(out)
+        self._unsynced.add(path)
         self._count += 1
 
-    def close(self) -> None:
-        pass
+    def pre_commit(self, checkpoint_id: int) -> None:
+        """Make every file written since the last call durable (fsync), then the directory
+        (which holds their names)."""
+        for path in sorted(self._unsynced):
+            _fsync(path)
+        if self._unsynced:
+            _fsync(self.directory)
+        self._unsynced.clear()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

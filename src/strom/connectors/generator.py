@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import polars as pl
 
-from strom.pipeline.io import END_OF_PARTITION, PollResult
+from strom.engine.contracts import END_OF_PARTITION, PollResult, Position, int_field
 
 GenerateFn = Callable[[int, int], pl.DataFrame | None]
 
@@ -19,8 +19,9 @@ class GeneratorSource:
     bounded (the bounded runner concatenates ``generate(p, 0..n-1)``); with ``batches=None`` it
     never ends (run it with ``StreamingExecutor.step`` or ``run(max_rounds=...)``).
 
-    Delivery guarantee: replayable exactly when ``generate`` is a pure function of its arguments
-    (a restarted run regenerates the same batches); otherwise none.
+    **Positions:** ``{"batch": i}``, the number of polls so far: a reader seeked to it calls
+    ``generate(p, i)`` next. Replayable exactly when ``generate`` is a pure function of its
+    arguments (a restored run regenerates the same batches); otherwise none.
     """
 
     def __init__(
@@ -67,6 +68,9 @@ class GeneratorSource:
             return frame
         return frame.select(pl.col(n).cast(t) for n, t in self._schema.items())
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class _GeneratorPartition:
     def __init__(self, source: GeneratorSource, index: int) -> None:
@@ -81,3 +85,10 @@ class _GeneratorPartition:
         batch = self._source.generate(self._index, self._next)
         self._next += 1
         return self._source._conform(batch)
+
+    def position(self) -> Position:
+        return {"batch": self._next}
+
+    def seek(self, position: Position) -> None:
+        owner = f"GeneratorSource partition {self._index}"
+        self._next = int_field(position, "batch", owner, high=self._source.batches)

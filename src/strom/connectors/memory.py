@@ -7,22 +7,28 @@ from typing import Any
 
 import polars as pl
 
-from strom.pipeline.io import END_OF_PARTITION, PollResult
+from strom.engine.contracts import (
+    END_OF_PARTITION,
+    AtLeastOnceSink,
+    PollResult,
+    Position,
+    int_field,
+)
 
 BatchLike = pl.DataFrame | Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
 
 
 class MemorySource:
-    """Partitions of batches held in memory.
+    r"""Partitions of batches held in memory.
 
     Each partition is a list whose items are delivered one per poll, in order: a DataFrame, a
     list of dict rows, a single dict row, or ``None`` for "no data right now" (to exercise idle
     partitions). Every batch is converted to one schema: ``schema`` if given, else the first
     batch's.
 
-    Delivery guarantee: replayable and deterministic. Every reader of a partition sees exactly
-    the same batches in the same order, so a restarted run reprocesses everything (there are no
-    offsets to commit).
+    **Positions:** ``{"batch": n}``, the number of items (batches and ``None``\ s) polled.
+    Replayable and deterministic: every reader of a partition sees exactly the same batches in
+    the same order, and one seeked to a position continues right after it.
     """
 
     def __init__(
@@ -56,7 +62,7 @@ class MemorySource:
         return len(self._partitions)
 
     def open_partition(self, index: int) -> _MemoryPartition:
-        return _MemoryPartition(self._partitions[index])
+        return _MemoryPartition(self._partitions[index], f"MemorySource partition {index}")
 
     def scan_partition(self, index: int) -> pl.LazyFrame:
         frames = [f for f in self._partitions[index] if f is not None and f.width]
@@ -64,10 +70,14 @@ class MemorySource:
             return pl.LazyFrame(schema=self._schema)
         return pl.concat(frames, how="vertical").lazy()
 
+    def close(self) -> None:
+        """Nothing to release."""
+
 
 class _MemoryPartition:
-    def __init__(self, batches: list[pl.DataFrame | None]) -> None:
+    def __init__(self, batches: list[pl.DataFrame | None], owner: str) -> None:
         self._batches = batches
+        self._owner = owner
         self._next = 0
 
     def poll(self) -> PollResult:
@@ -77,12 +87,20 @@ class _MemoryPartition:
         self._next += 1
         return batch
 
+    def position(self) -> Position:
+        return {"batch": self._next}
 
-class MemorySink:
+    def seek(self, position: Position) -> None:
+        self._next = int_field(position, "batch", self._owner, high=len(self._batches))
+
+
+class MemorySink(AtLeastOnceSink):
     """Collects every batch it receives, in order.
 
-    Delivery guarantee: everything the executor emits, in emission order, for the life of the
-    process; nothing survives it. Read results with :meth:`to_frame` or :attr:`batches`.
+    **Delivery guarantee: at-least-once**, for the life of the process: everything the executor
+    emits, in emission order (a batch is in :attr:`batches` when ``write`` returns, so
+    ``pre_commit`` has nothing to wait for); nothing survives the process. Read results with
+    :meth:`to_frame` or :attr:`batches`.
     """
 
     def __init__(self) -> None:

@@ -11,6 +11,8 @@ import polars as pl
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 
+from strom.engine.contracts import AtLeastOnceSink
+
 RECENT = 12
 
 
@@ -18,20 +20,14 @@ def _clock(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S")
 
 
-class CallbackSink:
-    """A sink that hands each batch to ``on_batch`` (the view's input)."""
+class CallbackSink(AtLeastOnceSink):
+    """A sink that hands each batch to ``on_batch`` (the view's input); at-least-once."""
 
     def __init__(self, on_batch: Callable[[pl.DataFrame], None]) -> None:
         self.on_batch = on_batch
 
-    def open(self) -> None:
-        pass
-
     def write(self, batch: pl.DataFrame) -> None:
         self.on_batch(batch)
-
-    def close(self) -> None:
-        pass
 
 
 class DemoView:

@@ -4,7 +4,7 @@ An interval join pairs every left and right row with equal keys whose event time
 bounds (:func:`join_frames`); backends differ only in which rows they hand it (the bounded
 runner: both whole inputs; the streaming runtime: each batch against the other side's state).
 A lookup join is a left join of the stream on its ``on`` column against the rows its
-:class:`~strom.pipeline.io.LookupTable` returned (:func:`join_found`), keeping every input row
+:class:`~strom.engine.contracts.LookupTable` returned (:func:`join_found`), keeping every input row
 once and in order; keys the table does not hold, and null keys, give nulls.
 """
 

@@ -1,6 +1,6 @@
 """The engine of keyed process functions, shared by the streaming runtime and the bounded runner.
 
-State layout (plain data, deep-copyable):
+State layout (snapshotted as frames by :mod:`strom.runtime.process_state`):
 
 - ``state``: key tuple -> ``{(kind, name): value}`` with kind ``"value"``, ``"list"`` or
   ``"map"``; a cleared or emptied state is removed, and a key with no state disappears.
@@ -21,7 +21,6 @@ release at +inf over all events produces: the streaming/bounded equality guarant
 
 from __future__ import annotations
 
-import copy
 import heapq
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -68,7 +67,7 @@ class KeyedProcessCore:
         self.watermark = MIN_WATERMARK
         self.now_ms = 0.0
         self.output: list[Row] = []
-        self._finished = False
+        self.finished = False
         self._ctx = _Context(self)
 
     def add(self, event_time: int | None, partition: int, position: int, row: Row) -> None:
@@ -107,11 +106,11 @@ class KeyedProcessCore:
     def finish(self) -> None:
         """End of input: release everything at +inf, then fire each pending processing-time
         timer once (those registered from now on are dropped). Idempotent."""
-        if self._finished:
+        if self.finished:
             return
         self.release(MAX_WATERMARK)
         pending = self._pending("processing_time")
-        self._finished = True
+        self.finished = True
         for t, _, key in pending:
             if t in self.timer_index["processing_time"].get(key, ()):
                 self._remove_timer("processing_time", key, t)
@@ -146,7 +145,7 @@ class KeyedProcessCore:
         self.fn.on_timer(t, self._ctx)
 
     def register_timer(self, domain: TimeDomain, key: Key, t: int) -> None:
-        if self._finished and domain == "processing_time":
+        if self.finished and domain == "processing_time":
             return
         times = self.timer_index[domain].setdefault(key, set())
         if t in times:
@@ -172,26 +171,6 @@ class KeyedProcessCore:
         for index in self.timer_index.values():
             keys.update(index)
         return len(keys) + len(self.buffer)
-
-    def snapshot(self) -> dict[str, Any]:
-        """All state, timers and buffered elements as plain data (a deep copy)."""
-        return copy.deepcopy(
-            {
-                "state": self.state,
-                "buffer": self.buffer,
-                "timers": self.timers,
-                "timer_index": self.timer_index,
-                "timer_seq": self.timer_seq,
-                "watermark": self.watermark,
-                "finished": self._finished,
-            }
-        )
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        s = copy.deepcopy(snapshot)
-        self.state, self.buffer, self.timers = s["state"], s["buffer"], s["timers"]
-        self.timer_index, self.timer_seq = s["timer_index"], s["timer_seq"]
-        self.watermark, self._finished = s["watermark"], s["finished"]
 
 
 class _Context:

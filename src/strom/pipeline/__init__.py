@@ -11,8 +11,7 @@
 """
 
 from strom.engine.aggregation import Agg
-from strom.pipeline import agg
-from strom.pipeline.io import (
+from strom.engine.contracts import (
     END_OF_PARTITION,
     BoundedSource,
     EndOfPartition,
@@ -21,6 +20,7 @@ from strom.pipeline.io import (
     Source,
     SourcePartition,
 )
+from strom.pipeline import agg
 from strom.pipeline.plan import Plan
 from strom.pipeline.process import (
     ListState,

@@ -13,7 +13,7 @@ from typing import Literal, TypeAlias
 import polars as pl
 
 from strom.engine.aggregations import Aggregation
-from strom.pipeline.io import LookupTable, Sink, Source
+from strom.engine.contracts import LookupTable, Sink, Source
 from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.windows import WindowSpec
 

@@ -22,8 +22,10 @@ Guarantees (both executors; see ``strom.engine.keyed_process`` for the mechanics
   source's ``max_out_of_orderness_ms``, the streaming runtime and the bounded runner make the same
   calls in the same per-key order, so a function that reads neither ``current_watermark`` nor
   processing time produces the same rows.
-- **State** is per key, plain data (store values that ``copy.deepcopy`` can copy), and is part of
-  the operator's snapshot.
+- **State** is per key and part of the operator's snapshot. Store plain data (None, bool, int,
+  float, str, bytes, list, tuple, dict, set, datetime, date, time, timedelta, Decimal, nested
+  freely): snapshots encode it as such (:mod:`strom.engine.values`; never pickle, so restoring
+  runs no code), and a snapshot of anything else fails naming its type.
 
 Example — three failed payments from one card within a minute raise one alert:
 

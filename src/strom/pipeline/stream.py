@@ -12,7 +12,7 @@ import polars as pl
 
 from strom.engine.aggregation import Agg
 from strom.engine.aggregations import Aggregation
-from strom.pipeline.io import LookupTable, Sink, Source
+from strom.engine.contracts import LookupTable, Sink, Source
 from strom.pipeline.plan import (
     EmitMode,
     FilterNode,

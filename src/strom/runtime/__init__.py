@@ -1,8 +1,8 @@
 """The streaming runtime: runs a pipeline's plan incrementally, one micro-batch at a time."""
 
 from strom.runtime.executor import StreamingExecutor, run_streaming
-from strom.runtime.operators import OperatorMetrics
 from strom.runtime.results import latest
+from strom.runtime.snapshots import ExecutorSnapshot
 from strom.runtime.watermarks import (
     MAX_WATERMARK,
     MIN_WATERMARK,
@@ -14,7 +14,7 @@ from strom.runtime.watermarks import (
 __all__ = [
     "MAX_WATERMARK",
     "MIN_WATERMARK",
-    "OperatorMetrics",
+    "ExecutorSnapshot",
     "StreamingExecutor",
     "WatermarkTracker",
     "combine_watermarks",

@@ -6,6 +6,11 @@ flows to the sinks, then a progress message carries the batch's largest event ti
 batch are judged late against the watermark from *before* that batch. When every partition of a
 bounded source has ended, the watermark reaches its maximum and every window fires.
 
+:meth:`StreamingExecutor.snapshot` takes every source partition's position and every stateful
+operator's state between steps; :meth:`StreamingExecutor.restore` starts another executor of the
+same pipeline from it (see :mod:`strom.runtime.snapshots`). Sinks take part in checkpoints
+through :meth:`~StreamingExecutor.pre_commit` and :meth:`~StreamingExecutor.commit`.
+
 A partition reader may define ``watermark() -> int | None``: its event-time progress, used instead
 of the batch's largest event time (a repartition topic's rows interleave several writers, whose
 progress records say how far each has got; see :mod:`strom.runtime.distributed.repartition`).
@@ -15,12 +20,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import assert_never
 
 import polars as pl
 
-from strom.pipeline.io import END_OF_PARTITION, SourcePartition
+from strom.engine.contracts import (
+    END_OF_PARTITION,
+    Metrics,
+    MetricsProvider,
+    Position,
+    SideOutputs,
+    Sink,
+    SourcePartition,
+    StateError,
+    StatefulOperator,
+)
 from strom.pipeline.plan import (
     FilterNode,
     IntervalJoinLateNode,
@@ -46,13 +61,9 @@ from strom.pipeline.stream import Pipeline
 from strom.pipeline.windows import Session, event_time_ms
 from strom.runtime.interval_join import IntervalJoinOperator
 from strom.runtime.lookup import LookupJoinOperator
-from strom.runtime.operators import (
-    Operator,
-    OperatorMetrics,
-    SinkOperator,
-    TransformOperator,
-)
+from strom.runtime.operators import Operator, SinkOperator, TransformOperator
 from strom.runtime.process_operator import ProcessOperator
+from strom.runtime.snapshots import ExecutorSnapshot
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.sessions import SessionOperator
@@ -67,7 +78,8 @@ def _monotonic_ms() -> float:
 
 @dataclass
 class _Reader:
-    partition: int
+    partition: int  # the global index
+    local: int  # the index within its source
     node: SourceNode
     reader: SourcePartition
     operator: Operator
@@ -88,6 +100,7 @@ class StreamingExecutor:
         self._readers: list[_Reader] = []
         self._partitions: dict[SourceNode, list[int]] = {}
         self._opened = False
+        self._stepped = False
         self._closed = False
         self._build()
 
@@ -175,11 +188,13 @@ class StreamingExecutor:
         for source, partitions in self._partitions.items():
             for local, global_index in enumerate(partitions):
                 reader = source.source.open_partition(local)
-                self._readers.append(_Reader(global_index, source, reader, self._operators[source]))
+                operator = self._operators[source]
+                self._readers.append(_Reader(global_index, local, source, reader, operator))
 
     def step(self) -> bool:
         """Poll every unfinished partition once; False once all have ended (then closed)."""
         self.open()
+        self._stepped = True
         for r in self._readers:
             if r.finished:
                 continue
@@ -191,7 +206,7 @@ class StreamingExecutor:
                 continue
             max_ts = None
             if item is not None and item.height:
-                r.operator.metrics.records_in += item.height
+                r.operator.counters.rows_in += item.height
                 r.operator.emit(r.partition, item)
                 max_ts = _max_event_time(item, r.node.timestamp)
             reported = getattr(r.reader, "watermark", None)
@@ -214,7 +229,7 @@ class StreamingExecutor:
                 time.sleep(idle_sleep_s)
 
     def close(self) -> None:
-        """Close every sink (they flush), then every source that has a ``close`` (idempotent)."""
+        """Close every sink (they flush), then every source (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -223,37 +238,98 @@ class StreamingExecutor:
                 op.close()
         finally:
             for node in self.plan.sources():
-                close = getattr(node.source, "close", None)
-                if callable(close):
-                    close()
+                node.source.close()
 
-    def metrics(self) -> dict[str, OperatorMetrics]:
-        """A copy of every operator's counters, by operator name (in plan order)."""
-        out: dict[str, OperatorMetrics] = {}
-        for op in self._operators.values():
-            if isinstance(
-                op,
-                WindowOperatorBase | ProcessOperator | LookupJoinOperator | IntervalJoinOperator,
-            ):
-                op.metrics.state_size = op.state_size()
-            out[op.name] = replace(op.metrics)
+    # -- snapshots and the sinks' two phases ---------------------------------------------------
+
+    def stateful_operators(self) -> dict[str, StatefulOperator]:
+        """The operators holding state (windows, process functions, joins), by operator id."""
+        return {op.name: op for op in self._operators.values() if isinstance(op, StatefulOperator)}
+
+    def snapshot(self) -> ExecutorSnapshot:
+        """Every source partition's position and every stateful operator's state, now (between
+        two steps; opens the run if no step has yet). A copy: running on changes nothing in it.
+
+        Restoring it into an executor of the same pipeline definition (:meth:`restore`) and
+        running that to the end emits what this executor would emit from here on."""
+        self.open()
+        positions: dict[str, list[Position]] = {}
+        for r in self._readers:
+            position = getattr(r.reader, "position", None)
+            if not callable(position):
+                raise TypeError(
+                    f"source {r.node.name!r}: its partition reader "
+                    f"{type(r.reader).__name__} has no position(), so it cannot be "
+                    "snapshotted (see strom.engine.contracts.SourcePartition)"
+                )
+            positions.setdefault(r.node.name, []).append(position())
+        states = {name: op.snapshot() for name, op in self.stateful_operators().items()}
+        return ExecutorSnapshot(positions, states)
+
+    def restore(self, snapshot: ExecutorSnapshot) -> None:
+        """Start from ``snapshot`` instead of the sources' beginnings: every source partition
+        seeks to its position and every stateful operator restores its state. Call it before
+        the first :meth:`step`. Raises :class:`StateError` for a snapshot of another pipeline
+        (other operators or partitions), :class:`PositionError` for a position a source
+        cannot seek to."""
+        if self._stepped or self._closed:
+            raise RuntimeError("restore() must come before the first step()")
+        stateful = self.stateful_operators()
+        _same_names("stateful operators", set(stateful), set(snapshot.states))
+        counts = {node.name: len(parts) for node, parts in self._partitions.items()}
+        _same_names("sources", set(counts), set(snapshot.positions))
+        for name, count in counts.items():
+            if len(snapshot.positions[name]) != count:
+                raise StateError(
+                    f"the snapshot has {len(snapshot.positions[name])} position(s) of source "
+                    f"{name!r}, which has {count} partition(s)"
+                )
+        self.open()
+        for r in self._readers:
+            r.reader.seek(snapshot.positions[r.node.name][r.local])
+        for name, op in stateful.items():
+            op.restore(snapshot.states[name])
+
+    def sinks(self) -> list[Sink]:
+        """Every sink of the run: the plan's, then the sources' own (dead-letter outputs)."""
+        out = [op.sink for op in self._operators.values() if isinstance(op, SinkOperator)]
+        for node in self.plan.sources():
+            if isinstance(node.source, SideOutputs):
+                out.extend(node.source.side_sinks())
         return out
 
-    def window_operators(self) -> list[WindowOperatorBase]:
-        """The window operators (whose ``snapshot()``/``restore()`` hold their state)."""
-        return [op for op in self._operators.values() if isinstance(op, WindowOperatorBase)]
+    def pre_commit(self, checkpoint_id: int) -> None:
+        """The first phase of checkpoint ``checkpoint_id`` at every sink (see :class:`Sink`)."""
+        for sink in self.sinks():
+            sink.pre_commit(checkpoint_id)
 
-    def lookup_operators(self) -> list[LookupJoinOperator]:
-        """The lookup-join operators (whose counters show queries and cache hits)."""
-        return [op for op in self._operators.values() if isinstance(op, LookupJoinOperator)]
+    def commit(self, checkpoint_id: int) -> None:
+        """The second phase of checkpoint ``checkpoint_id`` at every sink."""
+        for sink in self.sinks():
+            sink.commit(checkpoint_id)
 
-    def interval_join_operators(self) -> list[IntervalJoinOperator]:
-        """The interval-join operators (whose ``snapshot()``/``restore()`` hold their state)."""
-        return [op for op in self._operators.values() if isinstance(op, IntervalJoinOperator)]
+    def abort(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` failed: every sink discards what it can."""
+        for sink in self.sinks():
+            sink.abort(checkpoint_id)
 
-    def process_operators(self) -> list[ProcessOperator]:
-        """The keyed process operators (whose ``snapshot()``/``restore()`` hold their state)."""
-        return [op for op in self._operators.values() if isinstance(op, ProcessOperator)]
+    def metrics(self) -> dict[str, Metrics]:
+        """Every component's metrics by operator name, in plan order. A source or sink that
+        reports metrics (:class:`MetricsProvider`) speaks for itself; otherwise its operator's
+        counts (rows delivered, rows written) stand."""
+        out: dict[str, Metrics] = {}
+        for node, op in self._operators.items():
+            source = node.source if isinstance(node, SourceNode) else None
+            out[op.name] = source.metrics() if isinstance(source, MetricsProvider) else op.metrics()
+        return out
+
+
+def _same_names(what: str, here: set[str], there: set[str]) -> None:
+    if here != there:
+        raise StateError(
+            f"the snapshot is of another pipeline: its {what} are {sorted(there)}, this "
+            f"executor's are {sorted(here)}"
+        )
 
 
 def _max_event_time(batch: pl.DataFrame, column: str | None) -> int | None:

@@ -30,12 +30,15 @@ from typing import Any
 import polars as pl
 
 from strom.engine.constants import LEFT_TS, RIGHT_TS
+from strom.engine.contracts import OperatorState
 from strom.engine.joins import join_frames
 from strom.pipeline.plan import IntervalJoinNode, JoinSide
 from strom.pipeline.windows import event_time_ms
 from strom.runtime.operators import Operator
+from strom.runtime.snapshots import check_definition
 from strom.runtime.watermarks import MAX_WATERMARK, MIN_WATERMARK, WatermarkTracker
 
+KIND = "interval_join"
 _TIME = {"left": LEFT_TS, "right": RIGHT_TS}
 _OTHER: dict[JoinSide, JoinSide] = {"left": "right", "right": "left"}
 _SIDES: tuple[JoinSide, JoinSide] = ("left", "right")
@@ -92,7 +95,7 @@ class IntervalJoinOperator(Operator):
         return None if self.node.lower_ms is None else watermark + self.node.lower_ms
 
     def on_side_batch(self, side: JoinSide, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_in += batch.height
+        self.counters.rows_in += batch.height
         if batch.height == 0:
             return
         column = self.ts_columns[side]
@@ -152,7 +155,7 @@ class IntervalJoinOperator(Operator):
         if rows.height == 0:
             return
         rows = rows.drop(_TIME[side])
-        self.metrics.late_records += rows.height
+        self.counters.late_rows += rows.height
         for out in self.late_outputs[side]:
             out.on_batch(partition, rows)
 
@@ -160,7 +163,7 @@ class IntervalJoinOperator(Operator):
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
     ) -> None:
         before, after = self.tracker.progress(partition, max_event_time, now_ms, finished)
-        self.metrics.watermark = after
+        self.counters.watermark = after
         if after > before:
             self._purge(after)
         for out in (*self.outputs, *self.late_outputs["left"], *self.late_outputs["right"]):
@@ -183,23 +186,53 @@ class IntervalJoinOperator(Operator):
         """Rows held, both sides together."""
         return sum(s.height for s in self._state.values() if s is not None)
 
-    def snapshot(self) -> dict[str, Any]:
-        """Both sides' rows, their schemas and the watermarks, as a copy (frames are never
-        changed in place, so sharing their buffers is safe)."""
+    def definition(self) -> dict[str, Any]:
+        """What a state of this operator depends on (a state of another definition is refused)."""
+        node = self.node
         return {
-            "state": {s: None if f is None else f.clone() for s, f in self._state.items()},
-            "min_ts": dict(self._min_ts),
-            "schemas": dict(self._schemas),
-            "watermarks": self.tracker.snapshot(),
+            "left_on": list(node.left_on),
+            "right_on": list(node.right_on),
+            "lower_ms": node.lower_ms,
+            "upper_ms": node.upper_ms,
+            "timestamps": [self.ts_columns["left"], self.ts_columns["right"]],
         }
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace everything with a :meth:`snapshot`."""
-        self._state = {s: None if f is None else f.clone() for s, f in snapshot["state"].items()}
-        self._min_ts = dict(snapshot["min_ts"])
-        self._schemas = dict(snapshot["schemas"])
+    def snapshot(self) -> OperatorState:
+        """``interval_join`` state: frames ``left`` and ``right``, each side's held rows with their
+        event time in ms (an empty frame of the side's columns when it holds none), for every
+        side that has seen a batch; and the watermarks."""
+        frames: dict[str, pl.DataFrame] = {}
+        for side in _SIDES:
+            schema = self._schemas[side]
+            if schema is None:
+                continue
+            held = self._state[side]
+            frames[side] = (
+                held
+                if held is not None
+                else pl.DataFrame(schema={**schema, _TIME[side]: pl.Int64()})
+            )  # frames are never changed in place, so sharing their buffers is safe
+        meta = {"definition": self.definition(), "watermarks": self.tracker.snapshot()}
+        return OperatorState(KIND, 1, frames, meta)
+
+    def restore(self, state: OperatorState) -> None:
+        """Replace everything with a :meth:`snapshot` (:class:`StateError` if it is not one of
+        an operator defined like this one)."""
+        state.check(KIND, 1, self.name)
+        check_definition(state, self.definition(), self.name)
+        self.tracker.restore(state.meta["watermarks"])
         self._names = None
-        self.tracker.restore(snapshot["watermarks"])
+        for side in _SIDES:
+            frame = state.frames.get(side)
+            time = _TIME[side]
+            held = frame if frame is not None and frame.height else None
+            self._schemas[side] = (
+                None
+                if frame is None
+                else pl.Schema({n: t for n, t in frame.schema.items() if n != time})
+            )
+            self._state[side] = held
+            self._min_ts[side] = None if held is None else held.get_column(time).min()  # type: ignore[assignment]
 
 
 def _at_or_after(frame: pl.DataFrame, column: str, cut: int) -> pl.DataFrame:

@@ -1,18 +1,22 @@
 """Lookup joins (stream-to-table) in the streaming runtime: the operator with its cache.
 
-Both executors join the same way (:func:`strom.engine.joins.join_found`). They differ only in
-*when* they ask the table: the bounded runner once for every distinct key of its input, the
-streaming operator once per micro-batch for the keys its cache does not hold fresh.
+Both executors join the same way (:func:`strom.engine.joins.join_found`): a left join on the
+stream's ``on`` column against the rows a :class:`~strom.engine.contracts.LookupTable` returned,
+keeping every input row once and in order; keys the table does not hold, and null keys, give nulls.
+They differ only in *when* they ask the table: the bounded runner once for every distinct key of its
+input, the streaming operator once per micro-batch for the keys its cache does not hold fresh.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import polars as pl
 
 from strom.engine.constants import LOOKUP_KEY
+from strom.engine.contracts import Metrics
 from strom.engine.joins import join_found, right_side, value_schema
 from strom.pipeline.plan import LookupJoinNode
 from strom.runtime.operators import Operator
@@ -45,7 +49,7 @@ class LookupJoinOperator(Operator):
         self._last_purge = 0.0
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_in += batch.height
+        self.counters.rows_in += batch.height
         self.emit(partition, self.join(batch))
 
     def join(self, batch: pl.DataFrame) -> pl.DataFrame:
@@ -67,7 +71,14 @@ class LookupJoinOperator(Operator):
         return join_found(batch.lazy(), right, node.on).collect()
 
     def state_size(self) -> int:
+        """Keys cached (a cache, not state: it is not snapshotted, and refills)."""
         return len(self._cache)
+
+    def metrics(self) -> Metrics:
+        """The counters, plus ``queries``, ``keys_fetched`` and ``cache_hits`` in ``detail``."""
+        detail = {"queries": self.queries, "keys_fetched": self.keys_fetched,
+                  "cache_hits": self.cache_hits}  # fmt: skip
+        return replace(super().metrics(), detail=detail)
 
     def _fresh(self, key: Any, now: float) -> bool:
         entry = self._cache.get(key)

@@ -12,24 +12,22 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from strom.engine.contracts import Metrics, MetricsProvider, Sink
 from strom.engine.transforms import apply_transform
-from strom.pipeline.io import Sink
-from strom.pipeline.plan import StatelessNode
-from strom.runtime.watermarks import MIN_WATERMARK
+from strom.pipeline.plan import (
+    StatelessNode,
+)
 
 
 @dataclass
-class OperatorMetrics:
-    """A snapshot of one operator's counters."""
+class Counters:
+    """An operator's running counts; :meth:`Operator.metrics` reports them."""
 
-    name: str
-    records_in: int = 0
-    records_out: int = 0
-    late_records: int = 0
-    watermark: int = MIN_WATERMARK
-    #: Filled in when read through ``StreamingExecutor.metrics()`` (counting some operators'
-    #: state walks all of it, so it is not kept up to date on every watermark advance).
-    state_size: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    late_rows: int = 0
+    #: None for operators without event time of their own (stateless ones)
+    watermark: int | None = None
 
 
 class Operator:
@@ -38,14 +36,29 @@ class Operator:
     def __init__(self, name: str) -> None:
         self.name = name
         self.outputs: list[Operator] = []
-        self.metrics = OperatorMetrics(name)
+        self.counters = Counters()
+
+    def metrics(self) -> Metrics:
+        """The counters now, and the state size (counting it may walk the state)."""
+        c = self.counters
+        return Metrics(
+            rows_in=c.rows_in,
+            rows_out=c.rows_out,
+            late_rows=c.late_rows,
+            watermark=c.watermark,
+            state_size=self.state_size(),
+        )
+
+    def state_size(self) -> int | None:
+        """Entries held (None: the operator holds nothing)."""
+        return None
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_in += batch.height
+        self.counters.rows_in += batch.height
         self.emit(partition, batch)
 
     def emit(self, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_out += batch.height
+        self.counters.rows_out += batch.height
         for out in self.outputs:
             out.on_batch(partition, batch)
 
@@ -70,7 +83,7 @@ class TransformOperator(Operator):
         self.node = node
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_in += batch.height
+        self.counters.rows_in += batch.height
         self.emit(partition, apply_transform(self.node, batch))
 
 
@@ -82,10 +95,10 @@ class SinkOperator(Operator):
         self.sink = sink
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_in += batch.height
+        self.counters.rows_in += batch.height
         if batch.height:
             self.sink.write(batch)
-            self.metrics.records_out += batch.height
+            self.counters.rows_out += batch.height
 
     def on_progress(
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
@@ -97,3 +110,10 @@ class SinkOperator(Operator):
 
     def close(self) -> None:
         self.sink.close()
+
+    def metrics(self) -> Metrics:
+        """The sink's own metrics if it reports them (it knows what it has written), else the
+        rows this operator handed it."""
+        if isinstance(self.sink, MetricsProvider):
+            return self.sink.metrics()
+        return super().metrics()

@@ -15,12 +15,17 @@ from typing import Any
 import polars as pl
 
 from strom.engine.constants import TS
+from strom.engine.contracts import OperatorState
 from strom.engine.keyed_process import KeyedProcessCore
 from strom.engine.transforms import rows_to_frame
 from strom.pipeline.plan import ProcessNode
 from strom.pipeline.windows import event_time_ms
 from strom.runtime.operators import Operator
+from strom.runtime.process_state import core_frames, core_meta, restore_core
+from strom.runtime.snapshots import check_definition, seq_from_meta, seq_to_meta
 from strom.runtime.watermarks import MAX_WATERMARK, WatermarkTracker
+
+KIND = "keyed_process"
 
 
 class ProcessOperator(Operator):
@@ -33,11 +38,14 @@ class ProcessOperator(Operator):
         self.tracker = tracker
         self.core = KeyedProcessCore(node.fn, node.keys, node.ordering, ts_column is not None)
         self._seq: dict[int, int] = {}
+        self._input_schema: pl.Schema | None = None
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_in += batch.height
+        self.counters.rows_in += batch.height
         if batch.height == 0:
             return
+        if self._input_schema is None:
+            self._input_schema = batch.schema
         start = self._seq.get(partition, 0)
         self._seq[partition] = start + batch.height
         if self.ts_column is None:
@@ -54,7 +62,7 @@ class ProcessOperator(Operator):
             watermark = self.tracker.current
             for i, (t, row) in enumerate(zip(times, batch.iter_rows(named=True), strict=True)):
                 if t < watermark:
-                    self.metrics.late_records += 1
+                    self.counters.late_rows += 1
                 self.core.add(t, partition, start + i, row)
         if self.node.ordering == "arrival":
             self.core.release(self.tracker.current)
@@ -64,7 +72,7 @@ class ProcessOperator(Operator):
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
     ) -> None:
         _, watermark = self.tracker.progress(partition, max_event_time, now_ms, finished)
-        self.metrics.watermark = watermark
+        self.counters.watermark = watermark
         self.core.fire_processing_timers(now_ms)
         self.core.release(watermark)
         if watermark == MAX_WATERMARK:
@@ -81,16 +89,33 @@ class ProcessOperator(Operator):
         """Keys holding state or timers, plus elements awaiting the watermark."""
         return self.core.state_size()
 
-    def snapshot(self) -> dict[str, Any]:
-        """State, timers, buffered elements and watermarks as plain data (a deep copy)."""
+    def definition(self) -> dict[str, Any]:
+        """What a state of this operator depends on (a state of another definition is refused)."""
         return {
-            "core": self.core.snapshot(),
-            "seq": dict(self._seq),
-            "watermarks": self.tracker.snapshot(),
+            "keys": list(self.node.keys),
+            "function": type(self.node.fn).__qualname__,
+            "ordering": self.node.ordering,
+            "output": list(self.node.schema),
         }
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace everything with a :meth:`snapshot`."""
-        self.core.restore(snapshot["core"])
-        self._seq = dict(snapshot["seq"])
-        self.tracker.restore(snapshot["watermarks"])
+    def snapshot(self) -> OperatorState:
+        """``keyed_process`` state: per-key state, timers and buffered elements (frames, see
+        :mod:`strom.runtime.process_state`), the core's clocks, sequence counters, watermarks."""
+        meta = {
+            "definition": self.definition(),
+            "core": core_meta(self.core),
+            "seq": seq_to_meta(self._seq),
+            "watermarks": self.tracker.snapshot(),
+        }
+        return OperatorState(KIND, 1, core_frames(self.core, self._input_schema), meta)
+
+    def restore(self, state: OperatorState) -> None:
+        """Replace everything with a :meth:`snapshot` (:class:`StateError` if it is not one of
+        an operator defined like this one)."""
+        state.check(KIND, 1, self.name)
+        check_definition(state, self.definition(), self.name)
+        self.tracker.restore(state.meta["watermarks"])
+        frames = dict(state.frames)
+        restore_core(self.core, frames, state.meta["core"])
+        self._input_schema = frames["input"].schema if "input" in frames else None
+        self._seq = seq_from_meta(state.meta["seq"])

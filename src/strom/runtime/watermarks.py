@@ -8,7 +8,7 @@ never decreases. A window ``[start, end)`` is complete once ``W >= end``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "combine_watermarks",
     "partition_watermark",
 ]
+from strom.engine.contracts import StateError
 
 
 def partition_watermark(max_event_time: int | None, max_out_of_orderness_ms: int) -> int:
@@ -64,7 +65,7 @@ class _PartitionClock:
 class WatermarkTracker:
     """The combined watermark over a fixed set of source partitions (by global index).
 
-    State is plain data; :meth:`snapshot` / :meth:`restore` round-trip it.
+    :meth:`snapshot` / :meth:`restore` round-trip its state as JSON (part of each operator's).
     """
 
     def __init__(self, partitions: dict[int, tuple[int, int | None]], now_ms: float) -> None:
@@ -124,15 +125,30 @@ class WatermarkTracker:
         )
 
     def snapshot(self) -> dict[str, Any]:
+        """The tracker's state as JSON: the combined watermark and, per partition, the largest
+        event time seen, the processing time of its last data and whether it has ended."""
         return {
             "current": self.current,
-            "partitions": {
-                p: (c.max_event_time, c.last_data_ms, c.finished) for p, c in self._clocks.items()
-            },
+            "partitions": [
+                [p, c.max_event_time, c.last_data_ms, c.finished] for p, c in self._clocks.items()
+            ],
         }
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        self.current = snapshot["current"]
-        for p, (max_ts, last, finished) in snapshot["partitions"].items():
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        """Replace the state with a :meth:`snapshot` of a tracker over the same partitions.
+
+        Idleness compares ``last_data_ms`` with the executor's clock, so restoring into another
+        process is exact only with a clock that means the same there (wall-clock time)."""
+        partitions = {
+            int(p): (max_ts, last, finished) for p, max_ts, last, finished in snapshot["partitions"]
+        }
+        if partitions.keys() != self._clocks.keys():
+            raise StateError(
+                f"watermark state of partitions {sorted(partitions)}, but this operator reads "
+                f"partitions {sorted(self._clocks)} (a state of another pipeline)"
+            )
+        self.current = int(snapshot["current"])
+        for p, (max_ts, last, finished) in partitions.items():
             clock = self._clocks[p]
-            clock.max_event_time, clock.last_data_ms, clock.finished = max_ts, last, finished
+            clock.max_event_time = None if max_ts is None else int(max_ts)
+            clock.last_data_ms, clock.finished = float(last), bool(finished)

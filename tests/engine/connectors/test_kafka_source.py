@@ -153,8 +153,13 @@ def test_windowed_pipeline_over_kafka_equals_memory_and_bounded(
     ends = {p: sum(1 for s in sent if s.partition == p) for p in range(PARTITIONS)}
     assert source.positions() == ends
     m = source.metrics()
-    assert (m.records, m.rows, m.dead_letters) == (len(sent), len(sent) - len(POISON), len(POISON))
-    assert executor.metrics()["source0"].records_in == len(sent) - len(POISON)
+    assert (m.rows_in, m.rows_out, m.dead_letters) == (
+        len(sent),
+        len(sent) - len(POISON),
+        len(POISON),
+    )
+    assert m.lag == 0  # read to the end
+    assert executor.metrics()["source0"] == m  # the source speaks for itself
 
 
 def _offsets(sent: list[Sent]) -> list[int]:

@@ -157,8 +157,8 @@ def test_ttl_refresh_sees_database_changes_after_expiry(
     assert out.filter(pl.col("device") == "new").get_column("site").to_list() == [
         None, None, None, "fresh", "fresh",
     ]  # fmt: skip
-    (op,) = executor.lookup_operators()
-    assert op.queries == 2
+    (lookup,) = [m for m in executor.metrics().values() if "queries" in m.detail]
+    assert lookup.detail["queries"] == 2
     devices.close()
 
 

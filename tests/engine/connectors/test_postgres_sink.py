@@ -511,3 +511,18 @@ def test_sinks_preparing_one_table_at_once(postgres_dsn: str) -> None:
         t.join()
     assert errors == []
     assert select(postgres_dsn, "SELECT count(*) FROM shared") == [(7,)]
+
+
+def test_rows_are_visible_to_another_connection_after_pre_commit(postgres_dsn: str) -> None:
+    """The sink contract's at-least-once phases: durable at ``pre_commit`` (already at each
+    write's commit), nothing to publish at ``commit``, nothing taken back by ``abort``."""
+    sink = PostgresSink(postgres_dsn, "phases")
+    sink.open()
+    sink.write(pl.DataFrame({"id": [1, 2]}))
+    sink.pre_commit(1)
+    assert select(postgres_dsn, "SELECT id FROM phases ORDER BY id") == [(1,), (2,)]
+    sink.commit(1)
+    sink.write(pl.DataFrame({"id": [3]}))
+    sink.abort(2)
+    sink.close()
+    assert select(postgres_dsn, "SELECT count(*) FROM phases") == [(3,)]

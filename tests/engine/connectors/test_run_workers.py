@@ -122,7 +122,7 @@ def test_two_workers_stream_and_stop_cleanly_on_sigterm(
     for i in (0, 1):
         assert f"[worker {i}] stopped: SIGTERM received" in err
         assert f"worker {i} of 2: exited with status 0" in out
-    assert out.count("operators") == 2 and "repartition topics" in out
+    assert out.count("operators") == 2 and "repartition writer" in out
     assert not any(_alive(pid) for pid in workers)
 
 

@@ -116,12 +116,42 @@ class Fetcher:
     def open(self, index: int) -> PartitionState:
         """A fresh state for ``index`` at its start offset (superseding any earlier one); it is
         assigned with the next fetch, together with every partition opened meanwhile."""
-        old = self.states.get(index)
-        if old is not None and old.assigned:
-            self.unassign(index)
         if index not in self._resolved:
             self._resolved = self._resolve(self.partition_count())
         first, end = self._resolved.pop(index)
+        return self._start(index, first, end)
+
+    def seek(self, index: int, offset: int) -> PartitionState:
+        """A fresh state for opened partition ``index`` at ``offset``, keeping its bounded end
+        (reassigning it drops what the consumer fetched for the old state)."""
+        return self._start(index, offset, self.states[index].end)
+
+    def watermarks(self, index: int) -> tuple[int, int]:
+        """Partition ``index``'s earliest and high watermark offsets, asked of the cluster."""
+        tp = TopicPartition(self.topic, index)
+        try:
+            low, high = self.consumer().get_watermark_offsets(
+                tp, timeout=CONNECT_TIMEOUT_S, cached=False
+            )
+        except KafkaException as exc:
+            raise KafkaConnectorError(f"cannot read offsets of {self.topic!r}: {exc}") from exc
+        return int(low), int(high)
+
+    def high_watermark(self, index: int) -> int | None:
+        """The high watermark last seen in a fetch of ``index`` (None before one)."""
+        if self._consumer is None:
+            return None
+        tp = TopicPartition(self.topic, index)
+        try:
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+        except KafkaException:
+            return None
+        return int(high) if high is not None and high >= 0 else None
+
+    def _start(self, index: int, first: int, end: int | None) -> PartitionState:
+        old = self.states.get(index)
+        if old is not None and old.assigned:
+            self.unassign(index)
         self._generations += 1
         state = PartitionState(self._generations, first, first, end)
         self.states[index] = state

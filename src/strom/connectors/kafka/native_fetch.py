@@ -83,6 +83,7 @@ class NativePartitionState:
     assigned: bool = False
     ended: bool = False
     max_bytes: int = 0  # this partition's fetch size; grows while a batch does not fit
+    high_watermark: int | None = None  # as of the last fetch answered
 
     def bounded_done(self) -> bool:
         """Bounded, nothing buffered, and nothing left below ``end`` (offsets may skip, e.g.
@@ -163,6 +164,28 @@ class NativeFetcher:
         if index not in self._resolved:
             self._resolved = self._resolve(self.partition_count())
         first, end = self._resolved.pop(index)
+        return self._start(index, first, end)
+
+    def seek(self, index: int, offset: int) -> NativePartitionState:
+        """A fresh state for opened partition ``index`` at ``offset``, keeping its bounded end
+        (a fetch in flight for the old state is ignored when it arrives)."""
+        return self._start(index, offset, self.states[index].end)
+
+    def watermarks(self, index: int) -> tuple[int, int]:
+        """Partition ``index``'s earliest and high watermark offsets, asked of its leader."""
+        try:
+            low = self.cluster.list_offsets([index], EARLIEST)[index]
+            high = self.cluster.list_offsets([index], LATEST)[index]
+        except OSError as exc:
+            raise KafkaConnectorError(f"cannot read offsets of {self.topic!r}: {exc}") from exc
+        return low, high
+
+    def high_watermark(self, index: int) -> int | None:
+        """The high watermark of the last fetch of ``index`` answered (None before one)."""
+        state = self.states.get(index)
+        return None if state is None else state.high_watermark
+
+    def _start(self, index: int, first: int, end: int | None) -> NativePartitionState:
         self._generations += 1
         state = NativePartitionState(self._generations, first, first, end)
         state.max_bytes = self.partition_max_bytes
@@ -326,6 +349,7 @@ class NativeFetcher:
         if code:
             self._retry_later(f"partition {p}: error {code}")
             return False
+        state.high_watermark = part["high_watermark"]
         records = part["records"]
         if records is None or len(records) == 0:
             return False

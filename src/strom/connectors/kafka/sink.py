@@ -11,6 +11,7 @@ import polars as pl
 from confluent_kafka import KafkaError, Message, Producer
 
 from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
+from strom.engine.contracts import AtLeastOnceSink, Metrics
 
 __all__ = ["KafkaSink"]
 
@@ -20,7 +21,7 @@ log = logging.getLogger("strom.connectors")
 FLUSH_TIMEOUT_S = 30.0
 
 
-class KafkaSink:
+class KafkaSink(AtLeastOnceSink):
     """Writes every row of every batch as one record of ``topic``.
 
     With ``value_format="json"`` the value is the whole row as a JSON object, serialized in bulk
@@ -32,13 +33,14 @@ class KafkaSink:
     (librdkafka's default partitioner), so one key's records stay in order.
 
     **Delivery guarantee: at-least-once.** The producer is idempotent with ``acks=all``, so
-    retries inside one run neither duplicate nor reorder records. :meth:`close` waits until the
-    cluster has acknowledged every record, and raises :class:`KafkaConnectorError` if any record
-    failed or is still outstanding after 30 s; a write raises as soon as an earlier failure is
-    known. Nothing is resumed after a crash: the sink keeps no state, records still in the
-    producer's queue are lost with the process, and the records a replaying pipeline emits again
-    are written again (duplicates). Exactly-once needs Kafka transactions committed with
-    checkpoints (not yet).
+    retries inside one run neither duplicate nor reorder records. :meth:`pre_commit` (each
+    checkpoint) and :meth:`close` wait until the cluster has acknowledged every record, and
+    raise :class:`KafkaConnectorError` if any record failed or is still outstanding after 30 s;
+    a write raises as soon as an earlier failure is known. Nothing is resumed after a crash:
+    the sink keeps no state, records still in the producer's queue are lost with the process
+    (a checkpoint is only taken once they are acknowledged), and the records a replaying
+    pipeline emits again are written again (duplicates). Exactly-once (Kafka transactions
+    committed with checkpoints) is not offered yet.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class KafkaSink:
         self.topic = topic
         self.key = key
         self.value_format = value_format
+        self.produced = 0
         self.delivered = 0
         self.failed = 0
         self._config = dict(producer_config or {})
@@ -86,13 +89,31 @@ class KafkaSink:
                     break
                 except BufferError:  # the local queue is full: serve deliveries, then retry
                     producer.poll(0.1)
+        self.produced += batch.height
         producer.poll(0)
+
+    def pre_commit(self, checkpoint_id: int) -> None:
+        """Wait until every record written so far is acknowledged; raise if any was not."""
+        if self._producer is None:
+            raise RuntimeError("KafkaSink.pre_commit() before open() or after close()")
+        self._flush(self._producer)
 
     def close(self) -> None:
         """Wait for every record to be acknowledged; raise if any was not (idempotent)."""
         producer, self._producer = self._producer, None
-        if producer is None:
-            return
+        if producer is not None:
+            self._flush(producer)
+
+    def metrics(self) -> Metrics:
+        """Rows produced (``rows_in``) and acknowledged (``rows_out``); ``detail["failed"]``."""
+        return Metrics(
+            rows_in=self.produced,
+            rows_out=self.delivered,
+            label=f"KafkaSink({self.topic!r})",
+            detail={"failed": self.failed},
+        )
+
+    def _flush(self, producer: Producer) -> None:
         remaining = producer.flush(FLUSH_TIMEOUT_S)
         if remaining:
             raise KafkaConnectorError(

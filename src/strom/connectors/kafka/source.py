@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
@@ -19,14 +19,22 @@ from strom.connectors.kafka.batch import (
 )
 from strom.connectors.kafka.common import ClientErrors
 from strom.connectors.kafka.librdkafka_fetch import Fetcher, PartitionState, Start
-from strom.pipeline.io import END_OF_PARTITION, PollResult, Sink
+from strom.engine.contracts import (
+    END_OF_PARTITION,
+    Metrics,
+    PollResult,
+    Position,
+    PositionError,
+    Sink,
+    int_field,
+)
 from strom.pipeline.validate import PlanError
 
 if TYPE_CHECKING:
     from strom.connectors.kafka.native_fetch import NativeFetcher, NativePartitionState
     from strom.connectors.kafka.native_records import RecordColumns
 
-__all__ = ["KafkaClient", "KafkaSource", "KafkaSourceMetrics"]
+__all__ = ["KafkaClient", "KafkaSource"]
 
 #: Which Kafka client fetches: ``"strom"`` (strom's own, decoding record batches in bulk;
 #: plaintext) or ``"librdkafka"`` (confluent-kafka: SASL, TLS, managed cloud clusters).
@@ -34,14 +42,10 @@ KafkaClient = Literal["strom", "librdkafka"]
 
 
 @dataclass
-class KafkaSourceMetrics:
-    """Counters of one source: records read, rows delivered, dead letters, batches."""
-
+class _Counters:
     records: int = 0
     rows: int = 0
-    dead_letters: int = 0
     batches: int = 0
-    positions: dict[int, int] = field(default_factory=dict)
 
 
 class KafkaSource:
@@ -73,13 +77,18 @@ class KafkaSource:
     watermark as observed when the source's partitions are opened (all are read at once), then
     ends; the bounded runner can scan it whole.
 
-    **Delivery guarantee: at-least-once, given commits.** :meth:`positions` is, per partition,
-    the offset after the last record handed to the engine (a record sent to the dead-letter
-    output counts as handed). Nothing commits automatically (checkpoints will), so what a
-    restart after a crash resumes is only the offsets of the last :meth:`commit`, and only with
-    ``start="committed"``: every record after them is read again, so downstream sinks and the
-    dead-letter sink see it again; with ``start="earliest"`` the whole topic is read again.
-    No operator state is resumed. Commit only what downstream sinks have made durable.
+    **Positions:** a reader's position is ``{"offset": n}``, the offset after the last record
+    it handed to the engine (a record sent to the dead-letter output counts as handed); seeking
+    to one continues at ``n`` (an offset outside the partition's range, e.g. deleted by
+    retention, is a :class:`~strom.engine.contracts.PositionError`). :meth:`positions` is every
+    opened partition's offset.
+
+    **Delivery guarantee: at-least-once.** A run restored from an executor snapshot re-reads
+    every record after the snapshot's positions, so downstream sinks and the dead-letter sink
+    see those again. Without one, a restart resumes only the offsets of the last
+    :meth:`commit`, and only with ``start="committed"``; with ``start="earliest"`` the whole
+    topic is read again. Nothing commits automatically. Commit only what downstream sinks have
+    made durable.
 
     **Client.** ``client="strom"`` (the default) fetches with strom's own Kafka client
     (:mod:`strom.connectors.kafka.native_fetch`): it decodes whole record batches into columns
@@ -157,7 +166,7 @@ class KafkaSource:
         else:
             errors = ClientErrors(f"KafkaSource({topic!r})")
             self._fetcher = Fetcher(bootstrap_servers, topic, errors=errors, **shared)
-        self._metrics = KafkaSourceMetrics()
+        self._counts = _Counters()
 
     # -- the Source protocol ---------------------------------------------------------------
 
@@ -207,10 +216,28 @@ class KafkaSource:
         if positions:
             self._fetcher.commit(positions)
 
-    def metrics(self) -> KafkaSourceMetrics:
-        """A copy of the counters, with the current positions."""
-        self._metrics.dead_letters = self._dead.count
-        return replace(self._metrics, positions=self.positions())
+    def metrics(self) -> Metrics:
+        """Records read (``rows_in``), rows delivered (``rows_out``), dead letters, and the lag:
+        per opened partition its high watermark (as of the last fetch) minus its position,
+        summed (None before any fetch answered); ``detail["batches"]``."""
+        lag = None
+        for p, state in self._fetcher.states.items():
+            high = state.end if state.end is not None else self._fetcher.high_watermark(p)
+            if high is not None:
+                lag = (lag or 0) + max(0, high - state.position)
+        c = self._counts
+        return Metrics(
+            rows_in=c.records,
+            rows_out=c.rows,
+            dead_letters=self._dead.count,
+            lag=lag,
+            label=f"KafkaSource({self.topic!r})",
+            detail={"batches": c.batches},
+        )
+
+    def side_sinks(self) -> Sequence[Sink]:
+        """The dead-letter output (checkpoints pre-commit it with the plan's sinks)."""
+        return [self._dead]
 
     def close(self) -> None:
         """Close the consumer and the dead-letter sink; open readers then raise on poll.
@@ -235,12 +262,7 @@ class KafkaSource:
             self._dead.close()
 
     def _poll(self, index: int, generation: int) -> PollResult:
-        state = self._fetcher.states.get(index)
-        if state is None or state.generation != generation:
-            raise RuntimeError(
-                f"this reader of {self.topic!r}[{index}] is closed: the source was closed or "
-                "the partition reopened"
-            )
+        state = self._state(index, generation)
         if state.ended:
             return END_OF_PARTITION
         if not state.buffer:
@@ -249,6 +271,28 @@ class KafkaSource:
             if not state.buffer:
                 return self._end(index, state) if state.bounded_done() else None
         return self._batch(index, state, state.take(self.max_batch_records))
+
+    def _state(self, index: int, generation: int) -> PartitionState | NativePartitionState:
+        state = self._fetcher.states.get(index)
+        if state is None or state.generation != generation:
+            raise RuntimeError(
+                f"this reader of {self.topic!r}[{index}] is closed: the source was closed or "
+                "the partition reopened"
+            )
+        return state
+
+    def _seek(self, index: int, generation: int, position: Position) -> int:
+        """Seek reader ``generation`` of ``index``; returns its new generation."""
+        self._state(index, generation)
+        owner = f"KafkaSource({self.topic!r}) partition {index}"
+        offset = int_field(position, "offset", owner)
+        low, high = self._fetcher.watermarks(index)
+        if not low <= offset <= high:
+            raise PositionError(
+                f"{owner}: offset {offset} is outside the partition's offsets [{low}, {high}] "
+                "(deleted by retention, or a position of another topic)"
+            )
+        return self._fetcher.seek(index, offset).generation
 
     def _end(self, index: int, state: PartitionState | NativePartitionState) -> PollResult:
         """A bounded partition has ended; once all have, release the consumer and the
@@ -275,13 +319,13 @@ class KafkaSource:
         else:
             state.position = int(taken.offsets[-1]) + 1
             rows, dead = self._decoder.decode_columns(self.topic, index, taken)
-        self._metrics.records += len(taken)
-        self._metrics.batches += 1
+        self._counts.records += len(taken)
+        self._counts.batches += 1
         if dead is not None:
             self._dead.write(dead)
         if rows is None:
             return None
-        self._metrics.rows += rows.height
+        self._counts.rows += rows.height
         return rows
 
 
@@ -295,6 +339,12 @@ class _KafkaPartition:
 
     def poll(self) -> PollResult:
         return self._source._poll(self._index, self._generation)
+
+    def position(self) -> Position:
+        return {"offset": self._source._state(self._index, self._generation).position}
+
+    def seek(self, position: Position) -> None:
+        self._generation = self._source._seek(self._index, self._generation, position)
 
 
 def _native_fetcher(

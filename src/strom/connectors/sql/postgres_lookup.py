@@ -1,4 +1,4 @@
-"""PostgresTable: a PostgreSQL table as a :class:`~strom.pipeline.io.LookupTable`."""
+"""PostgresTable: a PostgreSQL table as a :class:`~strom.engine.contracts.LookupTable`."""
 
 from __future__ import annotations
 

@@ -85,14 +85,15 @@ class PostgresSink(TableSink):
     reconnects and writes the whole batch again, up to ``retries`` times with a growing pause
     (from ``retry_backoff_s``); then ``write`` raises
     :class:`~strom.connectors.sql.postgres.PostgresConnectionError` (naming host, port and
-    database) and the run fails with the batch unwritten. A transaction the server rolls back
-    (a deadlock or serialization failure with a concurrent writer) is retried the same way. A
-    connection lost just as the server committed may leave the batch written twice: in upsert
-    mode that converges to the same rows (idempotent); in insert mode they are duplicates, as
+    database) and the run fails with the batch unwritten (``pre_commit`` has nothing to wait
+    for). A transaction the server rolls back (a deadlock or serialization failure with a
+    concurrent writer) is retried the same way. A connection lost just as the server committed
+    may leave the batch written twice: in upsert mode that converges to the same rows
+    (idempotent); in insert mode they are duplicates, as
     are the batches a replaying pipeline emits again. Any other error (a constraint, a value
     out of range) rolls the batch back and propagates, noted with the table and server. The
     sink keeps no state of its own; exactly-once (the checkpoint id committed in the batch's
-    transaction) arrives with checkpoints.
+    transaction) is not offered yet.
     """
 
     def __init__(

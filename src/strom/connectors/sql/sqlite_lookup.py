@@ -1,4 +1,4 @@
-"""SQL tables as :class:`~strom.pipeline.io.LookupTable` for lookup joins: what every dialect
+"""SQL tables as :class:`~strom.engine.contracts.LookupTable` for lookup joins: what every dialect
 shares (:class:`KeyedTable`), and SQLiteTable."""
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ from typing import Literal
 
 import polars as pl
 
+from strom.engine.contracts import AtLeastOnceSink
+
 __all__ = [
     "Mode",
     "SQLiteSink",
@@ -74,10 +76,11 @@ def insert_sql(
     return sql
 
 
-class TableSink(ABC):
+class TableSink(AtLeastOnceSink, ABC):
     """What the SQL sinks share: argument checks, the table prepared at the first write
     (:meth:`_prepare`), the check that the table has every column of a batch, and
-    :attr:`rows_written`. A subclass connects and writes one batch in one transaction."""
+    :attr:`rows_written`. A subclass connects and writes one batch in one transaction, committed
+    before ``write`` returns: so ``pre_commit`` has nothing left to do (at-least-once)."""
 
     def __init__(self, table: str, *, key: Sequence[str] | None, mode: Mode) -> None:
         if mode not in ("insert", "upsert"):
@@ -185,11 +188,12 @@ class SQLiteSink(TableSink):
     value: an ``is_update=True`` row replaces the earlier one.
 
     **Delivery guarantee: at-least-once.** Each batch is written in one transaction (all its
-    rows or none) and committed before ``write`` returns, so after a crash the table holds
-    exactly the batches written before it; nothing else is resumed (the sink keeps no state of
-    its own). The batches a replaying pipeline emits again are written again: in upsert mode
-    they converge to the same rows (idempotent); in insert mode they are duplicates.
-    Exactly-once (the checkpoint id committed in the same transaction) arrives with checkpoints.
+    rows or none) and committed before ``write`` returns (so ``pre_commit`` has nothing to
+    wait for), so after a crash the table holds exactly the batches written before it; nothing
+    else is resumed (the sink keeps no state of its own). The batches a replaying pipeline
+    emits again are written again: in upsert mode they converge to the same rows (idempotent);
+    in insert mode they are duplicates. Exactly-once (the checkpoint id committed in the same
+    transaction) is not offered yet.
     """
 
     def __init__(

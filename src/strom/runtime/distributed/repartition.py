@@ -32,9 +32,15 @@ Int64 and floats as Float64 first, so equal values of different widths meet). Th
 within one Polars version only: every worker of a run must use the same Polars, and progress
 records carry the version so a reader refuses a writer that differs.
 
+**Positions.** A reader's position is ``{"offset", "writers", "watermark", "ended"}``: the
+offset of the first record it has not delivered, and the merge state after the ones it has
+(each writer's latest progress as ``[watermark, idle, ended]``, the merged watermark), so a
+reader seeked to it continues exactly where the first one was, watermark included.
+
 **Delivery guarantee: at-least-once, within one run.** The producer is idempotent with
-``acks=all`` (no duplicates or reordering from retries); :meth:`RepartitionWriter.close` waits for
-every record. Nothing is resumed after a crash: a restarted run has a new id and starts over.
+``acks=all`` (no duplicates or reordering from retries); :meth:`RepartitionWriter.pre_commit`
+and :meth:`~RepartitionWriter.close` wait for every record. Nothing is resumed after a crash: a
+restarted run has a new id and starts over.
 """
 
 from __future__ import annotations
@@ -51,7 +57,16 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
 from strom.connectors.kafka.source import KafkaSource
-from strom.pipeline.io import END_OF_PARTITION, PollResult, SourcePartition
+from strom.engine.contracts import (
+    END_OF_PARTITION,
+    AtLeastOnceSink,
+    Metrics,
+    PollResult,
+    Position,
+    PositionError,
+    SourcePartition,
+    int_field,
+)
 from strom.runtime.watermarks import MAX_WATERMARK, MIN_WATERMARK, combine_watermarks
 
 __all__ = [
@@ -148,12 +163,12 @@ def _ipc_chunks(frame: pl.DataFrame) -> Iterable[bytes]:
         yield buffer.getvalue()
 
 
-class RepartitionWriter:
+class RepartitionWriter(AtLeastOnceSink):
     """The sink half: routes every row to ``topic``'s partition for its key, and sends this
     writer's :class:`Progress` to every partition when asked (:meth:`progress`).
 
-    Guarantee: at-least-once within a run (see the module docstring); :meth:`close` raises
-    :class:`KafkaConnectorError` if any record was not acknowledged.
+    Guarantee: at-least-once within a run (see the module docstring); :meth:`pre_commit` and
+    :meth:`close` raise :class:`KafkaConnectorError` if any record was not acknowledged.
     """
 
     def __init__(
@@ -218,6 +233,24 @@ class RepartitionWriter:
             if progress != self.progress_sent:
                 self.progress(progress)
         producer, self._producer = self._producer, None
+        self._flush(producer)
+
+    def pre_commit(self, checkpoint_id: int) -> None:
+        """Wait until every record sent so far is acknowledged; raise if any was not."""
+        if self._producer is None:
+            raise RuntimeError("RepartitionWriter.pre_commit() before open() or after close()")
+        self._flush(self._producer)
+
+    def metrics(self) -> Metrics:
+        """Rows written; ``detail["records"]``: records sent (rows and progress)."""
+        return Metrics(
+            rows_in=self.rows_written,
+            rows_out=self.rows_written,
+            label=f"repartition writer {self.writer} -> {self.topic!r}",
+            detail={"records": self.records_sent},
+        )
+
+    def _flush(self, producer: Producer) -> None:
         remaining = producer.flush(30.0)
         if remaining:
             raise KafkaConnectorError(
@@ -285,6 +318,7 @@ class RepartitionSource:
         self.writers = writers
         self.run_id = run_id.encode()
         self.observer = observer
+        self.rows_delivered = 0
         self._schema = schema
         self._kafka = KafkaSource(
             bootstrap_servers,
@@ -312,11 +346,26 @@ class RepartitionSource:
     def close(self) -> None:
         self._kafka.close()
 
+    def metrics(self) -> Metrics:
+        """Records read (``rows_in``: rows and progress records), rows delivered, and the lag
+        (of the Kafka reader underneath)."""
+        inner = self._kafka.metrics()
+        return Metrics(
+            rows_in=inner.rows_in,
+            rows_out=self.rows_delivered,
+            lag=inner.lag,
+            label=f"repartition reader <- {self.topic!r}",
+            detail=inner.detail,
+        )
 
-_Item = pl.DataFrame | tuple[int, Progress]
+
+#: A decoded record: its offset, and rows or (writer, progress).
+_Item = tuple[int, pl.DataFrame | tuple[int, Progress]]
 
 
 class _NoPartition:
+    """The partition of a worker that owns none: ends at once; its position is ``{}``."""
+
     def __init__(self, index: int, observer: Observer | None) -> None:
         self._index = index
         self._observer = observer
@@ -325,6 +374,13 @@ class _NoPartition:
         if self._observer is not None:
             self._observer(self._index, None, True)
         return END_OF_PARTITION
+
+    def position(self) -> Position:
+        return {}
+
+    def seek(self, position: Position) -> None:
+        if position != {}:
+            raise PositionError(f"an empty repartition share has no position {position!r}")
 
 
 class RepartitionPartition:
@@ -343,6 +399,36 @@ class RepartitionPartition:
         """The merged watermark after the last poll (``None`` until some writer reported)."""
         return None if self._current == MIN_WATERMARK else self._current
 
+    def position(self) -> Position:
+        offset = self._queue[0][0] if self._queue else self._reader.position()["offset"]
+        return {
+            "offset": offset,
+            "writers": [[w.watermark, w.idle, w.ended] for w in self._writers],
+            "watermark": self._current,
+            "ended": self._ended,
+        }
+
+    def seek(self, position: Position) -> None:
+        owner = f"repartition topic {self._source.topic!r} partition {self._index}"
+        offset = int_field(position, "offset", owner)
+        writers: Any = position.get("writers")
+        watermark = position.get("watermark")
+        if (
+            not isinstance(writers, list)
+            or len(writers) != len(self._writers)
+            or not all(isinstance(w, list) and len(w) == 3 for w in writers)
+            or not isinstance(watermark, int)
+        ):
+            raise PositionError(
+                f"{owner}: {position!r} is not a position of a reader of {len(self._writers)} "
+                "writers"
+            )
+        self._reader.seek({"offset": offset})
+        self._queue.clear()
+        self._writers = [Progress(int(w), bool(i), bool(e)) for w, i, e in writers]
+        self._current = watermark
+        self._ended = bool(position.get("ended"))
+
     def poll(self) -> PollResult:
         if self._ended:
             return END_OF_PARTITION
@@ -351,15 +437,17 @@ class RepartitionPartition:
             if isinstance(item, pl.DataFrame):
                 self._queue.extend(self._decode(item))
         frames: list[pl.DataFrame] = []
-        while self._queue and isinstance(head := self._queue[0], pl.DataFrame):
+        while self._queue and isinstance(head := self._queue[0][1], pl.DataFrame):
             frames.append(head)
             self._queue.popleft()
-        while self._queue and not isinstance(head := self._queue[0], pl.DataFrame):
+        while self._queue and not isinstance(head := self._queue[0][1], pl.DataFrame):
             writer, progress = head
             self._writers[writer] = progress
             self._queue.popleft()
         self._current = merge_writers(self._writers, self._current)
         batch = pl.concat(frames, how="vertical") if frames else None
+        if batch is not None:
+            self._source.rows_delivered += batch.height
         done = self._current == MAX_WATERMARK and not self._queue
         observer = self._source.observer
         if done and batch is None:
@@ -372,7 +460,7 @@ class RepartitionPartition:
         return batch
 
     def _decode(self, records: pl.DataFrame) -> Iterable[_Item]:
-        for value, headers in records.select("value", "_headers").iter_rows():
+        for offset, value, headers in records.select("_offset", "value", "_headers").iter_rows():
             meta = {h["key"]: h["value"] for h in headers or ()}
             if meta.get(RUN) != self._source.run_id:
                 continue
@@ -383,6 +471,6 @@ class RepartitionPartition:
                     f"{len(self._writers)} workers; give every worker the same --workers"
                 )
             if meta.get(KIND) == PROGRESS:
-                yield writer, decode_progress(value)
+                yield offset, (writer, decode_progress(value))
             else:
-                yield pl.read_ipc_stream(io.BytesIO(value))
+                yield offset, pl.read_ipc_stream(io.BytesIO(value))

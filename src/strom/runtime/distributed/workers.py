@@ -38,8 +38,18 @@ from strom.connectors.kafka.common import (
     KafkaConnectorError,
     client_config,
 )
-from strom.connectors.kafka.source import KafkaSource
-from strom.pipeline.io import END_OF_PARTITION, PollResult, Source, SourcePartition
+from strom.engine.contracts import (
+    END_OF_PARTITION,
+    Metrics,
+    MetricsProvider,
+    PollResult,
+    Position,
+    PositionError,
+    SideOutputs,
+    Sink,
+    Source,
+    SourcePartition,
+)
 from strom.pipeline.plan import (
     FilterNode,
     IntervalJoinLateNode,
@@ -69,7 +79,6 @@ from strom.runtime.distributed.repartition import (
     RepartitionWriter,
 )
 from strom.runtime.executor import StreamingExecutor
-from strom.runtime.operators import OperatorMetrics
 from strom.runtime.watermarks import MAX_WATERMARK, WatermarkTracker
 
 __all__ = ["Worker", "WorkerConfig", "owned", "repartition_topics", "split_plan"]
@@ -237,7 +246,8 @@ class _Progress:
 
 class SharedSource:
     """Worker ``index``'s share of ``source``: its partitions ``p % workers == index`` (one that
-    ends at once if it has none, so a plan always has a partition per source)."""
+    ends at once if it has none, so a plan always has a partition per source). Positions,
+    seeks, metrics and side sinks are the inner source's."""
 
     def __init__(
         self, source: Source, partitions: list[int], timestamp: str | None, observer: Observer
@@ -246,6 +256,7 @@ class SharedSource:
         self.partitions = partitions
         self._timestamp = timestamp
         self._observer = observer
+        self._readers: list[_Observed] = []
 
     def schema(self) -> pl.Schema | None:
         return self.source.schema()
@@ -257,15 +268,26 @@ class SharedSource:
         if not self.partitions:
             return _Ended(index, self._observer)
         inner = self.source.open_partition(self.partitions[index])
-        return _Observed(index, inner, self._timestamp, self._observer)
+        reader = _Observed(index, inner, self._timestamp, self._observer)
+        self._readers.append(reader)
+        return reader
 
     def close(self) -> None:
-        close = getattr(self.source, "close", None)
-        if callable(close):
-            close()
+        self.source.close()
+
+    def metrics(self) -> Metrics:
+        if isinstance(self.source, MetricsProvider):
+            return self.source.metrics()
+        rows = sum(r.rows for r in self._readers)
+        return Metrics(rows_in=rows, rows_out=rows)
+
+    def side_sinks(self) -> list[Sink]:
+        return list(self.source.side_sinks()) if isinstance(self.source, SideOutputs) else []
 
 
 class _Ended:
+    """The partition of a worker whose share is empty: ends at once; its position is ``{}``."""
+
     def __init__(self, index: int, observer: Observer) -> None:
         self._index = index
         self._observer = observer
@@ -273,6 +295,13 @@ class _Ended:
     def poll(self) -> PollResult:
         self._observer(self._index, None, True)
         return END_OF_PARTITION
+
+    def position(self) -> Position:
+        return {}
+
+    def seek(self, position: Position) -> None:
+        if position != {}:
+            raise PositionError(f"an empty share of a source has no position {position!r}")
 
 
 class _Observed:
@@ -283,6 +312,13 @@ class _Observed:
         self._inner = inner
         self._timestamp = timestamp
         self._observer = observer
+        self.rows = 0
+
+    def position(self) -> Position:
+        return self._inner.position()
+
+    def seek(self, position: Position) -> None:
+        self._inner.seek(position)
 
     def poll(self) -> PollResult:
         item = self._inner.poll()
@@ -290,6 +326,8 @@ class _Observed:
             self._observer(self._index, None, True)
             return item
         max_ts = None
+        if isinstance(item, pl.DataFrame):
+            self.rows += item.height
         if isinstance(item, pl.DataFrame) and item.height and self._timestamp is not None:
             ts = self._timestamp
             value = item.select(event_time_ms(ts, item.schema[ts]).max()).item()
@@ -480,17 +518,6 @@ class Worker:
         ended = watermark == MAX_WATERMARK
         return Progress(watermark, not ended and writer.tracker.idle(now), ended)
 
-    def metrics(self) -> dict[str, OperatorMetrics]:
+    def metrics(self) -> dict[str, Metrics]:
+        """Every component's metrics (the executor's; repartition writers are its sinks)."""
         return self.executor.metrics()
-
-    def repartition_metrics(self) -> list[tuple[str, int, int]]:
-        """Per repartition topic: rows written and records sent by this worker."""
-        return [(w.sink.topic, w.sink.rows_written, w.sink.records_sent) for w in self._writers]
-
-    def kafka_sources(self) -> list[tuple[str, KafkaSource]]:
-        out = []
-        for node in self.plan.sources():
-            inner = node.source.source if isinstance(node.source, SharedSource) else None
-            if isinstance(inner, KafkaSource):
-                out.append((node.name, inner))
-        return out

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import polars as pl
 
 from strom.engine.constants import PART, SEQ, TS
+from strom.engine.contracts import OperatorState
 from strom.engine.schemas import window_schema
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import event_time_ms
 from strom.runtime.operators import Operator
+from strom.runtime.snapshots import check_definition, seq_from_meta, seq_to_meta
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.windows.accumulators import Accumulators
 
@@ -47,7 +51,7 @@ class WindowOperatorBase(Operator):
         return self.tracker.current
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
-        self.metrics.records_in += batch.height
+        self.counters.rows_in += batch.height
         if batch.height == 0:
             return
         if self._input_schema is None:
@@ -77,7 +81,7 @@ class WindowOperatorBase(Operator):
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
     ) -> None:
         before, after = self.tracker.progress(partition, max_event_time, now_ms, finished)
-        self.metrics.watermark = after
+        self.counters.watermark = after
         if after > before:
             self._fire(after)
             self._flush(partition)
@@ -94,6 +98,45 @@ class WindowOperatorBase(Operator):
     def state_size(self) -> int:
         """Windows (or sessions) currently held."""
         raise NotImplementedError
+
+    # -- snapshots: what every window operator's state holds besides its windows ---------------
+
+    def definition(self) -> dict[str, Any]:
+        """What a state of this operator depends on (a state of another definition is refused)."""
+        spec = self.node.window
+        return {
+            "keys": list(self.keys),
+            "window": {"type": type(spec).__name__, **dataclasses.asdict(spec)},
+            "aggs": [a.name for a in self.node.aggs],
+            "allowed_lateness_ms": self.lateness,
+            "emit": self.node.emit,
+        }
+
+    def _state(
+        self, kind: str, frames: Mapping[str, pl.DataFrame], meta: Mapping[str, Any]
+    ) -> OperatorState:
+        """A state of ``kind`` holding ``frames`` and ``meta`` plus the input schema (as an empty
+        frame), the sequence counters and the watermarks."""
+        assert not self._rows and not self._frames, "snapshots are taken between messages"
+        all_frames = dict(frames)
+        if self._input_schema is not None:
+            all_frames["input"] = pl.DataFrame(schema=self._input_schema)
+        common = {
+            "definition": self.definition(),
+            "seq": seq_to_meta(self._seq),
+            "watermarks": self.tracker.snapshot(),
+        }
+        return OperatorState(kind, 1, all_frames, {**common, **meta})
+
+    def _restore_common(self, kind: str, state: OperatorState) -> None:
+        """Check ``state`` is this operator's, then restore what :meth:`_state` added (the
+        window state is then empty, built for the restored input schema)."""
+        state.check(kind, 1, self.name)
+        check_definition(state, self.definition(), self.name)
+        self.tracker.restore(state.meta["watermarks"])
+        input_frame = state.frames.get("input")
+        self._set_input_schema(None if input_frame is None else input_frame.schema)
+        self._seq = seq_from_meta(state.meta["seq"])
 
     def _result(
         self, key: tuple[Any, ...], start: int, end: int, acc: list[Any], update: bool
@@ -124,6 +167,6 @@ class WindowOperatorBase(Operator):
         if rows.height == 0:
             return
         rows = rows.drop(TS, SEQ, PART, strict=False)
-        self.metrics.late_records += rows.height
+        self.counters.late_rows += rows.height
         for out in self.late_outputs:
             out.on_batch(partition, rows)

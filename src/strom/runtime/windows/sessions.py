@@ -25,14 +25,12 @@ would have bridged into a dropped session opens a new session instead (as in Fli
 
 from __future__ import annotations
 
-import copy
-from typing import Any
-
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
 from strom.engine.constants import SEQ, SESSION, TS
+from strom.engine.contracts import OperatorState
 from strom.engine.sessions import cut_sessions
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Session
@@ -41,6 +39,7 @@ from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.slots import IdArray
 from strom.runtime.windows.state import WindowState
 
+KIND = "session_window"
 _START = "__strom_start"
 _END = "__strom_end"
 _ID = "__strom_id"
@@ -236,43 +235,32 @@ class SessionOperator(WindowOperatorBase):
     def state_size(self) -> int:
         return self.index.height
 
-    def snapshot(self) -> dict[str, Any]:
-        """The operator's whole state as plain data (lists, dicts and numbers; a copy)."""
-        sessions: dict[str, Any] = {}
-        if self.state is not None and self.index.height:
-            ids = self.index.get_column(_ID).to_numpy()
-            sessions = self.state.dump(ids) | {
-                "start": self.state.start[ids].tolist(),
-                "end": self.state.end[ids].tolist(),
-            }
-        return {
-            "sessions": sessions,
-            "seq": dict(self._seq),
-            "watermarks": self.tracker.snapshot(),
-            "input_schema": copy.deepcopy(self._input_schema),
-        }
-
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace the state with a :meth:`snapshot`."""
-        self._set_input_schema(copy.deepcopy(snapshot["input_schema"]))
-        sessions = snapshot["sessions"]
-        if sessions:
-            state = self.state
-            assert state is not None
-            ids = state.load(sessions["end"], sessions)
-            state.start[ids] = sessions["start"]
-            self.index = pl.concat(
-                [
-                    self.index,
-                    pl.DataFrame(
-                        [
-                            *(state.keys[i].series(k, ids) for i, k in enumerate(self.keys)),
-                            pl.Series(_START, sessions["start"], dtype=pl.Int64),
-                            pl.Series(_END, sessions["end"], dtype=pl.Int64),
-                            pl.Series(_ID, ids, dtype=pl.Int64),
-                        ]
-                    ),
-                ]
+    def snapshot(self) -> OperatorState:
+        """``session_window`` state: frames ``keys`` and ``rows`` (one row per live session, in
+        :attr:`index` order; see :meth:`WindowState.dump`)."""
+        frames: dict[str, pl.DataFrame] = {}
+        if self.state is not None:
+            ids = (
+                self.index.get_column(_ID).to_numpy()
+                if self.index.height
+                else np.zeros(0, np.int64)
             )
-        self._seq = dict(snapshot["seq"])
-        self.tracker.restore(copy.deepcopy(snapshot["watermarks"]))
+            frames["keys"], frames["rows"] = self.state.dump(ids)
+        return self._state(KIND, frames, {})
+
+    def restore(self, state: OperatorState) -> None:
+        """Replace everything with a :meth:`snapshot` (:class:`StateError` if it is not one of
+        an operator defined like this one)."""
+        self._restore_common(KIND, state)
+        window_state = self.state
+        if window_state is None or state.frame("rows").height == 0:
+            return
+        ids = window_state.load(state.frame("keys"), state.frame("rows"))
+        self.index = pl.DataFrame(
+            [
+                *(window_state.keys[i].series(k, ids) for i, k in enumerate(self.keys)),
+                pl.Series(_START, window_state.start[ids], dtype=pl.Int64),
+                pl.Series(_END, window_state.end[ids], dtype=pl.Int64),
+                pl.Series(_ID, ids, dtype=pl.Int64),
+            ]
+        )

@@ -16,7 +16,6 @@ types) keep one accumulator list per row in an object array and merge per row wi
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any, Generic, TypeVar, assert_never
 
@@ -44,6 +43,7 @@ from strom.engine.aggregations import (
     Sum,
     Var,
 )
+from strom.engine.values import decode_column, encode_column
 from strom.runtime.windows.accumulators import partial_prefix
 
 IdArray = npt.NDArray[np.int64]
@@ -113,11 +113,11 @@ class Values:
         if not self.numeric:
             self.values[ids] = None
 
-    def dump(self, ids: IdArray) -> list[Any]:
-        return self.series("", ids).to_list()
+    def dump(self, name: str, ids: IdArray) -> pl.Series:
+        return self.series(name, ids)
 
-    def load(self, ids: IdArray, data: list[Any]) -> None:
-        self.put(ids, *self.read(pl.Series("", data, dtype=self.dtype)))
+    def load(self, ids: IdArray, column: pl.Series) -> None:
+        self.put(ids, *self.read(column.cast(self.dtype)))
 
 
 class Slots(Generic[A]):
@@ -154,12 +154,14 @@ class Slots(Generic[A]):
     def clear(self, ids: IdArray) -> None:
         """Rows ``ids`` are freed (object state is released)."""
 
-    def dump(self, ids: IdArray) -> list[list[Any]]:
-        return [a[ids].tolist() for a in self.arrays]
+    def dump(self, ids: IdArray) -> list[pl.Series]:
+        """Rows ``ids`` of this aggregation's state as typed columns (for snapshots)."""
+        return [pl.Series(f"{self.prefix}{j}", a[ids]) for j, a in enumerate(self.arrays)]
 
-    def load(self, ids: IdArray, data: list[list[Any]]) -> None:
-        for array, column in zip(self.arrays, data, strict=True):
-            array[ids] = column
+    def load(self, ids: IdArray, columns: Sequence[pl.Series]) -> None:
+        """Rows ``ids`` get the state :meth:`dump` made."""
+        for array, column in zip(self.arrays, columns, strict=True):
+            array[ids] = column.to_numpy()
 
     def _col(self, partials: pl.DataFrame, suffix: str) -> pl.Series:
         return partials.get_column(self.prefix + suffix)
@@ -231,11 +233,11 @@ class MinMaxSlots(Slots[Extreme]):
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         return self.values.series(self.agg.name, ids)
 
-    def dump(self, ids: IdArray) -> list[list[Any]]:
-        return [self.values.dump(ids)]
+    def dump(self, ids: IdArray) -> list[pl.Series]:
+        return [self.values.dump(f"{self.prefix}v", ids)]
 
-    def load(self, ids: IdArray, data: list[list[Any]]) -> None:
-        self.values.load(ids, data[0])
+    def load(self, ids: IdArray, columns: Sequence[pl.Series]) -> None:
+        self.values.load(ids, columns[0])
 
 
 class MomentSlots(Slots[Moments]):
@@ -329,13 +331,14 @@ class PickSlots(Slots[Pick]):
     def clear(self, ids: IdArray) -> None:
         self.values.clear(ids)
 
-    def dump(self, ids: IdArray) -> list[list[Any]]:
-        return [*(a[ids].tolist() for a in self.order), self.values.dump(ids)]
+    def dump(self, ids: IdArray) -> list[pl.Series]:
+        order = [pl.Series(f"{self.prefix}{j}", a[ids]) for j, a in enumerate(self.order)]
+        return [*order, self.values.dump(f"{self.prefix}v", ids)]
 
-    def load(self, ids: IdArray, data: list[list[Any]]) -> None:
-        for array, column in zip(self.order, data[:3], strict=True):
-            array[ids] = column
-        self.values.load(ids, data[3])
+    def load(self, ids: IdArray, columns: Sequence[pl.Series]) -> None:
+        for array, column in zip(self.order, columns[:3], strict=True):
+            array[ids] = column.to_numpy()
+        self.values.load(ids, columns[3])
 
 
 class ObjectSlots(Slots[Agg]):
@@ -380,12 +383,13 @@ class ObjectSlots(Slots[Agg]):
     def clear(self, ids: IdArray) -> None:
         self.arrays[0][ids] = None
 
-    def dump(self, ids: IdArray) -> list[list[Any]]:
-        return [copy.deepcopy(self.arrays[0][ids].tolist())]
+    def dump(self, ids: IdArray) -> list[pl.Series]:
+        """One accumulator list per row, as plain-data bytes (:mod:`strom.engine.values`)."""
+        return [encode_column(f"{self.prefix}acc", self.arrays[0][ids].tolist())]
 
-    def load(self, ids: IdArray, data: list[list[Any]]) -> None:
+    def load(self, ids: IdArray, columns: Sequence[pl.Series]) -> None:
         state = self.arrays[0]
-        for i, acc in zip(ids.tolist(), copy.deepcopy(data[0]), strict=True):
+        for i, acc in zip(ids.tolist(), decode_column(columns[0]), strict=True):
             state[i] = acc
 
 

@@ -184,26 +184,34 @@ class WindowState:
 
     # -- snapshots ---------------------------------------------------------------------------
 
-    def dump(self, ids: IdArray) -> dict[str, Any]:
-        """Rows ``ids`` as plain data."""
-        return {
-            "keys": [v.dump(ids) for v in self.keys],
-            "emitted": self.emitted[ids].tolist(),
-            "dirty": self.dirty[ids].tolist(),
-            "aggs": [slots.dump(ids) for slots in self.slots],
-        }
+    def dump(self, ids: IdArray) -> tuple[pl.DataFrame, pl.DataFrame]:
+        """Rows ``ids`` as two row-aligned frames: the key columns (their input types), and
+        ``start``, ``end``, ``emitted``, ``dirty`` plus every aggregation's slot columns."""
+        keys = pl.DataFrame(
+            [v.dump(k, ids) for k, v in zip(self.key_names, self.keys, strict=True)]
+        )
+        rows = pl.DataFrame(
+            [
+                pl.Series("start", self.start[ids], dtype=pl.Int64),
+                pl.Series("end", self.end[ids], dtype=pl.Int64),
+                pl.Series("emitted", self.emitted[ids], dtype=pl.Boolean),
+                pl.Series("dirty", self.dirty[ids], dtype=pl.Boolean),
+                *(column for slots in self.slots for column in slots.dump(ids)),
+            ]
+        )
+        return keys, rows
 
-    def load(self, end: int | list[int], data: dict[str, Any]) -> IdArray:
-        """New rows in the window ending at ``end`` (one, or one per row) from :meth:`dump`
-        data; returns their ids."""
-        ids = self.allocate(len(data["emitted"]))
-        self.end[ids] = end
-        self.emitted[ids] = data["emitted"]
-        self.dirty[ids] = data["dirty"]
-        for values, column in zip(self.keys, data["keys"], strict=True):
-            values.load(ids, column)
-        for slots, columns in zip(self.slots, data["aggs"], strict=True):
-            slots.load(ids, columns)
+    def load(self, keys: pl.DataFrame, rows: pl.DataFrame) -> IdArray:
+        """New rows from :meth:`dump`'s frames; returns their ids (in the frames' order)."""
+        ids = self.allocate(rows.height)
+        self.start[ids] = rows.get_column("start").to_numpy()
+        self.end[ids] = rows.get_column("end").to_numpy()
+        self.emitted[ids] = rows.get_column("emitted").to_numpy()
+        self.dirty[ids] = rows.get_column("dirty").to_numpy()
+        for name, values in zip(self.key_names, self.keys, strict=True):
+            values.load(ids, keys.get_column(name))
+        for slots in self.slots:
+            slots.load(ids, [c for c in rows.iter_columns() if c.name.startswith(slots.prefix)])
         return ids
 
 

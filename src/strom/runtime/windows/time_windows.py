@@ -16,7 +16,6 @@ ordered by (end, start, ``repr`` of the key tuple); at ``end + allowed_lateness`
 
 from __future__ import annotations
 
-import copy
 import heapq
 from itertools import compress, repeat
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from strom.engine.constants import SEQ, TS
+from strom.engine.contracts import OperatorState
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
 from strom.runtime.watermarks import WatermarkTracker
@@ -32,6 +32,7 @@ from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.slots import IdArray
 from strom.runtime.windows.state import WindowState
 
+KIND = "time_window"
 _PANE = "__strom_pane"
 _ROW = "__strom_row"
 
@@ -216,41 +217,40 @@ class TimeWindowOperator(WindowOperatorBase):
     def state_size(self) -> int:
         return self._held
 
-    def snapshot(self) -> dict[str, Any]:
-        """The operator's whole state as plain data (lists, dicts and numbers; a copy)."""
-        windows: list[list[Any]] = []
+    def snapshot(self) -> OperatorState:
+        """``time_window`` state: frames ``keys`` and ``rows`` (one row per held key and window,
+        windows in arrival order; see :meth:`WindowState.dump`), the windows' sizes in
+        ``meta["windows"]`` (``[end, rows]`` runs) and the fire and purge heaps."""
+        runs: list[list[int]] = []
+        chunks: list[IdArray] = []
         for end, index in self.windows.items():
-            assert self.state is not None
-            ids = np.fromiter(index.values(), np.int64, count=len(index))
-            windows.append([end, self.state.dump(ids)])
-        return {
-            "windows": windows,
-            "seq": dict(self._seq),
-            "fire": list(self._fire_heap),
-            "purge": list(self._purge_heap),
-            "watermarks": self.tracker.snapshot(),
-            "input_schema": copy.deepcopy(self._input_schema),
-        }
+            runs.append([end, len(index)])
+            chunks.append(np.fromiter(index.values(), np.int64, count=len(index)))
+        frames: dict[str, pl.DataFrame] = {}
+        if self.state is not None:
+            ids = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
+            frames["keys"], frames["rows"] = self.state.dump(ids)
+        meta = {"windows": runs, "fire": list(self._fire_heap), "purge": list(self._purge_heap)}
+        return self._state(KIND, frames, meta)
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace the state with a :meth:`snapshot`."""
-        self._set_input_schema(copy.deepcopy(snapshot["input_schema"]))
+    def restore(self, state: OperatorState) -> None:
+        """Replace everything with a :meth:`snapshot` (:class:`StateError` if it is not one of
+        an operator defined like this one)."""
+        self._restore_common(KIND, state)
         self.windows = {}
         self._held = 0
-        for end, data in snapshot["windows"]:
-            assert self.state is not None
-            ids = self.state.load(end, data)
-            keys = data["keys"]
-            values = (
-                [()] * ids.size
-                if not keys
-                else keys[0]
-                if len(keys) == 1
-                else list(zip(*keys, strict=True))
-            )
-            self.windows[end] = dict(zip(values, ids.tolist(), strict=True))
-            self._held += ids.size
-        self._seq = dict(snapshot["seq"])
-        self._fire_heap = list(snapshot["fire"])
-        self._purge_heap = list(snapshot["purge"])
-        self.tracker.restore(copy.deepcopy(snapshot["watermarks"]))
+        runs = state.meta["windows"]
+        if runs:
+            assert self.state is not None  # rows imply an input schema
+            keys = state.frame("keys")
+            ids = self.state.load(keys, state.frame("rows"))
+            values = self._key_values(keys) if keys.width else [()] * ids.size
+            at = 0
+            for end, count in runs:
+                self.windows[int(end)] = dict(
+                    zip(values[at : at + count], ids[at : at + count].tolist(), strict=True)
+                )
+                at += count
+            self._held = at
+        self._fire_heap = [int(e) for e in state.meta["fire"]]
+        self._purge_heap = [int(e) for e in state.meta["purge"]]

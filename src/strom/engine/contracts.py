@@ -1,0 +1,426 @@
+"""The engine's contracts: what every source, sink and stateful operator promises an executor.
+
+A checkpoint (the exactly-once issue) is made of exactly these parts: every source partition's
+:meth:`SourcePartition.position`, every :class:`StatefulOperator`'s :class:`OperatorState`, and
+every :class:`Sink`'s :meth:`~Sink.pre_commit`. Restoring one is :meth:`SourcePartition.seek`
+plus :meth:`StatefulOperator.restore`; then :meth:`Sink.commit` (or :meth:`Sink.abort`).
+
+Layering: the plan holds sources and sinks as opaque objects and imports this module; this
+module imports no executor, and no executor-specific type appears in it.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import polars as pl
+
+__all__ = [
+    "END_OF_PARTITION",
+    "JSON",
+    "AtLeastOnceSink",
+    "BoundedSource",
+    "EndOfPartition",
+    "LookupTable",
+    "Metrics",
+    "MetricsProvider",
+    "OperatorState",
+    "PollResult",
+    "Position",
+    "PositionError",
+    "SideOutputs",
+    "Sink",
+    "Source",
+    "SourcePartition",
+    "StateError",
+    "StatefulOperator",
+    "int_field",
+    "pack",
+    "unpack",
+]
+
+#: A JSON value (what ``json.dumps`` accepts without help).
+JSON: TypeAlias = "bool | int | float | str | Sequence[JSON] | Mapping[str, JSON] | None"
+
+#: Where a source partition's reader is: a JSON object, small, meaningful to that partition only.
+Position: TypeAlias = Mapping[str, JSON]
+
+
+class PositionError(ValueError):
+    """A position a partition cannot seek to: malformed, another source's, or out of range."""
+
+
+class StateError(ValueError):
+    """A state an operator cannot restore: another kind or version, another definition, or
+    bytes that are not an operator state."""
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+
+class EndOfPartition(enum.Enum):
+    """Returned by :meth:`SourcePartition.poll` once a bounded partition has nothing more."""
+
+    END = "end"
+
+
+END_OF_PARTITION = EndOfPartition.END
+
+PollResult = pl.DataFrame | None | EndOfPartition
+
+
+class SourcePartition(Protocol):
+    """One ordered stream of micro-batches, and where its reader is in it.
+
+    ``poll`` returns the next batch, ``None`` when no data is available right now (an unbounded
+    source that is momentarily idle), or :data:`END_OF_PARTITION` forever after the last batch.
+    Batches of one partition are delivered in order; every batch has the source's schema.
+
+    Invariant (the round trip every connector is tested for): a reader of the same partition
+    of an equal source (another process, a new source object) that is given ``p =
+    position()`` by :meth:`seek` delivers exactly the rows that followed ``p``, in order, and
+    nothing before. So the rows before ``p`` are the ones already delivered.
+    """
+
+    def poll(self) -> PollResult: ...
+
+    def position(self) -> Position:
+        """Where this reader is, after every batch returned so far: a JSON object (it survives
+        ``json.dumps``/``loads``), small enough to store with every checkpoint."""
+        ...
+
+    def seek(self, position: Position) -> None:
+        """Continue from ``position`` (one of this partition's :meth:`position` values, maybe of
+        an earlier reader): the next poll delivers what followed it. Forward and backward
+        seeks are both allowed. Raises :class:`PositionError` for a malformed position, one
+        of another source, or one out of the partition's range (e.g. deleted by retention)."""
+        ...
+
+
+@runtime_checkable
+class Source(Protocol):
+    """A partitioned source of Polars micro-batches."""
+
+    def schema(self) -> pl.Schema | None:
+        """The batches' schema, if known before running (enables plan validation)."""
+        ...
+
+    def partition_count(self) -> int:
+        """How many partitions :meth:`open_partition` accepts (indices ``0..n-1``)."""
+        ...
+
+    def open_partition(self, index: int) -> SourcePartition:
+        """A fresh reader of partition ``index``, positioned at the source's start."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files (after the sinks are closed); idempotent."""
+        ...
+
+
+@runtime_checkable
+class BoundedSource(Source, Protocol):
+    """A source that can also hand its whole content to the bounded runner as lazy frames."""
+
+    def scan_partition(self, index: int) -> pl.LazyFrame:
+        """All of partition ``index``'s rows, in the order :meth:`open_partition` yields them."""
+        ...
+
+
+@runtime_checkable
+class SideOutputs(Protocol):
+    """A source that writes to sinks of its own (a dead-letter output): an executor takes part
+    in their two phases with the plan's sinks, so a checkpoint covers what they were given."""
+
+    def side_sinks(self) -> Sequence[Sink]: ...
+
+
+def int_field(
+    position: object, key: str, owner: str, *, low: int = 0, high: int | None = None
+) -> int:
+    """``position[key]`` as an int in ``[low, high]``, else :class:`PositionError` naming
+    ``owner`` (the partition) and what was wrong; for :meth:`SourcePartition.seek`."""
+    if not isinstance(position, Mapping) or key not in position:
+        raise PositionError(f"{owner}: {position!r} is not a position of it (no {key!r} field)")
+    value = position[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PositionError(f"{owner}: position field {key!r} must be an integer, not {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise PositionError(f"{owner}: position {key}={value} is out of range {bounds}")
+    return value
+
+
+# -- sinks ---------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class Sink(Protocol):
+    """Receives result batches, and takes part in checkpoints in two phases.
+
+    Lifecycle: :meth:`open` once, then :meth:`write` any number of times, with
+    :meth:`pre_commit` / :meth:`commit` (or :meth:`abort`) at each checkpoint, then
+    :meth:`close` once. Checkpoint ids increase.
+
+    - ``pre_commit(c)``: everything written so far is made durable (or, for a two-phase sink,
+      staged so that ``commit(c)`` can publish it and ``abort(c)`` discard it). Raising fails
+      checkpoint ``c``. Only once it has returned may ``c`` count as taken.
+    - ``commit(c)``: publish what ``pre_commit(c)`` staged. Must be idempotent: after a crash,
+      recovery commits the last checkpoint again.
+    - ``abort(c)``: discard what was written since the last committed checkpoint, where the sink
+      can (a two-phase sink); ``c`` names the failed checkpoint.
+
+    **At-least-once** (every built-in sink today, :class:`AtLeastOnceSink`): writes are final
+    once handed off, ``pre_commit`` only waits until they are durable, ``commit`` has nothing
+    to do, and ``abort`` cannot un-write: rows written after the last checkpoint stay and are
+    written again when the sources replay from it (duplicates; an upsert converges).
+    **Exactly-once** sinks (Kafka transactions, a database transaction holding the checkpoint
+    id, files renamed on commit) are the exactly-once issue's; none exists yet.
+    """
+
+    def open(self) -> None: ...
+
+    def write(self, batch: pl.DataFrame) -> None: ...
+
+    def pre_commit(self, checkpoint_id: int) -> None: ...
+
+    def commit(self, checkpoint_id: int) -> None: ...
+
+    def abort(self, checkpoint_id: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class AtLeastOnceSink:
+    """The at-least-once defaults of :class:`Sink`: subclasses implement :meth:`write`, and
+    override :meth:`pre_commit` if a write can return before its rows are durable (buffers,
+    asynchronous producers). ``commit`` and ``abort`` do nothing (see :class:`Sink`)."""
+
+    def open(self) -> None:
+        """Nothing to prepare."""
+
+    def write(self, batch: pl.DataFrame) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement write()")
+
+    def pre_commit(self, checkpoint_id: int) -> None:
+        """Every write is durable when it returns: nothing to wait for."""
+
+    def commit(self, checkpoint_id: int) -> None:
+        """Nothing is staged: written rows are already published."""
+
+    def abort(self, checkpoint_id: int) -> None:
+        """Written rows cannot be taken back; a replay writes them again."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@runtime_checkable
+class LookupTable(Protocol):
+    """A keyed table that a stream joins against (``Stream.lookup_join``), e.g. SQLite.
+
+    ``key`` names the table's key column. :meth:`lookup` answers one request for many keys, so
+    executors can batch a micro-batch's distinct keys into one query; it returns at most one
+    row per key (the key column plus the value columns) and omits keys that are not in the
+    table. Implementations must be safe to call repeatedly; they may reflect changes made to
+    the table between calls.
+    """
+
+    key: str
+
+    def schema(self) -> pl.Schema | None:
+        """The table's columns (key included), if readable before running."""
+        ...
+
+    def lookup(self, keys: pl.Series) -> pl.DataFrame:
+        """The rows whose key is in ``keys`` (distinct, non-null), in any order."""
+        ...
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """One component's counters at one moment (an operator, a source or a sink).
+
+    ``rows_in``/``rows_out``: rows received and passed on (a source: records read and rows
+    delivered; a sink: rows received and rows written, or acknowledged). ``late_rows``: rows
+    sent to a late output. ``dead_letters``: undecodable records routed aside. ``watermark``:
+    event-time progress in ms (``MIN_WATERMARK`` before any; None where there is none).
+    ``state_size``: entries held (windows, keys, rows; None for stateless components). ``lag``:
+    records behind the newest available (Kafka: high watermark - position), None if unknown.
+    ``label`` says what the component is (``KafkaSource('sensors')``); ``detail`` holds the
+    component's own counters (a lookup join's queries, a producer's failures).
+    """
+
+    rows_in: int = 0
+    rows_out: int = 0
+    late_rows: int = 0
+    dead_letters: int = 0
+    watermark: int | None = None
+    state_size: int | None = None
+    lag: int | None = None
+    label: str = ""
+    detail: Mapping[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class MetricsProvider(Protocol):
+    """Anything that reports :class:`Metrics`: operators, and the connectors that know more than
+    an executor counts (for a source or sink without it, the executor's own counts stand)."""
+
+    def metrics(self) -> Metrics: ...
+
+
+# -- operator state ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class OperatorState:
+    """A stateful operator's whole state: named columnar frames plus small JSON metadata.
+
+    ``kind`` and ``version`` name the layout (``"time_window"``, 1): an operator refuses any
+    other. Frames hold everything there is much of (one row per window, key, timer or held
+    row), in Arrow types where the state is typed; ``meta`` holds the little rest (watermarks,
+    sequence numbers, the operator's definition, to refuse a state of another one) and must be
+    JSON. A state is a copy: it shares nothing mutable with its operator.
+
+    **Values only Python knows** (a user's ``ValueState``, the accumulators of a
+    ``count_distinct``) are stored one per row in a Binary column, encoded by
+    :mod:`strom.engine.values` as plain data (None, bool, int, float, str, bytes, list, tuple,
+    dict, set, datetime, date, time, timedelta, Decimal), never pickled: restoring a state
+    never runs code, whoever wrote the bytes. Anything else fails the snapshot, naming its type.
+
+    Bytes (:meth:`to_bytes`): see :func:`pack`; each frame is an Arrow IPC file.
+    """
+
+    kind: str
+    version: int
+    frames: Mapping[str, pl.DataFrame] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        try:
+            json.dumps(self.meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"{self.kind} state: metadata is not JSON: {exc}") from exc
+
+    def check(self, kind: str, version: int, owner: str) -> None:
+        """Raise :class:`StateError` unless this is a ``kind`` state of ``version``."""
+        if (self.kind, self.version) != (kind, version):
+            raise StateError(
+                f"{owner} restores {kind} state version {version}, not {self.kind} state "
+                f"version {self.version} (a state of another operator or strom version)"
+            )
+
+    def frame(self, name: str) -> pl.DataFrame:
+        try:
+            return self.frames[name]
+        except KeyError:
+            raise StateError(f"{self.kind} state has no frame {name!r}") from None
+
+    def equals(self, other: OperatorState) -> bool:
+        """Same kind, version, metadata and frames (values and types)."""
+        mine = (self.kind, self.version, dict(self.meta))
+        if mine != (other.kind, other.version, dict(other.meta)):
+            return False
+        if self.frames.keys() != other.frames.keys():
+            return False
+        return all(
+            f.schema == other.frames[n].schema and f.equals(other.frames[n])
+            for n, f in self.frames.items()
+        )
+
+    def to_bytes(self) -> bytes:
+        blobs: list[bytes] = []
+        for frame in self.frames.values():
+            buffer = io.BytesIO()
+            frame.write_ipc(buffer)
+            blobs.append(buffer.getvalue())
+        header = {"kind": self.kind, "version": self.version, "meta": dict(self.meta),
+                  "frames": list(self.frames)}  # fmt: skip
+        return pack(_STATE_MAGIC, header, blobs)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> OperatorState:
+        header, blobs = unpack(_STATE_MAGIC, data, "an operator state")
+        try:
+            names = header["frames"]
+            frames = {n: pl.read_ipc(io.BytesIO(b)) for n, b in zip(names, blobs, strict=True)}
+            return cls(str(header["kind"]), int(header["version"]), frames, header["meta"])
+        except (KeyError, TypeError, ValueError, pl.exceptions.PolarsError, OSError) as exc:
+            raise StateError(f"not a readable operator state: {exc}") from exc
+
+
+@runtime_checkable
+class StatefulOperator(Protocol):
+    """An operator whose output depends on what it has seen: windows, process functions, joins.
+
+    Invariant (property-tested for every kind): an operator that processed a prefix of its
+    input and was snapshotted, and a fresh operator of the same definition that restored the
+    snapshot and processed the rest, together emit exactly what one uninterrupted operator
+    emits. Snapshots are taken between messages (no result is half-emitted). A lookup join's
+    cache is a cache, not state: it refills after a restore.
+    """
+
+    name: str
+
+    def snapshot(self) -> OperatorState:
+        """A copy of everything the operator holds, including its watermarks."""
+        ...
+
+    def restore(self, state: OperatorState) -> None:
+        """Replace everything with ``state`` (:class:`StateError` if it is not one of this
+        operator's: another kind, version or definition)."""
+        ...
+
+    def state_size(self) -> int:
+        """How many entries it holds (windows, keys, rows), for metrics."""
+        ...
+
+
+# -- bytes ---------------------------------------------------------------------------------------
+
+_STATE_MAGIC = b"STROMOPS"
+_HEADER = struct.Struct("<8sII")  # magic, header length, blob count
+
+
+def pack(magic: bytes, header: Mapping[str, Any], blobs: Sequence[bytes]) -> bytes:
+    """``magic`` (8 bytes), header length and blob count (u32 LE), the JSON ``header``, then each
+    blob as its length (u64 LE) and bytes: states and snapshots as one self-describing blob."""
+    text = json.dumps(header, allow_nan=False, separators=(",", ":")).encode()
+    parts = [_HEADER.pack(magic, len(text), len(blobs)), text]
+    for blob in blobs:
+        parts += [struct.pack("<Q", len(blob)), blob]
+    return b"".join(parts)
+
+
+def unpack(magic: bytes, data: bytes, what: str) -> tuple[dict[str, Any], list[bytes]]:
+    """The header and blobs :func:`pack` made; :class:`StateError` for anything else."""
+    view = memoryview(data)
+    if len(view) < _HEADER.size or bytes(view[:8]) != magic:
+        raise StateError(f"these bytes are not {what} (they do not start with {magic!r})")
+    _, size, count = _HEADER.unpack_from(view)
+    at = _HEADER.size + size
+    try:
+        header = json.loads(bytes(view[_HEADER.size : at]))
+        blobs = []
+        for _ in range(count):
+            (length,) = struct.unpack_from("<Q", view, at)
+            at += 8
+            if at + length > len(view):
+                raise ValueError("truncated")
+            blobs.append(bytes(view[at : at + length]))
+            at += length
+    except (ValueError, struct.error) as exc:
+        raise StateError(f"{what}: truncated or damaged bytes ({exc})") from exc
+    if not isinstance(header, dict) or at != len(view):
+        raise StateError(f"{what}: damaged bytes (bad header or trailing data)")
+    return header, blobs
