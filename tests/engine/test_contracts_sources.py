@@ -26,7 +26,7 @@ from strom.engine.contracts import (
     SourcePartition,
 )
 from strom.runtime.distributed.repartition import Progress, RepartitionSource, RepartitionWriter
-from strom.runtime.distributed.workers import SharedSource
+from strom.runtime.distributed.shares import SharedSource
 
 N = 60
 SCHEMA = pl.Schema({"id": pl.Int64(), "k": pl.String()})

@@ -24,6 +24,7 @@ from strom.connectors.kafka.batch import HEADERS_DTYPE
 from strom.engine.contracts import END_OF_PARTITION
 from strom.pipeline import Pipeline, ProcessContext, ProcessFunction, Tumbling, agg
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, latest
+from strom.runtime.distributed.plan_split import WorkerConfig, owned
 from strom.runtime.distributed.repartition import (
     Progress,
     RepartitionPartition,
@@ -33,7 +34,7 @@ from strom.runtime.distributed.repartition import (
     merge_writers,
     route,
 )
-from strom.runtime.distributed.workers import Worker, WorkerConfig, owned
+from strom.runtime.distributed.workers import Worker
 
 SETTINGS = settings(
     max_examples=6,

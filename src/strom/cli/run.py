@@ -40,7 +40,8 @@ from strom.connectors import KafkaSource
 from strom.engine.contracts import Metrics
 from strom.pipeline import Pipeline, Plan, PlanError
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, StreamingExecutor
-from strom.runtime.distributed.workers import Worker, WorkerConfig, create_repartition_topics
+from strom.runtime.distributed.plan_split import WorkerConfig, create_repartition_topics
+from strom.runtime.distributed.workers import Worker
 
 __all__ = ["run"]
 
