@@ -2,7 +2,7 @@
 was written is durable and visible to others (another SQLite connection, a Kafka consumer, the
 files on disk). At-least-once: ``commit`` publishes nothing new, ``abort`` takes nothing back.
 An executor pre-commits every sink of its run, the sources' dead-letter outputs included.
-(PostgreSQL: ``tests/engine/connectors/test_postgres_sink.py``.)"""
+(PostgreSQL: ``tests/connectors/test_postgres_sink.py``.)"""
 
 from __future__ import annotations
 

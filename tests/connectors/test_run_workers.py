@@ -22,7 +22,7 @@ from strom.broker import Broker
 from strom.cli.main import cli
 
 STROM = str(Path(sys.executable).with_name("strom"))
-EXAMPLE = str(Path(__file__).parents[3] / "examples" / "sensor_windows.py")
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "sensor_windows.py")
 PARTITIONS = 4
 WINDOWS_SQL = (
     "SELECT device, window_start, window_end, count, round(mean_temp, 9), max_vibration, "

@@ -20,7 +20,7 @@ from strom.broker import Broker
 from strom.cli.main import cli
 
 STROM = str(Path(sys.executable).with_name("strom"))
-EXAMPLE = str(Path(__file__).parents[3] / "examples" / "sensor_windows.py")
+EXAMPLE = str(Path(__file__).parents[2] / "examples" / "sensor_windows.py")
 WINDOW = 10_000
 PARTITIONS = 3
 
