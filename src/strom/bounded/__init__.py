@@ -1,4 +1,7 @@
-"""The bounded runner: a pipeline's plan run to completion over bounded sources."""
+"""The bounded runner: a pipeline's plan run to completion over bounded sources.
+
+Use it through ``strom`` (``run_streaming``, ``run_bounded``); the submodules are internal.
+"""
 
 from strom.bounded.runner import BoundedRunner, run_bounded
 

@@ -1,5 +1,8 @@
 """Sources and sinks. Each states its delivery guarantee in its docstring.
 
+Import them from ``strom``; the submodules (``kafka/``, ``sql/``, ``files``, ...) are internal.
+Each implements the contracts of :mod:`strom.engine.contracts`.
+
 The PostgreSQL connectors need the ``postgres`` extra; they are imported on first use, so
 ``strom.connectors`` works without it and ``from strom.connectors import PostgresSink`` says
 what to install.

@@ -1,8 +1,9 @@
 """Define a pipeline once as a logical plan; run it with ``strom.runtime`` or ``strom.bounded``.
 
->>> import polars as pl
->>> from strom.pipeline import Pipeline, Tumbling, agg
->>> from strom.connectors import MemorySource, MemorySink
+Pipeline authors import from ``strom``; this package's ``__all__`` adds the plan's types for
+tools, and its modules are internal.
+
+>>> from strom import MemorySink, MemorySource, Pipeline, Tumbling, agg
 >>> p = Pipeline()
 >>> src = MemorySource([[{"ts": 1_000, "k": "a", "v": 2}, {"ts": 11_000, "k": "a", "v": 5}]])
 >>> out = p.source(src, timestamp="ts").key_by("k").window(Tumbling(10_000)).agg(agg.sum("v"))

@@ -1,4 +1,7 @@
-"""The streaming runtime: runs a pipeline's plan incrementally, one micro-batch at a time."""
+"""The streaming runtime: runs a pipeline's plan incrementally, one micro-batch at a time.
+
+Use it through ``strom`` (``run_streaming``, ``run_bounded``); the submodules are internal.
+"""
 
 from strom.runtime.executor import StreamingExecutor, run_streaming
 from strom.runtime.results import latest
