@@ -66,3 +66,16 @@ def test_file_sink_round_trip(tmp_path: Path) -> None:
     run_streaming(p)
     assert pl.read_parquet(tmp_path / "out" / "*.parquet").height == 10
     assert pl.read_ndjson(tmp_path / "nd" / "part-0.ndjson").height == 5
+
+
+def test_a_restarted_parquet_sink_adds_files_and_replaces_none(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for batch in ({"n": [1, 2]}, {"n": [3]}):  # two runs of a sink into one directory
+        sink = FileSink(out, "parquet")
+        sink.open()
+        sink.write(pl.DataFrame(batch))
+        sink.pre_commit(1)
+        sink.close()
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["part-00000.parquet", "part-00001.parquet"]  # no temporary file is left
+    assert sorted(pl.read_parquet(out / "*.parquet")["n"].to_list()) == [1, 2, 3]

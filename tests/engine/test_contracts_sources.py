@@ -241,6 +241,24 @@ def test_bad_positions_are_clear_errors(connector: Connector) -> None:
     source.close()
 
 
+def test_a_refused_seek_leaves_the_reader_where_it_was(connector: Connector) -> None:
+    source = connector.make()
+    reader = source.open_partition(connector.partition)
+    batches, positions = _read(reader)
+    k = min(1, len(positions) - 1)
+    reader.seek(positions[k])
+    for key in positions[k]:  # one field at a time: of the wrong type, or a list of junk
+        for junk in (True, "x", [["x", 0, 0]]):
+            if type(junk) is type(positions[k][key]):
+                continue  # a bool field may well be True
+            with pytest.raises(PositionError):
+                reader.seek({**positions[k], key: junk})
+    assert reader.position() == positions[k]
+    rest, _ = _read(reader)
+    assert _flat(rest) == _flat(batches[k:])
+    source.close()
+
+
 def test_a_file_set_that_changed_is_refused(tmp_path: Path) -> None:
     connector = _files(tmp_path, "parquet")
     reader = connector.make().open_partition(0)

@@ -240,6 +240,24 @@ def test_a_state_of_an_operator_defined_otherwise_is_refused() -> None:
         _only(ex).restore(state)
 
 
+def test_a_window_state_of_other_aggregations_is_refused() -> None:
+    """A ``sum`` named ``x`` is no state of a ``max`` named ``x`` (nor of a sum of another
+    column): the whole aggregation is part of the definition, not just its output name."""
+
+    def window(*aggs: Agg) -> StreamingExecutor:
+        p = Pipeline()
+        src = MemorySource([[{"ts": 1_000, "k": "a", "v": 2, "w": 3}]])
+        keyed = p.source(src, timestamp="ts").key_by("k")
+        keyed.window(Tumbling(10_000)).agg(*aggs).sink(MemorySink())
+        return StreamingExecutor(p)
+
+    state = _only(window(agg.sum("v", name="x"))).snapshot()
+    for other in (agg.max("v", name="x"), agg.sum("w", name="x")):
+        with pytest.raises(StateError, match="defined as"):
+            _only(window(other)).restore(state)
+    _only(window(agg.sum("v", name="x"))).restore(state)  # the same definition is accepted
+
+
 def test_damaged_bytes_are_refused() -> None:
     blob = _only(_stepped("session")).snapshot().to_bytes()
     for bad in (b"", b"not a state", blob[:-3], blob + b"x", b"STROMSNP" + blob[8:]):

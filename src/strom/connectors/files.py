@@ -116,7 +116,9 @@ class FileSink(AtLeastOnceSink):
     """Writes result batches under directory ``path``.
 
     ``ndjson`` appends every batch to ``path/part-0.ndjson``; ``parquet`` writes one file per
-    batch, ``path/part-00000.parquet``, ``part-00001.parquet`` … (Parquet cannot be appended).
+    batch, ``path/part-00000.parquet``, ``part-00001.parquet`` … (Parquet cannot be appended),
+    numbered on from the files already there (a restarted run adds files, it never replaces
+    one), each written under a temporary name and renamed whole.
 
     **Delivery guarantee: at-least-once.** A batch is in the file (the OS's cache) when
     ``write`` returns; :meth:`pre_commit` fsyncs every file written since the last one, and the
@@ -135,11 +137,18 @@ class FileSink(AtLeastOnceSink):
 
     def open(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.format == "parquet":
+            self._count = max(
+                (_part_number(f.name) + 1 for f in self.directory.glob("part-*.parquet")),
+                default=0,
+            )
 
     def write(self, batch: pl.DataFrame) -> None:
         if self.format == "parquet":
             path = self.directory / f"part-{self._count:05d}.parquet"
-            batch.write_parquet(path)
+            temporary = path.with_name(f".{path.name}.tmp")
+            batch.write_parquet(temporary)
+            temporary.replace(path)  # a reader never sees half a file
         else:
             path = self.directory / "part-0.ndjson"
             with path.open("ab") as out:
@@ -163,3 +172,9 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _part_number(name: str) -> int:
+    """``part-00042.parquet`` -> 42 (-1 for a name that is not a part file)."""
+    digits = name.removeprefix("part-").removesuffix(".parquet")
+    return int(digits) if digits.isdigit() else -1

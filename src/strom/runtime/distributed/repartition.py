@@ -413,11 +413,25 @@ class RepartitionPartition:
         offset = int_field(position, "offset", owner)
         writers: Any = position.get("writers")
         watermark = position.get("watermark")
+        ended = position.get("ended", False)
+
+        def whole(value: object) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        # every field is checked before anything moves: a refused seek leaves the reader as it was
         if (
             not isinstance(writers, list)
             or len(writers) != len(self._writers)
-            or not all(isinstance(w, list) and len(w) == 3 for w in writers)
-            or not isinstance(watermark, int)
+            or not all(
+                isinstance(w, list)
+                and len(w) == 3
+                and whole(w[0])
+                and isinstance(w[1], bool)
+                and isinstance(w[2], bool)
+                for w in writers
+            )
+            or not whole(watermark)
+            or not isinstance(ended, bool)
         ):
             raise PositionError(
                 f"{owner}: {position!r} is not a position of a reader of {len(self._writers)} "
@@ -425,9 +439,9 @@ class RepartitionPartition:
             )
         self._reader.seek({"offset": offset})
         self._queue.clear()
-        self._writers = [Progress(int(w), bool(i), bool(e)) for w, i, e in writers]
+        self._writers = [Progress(w, i, e) for w, i, e in writers]
         self._current = watermark
-        self._ended = bool(position.get("ended"))
+        self._ended = ended
 
     def poll(self) -> PollResult:
         if self._ended:

@@ -107,7 +107,12 @@ class WindowOperatorBase(Operator):
         return {
             "keys": list(self.keys),
             "window": {"type": type(spec).__name__, **dataclasses.asdict(spec)},
-            "aggs": [a.name for a in self.node.aggs],
+            # each aggregation whole (kind, column, name, parameters): a state of a sum is no
+            # state of a max of the same name
+            "aggs": [
+                [type(a).__name__, *map(_plain, dataclasses.astuple(a))] for a in self.node.aggs
+            ],
+            "timestamp": self.ts_column,
             "allowed_lateness_ms": self.lateness,
             "emit": self.node.emit,
         }
@@ -170,3 +175,8 @@ class WindowOperatorBase(Operator):
         self.counters.late_rows += rows.height
         for out in self.late_outputs:
             out.on_batch(partition, rows)
+
+
+def _plain(value: object) -> object:
+    """A JSON-comparable form of an aggregation parameter (tuples become lists)."""
+    return list(value) if isinstance(value, tuple) else value
