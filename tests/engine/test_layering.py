@@ -7,6 +7,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # ``strom/__init__.py`` is the public face, which re-exports both executors by design; the rule
 # is about the packages' own imports, so the child loads ``strom`` as a bare namespace.
 _CHILD = textwrap.dedent(
@@ -76,3 +78,34 @@ def test_bounded_runner_and_engine_do_not_import_the_streaming_runtime() -> None
     loaded = done.stdout.strip()
     assert '"strom.bounded.runner"' in loaded and '"strom.engine.aggregations"' in loaded
     assert "strom.runtime" not in loaded, loaded
+
+
+_FIRST = textwrap.dedent(
+    """
+    import importlib, importlib.util, sys, types
+
+    spec = importlib.util.find_spec("strom")
+    root = types.ModuleType("strom")
+    root.__path__ = list(spec.submodule_search_locations)
+    sys.modules["strom"] = root
+    importlib.import_module(sys.argv[1])
+    """
+)
+
+
+def _modules(package: str) -> list[str]:
+    import importlib
+    import pkgutil
+
+    path = importlib.import_module(package).__path__
+    return [info.name for info in pkgutil.iter_modules(path, package + ".")]
+
+
+@pytest.mark.parametrize("module", _modules("strom.engine") + _modules("strom.pipeline"))
+def test_each_engine_and_pipeline_module_imports_first(module: str) -> None:
+    """No import cycle between the plan and the engine's semantics: whichever module a process
+    imports first (with no ``strom/__init__`` to order them), it loads."""
+    done = subprocess.run(
+        [sys.executable, "-c", _FIRST, module], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]

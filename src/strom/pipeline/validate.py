@@ -11,9 +11,9 @@ from typing import assert_never
 
 import polars as pl
 
+from strom.engine import transforms  # a module: engine.transforms imports the plan back
 from strom.engine.constants import WINDOW_COLUMNS
 from strom.engine.schemas import late_schema, window_schema
-from strom.engine.transforms import apply_exprs
 from strom.pipeline.plan import (
     JOIN_TIME,
     ExprNode,
@@ -134,7 +134,7 @@ def _resolve(node: ExprNode, up: pl.Schema, where: str) -> pl.Schema:
             dtype = lf.select(node.predicate).collect_schema().dtypes()[0]
             if dtype != pl.Boolean:
                 raise PlanError(f"{where}the predicate has type {dtype}, not Boolean")
-        return apply_exprs(node, lf).collect_schema()
+        return transforms.apply_exprs(node, lf).collect_schema()
     except pl.exceptions.PolarsError as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise PlanError(f"{where}{first_line} (available columns: {list(up)})") from exc
