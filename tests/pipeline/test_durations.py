@@ -85,3 +85,12 @@ def test_lookup_ttl_takes_timedelta(tmp_path: object) -> None:
     )
     (node,) = [n for n in p.plan().nodes() if isinstance(n, LookupJoinNode)]
     assert node.ttl_ms == 2_000
+
+
+def test_spans_take_numpy_integers_and_refuse_overflowing_ones() -> None:
+    import numpy as np
+
+    assert to_ms(np.int64(250), "x") == 250
+    assert Tumbling(np.int32(1_000)).size_ms == 1_000  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="beyond what Int64 event times can hold"):
+        Session(10**20)

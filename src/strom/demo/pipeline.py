@@ -19,7 +19,16 @@ import polars as pl
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from strom.connectors import KafkaSink, KafkaSource, SQLiteSink, SQLiteTable
+from strom import (
+    KafkaSink,
+    KafkaSource,
+    Pipeline,
+    SQLiteSink,
+    SQLiteTable,
+    StreamingExecutor,
+    Tumbling,
+    agg,
+)
 from strom.demo.check import Outcome, read_table
 from strom.demo.generator import (
     ALLOWED_LATENESS_MS,
@@ -28,8 +37,7 @@ from strom.demo.generator import (
     WINDOW_MS,
     Generated,
 )
-from strom.pipeline import Pipeline, Sink, Tumbling, agg
-from strom.runtime import StreamingExecutor
+from strom.engine.contracts import Sink
 
 READINGS_TOPIC = "sensor-readings"
 ALERTS_TOPIC = "alerts"

@@ -30,8 +30,7 @@ Guarantees (both executors; see ``strom.engine.keyed_process`` for the mechanics
 Example — three failed payments from one card within a minute raise one alert:
 
 >>> import polars as pl
->>> from strom.pipeline import Pipeline, ProcessFunction, ProcessContext
->>> from strom.connectors import MemorySource, MemorySink
+>>> from strom import MemorySink, MemorySource, Pipeline, ProcessContext, ProcessFunction
 >>> class ThreeFailures(ProcessFunction):
 ...     def process_element(self, row, ctx):
 ...         if row["status"] != "failed":
@@ -56,7 +55,7 @@ Example — three failed payments from one card within a minute raise one alert:
 ...     output_schema={"card": pl.String, "first_ts": pl.Int64, "last_ts": pl.Int64,
 ...                    "count": pl.Int64})
 >>> alerts.sink(sink := MemorySink())
->>> from strom.runtime import run_streaming
+>>> from strom import run_streaming
 >>> _ = run_streaming(p)
 >>> sink.to_frame().rows()
 [('c1', 0, 50000, 3)]

@@ -19,11 +19,15 @@ tested against them.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
 import polars as pl
+
+_SPAN_LIMIT = 2**62
+"""Spans stay below 2**62 ms (146 million years), so ``ts + span`` cannot overflow Int64."""
 
 Duration = int | timedelta
 """A span of time: integer milliseconds, or a :class:`~datetime.timedelta`."""
@@ -39,12 +43,15 @@ def to_ms(value: Duration, name: str) -> int:
         micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
         if micros % 1_000:
             raise ValueError(f"{name} must be a whole number of milliseconds, got {value!r}")
-        return micros // 1_000
-    if not isinstance(value, int) or isinstance(value, bool):
+        return micros // 1_000  # timedelta's range (999,999,999 days) fits Int64 milliseconds
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise TypeError(
             f"{name} must be integer milliseconds or a datetime.timedelta, got {value!r}"
         )
-    return value
+    ms = int(value)  # NumPy integers too
+    if not -_SPAN_LIMIT < ms < _SPAN_LIMIT:
+        raise ValueError(f"{name} of {ms} ms is beyond what Int64 event times can hold")
+    return ms
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from strom.engine.constants import MAX_WATERMARK, MIN_WATERMARK
+from strom.engine.contracts import StateError
 
 __all__ = [
     "MAX_WATERMARK",
@@ -21,7 +22,6 @@ __all__ = [
     "combine_watermarks",
     "partition_watermark",
 ]
-from strom.engine.contracts import StateError
 
 
 def partition_watermark(max_event_time: int | None, max_out_of_orderness_ms: int) -> int:

@@ -1,8 +1,9 @@
 """The fetching half of KafkaSource: one librdkafka consumer feeding per-partition buffers.
 
 Partitions are assigned manually (no group membership, so no rebalancing); ``group.id`` only
-names the group whose offsets are read and committed. This is the part a fetcher of strom's own
-(decoding whole record batches into Arrow) would replace; see :mod:`strom.connectors.kafka.batch`.
+names the group whose offsets are read and committed. ``KafkaSource(client="librdkafka")`` uses
+it (SASL, TLS, managed clusters); :mod:`strom.connectors.kafka.native_fetch` is strom's own
+fetcher behind the same interface. Records become columns in :mod:`strom.connectors.kafka.batch`.
 """
 
 from __future__ import annotations

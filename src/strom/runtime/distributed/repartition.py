@@ -437,6 +437,7 @@ class RepartitionPartition:
                 f"{owner}: {position!r} is not a position of a reader of {len(self._writers)} "
                 "writers"
             )
+        assert isinstance(watermark, int)  # checked above
         self._reader.seek({"offset": offset})
         self._queue.clear()
         self._writers = [Progress(w, i, e) for w, i, e in writers]
