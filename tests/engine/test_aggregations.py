@@ -136,3 +136,27 @@ def test_merge_leaves_its_argument_unchanged(a: Agg) -> None:
     before = repr(theirs)
     a.merge(mine, theirs)
     assert repr(theirs) == before
+
+
+@pytest.mark.parametrize("first", [float("nan"), 3.0])
+def test_min_and_max_skip_nan_across_batches_as_polars_does(first: float) -> None:
+    """A NaN held from one batch gives way to a later value (Polars' min/max skip NaN unless
+    every value is NaN), so streaming, whose partials merge, equals bounded."""
+    import math
+
+    from strom import MemorySink, MemorySource, Pipeline, Tumbling, agg, run_bounded, run_streaming
+
+    nan = float("nan")
+    batches = [[{"ts": 1, "k": "a", "v": first}], [{"ts": 2, "k": "a", "v": nan}],
+               [{"ts": 3, "k": "a", "v": 5.0}], [{"ts": 4, "k": "b", "v": nan}]]  # fmt: skip
+    results = []
+    for run in (run_bounded, run_streaming):
+        p, sink = Pipeline(), MemorySink()
+        keyed = p.source(MemorySource([batches]), timestamp="ts").key_by("k")
+        keyed.window(Tumbling(10)).agg(agg.min("v"), agg.max("v")).sink(sink)
+        run(p)
+        results.append(sink.to_frame().sort("k").select("k", "min_v", "max_v").rows())
+    bounded, streamed = results
+    assert bounded[0] == ("a", 3.0 if first == 3.0 else 5.0, 5.0)
+    assert streamed[0] == bounded[0]
+    assert all(math.isnan(v) for v in (*bounded[1][1:], *streamed[1][1:]))  # only NaN: NaN

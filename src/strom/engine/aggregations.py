@@ -158,7 +158,9 @@ class Min(Extreme):
         return self.expr.min()
 
     def better(self, y: Any, x: Any) -> Any:
-        return y < x
+        # a held NaN gives way to any value (x != x only for NaN), as Polars' min skips NaN
+        # unless every value is NaN
+        return (y < x) | (x != x)
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,9 @@ class Max(Extreme):
         return self.expr.max()
 
     def better(self, y: Any, x: Any) -> Any:
-        return y > x
+        # a held NaN gives way to any value (x != x only for NaN), as Polars' max skips NaN
+        # unless every value is NaN
+        return (y > x) | (x != x)
 
 
 @dataclass(frozen=True)

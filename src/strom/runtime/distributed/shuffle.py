@@ -5,7 +5,8 @@
 a writer per cut (a sink that routes rows by key and reports the writer's event-time progress)
 and a reader per cut (a source of this worker's partitions). :class:`KafkaShuffle` does it with
 repartition topics on a Kafka cluster (:mod:`strom.runtime.distributed.repartition`), the Kafka
-Streams model; the runtime itself knows no Kafka admin call.
+Streams model. The plan split and the worker loop reach Kafka only through this seam (the admin
+calls live here, in :func:`ensure_topics`), so another transport is one more implementation.
 """
 
 from __future__ import annotations
