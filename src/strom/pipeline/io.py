@@ -49,7 +49,24 @@ class Source(Protocol):
         """A fresh reader of partition ``index``, positioned at its beginning."""
         ...
 
-    # A source may also define ``close()``: the streaming executor calls it after the sinks.
+    # A source may also define ``close()``: the streaming executor calls it after the sinks,
+    # and ``wait(timeout_s)`` (see :class:`WaitingSource`) if its partitions can be idle.
+
+
+@runtime_checkable
+class WaitingSource(Protocol):
+    """A source whose partitions can have nothing for a while (an unbounded log).
+
+    Its partitions' ``poll`` must not wait: the streaming executor polls every partition of
+    every source in turn, and when a whole round found nothing it calls ``wait`` instead of
+    polling again at once (no busy loop, and no partition waits on another's idleness).
+    """
+
+    def wait(self, timeout_s: float) -> bool:
+        """Return as soon as a poll of one of its partitions may return something (True), and
+        after ``timeout_s`` at the latest (False: still nothing). True at once if a poll would
+        return something now."""
+        ...
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 import polars as pl
 
-from strom.pipeline.io import END_OF_PARTITION, SourcePartition
+from strom.pipeline.io import END_OF_PARTITION, SourcePartition, WaitingSource
 from strom.pipeline.plan import (
     FilterNode,
     IntervalJoinLateNode,
@@ -57,6 +57,12 @@ from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.window_base import WindowOperatorBase
 
 Clock = Callable[[], float]
+
+#: The longest an idle round waits for input: what bounds how late clock-driven work (idle
+#: timeouts, a stop request seen by the caller) can be while no data arrives.
+IDLE_WAIT_S = 0.1
+#: Several sources that can be idle are waited on in turn, this long each.
+SHARED_WAIT_SLICE_S = 0.002
 
 
 def _monotonic_ms() -> float:
@@ -162,8 +168,15 @@ class StreamingExecutor:
                 self._readers.append(_Reader(global_index, source, reader, self._operators[source]))
 
     def step(self) -> bool:
-        """Poll every unfinished partition once; False once all have ended (then closed)."""
+        """Poll every unfinished partition once; False once all have ended (then closed).
+
+        A round that found nothing (no rows, no partition ended) ends with one wait on the
+        sources that can be idle (:class:`~strom.pipeline.io.WaitingSource`), at most
+        :data:`IDLE_WAIT_S`: it returns as soon as any of their partitions has records, so a
+        record waits for no other partition, and an idle pipeline sleeps instead of spinning.
+        """
         self.open()
+        idle = True
         for r in self._readers:
             if r.finished:
                 continue
@@ -171,10 +184,12 @@ class StreamingExecutor:
             now = self.clock()
             if item is END_OF_PARTITION:
                 r.finished = True
+                idle = False
                 r.operator.on_progress(r.partition, None, now, True)
                 continue
             max_ts = None
             if item is not None and item.height:
+                idle = False
                 r.operator.metrics.records_in += item.height
                 r.operator.emit(r.partition, item)
                 max_ts = _max_event_time(item, r.node.timestamp)
@@ -185,7 +200,24 @@ class StreamingExecutor:
         if all(r.finished for r in self._readers):
             self.close()
             return False
+        if idle:
+            self._wait_for_input()
         return True
+
+    def _wait_for_input(self) -> None:
+        """One wait on the unfinished sources that can be idle. A single one (the usual case)
+        gets the whole :data:`IDLE_WAIT_S`; several share it in slices of
+        :data:`SHARED_WAIT_SLICE_S` in turn, until one has something."""
+        unfinished = {r.node for r in self._readers if not r.finished}
+        waiting = [n.source for n in unfinished if isinstance(n.source, WaitingSource)]
+        if len(waiting) == 1:
+            waiting[0].wait(IDLE_WAIT_S)
+            return
+        deadline = time.monotonic() + IDLE_WAIT_S
+        while waiting and time.monotonic() < deadline:
+            for source in waiting:
+                if source.wait(SHARED_WAIT_SLICE_S):
+                    return
 
     def run(self, *, max_rounds: int | None = None, idle_sleep_s: float = 0.0) -> None:
         """Step until every source partition has ended (or ``max_rounds`` rounds)."""

@@ -38,7 +38,13 @@ from strom.connectors.kafka_client import (
     KafkaConnectorError,
     client_config,
 )
-from strom.pipeline.io import END_OF_PARTITION, PollResult, Source, SourcePartition
+from strom.pipeline.io import (
+    END_OF_PARTITION,
+    PollResult,
+    Source,
+    SourcePartition,
+    WaitingSource,
+)
 from strom.pipeline.plan import (
     FilterNode,
     IntervalJoinLateNode,
@@ -250,6 +256,12 @@ class SharedSource:
             return _Ended(index, self._observer)
         inner = self.source.open_partition(self.partitions[index])
         return _Observed(index, inner, self._timestamp, self._observer)
+
+    def wait(self, timeout_s: float) -> bool:
+        """The shared source's own wait (``WaitingSource``); False at once if it has none."""
+        if isinstance(self.source, WaitingSource):
+            return self.source.wait(timeout_s)
+        return False
 
     def close(self) -> None:
         close = getattr(self.source, "close", None)
