@@ -6,6 +6,11 @@ flows to the sinks, then a progress message carries the batch's largest event ti
 batch are judged late against the watermark from *before* that batch. When every partition of a
 bounded source has ended, the watermark reaches its maximum and every window fires.
 
+Polls never wait. A round that found nothing ends in one wait on the sources that can be idle
+(:class:`~strom.pipeline.io.WaitingSource`), which returns as soon as records arrive for any of
+their partitions: a record is not held up by its source's idle partitions, and an idle pipeline
+sleeps instead of polling.
+
 A partition reader may define ``watermark() -> int | None``: its event-time progress, used instead
 of the batch's largest event time (a repartition topic's rows interleave several writers, whose
 progress records say how far each has got; see :mod:`strom.runtime.repartition`).
