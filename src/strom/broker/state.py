@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,7 +73,8 @@ class BrokerState:
     advertised_host: str
     advertised_port: int
     group_store: GroupStore | None = None
-    _waiters: set[asyncio.Future[None]] = field(default_factory=set)
+    #: Long-polling fetches by the partitions they read: an append wakes only its readers.
+    _waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, config: BrokerConfig) -> BrokerState:
@@ -115,23 +117,31 @@ class BrokerState:
             self.group_store.close()
         self.logs.close()
 
-    def notify_append(self) -> None:
-        """Wake every fetch that is long-polling for new data."""
-        waiters, self._waiters = self._waiters, set()
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+    def notify_append(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Wake every fetch long-polling on one of ``partitions`` (``(topic, index)``)."""
+        for key in partitions:
+            for fut in self._waiters.pop(key, ()):
+                if not fut.done():
+                    fut.set_result(None)
 
-    async def wait_for_append(self, timeout_s: float) -> None:
-        """Return when any partition is appended to, or after ``timeout_s``."""
-        if timeout_s <= 0:
+    async def wait_for_append(
+        self, partitions: Collection[tuple[str, int]], timeout_s: float
+    ) -> None:
+        """Return when one of ``partitions`` is appended to, or after ``timeout_s``."""
+        if timeout_s <= 0 or not partitions:
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.add(fut)
+        for key in partitions:
+            self._waiters.setdefault(key, set()).add(fut)
         try:
             async with asyncio.timeout(timeout_s):
                 await fut
         except TimeoutError:
             pass
         finally:
-            self._waiters.discard(fut)
+            for key in partitions:
+                waiting = self._waiters.get(key)
+                if waiting is not None:
+                    waiting.discard(fut)
+                    if not waiting:
+                        del self._waiters[key]

@@ -48,7 +48,7 @@ def _load(module: str) -> Any:
 
 
 @click.command()
-@click.argument("which", type=click.Choice(["broker", "nexmark", "all"]))
+@click.argument("which", type=click.Choice(["broker", "nexmark", "latency", "all"]))
 @click.option("--quick", is_flag=True, help="A short run (a few minutes per suite).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @click.option(
@@ -60,12 +60,12 @@ def _load(module: str) -> Any:
 @click.option(
     "--no-peers",
     is_flag=True,
-    help="Nexmark: strom alone (results go to nexmark[-quick]-strom.md).",
+    help="Nexmark and latency: strom alone (results go to <suite>[-quick]-strom.md).",
 )
 def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: bool) -> None:
     """Measure strom beside its peers in one run; results also go to --results-dir.
 
-    ``all`` runs the broker suite, then Nexmark."""
+    ``all`` runs the broker suite, then Nexmark, then latency."""
     console = Console(stderr=as_json)
     suffix = "-quick" if quick else ""
     if which in ("broker", "all"):
@@ -86,6 +86,14 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: b
         drawn = report.write_chart(lines, chart, title)
         report.write_markdown(lines, path, title + " benchmark", chart.name if drawn else None)
         _done(console, as_json, _nexmark_table(lines), path)
+    if which in ("latency", "all"):
+        suite = _load("benchmarks.latency.runner")
+        report = _load("benchmarks.latency.report")
+        lines = _run(functools.partial(suite.run, peers=not no_peers), quick, as_json, console)
+        name = "latency" + ("-quick" if quick else "") + ("-strom" if no_peers else "")
+        path = results_dir / f"{name}.md"
+        report.write_markdown(lines, path, "Latency" + (" (quick)" if quick else "") + " benchmark")
+        _done(console, as_json, _latency_table(lines), path)
 
 
 def _run(
@@ -115,6 +123,8 @@ def _done(console: Console, as_json: bool, table: Table, path: Path) -> None:
 
 def _describe(line: Line) -> str:
     query = line.get("params", {}).get("query", "")
+    if line["benchmark"] == "latency.idle":
+        return f"{line['system']} idle: {line['idle_cpu_pct']} % CPU"
     if "skipped" in line:
         return f"{line['system']}: skipped ({line['skipped']})"
     if "na" in line:
@@ -123,6 +133,12 @@ def _describe(line: Line) -> str:
         return f"{line['benchmark']} {line['system']}: failed ({line['failed']})"
     if line["benchmark"].startswith("ceiling."):
         return f"{line['benchmark']}: {line['mb_per_s']:,.0f} MB/s"
+    if line["benchmark"] == "latency":
+        return (
+            f"latency {line['system']} at {line['params']['rate']:,}/s: p50 {line['p50_ms']} ms, "
+            f"p99 {line['p99_ms']} ms, max {line['max_ms']} ms, "
+            f"{line['received']:,}/{line['expected']:,} received"
+        )
     if line["benchmark"] == "nexmark.load":
         return (
             f"nexmark: {line['events_loaded']:,} events generated in {line['generate_s']} s, "
@@ -207,5 +223,24 @@ def _nexmark_table(lines: list[Line]) -> Table:
             f"{x['target_events_per_core_s']:,}" if x.get("target_events_per_core_s") else "-",
             str(x.get("ratio", "-")),
             str(x["correct"]),
+        )
+    return table
+
+
+def _latency_table(lines: list[Line]) -> Table:
+    table = Table(title="latency (ms, end to end)")
+    for column in ("system", "events/s", "p50", "p99", "max", "received", "engine cpu s"):
+        table.add_column(column)
+    for x in lines:
+        if x.get("benchmark") != "latency" or "received" not in x:
+            continue
+        table.add_row(
+            x["system"],
+            f"{x['params']['rate']:,}",
+            str(x["p50_ms"]),
+            str(x["p99_ms"]),
+            str(x["max_ms"]),
+            f"{x['received']:,}/{x['expected']:,}",
+            str(x["engine_cpu_s"]),
         )
     return table

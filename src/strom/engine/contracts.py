@@ -40,6 +40,7 @@ __all__ = [
     "SourcePartition",
     "StateError",
     "StatefulOperator",
+    "WaitingSource",
     "int_field",
     "pack",
     "unpack",
@@ -121,6 +122,22 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Release connections and files (after the sinks are closed); idempotent."""
+        ...
+
+
+@runtime_checkable
+class WaitingSource(Protocol):
+    """A source whose partitions can have nothing for a while (an unbounded log).
+
+    Its partitions' ``poll`` must not wait: the streaming executor polls every partition of
+    every source in turn, and when a whole round found nothing it calls ``wait`` instead of
+    polling again at once (no busy loop, and no partition waits on another's idleness).
+    """
+
+    def wait(self, timeout_s: float) -> bool:
+        """Return as soon as a poll of one of its partitions may return something (True), and
+        after ``timeout_s`` at the latest (False: still nothing). True at once if a poll would
+        return something now."""
         ...
 
 

@@ -11,6 +11,11 @@ operator's state between steps; :meth:`StreamingExecutor.restore` starts another
 same pipeline from it (see :mod:`strom.runtime.snapshots`). Sinks take part in checkpoints
 through :meth:`~StreamingExecutor.pre_commit` and :meth:`~StreamingExecutor.commit`.
 
+Polls never wait. A round that found nothing ends in one wait on the sources that can be idle
+(:class:`~strom.engine.contracts.WaitingSource`), which returns as soon as records arrive for any of
+their partitions: a record is not held up by its source's idle partitions, and an idle pipeline
+sleeps instead of polling.
+
 A partition reader may define ``watermark() -> int | None``: its event-time progress, used instead
 of the batch's largest event time (a repartition topic's rows interleave several writers, whose
 progress records say how far each has got; see :mod:`strom.runtime.distributed.repartition`).
@@ -35,6 +40,7 @@ from strom.engine.contracts import (
     SourcePartition,
     StateError,
     StatefulOperator,
+    WaitingSource,
 )
 from strom.pipeline.plan import (
     FilterNode,
@@ -70,6 +76,12 @@ from strom.runtime.windows.sessions import SessionOperator
 from strom.runtime.windows.time_windows import TimeWindowOperator
 
 Clock = Callable[[], float]
+
+#: The longest an idle round waits for input: what bounds how late clock-driven work (idle
+#: timeouts, a stop request seen by the caller) can be while no data arrives.
+IDLE_WAIT_S = 0.1
+#: Several sources that can be idle are waited on in turn, this long each.
+SHARED_WAIT_SLICE_S = 0.002
 
 
 def _monotonic_ms() -> float:
@@ -192,9 +204,16 @@ class StreamingExecutor:
                 self._readers.append(_Reader(global_index, local, source, reader, operator))
 
     def step(self) -> bool:
-        """Poll every unfinished partition once; False once all have ended (then closed)."""
+        """Poll every unfinished partition once; False once all have ended (then closed).
+
+        A round that found nothing (no rows, no partition ended) ends with one wait on the
+        sources that can be idle (:class:`~strom.engine.contracts.WaitingSource`), at most
+        :data:`IDLE_WAIT_S`: it returns as soon as any of their partitions has records, so a
+        record waits for no other partition, and an idle pipeline sleeps instead of spinning.
+        """
         self.open()
         self._stepped = True
+        idle = True
         for r in self._readers:
             if r.finished:
                 continue
@@ -202,10 +221,12 @@ class StreamingExecutor:
             now = self.clock()
             if item is END_OF_PARTITION:
                 r.finished = True
+                idle = False
                 r.operator.on_progress(r.partition, None, now, True)
                 continue
             max_ts = None
             if item is not None and item.height:
+                idle = False
                 r.operator.counters.rows_in += item.height
                 r.operator.emit(r.partition, item)
                 max_ts = _max_event_time(item, r.node.timestamp)
@@ -216,7 +237,24 @@ class StreamingExecutor:
         if all(r.finished for r in self._readers):
             self.close()
             return False
+        if idle:
+            self._wait_for_input()
         return True
+
+    def _wait_for_input(self) -> None:
+        """One wait on the unfinished sources that can be idle. A single one (the usual case)
+        gets the whole :data:`IDLE_WAIT_S`; several share it in slices of
+        :data:`SHARED_WAIT_SLICE_S` in turn, until one has something."""
+        unfinished = {r.node for r in self._readers if not r.finished}
+        waiting = [n.source for n in unfinished if isinstance(n.source, WaitingSource)]
+        if len(waiting) == 1:
+            waiting[0].wait(IDLE_WAIT_S)
+            return
+        deadline = time.monotonic() + IDLE_WAIT_S
+        while waiting and time.monotonic() < deadline:
+            for source in waiting:
+                if source.wait(SHARED_WAIT_SLICE_S):
+                    return
 
     def run(self, *, max_rounds: int | None = None, idle_sleep_s: float = 0.0) -> None:
         """Step until every source partition has ended (or ``max_rounds`` rounds)."""

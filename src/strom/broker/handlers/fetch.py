@@ -1,5 +1,8 @@
 """Fetch: long-poll until ``min_bytes`` are available or ``max_wait_ms`` passes; send file bytes.
 
+A long poll is woken by an append to any partition it reads (and only by those), so a record
+reaches a waiting fetch as soon as it is written, not at ``max_wait_ms``.
+
 Record data is never read into Python: each partition's answer is a region of a segment file that
 the server hands to ``sendfile``. Fetch sessions (KIP-227) are not kept: the response's session id
 0 tells clients to send full fetch requests, which the protocol allows.
@@ -31,10 +34,15 @@ def _error(index: int, code: ErrorCode, hw: int = -1, start: int = -1) -> dict[s
     }
 
 
-def _read_all(state: BrokerState, req: Body, version: int) -> tuple[list[dict[str, Any]], int]:
+def _read_all(
+    state: BrokerState, req: Body, version: int
+) -> tuple[list[dict[str, Any]], int, list[tuple[str, int]]]:
+    """The response's topics, the record bytes in them, and the partitions read (an append to
+    any of which ends a long poll)."""
     budget = max(req.get("max_bytes", 0x7FFFFFFF), 1) if version >= 3 else 0x7FFFFFFF
     total = 0
     topics_out = []
+    read: list[tuple[str, int]] = []
     known = state.logs.topics()
     for t in req["topics"]:
         name = t.get("topic")
@@ -54,6 +62,7 @@ def _read_all(state: BrokerState, req: Body, version: int) -> tuple[list[dict[st
                 parts_out.append(_error(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             plog = state.logs.partition(info.name, index)
+            read.append((info.name, index))
             limit = min(p["partition_max_bytes"], budget - total)
             if limit <= 0 and total > 0:
                 # The response is full; later partitions report their offsets but no data.
@@ -81,7 +90,7 @@ def _read_all(state: BrokerState, req: Body, version: int) -> tuple[list[dict[st
                 entry["records"] = b""
             parts_out.append(entry)
         topics_out.append({"topic": name, "topic_id": t.get("topic_id"), "partitions": parts_out})
-    return topics_out, total
+    return topics_out, total, read
 
 
 @api(1, "Fetch", 4, 12)
@@ -90,10 +99,10 @@ async def fetch(ctx: Context, req: Body) -> Body:
     deadline = time.monotonic() + max(req["max_wait_ms"], 0) / 1000
     min_bytes = max(req["min_bytes"], 0)
     while True:
-        topics, total = _read_all(state, req, ctx.version)
+        topics, total, read = _read_all(state, req, ctx.version)
         remaining = deadline - time.monotonic()
         has_error = any(p["error_code"] != 0 for t in topics for p in t["partitions"])
         if total >= max(min_bytes, 1) or remaining <= 0 or has_error:
             break
-        await state.wait_for_append(remaining)
+        await state.wait_for_append(read, remaining)
     return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": topics}

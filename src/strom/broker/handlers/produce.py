@@ -91,7 +91,7 @@ async def produce(ctx: Context, req: Body) -> Body | None:
     state = ctx.state
     acks = req["acks"]
     responses = []
-    appended = False
+    appended: list[tuple[str, int]] = []
     for topic in req["topic_data"]:
         name = topic["name"]
         info = ensure_topic(state, name, allow_create=True)
@@ -106,10 +106,10 @@ async def produce(ctx: Context, req: Body) -> Body | None:
             parts = [
                 _produce_partition(state, name, info.partitions, p) for p in topic["partition_data"]
             ]
-            appended = appended or any(p["error_code"] == 0 for p in parts)
+            appended += [(name, p["index"]) for p in parts if p["error_code"] == 0]
         responses.append({"name": name, "partition_responses": parts})
     if appended:
-        state.notify_append()
+        state.notify_append(appended)
     if acks == 0:
         return None
     return {"responses": responses, "throttle_time_ms": 0}

@@ -70,7 +70,6 @@ class Fetcher:
         start: Start,
         bounded: bool,
         max_records: int,
-        poll_timeout_ms: int,
         config: Mapping[str, Any] | None,
         errors: ClientErrors,
     ) -> None:
@@ -80,7 +79,6 @@ class Fetcher:
         self.start = start
         self.bounded = bounded
         self.max_records = max_records
-        self.poll_timeout_ms = poll_timeout_ms
         self.states: dict[int, PartitionState] = {}
         self._config = dict(config or {})
         self._errors = errors
@@ -89,7 +87,6 @@ class Fetcher:
         self._resolved: dict[int, tuple[int, int | None]] = {}
         self._to_assign: list[TopicPartition] = []
         self._generations = 0
-        self._empty_fetches = 0
 
     def consumer(self) -> Consumer:
         if self._consumer is None:
@@ -170,26 +167,18 @@ class Fetcher:
         if consumer is not None and any(tp.partition == index for tp in consumer.assignment()):
             consumer.incremental_unassign([TopicPartition(self.topic, index)])
 
-    def fill(self) -> None:
-        """One fetch, routing records into the partition buffers.
-
-        It waits only when nothing is buffered and every open partition has come up empty
-        since the last wait, so an idle round of polls costs one ``poll_timeout_ms``, not one
-        per partition; and it fetches nothing while ``max_records`` are buffered (backpressure).
-        """
+    def fill(self, timeout_s: float = 0.0) -> bool:
+        """Route the records the consumer has into the partition buffers, waiting at most
+        ``timeout_s`` for a first one when none is there; it fetches nothing while
+        ``max_records`` are buffered (backpressure). Whether any partition has records."""
         consumer = self.consumer()
         if self._to_assign:
             consumer.incremental_assign(self._to_assign)
             self._to_assign = []
         buffered = sum(len(s.buffer) for s in self.states.values())
         if buffered >= self.max_records:
-            return
-        timeout = 0.0
-        if buffered == 0:
-            self._empty_fetches += 1
-            if self._empty_fetches >= sum(1 for s in self.states.values() if not s.ended):
-                timeout = self.poll_timeout_ms / 1000
-                self._empty_fetches = 0
+            return True
+        timeout = timeout_s if buffered == 0 else 0.0
         messages = []
         if timeout > 0:  # consume() would wait out the timeout unless a whole batch arrived
             first = consumer.poll(timeout)
@@ -207,6 +196,7 @@ class Fetcher:
             if state is not None and not state.ended:
                 self._route(state, run)
         self._errors.raise_if_fatal()
+        return bool(messages)  # records, or events (a partition's end) a poll acts on
 
     def _route(self, state: PartitionState, run: list[Message]) -> None:
         """Buffer one partition's messages (in offset order), minus stale ones and, if bounded,
@@ -221,7 +211,6 @@ class Fetcher:
                 return
         state.buffer.extend(run)
         state.fetched = (run[-1].offset() or 0) + 1
-        self._empty_fetches = 0
 
     def commit(self, offsets: Mapping[int, int]) -> None:
         """Commit ``offsets`` (partition: next offset) for the group, synchronously."""

@@ -145,7 +145,6 @@ class NativeFetcher:
         self._partitions: int | None = None
         self._resolved: dict[int, tuple[int, int | None]] = {}
         self._generations = 0
-        self._empty_fetches = 0
         self._stale = False
         self._retry_at = 0.0
         self._backoff = _BACKOFF_S[0]
@@ -198,30 +197,23 @@ class NativeFetcher:
         if state is not None:
             state.assigned = False
 
-    def fill(self) -> None:
-        """Collect fetch responses that have arrived and keep one fetch in flight per leader.
-
-        It waits (at most ``poll_timeout_ms``) only when nothing is buffered and every open
-        partition has come up empty since the last wait, like the librdkafka fetcher.
-        """
-        buffered = any(s.buffer for s in self.states.values())
-        timeout = 0.0
-        if not buffered:
-            self._empty_fetches += 1
-            if self._empty_fetches >= sum(1 for s in self.states.values() if not s.ended):
-                timeout = self.poll_timeout_ms / 1000
-                self._empty_fetches = 0
-        deadline = time.monotonic() + timeout
+    def fill(self, timeout_s: float = 0.0) -> bool:
+        """Collect fetch responses that have arrived and keep one fetch in flight per leader;
+        when none has arrived, wait at most ``timeout_s`` for one that carries records (one
+        wait for every partition: a leader's fetch covers all its partitions, and the broker
+        answers it as soon as any of them is appended to). Whether records came."""
+        deadline = time.monotonic() + timeout_s
         while True:
             if not self._ensure_metadata():
-                time.sleep(min(timeout, self._backoff))
-                return
+                time.sleep(min(timeout_s, self._backoff))
+                return False
             self._send_fetches()
-            if self._collect(max(0.0, deadline - time.monotonic())) or not self._inflight:
+            got = self._collect(max(0.0, deadline - time.monotonic()))
+            if got or not self._inflight:
                 self._send_fetches()  # the next fetch is prepared while the engine works
-                return
+                return got
             if time.monotonic() >= deadline:
-                return
+                return False
 
     def commit(self, offsets: Mapping[int, int]) -> None:
         """Commit ``offsets`` (partition: next offset) for the group, synchronously."""
@@ -318,8 +310,6 @@ class NativeFetcher:
             self._down_since = None
             self._backoff = _BACKOFF_S[0]
             got |= self._route(answer, flight)
-        if got:
-            self._empty_fetches = 0
         return got
 
     def _route(self, answer: dict[str, Any], flight: _InFlight) -> bool:

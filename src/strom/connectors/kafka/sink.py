@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -31,6 +30,10 @@ class KafkaSink(AtLeastOnceSink):
     value is the record key (Binary as-is, anything else as its UTF-8 text; null for no key);
     the key column stays in the value. Records with a key go to the partition the key hashes to
     (librdkafka's default partitioner), so one key's records stay in order.
+
+    **Latency.** Records go to the wire within about 1 ms of their :meth:`write`
+    (``linger.ms=1``, Nagle off; ``producer_config`` overrides either), so a micro-batch
+    travels as one request per partition without waiting for more.
 
     **Delivery guarantee: at-least-once.** The producer is idempotent with ``acks=all``, so
     retries inside one run neither duplicate nor reorder records. :meth:`pre_commit` (each
@@ -67,7 +70,15 @@ class KafkaSink(AtLeastOnceSink):
         self._producer: Producer | None = None
 
     def open(self) -> None:
-        defaults = {"acks": "all", "enable.idempotence": True, "linger.ms": 5}
+        defaults = {
+            "acks": "all",
+            "enable.idempotence": True,
+            # A write hands a whole micro-batch over in one burst, so the records of a batch
+            # meet within a millisecond: a longer linger would only delay them (librdkafka's 5 ms
+            # default is most of the latency budget), a shorter one splits them into requests.
+            "linger.ms": 1,
+            "socket.nagle.disable": True,  # a small request must not wait for the last's ACK
+        }
         config = client_config(
             self.bootstrap_servers, "strom-kafka-sink", self._errors, defaults, self._config
         )
@@ -152,10 +163,10 @@ class KafkaSink(AtLeastOnceSink):
         binary = [n for n, t in batch.schema.items() if t == pl.Binary]
         if binary:
             batch = batch.with_columns(pl.col(binary).bin.encode("base64"))
-        out = io.BytesIO()
-        batch.write_ndjson(out)
-        lines = out.getvalue().split(b"\n")
-        return list(lines[: batch.height])
+        # one expression, not write_ndjson: the same JSON, without the streaming engine's start
+        # (a fixed ~0.3 ms a batch, most of a small batch's cost)
+        rows = batch.select(pl.struct(pl.all()).struct.json_encode().cast(pl.Binary))
+        return list(rows.to_series().to_list())
 
     def _keys(self, batch: pl.DataFrame) -> list[bytes | None]:
         assert self.key is not None

@@ -72,8 +72,10 @@ class KafkaSource:
     ``group_id`` only names the group whose offsets ``start="committed"`` and :meth:`commit` use).
     ``start`` is resolved to a concrete offset when a partition is opened (``committed`` falls
     back to the earliest offset when the group has none). A poll returns at most
-    ``max_batch_records`` rows, and waits at most ``poll_timeout_ms`` — only once every partition
-    has come up empty in turn. With ``bounded=True`` each partition is read up to its high
+    ``max_batch_records`` rows and never waits: it hands over what has arrived. Waiting is
+    :meth:`wait`'s, one wait for all partitions of the source, at most ``poll_timeout_ms``, that
+    ends as soon as records arrive for any of them (the executor calls it after a round of polls
+    that found nothing). With ``bounded=True`` each partition is read up to its high
     watermark as observed when the source's partitions are opened (all are read at once), then
     ends; the bounded runner can scan it whole.
 
@@ -158,11 +160,13 @@ class KafkaSource:
             "start": start,
             "bounded": bounded,
             "max_records": max_batch_records,
-            "poll_timeout_ms": poll_timeout_ms,
             "config": consumer_config,
         }
+        self.poll_timeout_ms = poll_timeout_ms
         if client == "strom":
-            self._fetcher = _native_fetcher(bootstrap_servers, topic, **shared)
+            self._fetcher = _native_fetcher(
+                bootstrap_servers, topic, poll_timeout_ms=poll_timeout_ms, **shared
+            )
         else:
             errors = ClientErrors(f"KafkaSource({topic!r})")
             self._fetcher = Fetcher(bootstrap_servers, topic, errors=errors, **shared)
@@ -200,6 +204,16 @@ class KafkaSource:
         if not frames:
             return pl.LazyFrame(schema=self._schema)
         return pl.concat(frames, how="vertical").lazy()
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait until records arrive for an open partition (True), at most ``timeout_s`` and
+        ``poll_timeout_ms`` (False). True at once when records are buffered, or when no
+        partition is being read (the next poll ends it)."""
+        states = self._fetcher.states.values()
+        reading = [s for s in states if s.assigned and not s.ended and not s.bounded_done()]
+        if not reading or any(s.buffer for s in states):
+            return True
+        return self._fetcher.fill(min(timeout_s, self.poll_timeout_ms / 1000))
 
     # -- offsets and lifecycle ---------------------------------------------------------------
 

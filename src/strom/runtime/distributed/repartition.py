@@ -320,6 +320,7 @@ class RepartitionSource:
         self.observer = observer
         self.rows_delivered = 0
         self._schema = schema
+        self._readers: dict[int, RepartitionPartition] = {}
         self._kafka = KafkaSource(
             bootstrap_servers,
             topic,
@@ -341,7 +342,15 @@ class RepartitionSource:
     def open_partition(self, index: int) -> SourcePartition:
         if not self.owned:
             return _NoPartition(index, self.observer)
-        return RepartitionPartition(self, index, self._kafka.open_partition(self.owned[index]))
+        reader = RepartitionPartition(self, index, self._kafka.open_partition(self.owned[index]))
+        self._readers[index] = reader
+        return reader
+
+    def wait(self, timeout_s: float) -> bool:
+        """True at once while a reader holds decoded items; otherwise the topic's wait."""
+        if any(r.pending() for r in self._readers.values()):
+            return True
+        return self._kafka.wait(timeout_s)
 
     def close(self) -> None:
         self._kafka.close()
@@ -394,6 +403,10 @@ class RepartitionPartition:
         self._queue: deque[_Item] = deque()
         self._current = MIN_WATERMARK
         self._ended = False
+
+    def pending(self) -> bool:
+        """Whether records already read wait in this reader for the next poll."""
+        return bool(self._queue)
 
     def watermark(self) -> int | None:
         """The merged watermark after the last poll (``None`` until some writer reported)."""

@@ -17,6 +17,7 @@ from strom.engine.contracts import (
     Sink,
     Source,
     SourcePartition,
+    WaitingSource,
 )
 from strom.pipeline.windows import event_time_ms
 from strom.runtime.distributed.repartition import Observer
@@ -77,6 +78,12 @@ class SharedSource:
         reader = _Observed(index, inner, self._timestamp, self._observer)
         self._readers.append(reader)
         return reader
+
+    def wait(self, timeout_s: float) -> bool:
+        """The shared source's own wait (``WaitingSource``); False at once if it has none."""
+        if isinstance(self.source, WaitingSource):
+            return self.source.wait(timeout_s)
+        return False
 
     def close(self) -> None:
         self.source.close()
