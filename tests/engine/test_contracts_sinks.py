@@ -110,10 +110,11 @@ def _sink(kind: str, tmp_path: Path, broker: Broker) -> tuple[Sink, Readback]:
             if isinstance(item, pl.DataFrame) and item.height:
                 got += item.get_column("id").to_list()
                 idle = 0
-            elif got:
-                idle += 1
+            else:  # polls never wait: the source's wait does, until records arrive
+                idle += 1 if got else 0
                 if idle == 3:
                     break
+                reader.wait(0.2)
         reader.close()
         return got
 
@@ -205,9 +206,10 @@ def test_repartition_records_are_readable_after_pre_commit(strom_broker: Broker)
                                schema=BATCH.schema, group_id="g")  # fmt: skip
     partition = reader.open_partition(0)
     item = None
-    for _ in range(100):  # polls that find nothing yet return None
+    for _ in range(100):  # polls that find nothing yet return None (and never wait)
         if isinstance(item := partition.poll(), pl.DataFrame):
             break
+        reader.wait(0.2)
     assert isinstance(item, pl.DataFrame)
     assert_frame_equal(item, BATCH)
     assert writer.metrics().detail == {"records": 2}
