@@ -122,6 +122,7 @@ PUBLIC = {
         "SourcePartition",
         "StateError",
         "StatefulOperator",
+        "WaitingSource",
         "int_field",
         "pack",
         "unpack",
