@@ -16,6 +16,12 @@ Polls never wait. A round that found nothing ends in one wait on the sources tha
 their partitions: a record is not held up by its source's idle partitions, and an idle pipeline
 sleeps instead of polling.
 
+A source whose every downstream operator is stateless (transforms and sinks, which ignore both
+the partition a batch came from and progress) gets its partitions' batches of a round as one
+concatenated batch after the round's polls: a trickle arrives a few records per partition per
+round, and each batch costs every operator a fixed price (a Polars query, a sink write), so one
+batch a round instead of one per partition divides that price by the partition count.
+
 A partition reader may define ``watermark() -> int | None``: its event-time progress, used instead
 of the batch's largest event time (a repartition topic's rows interleave several writers, whose
 progress records say how far each has got; see :mod:`strom.runtime.distributed.repartition`).
@@ -95,6 +101,8 @@ class _Reader:
     node: SourceNode
     reader: SourcePartition
     operator: Operator
+    #: every operator downstream is stateless: its batches of a round go out as one
+    coalesce: bool = False
     finished: bool = False
 
 
@@ -201,7 +209,10 @@ class StreamingExecutor:
             for local, global_index in enumerate(partitions):
                 reader = source.source.open_partition(local)
                 operator = self._operators[source]
-                self._readers.append(_Reader(global_index, local, source, reader, operator))
+                coalesce = _stateless_downstream(operator)
+                self._readers.append(
+                    _Reader(global_index, local, source, reader, operator, coalesce)
+                )
 
     def step(self) -> bool:
         """Poll every unfinished partition once; False once all have ended (then closed).
@@ -214,6 +225,7 @@ class StreamingExecutor:
         self.open()
         self._stepped = True
         idle = True
+        coalesced: dict[Operator, list[tuple[int, pl.DataFrame]]] = {}
         for r in self._readers:
             if r.finished:
                 continue
@@ -228,12 +240,17 @@ class StreamingExecutor:
             if item is not None and item.height:
                 idle = False
                 r.operator.counters.rows_in += item.height
-                r.operator.emit(r.partition, item)
-                max_ts = _max_event_time(item, r.node.timestamp)
+                if r.coalesce:  # nothing downstream reads progress: no event time needed
+                    coalesced.setdefault(r.operator, []).append((r.partition, item))
+                else:
+                    r.operator.emit(r.partition, item)
+                    max_ts = _max_event_time(item, r.node.timestamp)
             reported = getattr(r.reader, "watermark", None)
             if callable(reported):  # the partition knows its progress better than its rows do
                 max_ts = reported()
             r.operator.on_progress(r.partition, max_ts, now, False)
+        for operator, batches in coalesced.items():
+            _emit_merged(operator, batches)
         if all(r.finished for r in self._readers):
             self.close()
             return False
@@ -368,6 +385,34 @@ def _same_names(what: str, here: set[str], there: set[str]) -> None:
             f"the snapshot is of another pipeline: its {what} are {sorted(there)}, this "
             f"executor's are {sorted(here)}"
         )
+
+
+def _stateless_downstream(operator: Operator) -> bool:
+    """Whether every operator fed by ``operator`` (transitively) is a stateless transform, a
+    pass-through (key_by, union) or a sink: none of them reads a batch's partition or progress,
+    so batches of several partitions may be merged."""
+    pending = list(operator.outputs)
+    while pending:
+        op = pending.pop()
+        if type(op) not in (Operator, TransformOperator, SinkOperator):
+            return False
+        pending.extend(op.outputs)
+    return True
+
+
+def _emit_merged(operator: Operator, batches: list[tuple[int, pl.DataFrame]]) -> None:
+    """Emit a round's ``(partition, batch)`` pairs of one source as one batch, in partition
+    order; one by one if they do not stack (a source breaking the one-schema contract keeps
+    the behaviour it had: each batch passed on as it is)."""
+    if len(batches) > 1:
+        try:
+            merged = pl.concat([b for _, b in batches], how="vertical", rechunk=False)
+        except (pl.exceptions.SchemaError, pl.exceptions.ShapeError):
+            pass
+        else:
+            batches = [(batches[0][0], merged)]
+    for partition, batch in batches:
+        operator.emit(partition, batch)
 
 
 def _max_event_time(batch: pl.DataFrame, column: str | None) -> int | None:
