@@ -206,10 +206,10 @@ class StreamingExecutor:
         for op in self._operators.values():
             op.open()
         for source, partitions in self._partitions.items():
+            operator = self._operators[source]
+            coalesce = _stateless_downstream(operator)
             for local, global_index in enumerate(partitions):
                 reader = source.source.open_partition(local)
-                operator = self._operators[source]
-                coalesce = _stateless_downstream(operator)
                 self._readers.append(
                     _Reader(global_index, local, source, reader, operator, coalesce)
                 )

@@ -341,7 +341,7 @@ class RepartitionSource:
 
     def open_partition(self, index: int) -> SourcePartition:
         if not self.owned:
-            return _NoPartition(index, self.observer)
+            return EmptyShare(index, self.observer)
         reader = RepartitionPartition(self, index, self._kafka.open_partition(self.owned[index]))
         self._readers[index] = reader
         return reader
@@ -372,8 +372,9 @@ class RepartitionSource:
 _Item = tuple[int, pl.DataFrame | tuple[int, Progress]]
 
 
-class _NoPartition:
-    """The partition of a worker that owns none: ends at once; its position is ``{}``."""
+class EmptyShare:
+    """The partition of a worker whose share (of a source or a repartition topic) is empty:
+    it ends at once, telling ``observer``; its position is ``{}``."""
 
     def __init__(self, index: int, observer: Observer | None) -> None:
         self._index = index
@@ -389,7 +390,9 @@ class _NoPartition:
 
     def seek(self, position: Position) -> None:
         if position != {}:
-            raise PositionError(f"an empty repartition share has no position {position!r}")
+            raise PositionError(
+                f"an empty share of a partitioned source has no position {position!r}"
+            )
 
 
 class RepartitionPartition:
@@ -424,8 +427,8 @@ class RepartitionPartition:
     def seek(self, position: Position) -> None:
         owner = f"repartition topic {self._source.topic!r} partition {self._index}"
         offset = int_field(position, "offset", owner)
+        watermark = int_field(position, "watermark", owner, low=MIN_WATERMARK, high=MAX_WATERMARK)
         writers: Any = position.get("writers")
-        watermark = position.get("watermark")
         ended = position.get("ended", False)
 
         def whole(value: object) -> bool:
@@ -443,14 +446,12 @@ class RepartitionPartition:
                 and isinstance(w[2], bool)
                 for w in writers
             )
-            or not whole(watermark)
             or not isinstance(ended, bool)
         ):
             raise PositionError(
                 f"{owner}: {position!r} is not a position of a reader of {len(self._writers)} "
                 "writers"
             )
-        assert isinstance(watermark, int)  # checked above
         self._reader.seek({"offset": offset})
         self._queue.clear()
         self._writers = [Progress(w, i, e) for w, i, e in writers]

@@ -12,7 +12,6 @@ from strom.engine.contracts import (
     MetricsProvider,
     PollResult,
     Position,
-    PositionError,
     SideOutputs,
     Sink,
     Source,
@@ -20,7 +19,7 @@ from strom.engine.contracts import (
     WaitingSource,
 )
 from strom.pipeline.windows import event_time_ms
-from strom.runtime.distributed.repartition import Observer
+from strom.runtime.distributed.repartition import EmptyShare, Observer
 from strom.runtime.watermarks import WatermarkTracker
 
 __all__ = ["ProgressFeed", "SharedSource"]
@@ -73,7 +72,7 @@ class SharedSource:
 
     def open_partition(self, index: int) -> SourcePartition:
         if not self.partitions:
-            return _Ended(index, self._observer)
+            return EmptyShare(index, self._observer)
         inner = self.source.open_partition(self.partitions[index])
         reader = _Observed(index, inner, self._timestamp, self._observer)
         self._readers.append(reader)
@@ -96,25 +95,6 @@ class SharedSource:
 
     def side_sinks(self) -> list[Sink]:
         return list(self.source.side_sinks()) if isinstance(self.source, SideOutputs) else []
-
-
-class _Ended:
-    """The partition of a worker whose share is empty: ends at once; its position is ``{}``."""
-
-    def __init__(self, index: int, observer: Observer) -> None:
-        self._index = index
-        self._observer = observer
-
-    def poll(self) -> PollResult:
-        self._observer(self._index, None, True)
-        return END_OF_PARTITION
-
-    def position(self) -> Position:
-        return {}
-
-    def seek(self, position: Position) -> None:
-        if position != {}:
-            raise PositionError(f"an empty share of a source has no position {position!r}")
 
 
 class _Observed:
