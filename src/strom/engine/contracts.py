@@ -192,6 +192,10 @@ class Sink(Protocol):
       recovery commits the last checkpoint again.
     - ``abort(c)``: discard what was written since the last committed checkpoint, where the sink
       can (a two-phase sink); ``c`` names the failed checkpoint.
+    - ``recover(c)``: called once, right after :meth:`open`, when a run resumes from completed
+      checkpoint ``c`` (``None``: a run with checkpoints that found none). Publish whatever a
+      previous process staged for checkpoints ``<= c`` and did not publish, discard everything
+      it staged after ``c``. Idempotent; a crash during ``recover`` is followed by another.
 
     **At-least-once** (every built-in sink today, :class:`AtLeastOnceSink`): writes are final
     once handed off, ``pre_commit`` only waits until they are durable, ``commit`` has nothing
@@ -210,6 +214,8 @@ class Sink(Protocol):
     def commit(self, checkpoint_id: int) -> None: ...
 
     def abort(self, checkpoint_id: int) -> None: ...
+
+    def recover(self, checkpoint_id: int | None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -233,6 +239,9 @@ class AtLeastOnceSink:
 
     def abort(self, checkpoint_id: int) -> None:
         """Written rows cannot be taken back; a replay writes them again."""
+
+    def recover(self, checkpoint_id: int | None) -> None:
+        """Nothing was staged by an earlier process: nothing to publish or discard."""
 
     def close(self) -> None:
         """Nothing to release."""
