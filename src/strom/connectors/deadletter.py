@@ -106,6 +106,14 @@ class DeadLetterOutput:
         if self._open and self.sink is not None:
             self.sink.abort(checkpoint_id)
 
+    def recover(self, checkpoint_id: int | None) -> None:
+        """Open the sink now if it may hold staged dead letters of an earlier process."""
+        if self.sink is not None:
+            if not self._open:
+                self.sink.open()
+                self._open = True
+            self.sink.recover(checkpoint_id)
+
     def close(self) -> None:
         """Close the sink if it was opened (it is reopened by a later write)."""
         if self._open and self.sink is not None:
