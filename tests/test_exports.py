@@ -108,6 +108,7 @@ PUBLIC = {
         "BoundedSource",
         "END_OF_PARTITION",
         "EndOfPartition",
+        "Guarantee",
         "JSON",
         "LookupTable",
         "Metrics",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from strom.engine.contracts import Sink
+from strom.engine.contracts import Guarantee, Sink
 
 __all__ = ["DEAD_LETTER_SCHEMA", "DeadLetterOutput", "dead_letter_frame"]
 
@@ -69,6 +69,11 @@ class DeadLetterOutput:
         self.what = what
         self.count = 0
         self._open = False
+
+    @property
+    def guarantee(self) -> Guarantee:
+        """The dead-letter sink's guarantee (at-least-once when dead letters are only logged)."""
+        return "at-least-once" if self.sink is None else self.sink.guarantee
 
     def write(self, rows: pl.DataFrame) -> None:
         if rows.height == 0:

@@ -17,7 +17,7 @@ import json
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import polars as pl
 
@@ -27,6 +27,7 @@ __all__ = [
     "AtLeastOnceSink",
     "BoundedSource",
     "EndOfPartition",
+    "Guarantee",
     "LookupTable",
     "Metrics",
     "MetricsProvider",
@@ -48,6 +49,9 @@ __all__ = [
 
 #: A JSON value (what ``json.dumps`` accepts without help).
 JSON: TypeAlias = "bool | int | float | str | Sequence[JSON] | Mapping[str, JSON] | None"
+
+#: What a sink promises across failures (see :class:`Sink`).
+Guarantee: TypeAlias = Literal["at-least-once", "exactly-once"]
 
 #: Where a source partition's reader is: a JSON object, small, meaningful to that partition only.
 Position: TypeAlias = Mapping[str, JSON]
@@ -205,6 +209,11 @@ class Sink(Protocol):
     id, files renamed on commit) are the exactly-once issue's; none exists yet.
     """
 
+    @property
+    def guarantee(self) -> Guarantee:
+        """``"exactly-once"`` only for a two-phase sink (staged writes published by commit)."""
+        ...
+
     def open(self) -> None: ...
 
     def write(self, batch: pl.DataFrame) -> None: ...
@@ -224,6 +233,8 @@ class AtLeastOnceSink:
     """The at-least-once defaults of :class:`Sink`: subclasses implement :meth:`write`, and
     override :meth:`pre_commit` if a write can return before its rows are durable (buffers,
     asynchronous producers). ``commit`` and ``abort`` do nothing (see :class:`Sink`)."""
+
+    guarantee: Guarantee = "at-least-once"
 
     def open(self) -> None:
         """Nothing to prepare."""
