@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 import pytest
 
 from strom.connectors import MemorySink, MemorySource
+from strom.engine.aggregation import Agg
 from strom.pipeline import Pipeline, PlanError, Tumbling, agg
 
 
@@ -61,6 +64,38 @@ def test_unknown_timestamp_key_and_aggregated_columns() -> None:
     s.agg(agg.max("temp")).sink(MemorySink())
     with pytest.raises(PlanError, match="aggregated column 'temp' does not exist"):
         p.plan()
+
+
+@pytest.mark.parametrize(
+    ("spec", "dtype", "reason"),
+    [
+        (agg.sum("v"), pl.String, "agg.sum() needs a numeric or Boolean column, not String"),
+        (agg.mean("v"), pl.Date, "agg.mean() needs a numeric or Boolean column, not Date"),
+        (agg.std("v"), pl.String, "agg.std() needs a numeric"),
+        (agg.approx_quantile("v", 0.5), pl.String, "agg.approx_quantile() needs a numeric"),
+        (agg.max("v"), pl.List(pl.Int64), "agg.max() needs a column of ordered values"),
+    ],
+)
+def test_aggregation_of_a_column_of_the_wrong_type(
+    spec: Agg, dtype: pl.DataType, reason: str
+) -> None:
+    schema = pl.Schema({"ts": pl.Int64, "k": pl.String, "v": dtype})
+    source = MemorySource([[schema.to_frame()]], schema=schema)
+    p = Pipeline()
+    p.source(source, timestamp="ts").key_by("k").window(Tumbling(10)).agg(spec).sink(MemorySink())
+    with pytest.raises(PlanError, match=re.escape(reason) + ".*column 'v'"):
+        p.plan()
+
+
+def test_aggregations_accept_the_types_they_can_compute() -> None:
+    schema = {"ts": pl.Int64, "k": pl.String, "s": pl.String, "b": pl.Boolean, "d": pl.Date}
+    source = MemorySource([[pl.Schema(schema).to_frame()]], schema=pl.Schema(schema))
+    p = Pipeline()
+    w = p.source(source, timestamp="ts").key_by("k").window(Tumbling(10))
+    w.agg(agg.max("s"), agg.min("d"), agg.sum("b"), agg.count_distinct("s"), agg.first("s")).sink(
+        MemorySink()
+    )
+    p.plan()
 
 
 def test_duplicate_output_names_and_bad_specs() -> None:

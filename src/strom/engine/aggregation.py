@@ -68,6 +68,11 @@ class Agg(ABC):
         assert self.column is not None
         return pl.col(self.column)
 
+    def input_error(self, input_dtype: pl.DataType) -> str | None:
+        """Why a column of ``input_dtype`` cannot be aggregated by this function (None: it
+        can). Validation turns the reason into a PlanError naming the column."""
+        return None
+
     @abstractmethod
     def output_dtype(self, input_dtype: pl.DataType | None) -> pl.DataType:
         """The output column's type given the input column's (``None`` for ``count()``)."""

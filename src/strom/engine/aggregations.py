@@ -21,6 +21,20 @@ from strom.engine.aggregation import Agg
 from strom.engine.constants import PART, SEQ, TS
 
 
+def _numeric_error(label: str, dtype: pl.DataType) -> str | None:
+    """The reason ``agg.<label>`` refuses a non-numeric column (Booleans count as 0/1)."""
+    if dtype.is_numeric() or dtype == pl.Boolean:
+        return None
+    return f"agg.{label}() needs a numeric or Boolean column, not {dtype}"
+
+
+def _ordered_error(label: str, dtype: pl.DataType) -> str | None:
+    """The reason ``agg.<label>`` refuses a column whose values have no order."""
+    if dtype.is_nested() or dtype in (pl.Null, pl.Object):
+        return f"agg.{label}() needs a column of ordered values, not {dtype}"
+    return None
+
+
 @dataclass(frozen=True)
 class Count(Agg):
     """Events (or non-null values of ``column``). Accumulator ``[n]``."""
@@ -57,6 +71,9 @@ class Additive(Agg):
 
     partials = ("s", "n")
     width = 2
+
+    def input_error(self, input_dtype: pl.DataType) -> str | None:
+        return _numeric_error(self.label, input_dtype)
 
     def partial_exprs(self, prefix: str) -> list[pl.Expr]:
         return [self.expr.sum().alias(prefix + "s"), self.expr.count().alias(prefix + "n")]
@@ -121,6 +138,9 @@ class Extreme(Agg):
 
     partials = ("v",)
     width = 1
+
+    def input_error(self, input_dtype: pl.DataType) -> str | None:
+        return _ordered_error(self.label, input_dtype)
 
     def output_dtype(self, input_dtype: pl.DataType | None) -> pl.DataType:
         assert input_dtype is not None
@@ -267,6 +287,9 @@ class Moments(Agg):
 
     partials = ("n", "m", "m2")
     width = 3
+
+    def input_error(self, input_dtype: pl.DataType) -> str | None:
+        return _numeric_error(self.label, input_dtype)
 
     def output_dtype(self, input_dtype: pl.DataType | None) -> pl.DataType:
         return pl.Float64()
@@ -418,6 +441,9 @@ class ApproxQuantile(Agg):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_quantile(self.q)
+
+    def input_error(self, input_dtype: pl.DataType) -> str | None:
+        return _numeric_error(self.label, input_dtype)
 
     def output_dtype(self, input_dtype: pl.DataType | None) -> pl.DataType:
         return pl.Float64()

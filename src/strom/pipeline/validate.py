@@ -177,6 +177,10 @@ def _check_window(
     _require_columns(up, node.keys, where + "key column")
     columns = tuple(a.column for a in node.aggs if a.column is not None)
     _require_columns(up, columns, where + "aggregated column")
+    for a in node.aggs:
+        reason = None if a.column is None else a.input_error(up[a.column])
+        if reason is not None:
+            raise PlanError(f"{where}{reason}: column {a.column!r} of {a!r}")
     return window_schema(node.keys, node.aggs, up)
 
 
