@@ -160,3 +160,21 @@ def test_min_and_max_skip_nan_across_batches_as_polars_does(first: float) -> Non
     assert bounded[0] == ("a", 3.0 if first == 3.0 else 5.0, 5.0)
     assert streamed[0] == bounded[0]
     assert all(math.isnan(v) for v in (*bounded[1][1:], *streamed[1][1:]))  # only NaN: NaN
+
+
+def test_count_distinct_counts_nan_once_across_batches_as_polars_does() -> None:
+    """Each batch's partial holds its own NaN object and NaN != NaN; the accumulator still
+    counts NaN as one distinct value, so streaming (partials merged) equals bounded."""
+    from strom import MemorySink, MemorySource, Pipeline, Tumbling, agg, run_bounded, run_streaming
+
+    nan = float("nan")
+    batches = [[{"ts": 1, "k": "a", "v": nan}, {"ts": 1, "k": "a", "v": 1.0}],
+               [{"ts": 2, "k": "a", "v": nan}], [{"ts": 3, "k": "a", "v": nan}]]  # fmt: skip
+    results = []
+    for run in (run_bounded, run_streaming):
+        p, sink = Pipeline(), MemorySink()
+        keyed = p.source(MemorySource([batches]), timestamp="ts").key_by("k")
+        keyed.window(Tumbling(10)).agg(agg.count_distinct("v")).sink(sink)
+        run(p)
+        results.append(sink.to_frame().get_column("count_distinct_v").to_list())
+    assert results == [[2], [2]]

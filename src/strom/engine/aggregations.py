@@ -21,6 +21,9 @@ from strom.engine.aggregation import Agg
 from strom.engine.constants import PART, SEQ, TS
 
 
+_NAN = float("nan")
+
+
 def _numeric_error(label: str, dtype: pl.DataType) -> str | None:
     """The reason ``agg.<label>`` refuses a non-numeric column (Booleans count as 0/1)."""
     if dtype.is_numeric() or dtype == pl.Boolean:
@@ -380,10 +383,12 @@ class CountDistinct(Agg):
         return [set()]
 
     def add(self, acc: list[Any], partial: Sequence[Any], partition: int) -> None:
-        acc[0].update(partial[0])
+        # NaN != NaN, so every NaN would be a new member; one shared NaN object is found by
+        # identity, counting NaN once as Polars' n_unique does.
+        acc[0].update(_NAN if v != v else v for v in partial[0])
 
     def merge(self, into: list[Any], other: Sequence[Any]) -> None:
-        into[0] |= other[0]
+        into[0].update(_NAN if v != v else v for v in other[0])
 
     def result(self, acc: Sequence[Any]) -> Any:
         return len(acc[0])
