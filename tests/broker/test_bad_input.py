@@ -270,11 +270,12 @@ def test_api_versions_unknown_version_gets_v0_answer(address: Address, version: 
 @pytest.mark.parametrize(
     ("name", "api_key", "version"),
     [
-        ("Produce", 0, 2),
-        ("Fetch", 1, 3),
+        ("Produce", 0, 10),
         ("Fetch", 1, 13),
         ("Metadata", 3, 13),
-        ("ListOffsets", 2, 0),
+        ("ListOffsets", 2, 8),
+        ("OffsetCommit", 8, 9),
+        ("Produce", 0, -1),
     ],
 )
 def test_unsupported_version_closes_the_connection(

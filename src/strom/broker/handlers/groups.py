@@ -175,8 +175,12 @@ async def delete_groups(ctx: Context, req: Body) -> Body:
     }
 
 
-@api(8, "OffsetCommit", 2, 8)
+@api(8, "OffsetCommit", 0, 8)
 async def offset_commit(ctx: Context, req: Body) -> Body:
+    # v0 carries no generation or member: the codec fills in -1 and "", a standalone commit (to a
+    # group with no members), where Kafka 3.9 wrote v0 commits to ZooKeeper unchecked. v1's
+    # per-partition commit_timestamp and v2-4's retention_time_ms only set when Kafka would expire
+    # the offsets; strom never expires committed offsets, so both are accepted and have no effect.
     offsets = [
         (
             t["name"],
@@ -225,7 +229,7 @@ def _fetch_group(ctx: Context, group_id: str, topics: list[dict[str, Any]] | Non
     return [{"name": name, "partitions": parts} for name, parts in by_topic.items()]
 
 
-@api(9, "OffsetFetch", 1, 8)
+@api(9, "OffsetFetch", 0, 8)
 async def offset_fetch(ctx: Context, req: Body) -> Body:
     if ctx.version >= 8:
         groups = [
