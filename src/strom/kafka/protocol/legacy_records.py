@@ -163,6 +163,8 @@ def _iter_messages(buf: Buffer, *, nested: bool) -> Iterator[tuple[int, int, int
                 raise CorruptRecordError("message truncated")
             (timestamp,) = _I64.unpack_from(buf, p)
             p += 8
+            if timestamp < _NO_TIMESTAMP:
+                raise CorruptRecordError(f"message at position {pos} has timestamp {timestamp}")
         key, p = _read_bytes(buf, p, stop)
         value, p = _read_bytes(buf, p, stop)
         if p != stop:
