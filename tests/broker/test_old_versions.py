@@ -23,9 +23,30 @@ from strom.kafka.protocol.records import Record, build_batch, decode_records
 
 Address = tuple[str, int]
 
-# Kafka 3.9's lowest version of every API strom serves is 0 (its JSON specs' validVersions).
-KAFKA_3_9_LOWEST = {
-    key: 0 for key in (0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 22, 32, 37, 42)
+# The versions strom serves. Kafka 3.9's lowest version of every one of these APIs is 0 (its
+# JSON specs' validVersions); the highest are Kafka 3.9's except Produce (3.9: 11), Fetch (17),
+# ListOffsets (9), OffsetFetch (9), FindCoordinator (6) and InitProducerId (5).
+SERVED = {
+    0: (0, 9),
+    1: (0, 12),
+    2: (0, 7),
+    3: (0, 12),
+    8: (0, 9),
+    9: (0, 8),
+    10: (0, 4),
+    11: (0, 9),
+    12: (0, 4),
+    13: (0, 5),
+    14: (0, 5),
+    15: (0, 5),
+    16: (0, 5),
+    18: (0, 4),
+    19: (0, 7),
+    20: (0, 6),
+    22: (0, 4),
+    32: (0, 4),
+    37: (0, 3),
+    42: (0, 2),
 }
 
 
@@ -124,11 +145,12 @@ def create_topic(client: RawClient, topic: str, configs: dict[str, str] | None =
 # -- ApiVersions ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", [0, 1, 2, 3])
+@pytest.mark.parametrize("version", [0, 1, 2, 3, 4])
 def test_api_versions_advertise_kafka_3_9_lowest_versions(client: RawClient, version: int) -> None:
     body = client.request("ApiVersions", version, {}, api_key=18)
-    served = {k["api_key"]: k["min_version"] for k in body["api_keys"]}
-    assert served == KAFKA_3_9_LOWEST
+    assert body["error_code"] == 0
+    served = {k["api_key"]: (k["min_version"], k["max_version"]) for k in body["api_keys"]}
+    assert served == SERVED
 
 
 # -- Produce v0-2: message format v0/v1 up-converted ---------------------------------------------
@@ -420,3 +442,41 @@ def test_admin_old_versions(client: RawClient) -> None:
     )
     codes = {r["name"]: r["error_code"] for r in deleted["responses"]}
     assert codes == {"admin-v0": 0, "admin-v1": ErrorCode.UNKNOWN_TOPIC_OR_PARTITION}
+
+
+# -- the newest group versions Kafka 3.9 serves: JoinGroup v8-9, ListGroups v5, OffsetCommit v9 --
+
+
+def test_join_group_v9_list_groups_v5_offset_commit_v9(client: RawClient) -> None:
+    create_topic(client, "offsets")
+    first = join(client, 9, "newest")
+    assert first["error_code"] == ErrorCode.MEMBER_ID_REQUIRED  # v4+: join twice
+    joined = join(client, 9, "newest", first["member_id"])
+    assert joined["error_code"] == 0 and joined["skip_assignment"] is False
+    assert joined["protocol_type"] == "consumer" and joined["protocol_name"] == "range"
+    member, generation = joined["member_id"], joined["generation_id"]
+    sync = client.request(
+        "SyncGroup",
+        5,
+        {
+            "group_id": "newest",
+            "generation_id": generation,
+            "member_id": member,
+            "protocol_type": "consumer",
+            "protocol_name": "range",
+            "assignments": [{"member_id": member, "assignment": b""}],
+        },
+        api_key=14,
+    )
+    assert sync["error_code"] == 0
+    ok = {"generation_id_or_member_epoch": generation, "member_id": member}
+    assert commit(client, 9, "newest", 11, **ok) == 0
+    assert committed(client, 1, "newest") == (11, "v9")
+
+    def listed(types: list[str]) -> list[tuple[str, str]]:
+        body = client.request("ListGroups", 5, {"types_filter": types}, api_key=16)
+        return [(g["group_id"], g["group_type"]) for g in body["groups"]]
+
+    assert listed([]) == [("newest", "classic")]
+    assert listed(["Classic"]) == [("newest", "classic")]
+    assert listed(["consumer"]) == []  # KIP-848 groups: strom has none
