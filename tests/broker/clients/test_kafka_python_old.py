@@ -6,8 +6,9 @@ v1 through a coordinator found with FindCoordinator v0; (0, 9) Produce/Fetch v1;
 Produce/Fetch v2 with message format v1 (timestamps); (0, 10, 1) Fetch v3 and ListOffsets v1.
 strom's own venv holds kafka-python 3, so the old release runs from a separate interpreter,
 named by the environment variable STROM_OLD_KAFKA_PYTHON (e.g. a throwaway venv made with
-``python3 -m venv /tmp/kp14 && /tmp/kp14/bin/pip install kafka-python==1.4.7``); without it the
-test is skipped, saying so. The driver is ``old_kafka_python/check.py``.
+``python3 -m venv /tmp/kp14 && /tmp/kp14/bin/pip install kafka-python==1.4.7``, plus
+``python-snappy`` and ``lz4 xxhash`` for those codecs); without it the test is skipped, saying
+so. The driver is ``old_kafka_python/check.py``.
 """
 
 from __future__ import annotations
@@ -29,11 +30,19 @@ pytestmark = pytest.mark.skipif(
     reason="set STROM_OLD_KAFKA_PYTHON to a Python with kafka-python 1.4.x to run this test",
 )
 
+# What the old interpreter must import for each codec (magic 0 LZ4 needs xxhash there).
+CODEC_MODULES = {"none": "kafka", "gzip": "kafka", "snappy": "snappy", "lz4": "lz4, xxhash"}
+
 
 @pytest.mark.parametrize("api_version", ["0.8.1", "0.8.2", "0.9", "0.10.0", "0.10.1"])
-@pytest.mark.parametrize("codec", ["none", "gzip"])
+@pytest.mark.parametrize("codec", list(CODEC_MODULES))
 def test_old_kafka_python(strom_broker: Broker, api_version: str, codec: str) -> None:
     assert PYTHON is not None
+    if codec == "lz4" and api_version == "0.8.1":
+        pytest.skip("kafka-python offers LZ4 from api_version 0.8.2 only")
+    probe = [PYTHON, "-c", f"import {CODEC_MODULES[codec]}"]
+    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
+        pytest.skip(f"{PYTHON} cannot import {CODEC_MODULES[codec]} (needed for {codec})")
     topic = f"old-kp-{api_version}-{codec}"
     done = subprocess.run(
         [PYTHON, str(CHECK), strom_broker.bootstrap_servers, api_version, topic, codec],
