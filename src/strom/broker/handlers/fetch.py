@@ -31,7 +31,8 @@ def _error(index: int, code: ErrorCode, hw: int = -1, start: int = -1) -> dict[s
         "log_start_offset": start,
         "aborted_transactions": [],
         "preferred_read_replica": -1,
-        "records": None,
+        # Empty, not null, as Kafka sends: Sarama cannot decode a null records field at all.
+        "records": b"",
     }
 
 

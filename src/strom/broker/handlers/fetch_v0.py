@@ -51,7 +51,7 @@ def _convert(entry: dict[str, Any], region: FileRegion, magic: int, fetch_offset
         "cannot down-convert partition %d to magic %d: %s", entry["partition_index"], magic, reason
     )
     entry["error_code"] = int(code)
-    entry["records"] = None
+    entry["records"] = b""
 
 
 def down_convert_responses(topics_out: list[dict[str, Any]], req: Body, version: int) -> None:
