@@ -11,11 +11,20 @@ import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import polars as pl
 
-from strom.engine.contracts import AtLeastOnceSink
+from strom.connectors.sql.two_phase import (
+    BATCH,
+    EPOCH,
+    STAGE_COLUMNS,
+    WRITER,
+    Connection,
+    Ledger,
+    stage_name,
+)
+from strom.engine.contracts import AtLeastOnceSink, Guarantee
 
 __all__ = [
     "Mode",
@@ -25,10 +34,12 @@ __all__ = [
     "insert_sql",
     "json_text",
     "quote",
+    "refuse_null_keys",
     "sqlite_type",
 ]
 
 Mode = Literal["insert", "upsert"]
+T = TypeVar("T")
 
 
 def quote(name: str) -> str:
@@ -79,27 +90,70 @@ def insert_sql(
 class TableSink(AtLeastOnceSink, ABC):
     """What the SQL sinks share: argument checks, the table prepared at the first write
     (:meth:`_prepare`), the check that the table has every column of a batch, and
-    :attr:`rows_written`. A subclass connects and writes one batch in one transaction, committed
-    before ``write`` returns: so ``pre_commit`` has nothing left to do (at-least-once)."""
+    :attr:`rows_written`; and the two modes of delivery.
 
-    def __init__(self, table: str, *, key: Sequence[str] | None, mode: Mode) -> None:
+    **At-least-once** (the default): a subclass writes each batch in one transaction, committed
+    before ``write`` returns, so ``pre_commit`` has nothing left to do. **Exactly-once**
+    (``guarantee="exactly-once"``): batches are staged and published by checkpoints through a
+    :class:`~strom.connectors.sql.two_phase.Ledger` (its module says how); the sink then needs
+    a run with checkpoints, which calls :meth:`recover` right after :meth:`open`, and refuses
+    to write before it."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        key: Sequence[str] | None,
+        mode: Mode,
+        guarantee: Guarantee = "at-least-once",
+        sink_id: str | None = None,
+    ) -> None:
         if mode not in ("insert", "upsert"):
             raise ValueError(f"mode must be 'insert' or 'upsert', not {mode!r}")
         if mode == "upsert" and not key:
             raise ValueError("mode='upsert' needs key=[...] (the columns that identify a row)")
+        if guarantee not in ("at-least-once", "exactly-once"):
+            raise ValueError(
+                f"guarantee must be 'at-least-once' or 'exactly-once', not {guarantee!r}"
+            )
+        if sink_id is not None and not sink_id:
+            raise ValueError("sink_id must not be empty")
         self.table = table
         self.key = list(key or [])
         self.mode = mode
+        self.guarantee = guarantee
+        self.sink_id = sink_id or table
+        self.worker: int | None = None
         self.rows_written = 0
         self._columns: list[str] | None = None  # the table's columns, read at the first write
+        self._epoch: int | None = None  # exactly-once: this process's epoch, set by recover()
+        self._batches = 0  # exactly-once: batches staged in this epoch
+        self._staged: list[str] | None = None  # exactly-once: the staging table's columns
+
+    @property
+    def writer(self) -> str:
+        """What the staged rows and the ledger rows of this sink (and worker) are keyed by."""
+        return self.sink_id if self.worker is None else f"{self.sink_id}#w{self.worker}"
+
+    def set_worker(self, index: int) -> None:
+        """Key this sink's staged rows by worker ``index`` too (several workers share a table)."""
+        self.worker = index
 
     def open(self) -> None:
         self._columns = None
+        self._staged = None
+        self._epoch = None
         self._connect()
 
     def write(self, batch: pl.DataFrame) -> None:
         if not self._is_open():
             raise RuntimeError(f"{type(self).__name__}.write() before open()")
+        if self.guarantee == "exactly-once" and self._epoch is None:
+            raise RuntimeError(
+                f"{self!r} is exactly-once: it publishes rows at checkpoints only, so it needs a "
+                "run with checkpoints (strom run --checkpoint-dir), which calls recover() "
+                "before the first write"
+            )
         if batch.height == 0:
             return
         if self._columns is None:
@@ -115,11 +169,90 @@ class TableSink(AtLeastOnceSink, ABC):
                 f"table {self.table!r} {self._where()} has no column(s) {missing}; "
                 f"it has {self._columns}"
             )
-        self._write(batch)
+        if self._epoch is None:
+            self._write(batch)
+        else:
+            self._stage_batch(batch, self._epoch)
         self.rows_written += batch.height
 
+    def pre_commit(self, checkpoint_id: int) -> None:
+        """At-least-once: nothing to do (each write is committed). Exactly-once: record that
+        ``checkpoint_id`` covers every batch staged so far (they are durable already)."""
+        if self.guarantee == "exactly-once":
+            epoch, last = self._recovered("pre_commit"), self._batches - 1
+            self._transaction(lambda c: self._ledger().pre_commit(c, epoch, checkpoint_id, last))
+
+    def commit(self, checkpoint_id: int) -> None:
+        """Exactly-once: publish the batches of every pre-commit ``<= checkpoint_id`` and
+        record it, in one transaction; nothing when it is recorded already."""
+        if self.guarantee == "exactly-once":
+            epoch = self._recovered("commit")
+            self._transaction(lambda c: self._ledger().commit(c, epoch, checkpoint_id))
+
+    def abort(self, checkpoint_id: int) -> None:
+        """Exactly-once: discard the batches staged since the last pre-commit before
+        ``checkpoint_id``."""
+        if self.guarantee == "exactly-once":
+            epoch = self._recovered("abort")
+            self._transaction(lambda c: self._ledger().abort(c, epoch, checkpoint_id))
+
+    def recover(self, checkpoint_id: int | None) -> None:
+        """Exactly-once: publish what an earlier process pre-committed for checkpoints
+        ``<= checkpoint_id``, discard the rest it staged, and fence it (a new epoch)."""
+        if self.guarantee != "exactly-once":
+            return
+        if not self._is_open():
+            raise RuntimeError(f"{type(self).__name__}.recover() before open()")
+
+        def recover(conn: Connection) -> int:
+            ledger = self._ledger()
+            ledger.create_tables(conn)
+            return ledger.recover(conn, checkpoint_id)
+
+        self._epoch = self._transaction(recover)
+        self._batches = 0
+
     def close(self) -> None:
+        """Disconnect. Exactly-once: staged rows stay staged (the next run's recover decides)."""
+        self._epoch = None
         self._disconnect()
+
+    def _recovered(self, what: str) -> int:
+        if self._epoch is None:
+            raise RuntimeError(f"{type(self).__name__}.{what}() before recover()")
+        return self._epoch
+
+    def _stage_batch(self, batch: pl.DataFrame, epoch: int) -> None:
+        """Append ``batch`` to the staging table (created at the first batch, with its columns:
+        every later batch must have the same ones) as batch number :attr:`_batches`."""
+        columns = list(batch.columns)
+        if self._staged is None:
+            self._staged = self._transaction(lambda conn: self._ensure_stage(conn, columns))
+        if set(columns) != set(self._staged):
+            raise ValueError(
+                f"{self!r}: an exactly-once sink writes one set of columns, {self._staged}; "
+                f"this batch has {columns} (nothing of it was staged)"
+            )
+        self._write_stage(batch.select(self._staged), epoch, self._batches)
+        self._batches += 1
+
+    def _ensure_stage(self, conn: Connection, columns: list[str]) -> list[str]:
+        """The staging table's columns: ``columns``, creating the table; an existing one with
+        other columns is replaced if empty, else refused (an earlier run staged rows there)."""
+        ledger = self._ledger()
+        existing = ledger.stage_columns(conn)
+        if existing is not None and set(existing) == set(columns):
+            return existing
+        if existing is not None:
+            if conn.execute(f"SELECT 1 FROM {ledger.stage} LIMIT 1").fetchone() is not None:
+                raise ValueError(
+                    f"{self!r}: staging table {ledger.stage} holds rows of columns {existing} "
+                    f"staged by an earlier run; this run writes {columns}. Recover that run's "
+                    "checkpoint first, or use another sink_id"
+                )
+            conn.execute(f"DROP TABLE {ledger.stage}")
+        self._create_stage(conn, columns)
+        return columns
 
     @abstractmethod
     def _connect(self) -> None: ...
@@ -141,6 +274,24 @@ class TableSink(AtLeastOnceSink, ABC):
     @abstractmethod
     def _write(self, batch: pl.DataFrame) -> None:
         """Write all of ``batch`` in one transaction, or nothing."""
+
+    @abstractmethod
+    def _ledger(self) -> Ledger:
+        """The two-phase statements of this sink's writer."""
+
+    @abstractmethod
+    def _transaction(self, action: Callable[[Connection], T]) -> T:
+        """``action`` in one transaction (committed, or rolled back if it raises)."""
+
+    @abstractmethod
+    def _create_stage(self, conn: Connection, columns: list[str]) -> None:
+        """Create the staging table: :data:`STAGE_COLUMNS`, then ``columns`` typed as the
+        target's."""
+
+    @abstractmethod
+    def _write_stage(self, batch: pl.DataFrame, epoch: int, number: int) -> None:
+        """Append all of ``batch`` (the staging table's columns) to the staging table as batch
+        ``number`` of ``epoch``, in one transaction, or nothing; exactly once even if retried."""
 
 
 def sqlite_type(dtype: pl.DataType) -> str:
@@ -187,13 +338,25 @@ class SQLiteSink(TableSink):
     results written with ``key=[*keys, "window_start"]`` therefore keep each window's latest
     value: an ``is_update=True`` row replaces the earlier one.
 
-    **Delivery guarantee: at-least-once.** Each batch is written in one transaction (all its
-    rows or none) and committed before ``write`` returns (so ``pre_commit`` has nothing to
-    wait for), so after a crash the table holds exactly the batches written before it; nothing
-    else is resumed (the sink keeps no state of its own). The batches a replaying pipeline
-    emits again are written again: in upsert mode they converge to the same rows (idempotent);
-    in insert mode they are duplicates. Exactly-once (the checkpoint id committed in the same
-    transaction) is not offered yet.
+    **Delivery guarantee: at-least-once** by default. Each batch is written in one transaction
+    (all its rows or none) and committed before ``write`` returns (so ``pre_commit`` has nothing
+    to wait for), so after a crash the table holds exactly the batches written before it;
+    nothing else is resumed. The batches a replaying pipeline emits again are written again: in
+    upsert mode they converge to the same rows (idempotent); in insert mode they are duplicates.
+
+    **Exactly-once** with ``guarantee="exactly-once"``, in a run with checkpoints: each batch is
+    committed to a staging table ``_strom_stage_<sink_id>`` in the same database (its rows tagged
+    with the writer), and ``commit(c)`` moves the rows of checkpoints ``<= c`` into ``table`` and
+    records ``c`` in ``_strom_sink_commits``, in one transaction (a replayed commit finds ``c``
+    recorded and does nothing); :mod:`~strom.connectors.sql.two_phase` says how. After a crash
+    at any moment, ``recover(c)`` publishes what the dead process had pre-committed for
+    checkpoints ``<= c`` and discards the rest, so with the sources replayed from ``c`` every
+    row lands in ``table`` exactly once; readers of ``table`` never see a staged row, and a
+    zombie process is fenced (:class:`~strom.engine.contracts.FencedError`). Every
+    batch must have the same columns; a null key fails the batch before it is staged. A row the
+    table refuses when published (a duplicate key in insert mode) fails ``commit`` and stays
+    staged. ``sink_id`` (default: the table name) keys the staged and ledger rows: sinks of
+    several pipelines writing one database need distinct ids.
     """
 
     def __init__(
@@ -203,11 +366,16 @@ class SQLiteSink(TableSink):
         *,
         key: Sequence[str] | None = None,
         mode: Mode = "insert",
+        guarantee: Guarantee = "at-least-once",
+        sink_id: str | None = None,
     ) -> None:
-        super().__init__(table, key=key, mode=mode)
+        super().__init__(table, key=key, mode=mode, guarantee=guarantee, sink_id=sink_id)
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._statements: dict[tuple[str, ...], str] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteSink({str(self.path)!r}, {self.table!r}, guarantee={self.guarantee!r})"
 
     def _connect(self) -> None:
         self._conn = sqlite3.connect(self.path)
@@ -256,3 +424,72 @@ class SQLiteSink(TableSink):
                 quote(self.table), columns, f"VALUES ({marks})", mode=self.mode, key=self.key
             )
         return self._statements[columns]
+
+    # -- exactly-once ----------------------------------------------------------------------
+
+    def _ledger(self) -> Ledger:
+        return _SQLiteLedger(self)
+
+    def _transaction(self, action: Callable[[Connection], T]) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer in between
+        try:
+            result = action(conn)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return result
+
+    def _create_stage(self, conn: Connection, columns: list[str]) -> None:
+        types = {
+            row[1]: row[2]
+            for row in conn.execute(f"PRAGMA table_info({quote(self.table)})").fetchall()
+        }
+        own = [f"{WRITER} TEXT NOT NULL", f"{EPOCH} INTEGER NOT NULL", f"{BATCH} INTEGER NOT NULL"]
+        typed = [f"{quote(c)} {types.get(c, '')}".rstrip() for c in columns]
+        stage = quote(stage_name(self.sink_id))
+        conn.execute(f"CREATE TABLE {stage} ({', '.join(own + typed)})")
+
+    def _write_stage(self, batch: pl.DataFrame, epoch: int, number: int) -> None:
+        if self.key:
+            refuse_null_keys(self, batch)
+        columns = (*STAGE_COLUMNS, *batch.columns)
+        names = ", ".join(quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {quote(stage_name(self.sink_id))} ({names}) VALUES ({marks})"
+        tag = (self.writer, epoch, number)
+        conn = self._connection()
+        with conn:  # SQLite loses no answer: a failed insert was not committed
+            conn.executemany(sql, (tag + row for row in _to_sqlite(batch).iter_rows()))
+
+
+def refuse_null_keys(sink: TableSink, batch: pl.DataFrame) -> None:
+    """Raise if a row has a null in a key column (the table would refuse it when published)."""
+    nulls = batch.select(pl.any_horizontal(pl.col(sink.key).is_null()).sum()).item()
+    if nulls:
+        raise ValueError(
+            f"{sink!r}: {nulls} row(s) have a null in key column(s) {sink.key}; a row needs "
+            "its key (nothing of this batch was written)"
+        )
+
+
+class _SQLiteLedger(Ledger):
+    def __init__(self, sink: SQLiteSink) -> None:
+        stage = quote(stage_name(sink.sink_id))
+        super().__init__(sink.writer, stage, prefix="", mark="?", lock="")
+        self.sink = sink
+
+    def stage_columns(self, conn: Connection) -> list[str] | None:
+        rows = conn.execute(f"PRAGMA table_info({self.stage})").fetchall()
+        return [r[1] for r in rows if r[1] not in STAGE_COLUMNS] or None
+
+    def move(self, conn: Connection, columns: list[str], epoch: int, last_batch: int) -> None:
+        sink = self.sink
+        names = ", ".join(quote(c) for c in columns)
+        rows = (
+            f"SELECT {names} FROM {self.stage} WHERE {WRITER} = ? AND {EPOCH} = ? "
+            f"AND {BATCH} <= ? ORDER BY rowid"
+        )
+        sql = insert_sql(quote(sink.table), columns, rows, mode=sink.mode, key=sink.key)
+        conn.execute(sql, (self.writer, epoch, last_batch))
