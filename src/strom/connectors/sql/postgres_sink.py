@@ -20,7 +20,7 @@ from strom.connectors.sql.postgres import (
     to_copy_frame,
     writable,
 )
-from strom.connectors.sql.sqlite_sink import (
+from strom.connectors.sql.table_sink import (
     Mode,
     TableSink,
     create_table_sql,
