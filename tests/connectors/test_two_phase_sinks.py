@@ -178,7 +178,15 @@ def test_workers_stage_apart(spec: Spec) -> None:
     assert sorted(published(spec)) == sorted(expected(spec, [0, 1]))
 
 
-@pytest.mark.parametrize("die_at", range(1, STEPS + 1))
+#: The kill points run by default: after recover, a write, each step of the first checkpoint,
+#: the second one recorded (the first committed), the last commit. --run-slow: every step.
+SAMPLE = {1, 3, 4, 5, 6, 10, STEPS}
+
+
+@pytest.mark.parametrize(
+    "die_at",
+    [pytest.param(k, marks=() if k in SAMPLE else pytest.mark.slow) for k in range(1, STEPS + 1)],
+)
 def test_a_writer_killed_after_any_step_recovers_to_the_reference(
     spec: Spec, tmp_path: Path, die_at: int
 ) -> None:

@@ -123,8 +123,8 @@ class PostgresSink(TableSink):
     row, and a zombie process is fenced (:class:`~strom.engine.contracts.FencedError`).
     Every batch must have the same columns. A row the table refuses when published (a duplicate
     key in insert mode, a check constraint) fails ``commit`` and stays staged. ``sink_id``
-    (default: the table name) keys the staged and ledger rows: sinks of several pipelines
-    writing one schema need distinct ids.
+    (default: the table name without its schema) keys the staged and ledger rows, which live in
+    the table's schema: sinks of several pipelines writing one table need distinct ids.
     """
 
     def __init__(
@@ -139,6 +139,8 @@ class PostgresSink(TableSink):
         guarantee: Guarantee = "at-least-once",
         sink_id: str | None = None,
     ) -> None:
+        if sink_id is None:  # the ledger lives in the table's schema: the name is unique there
+            sink_id = table.rpartition(".")[2]
         super().__init__(table, key=key, mode=mode, guarantee=guarantee, sink_id=sink_id)
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries}")
@@ -295,10 +297,12 @@ class PostgresSink(TableSink):
             f"CREATE TABLE {stage} AS SELECT {own}, {names} FROM {qualified(self.table)} "
             "WITH NO DATA"
         )
-        conn.execute(f"ALTER TABLE {stage} ADD COLUMN {_SEQ} bigserial")
 
     def _write_stage(self, batch: pl.DataFrame, epoch: int, number: int) -> None:
         self._check(batch)
+        if self.mode == "upsert" and _has_duplicates(batch, self.key):
+            # a key once per batch: then its last staged row is the one of the last batch
+            batch = batch.unique(subset=self.key, keep="last", maintain_order=True)
         tag = [pl.lit(self.writer).alias(WRITER), pl.lit(epoch).alias(EPOCH),
                pl.lit(number).alias(BATCH)]  # fmt: skip
         frame = to_copy_frame(batch).select(*tag, pl.all())
@@ -308,12 +312,16 @@ class PostgresSink(TableSink):
             f"SELECT EXISTS (SELECT 1 FROM {stage} "
             f"WHERE {WRITER} = %s AND {EPOCH} = %s AND {BATCH} = %s)"
         )
+        attempts = 0
 
         def write(conn: Connection) -> None:
+            nonlocal attempts
+            attempts += 1
             with conn.transaction(), conn.cursor() as cur:
-                row = cur.execute(staged, (self.writer, epoch, number)).fetchone()
-                if row is not None and row[0]:
-                    return  # a retry after a commit whose answer the lost connection took
+                if attempts > 1:  # the lost connection may have taken the answer to a commit
+                    row = cur.execute(staged, (self.writer, epoch, number)).fetchone()
+                    if row is not None and row[0]:
+                        return
                 with cur.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT csv)") as copy:
                     for chunk in copy_chunks(frame):
                         copy.write(chunk)
@@ -386,10 +394,6 @@ def _has_duplicates(batch: pl.DataFrame, key: list[str]) -> bool:
     return bool(batch.select(pl.struct(key).is_duplicated().any()).item())
 
 
-#: The staging table's order column: rows are published in the order they were staged.
-_SEQ = "_strom_seq"
-
-
 class _PostgresLedger(Ledger):
     def __init__(self, sink: PostgresSink) -> None:
         schema, _, _ = sink.table.rpartition(".")
@@ -410,7 +414,7 @@ class _PostgresLedger(Ledger):
 
     def stage_columns(self, conn: LedgerConnection) -> list[str] | None:
         rows = conn.execute(_COLUMNS_SQL, (self.stage,)).fetchall()
-        names = [str(r[0]) for r in rows if r[0] not in (*STAGE_COLUMNS, _SEQ)]
+        names = [str(r[0]) for r in rows if r[0] not in STAGE_COLUMNS]
         return names or None
 
     def move(self, conn: LedgerConnection, columns: list[str], epoch: int, last_batch: int) -> None:
@@ -421,9 +425,9 @@ class _PostgresLedger(Ledger):
             keys = ", ".join(quote(k) for k in sink.key)
             rows = (
                 f"SELECT DISTINCT ON ({keys}) {names} FROM {self.stage} {where} "
-                f"ORDER BY {keys}, {_SEQ} DESC"
+                f"ORDER BY {keys}, {BATCH} DESC"
             )
-        else:
-            rows = f"SELECT {names} FROM {self.stage} {where} ORDER BY {_SEQ}"
+        else:  # a heap keeps no order: rows are published batch by batch, as staged
+            rows = f"SELECT {names} FROM {self.stage} {where}"
         sql = insert_sql(qualified(sink.table), columns, rows, mode=sink.mode, key=sink.key)
         conn.execute(sql, (self.writer, epoch, last_batch))
