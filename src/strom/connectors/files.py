@@ -226,7 +226,9 @@ class FileSink(AtLeastOnceSink):
 
     def abort(self, checkpoint_id: int) -> None:
         """Exactly-once: delete the files written since the last pre-commit before
-        ``checkpoint_id``."""
+        ``checkpoint_id``; the sources must then replay from the last completed checkpoint.
+        (A run that goes on without replaying must not abort: the next pre-commit covers
+        these files too.)"""
         if self.guarantee == "exactly-once":
             self._recovered("abort").abort(checkpoint_id)
 

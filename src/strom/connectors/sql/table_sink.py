@@ -181,7 +181,9 @@ class TableSink(AtLeastOnceSink, ABC):
 
     def abort(self, checkpoint_id: int) -> None:
         """Exactly-once: discard the batches staged since the last pre-commit before
-        ``checkpoint_id``."""
+        ``checkpoint_id``; the sources must then replay from the last completed checkpoint.
+        (A run that goes on without replaying must not abort: the next pre-commit covers
+        these batches too.)"""
         if self.guarantee == "exactly-once":
             epoch = self._recovered("abort")
             self._transaction(lambda c: self._ledger().abort(c, epoch, checkpoint_id))
