@@ -154,6 +154,23 @@ def test_a_write_before_recover_is_refused(spec: Spec) -> None:
     assert published(spec) == []
 
 
+def test_closing_with_uncovered_batches_says_they_are_not_published(
+    spec: Spec, caplog: pytest.LogCaptureFixture
+) -> None:
+    sink = _opened(spec)
+    sink.write(batch(0))
+    sink.pre_commit(1)
+    sink.commit(1)
+    sink.write(batch(1))
+    sink.close()
+    assert "closed with 1 " in caplog.text and "not published" in caplog.text
+    assert published(spec) == expected(spec, [0])
+    caplog.clear()
+    _opened(spec, 1).close()  # nothing written: nothing said
+    assert caplog.text == ""
+    assert published(spec) == expected(spec, [0])
+
+
 def test_workers_stage_apart(spec: Spec) -> None:
     a, b = build(spec), build(spec)
     assert isinstance(a, WorkerSink) and isinstance(b, WorkerSink)

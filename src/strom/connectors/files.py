@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob as globlib
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -19,6 +20,8 @@ from strom.engine.contracts import (
     PositionError,
     int_field,
 )
+
+log = logging.getLogger("strom.connectors")
 
 FileFormat = Literal["parquet", "csv", "ndjson"]
 FORMATS: tuple[FileFormat, ...] = ("parquet", "csv", "ndjson")
@@ -241,7 +244,15 @@ class FileSink(AtLeastOnceSink):
             self._staged = StagedFiles.recover(self.directory, writer, self.format, checkpoint_id)
 
     def close(self) -> None:
-        """Exactly-once: staged files stay staged (the next run's recover decides)."""
+        """Exactly-once: staged files stay staged (the next run's recover decides); files no
+        pre-commit covers are logged, as the next recovery deletes them."""
+        if self._staged is not None and self._staged.uncovered:
+            log.warning(
+                "%r closed with %d file(s) written after its last pre-commit: they are not "
+                "published, and the next recovery deletes them (a run ends with a checkpoint)",
+                self,
+                self._staged.uncovered,
+            )
         self._staged = None
 
     def _recovered(self, what: str) -> StagedFiles:

@@ -58,6 +58,11 @@ class StagedFiles:
         self._marker_re = re.compile(rf"\.{w}\.([0-9a-f]+)\.(\d+)\.precommit")
         self._tmp_re = re.compile(rf"\.{w}\..*\.tmp")
 
+    @property
+    def uncovered(self) -> int:
+        """How many files were written since the last pre-commit (or abort)."""
+        return self._next - self._first
+
     # -- the two phases --------------------------------------------------------------------
 
     @classmethod

@@ -9,6 +9,7 @@ batches and publishes them at checkpoints (:mod:`strom.connectors.sql.two_phase`
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Literal, TypeVar
@@ -27,6 +28,8 @@ __all__ = [
     "quote",
     "refuse_null_keys",
 ]
+
+log = logging.getLogger("strom.connectors")
 
 Mode = Literal["insert", "upsert"]
 T = TypeVar("T")
@@ -118,6 +121,7 @@ class TableSink(AtLeastOnceSink, ABC):
         self._columns: list[str] | None = None  # the table's columns, read at the first write
         self._epoch: int | None = None  # exactly-once: this process's epoch, set by recover()
         self._batches = 0  # exactly-once: batches staged in this epoch
+        self._covered = -1  # exactly-once: the last batch a pre-commit (or an abort) covers
         self._staged: list[str] | None = None  # exactly-once: the staging table's columns
 
     @property
@@ -171,6 +175,7 @@ class TableSink(AtLeastOnceSink, ABC):
         if self.guarantee == "exactly-once":
             epoch, last = self._recovered("pre_commit"), self._batches - 1
             self._transaction(lambda c: self._ledger().pre_commit(c, epoch, checkpoint_id, last))
+            self._covered = last
 
     def commit(self, checkpoint_id: int) -> None:
         """Exactly-once: publish the batches of every pre-commit ``<= checkpoint_id`` and
@@ -187,6 +192,7 @@ class TableSink(AtLeastOnceSink, ABC):
         if self.guarantee == "exactly-once":
             epoch = self._recovered("abort")
             self._transaction(lambda c: self._ledger().abort(c, epoch, checkpoint_id))
+            self._covered = self._batches - 1
 
     def recover(self, checkpoint_id: int | None) -> None:
         """Exactly-once: publish what an earlier process pre-committed for checkpoints
@@ -202,10 +208,18 @@ class TableSink(AtLeastOnceSink, ABC):
             return ledger.recover(conn, checkpoint_id)
 
         self._epoch = self._transaction(recover)
-        self._batches = 0
+        self._batches, self._covered = 0, -1
 
     def close(self) -> None:
-        """Disconnect. Exactly-once: staged rows stay staged (the next run's recover decides)."""
+        """Disconnect. Exactly-once: staged rows stay staged (the next run's recover decides);
+        batches no pre-commit covers are logged, as the next recovery discards them."""
+        if self._epoch is not None and self._batches - 1 > self._covered:
+            log.warning(
+                "%r closed with %d batch(es) staged after its last pre-commit: they are not "
+                "published, and the next recovery discards them (a run ends with a checkpoint)",
+                self,
+                self._batches - 1 - self._covered,
+            )
         self._epoch = None
         self._disconnect()
 
