@@ -2,7 +2,7 @@
 
 An exactly-once table sink never writes its target table from :meth:`write`: it appends each
 batch (one transaction) to a **staging table** beside the target, tagged with its writer, the
-writer's epoch and a batch number. Three small tables of the same database hold the rest:
+writer's epoch and a batch number. Two small tables of the same database hold the rest:
 
 - ``_strom_sink_commits(sink_id, epoch, checkpoint_id)``: per writer, the epoch of the process
   that may write (bumped by every :meth:`Ledger.recover`: a zombie of an earlier process is
@@ -32,8 +32,12 @@ from typing import Any, Protocol
 from strom.engine.contracts import FencedError
 
 __all__ = [
+    "BATCH",
     "COMMITS",
+    "EPOCH",
     "PRECOMMITS",
+    "STAGE_COLUMNS",
+    "WRITER",
     "Connection",
     "Ledger",
     "stage_name",
