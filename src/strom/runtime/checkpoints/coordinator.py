@@ -189,7 +189,7 @@ class CheckpointedRun:
         detail = {"count": s.count, "last_id": s.id, "duration_us": s.duration_us,
                   "pause_us": s.pause_us, "write_us": s.write_us, "size_bytes": s.size,
                   "restored_id": s.restored}  # fmt: skip
-        out["checkpoints"] = Metrics(label=f"{self.store.path} ({self.guarantee})", detail=detail)
+        out["checkpoints"] = Metrics(label=self.guarantee, detail=detail)
         return out
 
     def _decider_id(self) -> str | None:
