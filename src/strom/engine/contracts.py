@@ -194,7 +194,9 @@ class Sink(Protocol):
       staged so that ``commit(c)`` can publish it and ``abort(c)`` discard it). Raising fails
       checkpoint ``c``. Only once it has returned may ``c`` count as taken.
     - ``commit(c)``: publish what ``pre_commit(c)`` staged. Must be idempotent: after a crash,
-      recovery commits the last checkpoint again.
+      recovery commits the last checkpoint again. Writes may come between ``pre_commit(c)``
+      and ``commit(c)`` (the checkpoint's files are written meanwhile): they are the next
+      checkpoint's, not ``c``'s.
     - ``abort(c)``: discard what was written since the last committed checkpoint, where the sink
       can (a two-phase sink); ``c`` names the failed checkpoint.
     - ``recover(c)``: called once, right after :meth:`open`, when a run resumes from completed
