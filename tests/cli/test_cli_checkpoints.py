@@ -109,3 +109,34 @@ def test_durations() -> None:
     for bad in ("1 sec", "-1s", "s", ""):
         with pytest.raises(Exception, match="is not a duration"):
             parse_duration_ms(bad, "--checkpoint-interval")
+
+
+UNBOUNDED = """
+import polars as pl
+from strom import GeneratorSource, MemorySink, Pipeline, Tumbling, agg
+
+def generate(partition, index):
+    return pl.DataFrame({"ts": [index * 100], "k": ["k%d" % (index % 3)]})
+
+p = Pipeline()
+events = p.source(GeneratorSource(generate, partitions=2), timestamp="ts")  # never ends
+events.key_by("k").window(Tumbling(1_000)).agg(agg.count()).sink(MemorySink())
+pipeline = p
+"""
+
+
+def test_a_stopped_run_takes_a_final_checkpoint_and_resumes_from_it(tmp_path: Path) -> None:
+    path, chk = tmp_path / "unbounded.py", tmp_path / "chk"
+    path.write_text(UNBOUNDED)
+    args = ["run", str(path), "--checkpoint-dir", str(chk), "--guarantee", "at-least-once",
+            "--checkpoint-interval", "1h", "--max-seconds", "0.5"]  # fmt: skip
+    first = _strom(*args)
+    assert first.exit_code == 0 and "stopped: --max-seconds 0.5 reached" in first.output
+    (only,) = json.loads(_strom("checkpoints", "list", str(chk), "--json").output)
+    assert only["id"] == 1  # the interval never elapsed: this is the final checkpoint of the stop
+    polled = only["positions"]["source0"][0]["batch"]
+    assert polled > 0
+    second = _strom(*args)
+    assert second.exit_code == 0 and "resuming from checkpoint 1" in second.output
+    latest = json.loads(_strom("checkpoints", "show", str(chk), "--json").output)
+    assert latest["id"] == 2 and latest["positions"]["source0"][0]["batch"] > polled
