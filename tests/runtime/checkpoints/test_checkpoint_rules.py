@@ -9,7 +9,7 @@ import pytest
 from ckpt_sink import DecidingStagedFileSink, StagedFileSink, committed_rows
 
 from strom import MemorySink, MemorySource, Pipeline, Tumbling, agg
-from strom.engine.contracts import Guarantee, Sink
+from strom.engine.contracts import Guarantee, MetricsProvider, Sink
 from strom.runtime import CheckpointError, StreamingExecutor
 from strom.runtime.checkpoints import CheckpointedRun, CheckpointStore
 
@@ -127,3 +127,15 @@ def test_a_checkpoint_failing_aborts_it_and_fails_the_run(tmp_path: Path) -> Non
     run.close()  # after a failure: no final checkpoint
     assert aborted == [3]
     assert [m.id for m in CheckpointStore(tmp_path / "chk").checkpoints()] == [1, 2]
+
+
+def test_checkpoint_metrics(tmp_path: Path) -> None:
+    run = _run(tmp_path / "chk", StagedFileSink(tmp_path / "out"))
+    assert isinstance(run.stats, MetricsProvider)
+    row = run.metrics()["checkpoints"]
+    latest = CheckpointStore(tmp_path / "chk").latest()
+    assert latest is not None and row.label == "exactly-once"
+    assert row.detail["count"] == row.detail["last_id"] == latest.id
+    assert row.detail["size_bytes"] == latest.size > 0
+    assert row.detail["duration_us"] >= row.detail["pause_us"] > 0
+    assert row.detail["restored_id"] == 0

@@ -52,8 +52,11 @@ class CheckpointStats:
     """What the checkpoints of a run cost: ``count`` committed, and the last one's ``id``,
     ``duration_us`` (snapshot to commit), ``pause_us`` (the state copy), ``pre_commit_us``
     (the sinks' first phase; with the pause, all the pipeline waits for), ``write_us``
-    (serialization and files, in the writer thread) and ``size`` (bytes of state)."""
+    (serialization and files, in the writer thread) and ``size`` (bytes of state);
+    ``restored``: the checkpoint the run started from (0: none). A
+    :class:`~strom.engine.contracts.MetricsProvider`."""
 
+    guarantee: Guarantee = "exactly-once"
     count: int = 0
     id: int = 0
     duration_us: int = 0
@@ -62,6 +65,15 @@ class CheckpointStats:
     write_us: int = 0
     size: int = 0
     restored: int = 0
+
+    def metrics(self) -> Metrics:
+        """The numbers in ``detail`` (times in microseconds, size in bytes), labelled with the
+        guarantee."""
+        detail = {"count": self.count, "last_id": self.id, "duration_us": self.duration_us,
+                  "pause_us": self.pause_us, "pre_commit_us": self.pre_commit_us,
+                  "write_us": self.write_us, "size_bytes": self.size,
+                  "restored_id": self.restored}  # fmt: skip
+        return Metrics(label=self.guarantee, detail=detail)
 
 
 @dataclass(frozen=True)
@@ -99,7 +111,7 @@ class CheckpointedRun:
         self.interval_ms = interval_ms
         self.guarantee = guarantee
         self.keep = keep
-        self.stats = CheckpointStats()
+        self.stats = CheckpointStats(guarantee)
         self.recovered: Recovered | None = None
         self._sinks: list[Sink] = executor.sinks()
         self._decider: Sink | None = check_sinks(self._sinks, guarantee)
@@ -244,16 +256,9 @@ class CheckpointedRun:
                 self.store.unlock()
 
     def metrics(self) -> dict[str, Metrics]:
-        """The executor's metrics and a ``checkpoints`` row (count, last id, duration, pause,
-        write time, size; times in microseconds, size in bytes)."""
-        out = self.executor.metrics()
-        s = self.stats
-        detail = {"count": s.count, "last_id": s.id, "duration_us": s.duration_us,
-                  "pause_us": s.pause_us, "pre_commit_us": s.pre_commit_us,
-                  "write_us": s.write_us, "size_bytes": s.size,
-                  "restored_id": s.restored}  # fmt: skip
-        out["checkpoints"] = Metrics(label=self.guarantee, detail=detail)
-        return out
+        """The executor's metrics, and the checkpoints' (:class:`CheckpointStats`) as a
+        ``checkpoints`` row."""
+        return {**self.executor.metrics(), "checkpoints": self.stats.metrics()}
 
     def _decider_id(self) -> str | None:
         for index, sink in enumerate(self._sinks):
