@@ -26,6 +26,7 @@ __all__ = [
     "JSON",
     "AtLeastOnceSink",
     "BoundedSource",
+    "CommitDecider",
     "EndOfPartition",
     "FencedError",
     "Guarantee",
@@ -195,7 +196,9 @@ class Sink(Protocol):
       staged so that ``commit(c)`` can publish it and ``abort(c)`` discard it). Raising fails
       checkpoint ``c``. Only once it has returned may ``c`` count as taken.
     - ``commit(c)``: publish what ``pre_commit(c)`` staged. Must be idempotent: after a crash,
-      recovery commits the last checkpoint again.
+      recovery commits the last checkpoint again. Writes may come between ``pre_commit(c)``
+      and ``commit(c)`` (the checkpoint's files are written meanwhile): they are the next
+      checkpoint's, not ``c``'s.
     - ``abort(c)``: discard what was written since the last committed checkpoint, where the sink
       can (a two-phase sink); ``c`` names the failed checkpoint.
     - ``recover(c)``: called once, right after :meth:`open`, when a run resumes from completed
@@ -248,6 +251,25 @@ class WorkerSink(Protocol):
     recovers only the writers it has again."""
 
     def set_worker(self, index: int) -> None: ...
+
+
+@runtime_checkable
+class CommitDecider(Protocol):
+    """A two-phase sink whose own commit *is* a checkpoint's decision (a Kafka transaction
+    that also carries the sources' offsets): a run has at most one.
+
+    A checkpoint's order with a decider: every sink's ``pre_commit(c)``, the checkpoint
+    written, then the decider's ``commit(c)`` (the point of no return), then every other
+    sink's ``commit(c)``. A crash before the decider's commit leaves ``c`` undecided: recovery
+    restores the checkpoint the decider reports committed, not the latest one written.
+    Without a decider, the checkpoint being written completely is the decision.
+    """
+
+    def committed_checkpoint(self) -> int | None:
+        """The last checkpoint whose commit this sink made durable (possibly by an earlier
+        process), or None if none ever was; called after :meth:`Sink.open`, before
+        :meth:`Sink.recover`."""
+        ...
 
 
 class AtLeastOnceSink:

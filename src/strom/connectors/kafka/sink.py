@@ -68,6 +68,7 @@ class KafkaSink(AtLeastOnceSink):
         self._errors = ClientErrors(f"KafkaSink({topic!r})")
         self._first_failure: str | None = None
         self._producer: Producer | None = None
+        self._closed = False
 
     def open(self) -> None:
         defaults = {
@@ -104,15 +105,20 @@ class KafkaSink(AtLeastOnceSink):
         producer.poll(0)
 
     def pre_commit(self, checkpoint_id: int) -> None:
-        """Wait until every record written so far is acknowledged; raise if any was not."""
+        """Wait until every record written so far is acknowledged; raise if any was not.
+        After :meth:`close` there is nothing to wait for: close returned only once every
+        record was acknowledged."""
         if self._producer is None:
-            raise RuntimeError("KafkaSink.pre_commit() before open() or after close()")
+            if self._closed:
+                return
+            raise RuntimeError("KafkaSink.pre_commit() before open()")
         self._flush(self._producer)
 
     def close(self) -> None:
         """Wait for every record to be acknowledged; raise if any was not (idempotent)."""
         producer, self._producer = self._producer, None
         if producer is not None:
+            self._closed = True
             self._flush(producer)
 
     def metrics(self) -> Metrics:
