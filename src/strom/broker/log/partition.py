@@ -38,10 +38,8 @@ from strom.broker.log.retention import SegmentStats, segments_to_delete
 from strom.broker.log.segment import Segment, scan_batches
 from strom.broker.log.transactions import (
     SNAPSHOT_FILE,
-    ControlMarker,
     ProducerState,
     fold_batch,
-    parse_marker,
     recover_state,
     remove_snapshots,
     write_snapshot,
@@ -49,11 +47,13 @@ from strom.broker.log.transactions import (
 from strom.broker.log.txnindex import collect_aborted
 from strom.kafka.protocol.records import (
     BatchHeader,
+    ControlMarker,
     RecordError,
     assign_offsets,
     build_control_batch,
     decode_batch,
     iter_batches,
+    parse_control_marker,
     validate_produce_records,
 )
 
@@ -352,7 +352,7 @@ class PartitionLog:
         markers: dict[int, ControlMarker] = {}
         for i, (h, pos) in enumerate(iter_batches(records)):
             if h.is_control:
-                marker = parse_marker(records, pos)
+                marker = parse_control_marker(records, pos)
                 self._producers.check_marker(
                     h.producer_id, h.producer_epoch, marker.coordinator_epoch
                 )
