@@ -129,7 +129,9 @@ class ProducerStateTable:
             self._ongoing[pid] = txn_start
         self._states[pid] = ProducerState(
             pid,
-            h.producer_epoch,
+            # never lowered: a zombie's batch (the produce path should have fenced it) must
+            # not let its stale markers through
+            h.producer_epoch if old is None else max(old.producer_epoch, h.producer_epoch),
             last_sequence,
             h.max_timestamp,
             -1 if old is None else old.coordinator_epoch,
