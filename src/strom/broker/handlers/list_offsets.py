@@ -1,4 +1,4 @@
-"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
+"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp; v0 apart.
 
 With isolation level 1 (read_committed) "latest" is the last stable offset, and a lookup by
 timestamp (or max timestamp) that lands at or past it finds nothing, as in Kafka: a
