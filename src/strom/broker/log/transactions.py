@@ -68,6 +68,7 @@ _MAGIC: Final = b"STXS"
 _HEAD: Final = struct.Struct(">4sHqI")
 _ENTRY: Final = struct.Struct(">qhiqiq")
 _CRC: Final = struct.Struct(">I")
+_MAX_SEQUENCE: Final = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ class ProducerStateTable:
             # never lowered: a zombie's batch (the produce path should have fenced it) must
             # not let its stale markers through
             p.epoch = h.producer_epoch
-        p.last_sequence = h.base_sequence + h.last_offset_delta if h.base_sequence >= 0 else -1
+        p.last_sequence = _last_sequence(h.base_sequence, h.last_offset_delta)
         p.last_timestamp = h.max_timestamp
         if p.txn_start < 0 and h.attributes & ATTR_TRANSACTIONAL:
             p.txn_start = self._ongoing[pid] = h.base_offset
@@ -166,6 +167,16 @@ class ProducerStateTable:
         p.coordinator_epoch = marker.coordinator_epoch
         p.txn_start = -1
         return None if marker.commit else AbortedTxn(pid, first, h.base_offset)
+
+
+def _last_sequence(base_sequence: int, delta: int) -> int:
+    """The batch's last sequence number; sequences wrap from int32's maximum to 0 (as Kafka's
+    ``DefaultRecordBatch.incrementSequence``). -1 for a batch without sequences."""
+    if base_sequence < 0:
+        return -1
+    if base_sequence > _MAX_SEQUENCE - delta:
+        return delta - (_MAX_SEQUENCE - base_sequence) - 1
+    return base_sequence + delta
 
 
 def snapshot_name(offset: int) -> str:
@@ -203,7 +214,7 @@ def read_snapshot(path: Path) -> tuple[int, ProducerStateTable] | None:
     if crc32c.crc32c(data[: -_CRC.size]) != crc:
         return None
     magic, version, offset, count = _HEAD.unpack_from(data)
-    if magic != _MAGIC or version != 1 or len(data) != _HEAD.size + count * _ENTRY.size + 4:
+    if magic != _MAGIC or version != 1 or len(data) != _HEAD.size + count * _ENTRY.size + _CRC.size:
         return None
     states = [
         ProducerState(*fields)
