@@ -383,6 +383,6 @@ def test_sequences_wrap_and_snapshot(tmp_path: Path) -> None:
         for i in range(8):  # rolls: each roll writes a snapshot
             log.append(plain_batch([b"filler-%d" % i * 10]), 1)
         assert len(log.segment_base_offsets) > 1
-        assert log.producer_states()[0].last_sequence == 1
+        assert log.producer_states()[0].last_sequence == 0  # ..., max - 1, max, 0
     with PartitionLog(path, CONFIG) as log:
-        assert log.producer_states()[0].last_sequence == 1
+        assert log.producer_states()[0].last_sequence == 0  # ..., max - 1, max, 0
