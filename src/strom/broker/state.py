@@ -98,7 +98,7 @@ class BrokerState:
             partition_exists=partition_exists,
             store=group_store,
         )
-        return cls(
+        state = cls(
             config=config,
             logs=logs,
             groups=groups,
@@ -110,6 +110,10 @@ class BrokerState:
             advertised_port=config.port,
             group_store=group_store,
         )
+        # Any append, a transaction marker included (it moves the last stable offset), wakes
+        # the fetches long-polling that partition.
+        logs.on_append.append(lambda topic, partition, _: state.notify_append([(topic, partition)]))
+        return state
 
     def close(self) -> None:
         self.offsets.close()

@@ -29,6 +29,9 @@ async def list_offsets(ctx: Context, req: Body) -> Body:
     if ctx.version == 0:
         return list_offsets_v0(ctx.state, req)
     state = ctx.state
+    # read_committed (isolation level 1): "latest" is the last stable offset, and a lookup by
+    # timestamp (or max timestamp) at or past it finds nothing, as in Kafka
+    committed = req.get("isolation_level", 0) == 1
     known = state.logs.topics()
     topics = []
     for t in req["topics"]:
@@ -40,14 +43,15 @@ async def list_offsets(ctx: Context, req: Body) -> Body:
                 parts.append(_answer(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             plog = state.logs.partition(info.name, index)
+            readable = plog.last_stable_offset if committed else plog.log_end_offset
             ts = p["timestamp"]
             if ts == EARLIEST:
                 parts.append(_answer(index, ErrorCode.NONE, plog.log_start_offset))
             elif ts == LATEST:
-                parts.append(_answer(index, ErrorCode.NONE, plog.log_end_offset))
+                parts.append(_answer(index, ErrorCode.NONE, readable))
             elif ts == MAX_TIMESTAMP:
                 found = plog.max_timestamp_offset()
-                if found is None:
+                if found is None or found[0] >= readable:
                     parts.append(_answer(index, ErrorCode.NONE))
                 else:
                     parts.append(_answer(index, ErrorCode.NONE, found[0], found[1]))
@@ -55,7 +59,7 @@ async def list_offsets(ctx: Context, req: Body) -> Body:
                 parts.append(_answer(index, ErrorCode.INVALID_REQUEST))
             else:
                 found = plog.offset_for_timestamp(ts)
-                if found is None:
+                if found is None or found[0] >= readable:
                     parts.append(_answer(index, ErrorCode.NONE))
                 else:
                     parts.append(_answer(index, ErrorCode.NONE, found[0], found[1]))

@@ -1,4 +1,5 @@
-"""One log segment: ``<base>.log`` holding batches as received, plus its two sparse indexes.
+"""One log segment: ``<base>.log`` holding batches as received, plus its two sparse indexes and
+its aborted-transaction index (:mod:`strom.broker.log.txnindex`).
 
 Invariants between calls (in memory; the file agrees after a successful append or recovery):
 
@@ -13,8 +14,11 @@ Invariants between calls (in memory; the file agrees after a successful append o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
+import re
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +26,17 @@ from typing import Final
 
 import crc32c
 
-from strom.broker.log.fileio import DeferredCloser, pread_all, pwrite_all
+from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all, pwrite_all
 from strom.broker.log.index import OffsetIndex, TimeIndex
+from strom.broker.log.txnindex import TxnIndex
 from strom.kafka.protocol.records import HEADER_SIZE, BatchHeader, parse_header
 
-__all__ = ["Segment", "scan_batches", "segment_name"]
+__all__ = ["CLEAN_MARKER", "Segment", "open_segments", "scan_batches", "segment_name"]
 
 log = logging.getLogger("strom.broker.log")
 
+CLEAN_MARKER: Final = ".clean-shutdown"
+_SEGMENT_FILE: Final = re.compile(r"^(\d{20})\.(log|index|timeindex|txnindex)$")
 _CHUNK: Final = 1 << 16
 _MIN_BATCH_LENGTH: Final = HEADER_SIZE - 12
 _CRC_START: Final = 21
@@ -93,6 +100,7 @@ class Segment:
         try:
             self.index = OffsetIndex(directory / segment_name(base_offset, ".index"))
             self.time_index = TimeIndex(directory / segment_name(base_offset, ".timeindex"))
+            self.txn_index = TxnIndex(directory / segment_name(base_offset, ".txnindex"))
         except BaseException:
             os.close(self.fd)
             raise
@@ -291,11 +299,15 @@ class Segment:
                 return p, h
         return None
 
-    def region_length(self, pos: int, first_size: int, max_bytes: int) -> int:
-        """Bytes of whole batches from ``pos`` within ``max_bytes``, but at least the first."""
-        limit = pos + max(max_bytes, first_size)
-        if limit >= self.size:
-            return self.size - pos
+    def region_length(
+        self, pos: int, first_size: int, max_bytes: int, stop: int | None = None
+    ) -> int:
+        """Bytes of whole batches from ``pos`` within ``max_bytes``, but at least the first,
+        and none at or past byte position ``stop`` (a batch start; default: the end)."""
+        stop = self.size if stop is None else stop
+        limit = min(pos + max(max_bytes, first_size), stop)
+        if limit >= stop:
+            return stop - pos
         end = pos + first_size
         jump = self.index.floor_value(limit)
         start, first = (jump[1], self.base_offset + jump[0]) if jump else (end, None)
@@ -306,6 +318,12 @@ class Segment:
         for h, p in scan_batches(self.fd, start, limit, first, verify_crc=False):
             end = p + h.size
         return end - pos
+
+    def offset_at(self, pos: int) -> int:
+        """The base offset of the batch starting at ``pos`` (the next offset at the end)."""
+        if pos >= self.size:
+            return self.next_offset
+        return int(struct.unpack(">q", pread_all(self.fd, 8, pos))[0])
 
     def read_batch(self, pos: int, size: int) -> bytes:
         return pread_all(self.fd, size, pos)
@@ -323,6 +341,7 @@ class Segment:
         if indexes:
             self.index.flush()
             self.time_index.flush()
+            self.txn_index.flush()
         self.unflushed = False
 
     def seal(self, *, sync: bool) -> None:
@@ -332,11 +351,13 @@ class Segment:
             self.flush(indexes=True)
         self.index.close()
         self.time_index.close()
+        self.txn_index.close()
 
     def close(self, closer: DeferredCloser | None = None, delay_ms: int = 0) -> None:
         """Close the files; with ``closer`` the log fd stays open for ``delay_ms`` more."""
         self.index.close()
         self.time_index.close()
+        self.txn_index.close()
         if self.fd >= 0:
             if closer is not None:
                 closer.defer(self.fd, delay_ms)
@@ -349,6 +370,7 @@ class Segment:
         self.log_path.unlink(missing_ok=True)
         self.index.path.unlink(missing_ok=True)
         self.time_index.path.unlink(missing_ok=True)
+        self.txn_index.delete()
         self.close(closer, delay_ms)
 
 
@@ -357,3 +379,60 @@ def _advance(tail: _Tail, h: BatchHeader) -> None:
         tail.max_timestamp, tail.max_timestamp_offset = h.max_timestamp, h.base_offset
     tail.bytes_since_index += h.size
     tail.next_offset = h.next_offset
+
+
+def open_segments(directory: Path, index_interval_bytes: int) -> list[Segment]:
+    """Open a partition directory's segments in offset order (an empty first one if none).
+
+    Stray files go first: ``*.deleted`` and ``*.tmp`` leftovers, and the indexes of a segment
+    whose log file is gone (an interrupted deletion). The active segment is recovered unless
+    the directory holds a clean-shutdown marker, which is then removed durably.
+    """
+    marker = directory / CLEAN_MARKER
+    clean = marker.exists()
+    logs: set[int] = set()
+    others: list[tuple[int, Path]] = []
+    for path in directory.iterdir():
+        if path.name.endswith((".deleted", ".tmp")) and path.is_file():
+            path.unlink(missing_ok=True)
+        elif m := _SEGMENT_FILE.match(path.name):
+            if m[2] == "log":
+                logs.add(int(m[1]))
+            else:
+                others.append((int(m[1]), path))
+    for base, path in others:
+        if base not in logs:
+            path.unlink()  # the index of a segment whose deletion was interrupted
+    bases = sorted(logs) or [0]
+    segments: list[Segment] = []
+    try:
+        for i, base in enumerate(bases):
+            recover = i == len(bases) - 1 and not clean
+            segments.append(
+                Segment.open(
+                    directory,
+                    base,
+                    recover=recover,
+                    index_interval_bytes=index_interval_bytes,
+                )
+            )
+        for seg in segments[:-1]:
+            seg.seal(sync=False)
+        if clean:
+            marker.unlink()
+        fsync_dir(directory)
+        fsync_dir(directory.parent)
+    except BaseException:
+        for seg in segments:
+            seg.close()
+        raise
+    for prev, nxt in itertools.pairwise(segments):
+        if prev.next_offset != nxt.base_offset:
+            log.warning(
+                "%s: segment %d ends at offset %d but the next starts at %d",
+                directory,
+                prev.base_offset,
+                prev.next_offset,
+                nxt.base_offset,
+            )
+    return segments
