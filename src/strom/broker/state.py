@@ -135,7 +135,7 @@ class BrokerState:
         )
         # Before serving: every transaction decided before a crash is completed as decided.
         transactions.recover()
-        return cls(
+        state = cls(
             config=config,
             logs=logs,
             groups=groups,
@@ -148,6 +148,10 @@ class BrokerState:
             advertised_port=config.port,
             group_store=group_store,
         )
+        # Any append, a transaction marker included (it moves the last stable offset), wakes
+        # the fetches long-polling that partition.
+        logs.on_append.append(lambda topic, partition, _: state.notify_append([(topic, partition)]))
+        return state
 
     def close(self) -> None:
         self.transactions.close()
