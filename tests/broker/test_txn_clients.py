@@ -197,6 +197,7 @@ def test_timed_out_transaction_is_aborted_and_its_producer_fenced(
 
 
 def test_describe_and_list_transactions(strom_broker: Broker) -> None:
+    from kafka import TopicPartition as KafkaTopicPartition
     from kafka.admin import KafkaAdminClient
 
     topic, tid = _name("tooling"), _name("tx")
@@ -217,7 +218,7 @@ def test_describe_and_list_transactions(strom_broker: Broker) -> None:
         ]
         ongoing = admin.list_transactions(state_filters=["Ongoing"])
         assert tid in [t.transactional_id for ts in ongoing.values() for t in ts]
-        producers = admin.describe_producers([TopicPartition(topic, 1)])
+        producers = admin.describe_producers([KafkaTopicPartition(topic, 1)], broker_id=1)
         [state] = next(iter(producers.values())).active_producers
         assert state.producer_id == d.producer_id and state.current_transaction_start_offset == 0
         p.commit()
