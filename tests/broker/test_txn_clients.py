@@ -263,7 +263,9 @@ def _transform_loop(
             for m in messages:
                 producer.send(out, m.value().upper(), partition=0)
             positions = consumer.position(consumer.assignment())
-            producer.send_offsets({(tp.topic, tp.partition): tp.offset for tp in positions}, consumer)
+            producer.send_offsets(
+                {(tp.topic, tp.partition): tp.offset for tp in positions}, consumer
+            )
             done += 1
             if stop_after is not None and done > stop_after:
                 producer.flush()
@@ -317,9 +319,9 @@ def test_kcat_reads_read_committed(strom_broker: Broker) -> None:
     p.close()
 
     def kcat_read(isolation: str) -> list[str]:
+        args = [KCAT, "-C", "-b", strom_broker.bootstrap_servers, "-t", topic, "-e", "-q"]
         done = subprocess.run(
-            [KCAT, "-C", "-b", strom_broker.bootstrap_servers, "-t", topic, "-e", "-q"]
-            + ["-X", f"isolation.level={isolation}", "-f", "%s\\n"],
+            [*args, "-X", f"isolation.level={isolation}", "-f", "%s\\n"],
             capture_output=True,
             timeout=60,
             check=True,
