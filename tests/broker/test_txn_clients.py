@@ -236,49 +236,54 @@ def test_describe_and_list_transactions(strom_broker: Broker) -> None:
 # -- consume-transform-produce ------------------------------------------------------------------
 
 INPUT_COUNT = 300
-BATCH = 20
 
 
 def _transform_loop(
-    broker: Broker, source: str, out: str, group: str, tid: str, *, stop_after: int | None
+    client: Client,
+    broker: Broker,
+    source: str,
+    out: str,
+    group: str,
+    tid: str,
+    *,
+    stop_after: int | None,
 ) -> None:
-    """Read ``source`` under ``group``, write each value upper-cased to ``out``, one
-    transaction per batch with the input offsets in it. ``stop_after`` batches, the loop dies
-    mid-transaction (its output produced and flushed, never committed nor aborted)."""
-    consumer = Confluent().consumer(broker.bootstrap_servers, group)
-    producer = Confluent().producer(broker.bootstrap_servers, tid)
-    consumer.subscribe([source])
-    producer.init()
+    """Read ``source`` in ``group``, write each value upper-cased to ``out``, one transaction
+    per polled batch with the next input offsets in it. After ``stop_after`` committed batches
+    the loop dies mid-transaction (its output produced and flushed, never committed nor aborted,
+    its consumer gone without a commit)."""
+    producer = client.producer(broker.bootstrap_servers, tid)
+    producer.init()  # fences the instance before, aborting its open transaction
+    member = client.member(broker.bootstrap_servers, group, source, producer)
     done = 0
-    idle_until = time.monotonic() + 20
+    idle_until = time.monotonic() + 30
     try:
         while time.monotonic() < idle_until:
-            messages = [m for m in consumer.consume(BATCH, 0.5) if m.error() is None]
-            if not messages:
+            batch = member.poll()
+            if not batch:
                 if _committed(broker, group, source) >= INPUT_COUNT:
                     return
                 continue
-            idle_until = time.monotonic() + 20
+            idle_until = time.monotonic() + 30
             producer.begin()
-            for m in messages:
-                producer.send(out, m.value().upper(), partition=0)
-            positions = consumer.position(consumer.assignment())
-            producer.send_offsets(
-                {(tp.topic, tp.partition): tp.offset for tp in positions}, consumer
-            )
-            done += 1
-            if stop_after is not None and done > stop_after:
+            next_offsets: dict[tuple[str, int], int] = {}
+            for value, topic, partition, offset in batch:
+                producer.send(out, value.upper(), partition=0)
+                next_offsets[(topic, partition)] = offset + 1
+            producer.send_offsets(next_offsets, member.handle)
+            if stop_after is not None and done >= stop_after:
                 producer.flush()
                 return  # the process "dies": no commit, no abort
             producer.commit()
-        raise AssertionError("the transform loop saw no progress for 20 s")
+            done += 1
+        raise AssertionError("the transform loop saw no progress for 30 s")
     finally:
-        consumer.close()
+        member.close()
         producer.close()
 
 
 def test_interrupted_consume_transform_produce_loses_and_duplicates_nothing(
-    strom_broker: Broker,
+    client: Client, strom_broker: Broker
 ) -> None:
     source, out, group, tid = _name("ctp-in"), _name("ctp-out"), _name("ctp"), _name("ctp-tx")
     _create(strom_broker, source, out, partitions=1)
@@ -290,10 +295,9 @@ def test_interrupted_consume_transform_produce_loses_and_duplicates_nothing(
     feed.commit()
     feed.close()
     # Die twice mid-transaction, then run to the end; each restart fences the one before.
-    _transform_loop(strom_broker, source, out, group, tid, stop_after=3)
-    _transform_loop(strom_broker, source, out, group, tid, stop_after=5)
-    _transform_loop(strom_broker, source, out, group, tid, stop_after=None)
-    got = Confluent().read(strom_broker.bootstrap_servers, out, "read_committed", INPUT_COUNT)
+    for stop_after in (3, 5, None):
+        _transform_loop(client, strom_broker, source, out, group, tid, stop_after=stop_after)
+    got = client.read(strom_broker.bootstrap_servers, out, "read_committed", INPUT_COUNT)
     assert got == [f"M{i:04d}".encode() for i in range(INPUT_COUNT)]
     assert _committed(strom_broker, group, source) == INPUT_COUNT
 
