@@ -274,6 +274,14 @@ def test_require_stable_and_txn_offset_commit_checks(raw: RawClient) -> None:
         errors.ILLEGAL_GENERATION
     )
     assert _txn_offset_commit(raw, tid, pid, epoch, group, topic, 3) == 0
+    everything = raw.request(
+        "OffsetFetch", 7, {"group_id": group, "topics": None, "require_stable": True}, api_key=9
+    )
+    assert [
+        (t["name"], p["partition_index"], p["error_code"])
+        for t in everything["topics"]
+        for p in t["partitions"]
+    ] == [(topic, 0, errors.UNSTABLE_OFFSET_COMMIT)]
     pending = _offset_fetch(raw, group, topic, stable=True)
     assert (pending["error_code"], pending["committed_offset"]) == (
         errors.UNSTABLE_OFFSET_COMMIT,
