@@ -42,14 +42,17 @@ from strom.broker.log.errors import InvalidProducerEpochError, TransactionCoordi
 from strom.broker.log.fileio import atomic_write
 from strom.broker.log.segment import Segment, scan_batches
 from strom.broker.log.txnindex import AbortedTxn
-from strom.kafka.protocol.records import BatchHeader, CorruptRecordError, decode_batch
+from strom.kafka.protocol.records import (
+    BatchHeader,
+    ControlMarker,
+    CorruptRecordError,
+    parse_control_marker,
+)
 
 __all__ = [
     "SNAPSHOT_FILE",
-    "ControlMarker",
     "ProducerState",
     "ProducerStateTable",
-    "parse_marker",
     "read_snapshot",
     "recover_state",
     "remove_snapshots",
@@ -64,11 +67,6 @@ _MAGIC: Final = b"STXS"
 _HEAD: Final = struct.Struct(">4sHqI")
 _ENTRY: Final = struct.Struct(">qhiqiq")
 _CRC: Final = struct.Struct(">I")
-_MARKER_KEY: Final = struct.Struct(">hh")
-_MARKER_VALUE: Final = struct.Struct(">hi")
-Buffer = bytes | bytearray | memoryview
-ABORT: Final = 0
-COMMIT: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,29 +79,6 @@ class ProducerState:
     last_timestamp: int
     coordinator_epoch: int  # of the last marker that ended one of its transactions; -1: none
     current_txn_start_offset: int  # first offset of its ongoing transaction here; -1: none
-
-
-@dataclass(frozen=True, slots=True)
-class ControlMarker:
-    """An end-transaction marker's control record: key (version 0, type), value (version 0,
-    coordinator epoch)."""
-
-    commit: bool
-    coordinator_epoch: int
-
-
-def parse_marker(buf: Buffer, pos: int = 0) -> ControlMarker:
-    """The marker of the control batch at ``pos``; :class:`CorruptRecordError` if it is none
-    (Kafka's other control record types are not end-transaction markers)."""
-    records = decode_batch(buf, pos)
-    if len(records) != 1 or records[0].key is None or len(records[0].key) != _MARKER_KEY.size:
-        raise CorruptRecordError("a control batch must hold one end-transaction marker record")
-    version, kind = _MARKER_KEY.unpack(records[0].key)
-    value = records[0].value or b""
-    if version != 0 or kind not in (ABORT, COMMIT) or len(value) < _MARKER_VALUE.size:
-        raise CorruptRecordError(f"not an end-transaction marker (version {version}, type {kind})")
-    _, coordinator_epoch = _MARKER_VALUE.unpack_from(value)
-    return ControlMarker(kind == COMMIT, coordinator_epoch)
 
 
 class ProducerStateTable:
@@ -154,7 +129,9 @@ class ProducerStateTable:
             self._ongoing[pid] = txn_start
         self._states[pid] = ProducerState(
             pid,
-            h.producer_epoch,
+            # never lowered: a zombie's batch (the produce path should have fenced it) must
+            # not let its stale markers through
+            h.producer_epoch if old is None else max(old.producer_epoch, h.producer_epoch),
             last_sequence,
             h.max_timestamp,
             -1 if old is None else old.coordinator_epoch,
@@ -282,7 +259,7 @@ def recover_state(directory: Path, segments: Sequence[Segment]) -> ProducerState
             marker = None
             if h.is_control and h.producer_id >= 0:
                 try:
-                    marker = parse_marker(seg.read_batch(p, h.size))
+                    marker = parse_control_marker(seg.read_batch(p, h.size))
                 except CorruptRecordError as exc:
                     log.warning("%s: control batch at %d: %s", directory, h.base_offset, exc)
                     continue
