@@ -171,6 +171,12 @@ def test_add_partitions_and_end_txn_fencing_by_version(raw: RawClient, version: 
     assert _end(raw, version, tid, pid + 1, new["producer_epoch"], True) == (
         errors.INVALID_PRODUCER_ID_MAPPING
     )
+    # Jepsen's Bufstream report: a delayed EndTxn of the old epoch, arriving while the new
+    # instance has a transaction open, must not end that transaction.
+    assert _add_partitions(raw, version, tid, pid, new["producer_epoch"], topic, 1) == {1: 0}
+    assert _end(raw, version, tid, pid, old["producer_epoch"], True) == fenced
+    described = raw.request("DescribeTransactions", 0, {"transactional_ids": [tid]}, api_key=65)
+    assert described["transaction_states"][0]["transaction_state"] == "Ongoing"
 
 
 def test_produce_verifies_transactional_batches(raw: RawClient) -> None:
