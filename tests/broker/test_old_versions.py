@@ -25,7 +25,8 @@ Address = tuple[str, int]
 
 # The versions strom serves. Kafka 3.9's lowest version of every one of these APIs is 0 (its
 # JSON specs' validVersions); the highest are Kafka 3.9's except Produce (3.9: 11), Fetch (17),
-# ListOffsets (9), OffsetFetch (9), FindCoordinator (6) and InitProducerId (5).
+# ListOffsets (9), OffsetFetch (9), FindCoordinator (6), AddPartitionsToTxn (5, v4+ between
+# brokers), TxnOffsetCommit (5), EndTxn (5) and ListTransactions (2).
 SERVED = {
     0: (0, 9),
     1: (0, 12),
@@ -43,10 +44,17 @@ SERVED = {
     18: (0, 4),
     19: (0, 7),
     20: (0, 6),
-    22: (0, 4),
+    22: (0, 5),
+    24: (0, 3),
+    25: (0, 4),
+    26: (0, 4),
+    28: (0, 4),
     32: (0, 4),
     37: (0, 3),
     42: (0, 2),
+    61: (0, 0),
+    65: (0, 0),
+    66: (0, 1),
 }
 
 
