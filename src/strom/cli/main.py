@@ -19,6 +19,7 @@ _COMMANDS = {
     "demo": "strom.cli.demo:demo",
     "bench": "strom.cli.bench:bench",
     "run": "strom.cli.run:run",
+    "checkpoints": "strom.cli.checkpoints:checkpoints",
 }
 
 

@@ -8,7 +8,13 @@ Every pipeline runs on the streaming executor: when every source ends (bounded s
 watermark reaches its maximum, every window fires and the run finishes — the same results the
 bounded runner computes, with per-operator metrics. Otherwise it streams until SIGINT/SIGTERM or
 ``--max-seconds``; then sinks and sources are closed (sinks flush), windows still open are not
-emitted (there are no checkpoints yet, so nothing is committed either), and the metrics print.
+emitted, and the metrics print.
+
+``--checkpoint-dir DIR`` takes a checkpoint every ``--checkpoint-interval`` and a final one when
+the input ends or the run is stopped (:mod:`strom.runtime.checkpoints`); a run that finds a
+completed checkpoint in DIR resumes from it, with no flag. ``--guarantee exactly-once`` (the
+default) refuses at-least-once sinks before anything runs; ``at-least-once`` accepts them.
+Single-process runs only for now: with ``--workers`` it is a usage error.
 
 ``--workers N`` (N > 1) starts N worker processes (:mod:`strom.cli.supervisor`), each running
 ``--worker-index i`` of the same file (:mod:`strom.runtime.distributed.workers`): worker
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import runpy
 import sys
 import time
@@ -37,9 +44,10 @@ from rich.table import Table
 from strom.cli.signals import stop_on_signals
 from strom.cli.supervisor import supervise
 from strom.connectors import KafkaSource
-from strom.engine.contracts import Metrics
+from strom.engine.contracts import Guarantee, Metrics
 from strom.pipeline import Pipeline, Plan, PlanError
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, StreamingExecutor
+from strom.runtime.checkpoints import CheckpointedRun, CheckpointError, CheckpointStore
 from strom.runtime.distributed.plan_split import WorkerConfig, create_repartition_topics
 from strom.runtime.distributed.workers import Worker
 
@@ -92,6 +100,33 @@ SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
     help="Names the consumer group and the repartition topics (default: the file's stem).",
 )
 @click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Take checkpoints here, and resume from the latest one found (single process only).",
+)
+@click.option(
+    "--checkpoint-interval",
+    default="1s",
+    show_default=True,
+    metavar="DURATION",
+    help="Time between checkpoints: 500ms, 1s, 2m (0: after every round).",
+)
+@click.option(
+    "--guarantee",
+    type=click.Choice(["exactly-once", "at-least-once"]),
+    default="exactly-once",
+    show_default=True,
+    help="With --checkpoint-dir: exactly-once refuses at-least-once sinks at start.",
+)
+@click.option(
+    "--keep-checkpoints",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="How many of the newest checkpoints are kept.",
+)
+@click.option(
     "--repartition-partitions",
     type=click.IntRange(min=1),
     default=None,
@@ -105,12 +140,22 @@ def run(
     worker_index: int | None,
     run_id: str | None,
     app_id: str | None,
+    checkpoint_dir: Path | None,
+    checkpoint_interval: str,
+    guarantee: Guarantee,
+    keep_checkpoints: int,
     repartition_partitions: int | None,
 ) -> None:
     """Run the pipeline defined in FILE until its sources end or it is stopped."""
     if bootstrap_server is not None:
         os.environ["STROM_BOOTSTRAP"] = bootstrap_server
     app = app_id or pipeline_file.stem
+    interval_ms = parse_duration_ms(checkpoint_interval, "--checkpoint-interval")
+    if checkpoint_dir is not None and (workers > 1 or worker_index is not None):
+        raise click.UsageError(
+            "--checkpoint-dir with --workers is not supported yet: checkpoints are taken by a "
+            "single-process run (checkpoint barriers across workers are still to come)"
+        )
     if worker_index is not None:
         if worker_index >= workers:
             raise click.UsageError(f"--worker-index must be below --workers ({workers})")
@@ -128,20 +173,61 @@ def run(
         return
     plan, executor = _prepare(load_pipeline(pipeline_file), pipeline_file)
     partitions = sum(s.source.partition_count() for s in plan.sources())
+    runner: _Runner = executor
+    if checkpoint_dir is not None:
+        runner = _checkpointed(executor, checkpoint_dir, interval_ms, guarantee, keep_checkpoints)
     click.echo(
         f"running {pipeline_file} ({len(plan.sources())} source(s), {partitions} partition(s), "
         f"{len(plan.sinks)} sink(s)); stop with Ctrl-C",
         err=True,
     )
-    outcome = _drive(executor, max_seconds)
+    outcome = _drive(runner, max_seconds)
     click.echo(outcome, err=True)
-    _print_metrics(executor.metrics())
+    _print_metrics(runner.metrics())
+
+
+def _checkpointed(
+    executor: StreamingExecutor, path: Path, interval_ms: int, guarantee: Guarantee, keep: int
+) -> CheckpointedRun:
+    """``executor`` run with checkpoints in ``path``, recovered from the latest one there
+    (done here, so a refused sink or another pipeline's checkpoint fails before the run)."""
+    try:
+        run = CheckpointedRun(
+            executor,
+            CheckpointStore(path),
+            interval_ms=interval_ms,
+            guarantee=guarantee,
+            keep=keep,
+        )
+        recovered = run.start()
+    except CheckpointError as exc:
+        executor.close()
+        raise click.ClickException(str(exc)) from exc
+    if recovered.checkpoint is None:
+        click.echo(f"checkpoints in {path}: none to resume from, starting afresh", err=True)
+    else:
+        click.echo(f"resuming from checkpoint {recovered.checkpoint.id} in {path}", err=True)
+    return run
+
+
+def parse_duration_ms(text: str, option: str) -> int:
+    """``"500ms"``, ``"1s"``, ``"1.5s"``, ``"2m"``, ``"1h"`` or bare milliseconds as integer
+    milliseconds (:class:`click.BadParameter` otherwise)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if match is None:
+        raise click.BadParameter(
+            f"{text!r} is not a duration (like 500ms, 1s, 2m, 1h)", param_hint=option
+        )
+    scale = {"ms": 1, None: 1, "s": 1_000, "m": 60_000, "h": 3_600_000}[match.group(2)]
+    return round(float(match.group(1)) * scale)
 
 
 class _Runner(Protocol):
     def step(self) -> bool: ...
 
     def close(self) -> None: ...
+
+    def metrics(self) -> dict[str, Metrics]: ...
 
 
 def _drive(runner: _Runner, max_seconds: float | None, parent: int | None = None) -> str:

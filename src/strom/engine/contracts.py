@@ -26,6 +26,7 @@ __all__ = [
     "JSON",
     "AtLeastOnceSink",
     "BoundedSource",
+    "CommitDecider",
     "EndOfPartition",
     "Guarantee",
     "LookupTable",
@@ -227,6 +228,25 @@ class Sink(Protocol):
     def recover(self, checkpoint_id: int | None) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class CommitDecider(Protocol):
+    """A two-phase sink whose own commit *is* a checkpoint's decision (a Kafka transaction
+    that also carries the sources' offsets): a run has at most one.
+
+    A checkpoint's order with a decider: every sink's ``pre_commit(c)``, the checkpoint
+    written, then the decider's ``commit(c)`` (the point of no return), then every other
+    sink's ``commit(c)``. A crash before the decider's commit leaves ``c`` undecided: recovery
+    restores the checkpoint the decider reports committed, not the latest one written.
+    Without a decider, the checkpoint being written completely is the decision.
+    """
+
+    def committed_checkpoint(self) -> int | None:
+        """The last checkpoint whose commit this sink made durable (possibly by an earlier
+        process), or None if none ever was; called after :meth:`Sink.open`, before
+        :meth:`Sink.recover`."""
+        ...
 
 
 class AtLeastOnceSink:

@@ -120,6 +120,19 @@ class KeyedProcessCore:
         self.timers["processing_time"].clear()
         self.timer_index["processing_time"].clear()
 
+    def rebase_clock(self, shift_ms: float) -> None:
+        """Move processing time and every processing-time timer by ``shift_ms`` (rounded to
+        whole ms for timers), keeping each timer's distance from now: restored state read
+        another clock. Registration order (``seq``) is kept, so equal times fire as before."""
+        self.now_ms += shift_ms
+        shift = round(shift_ms)
+        domain = "processing_time"
+        self.timers[domain] = [(t + shift, seq, key) for t, seq, key in self.timers[domain]]
+        heapq.heapify(self.timers[domain])
+        self.timer_index[domain] = {
+            key: {t + shift for t in times} for key, times in self.timer_index[domain].items()
+        }
+
     def take_output(self) -> list[Row]:
         """The rows emitted since the last call, in emission order."""
         rows, self.output = self.output, []

@@ -29,6 +29,7 @@ progress records say how far each has got; see :mod:`strom.runtime.distributed.r
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ import polars as pl
 
 from strom.engine.contracts import (
     END_OF_PARTITION,
+    Guarantee,
     Metrics,
     MetricsProvider,
     Position,
@@ -70,7 +72,8 @@ from strom.pipeline.plan import (
     walk,
 )
 from strom.pipeline.stream import Pipeline
-from strom.pipeline.windows import Session, event_time_ms
+from strom.pipeline.windows import Duration, Session, event_time_ms, to_ms
+from strom.runtime.checkpoints import CheckpointedRun, CheckpointStore
 from strom.runtime.interval_join import IntervalJoinOperator
 from strom.runtime.lookup import LookupJoinOperator
 from strom.runtime.operators import Operator, SinkOperator, TransformOperator
@@ -214,8 +217,16 @@ class StreamingExecutor:
                     _Reader(global_index, local, source, reader, operator, coalesce)
                 )
 
+    @property
+    def finished(self) -> bool:
+        """Every source partition has ended (and every window fired): nothing more will come.
+        The run is not closed by it: a caller commits the last outputs first (a final
+        checkpoint), then :meth:`close`."""
+        return self._opened and all(r.finished for r in self._readers)
+
     def step(self) -> bool:
-        """Poll every unfinished partition once; False once all have ended (then closed).
+        """Poll every unfinished partition once; False once all have ended (see
+        :attr:`finished`; sinks stay open until :meth:`close`).
 
         A round that found nothing (no rows, no partition ended) ends with one wait on the
         sources that can be idle (:class:`~strom.engine.contracts.WaitingSource`), at most
@@ -251,8 +262,7 @@ class StreamingExecutor:
             r.operator.on_progress(r.partition, max_ts, now, False)
         for operator, batches in coalesced.items():
             _emit_merged(operator, batches)
-        if all(r.finished for r in self._readers):
-            self.close()
+        if self.finished:
             return False
         if idle:
             self._wait_for_input()
@@ -274,7 +284,8 @@ class StreamingExecutor:
                     return
 
     def run(self, *, max_rounds: int | None = None, idle_sleep_s: float = 0.0) -> None:
-        """Step until every source partition has ended (or ``max_rounds`` rounds)."""
+        """Step until every source partition has ended, then close (or return, open, after
+        ``max_rounds`` rounds)."""
         rounds = 0
         while self.step():
             rounds += 1
@@ -282,6 +293,7 @@ class StreamingExecutor:
                 return
             if idle_sleep_s:
                 time.sleep(idle_sleep_s)
+        self.close()
 
     def close(self) -> None:
         """Close every sink (they flush), then every source (idempotent)."""
@@ -296,6 +308,14 @@ class StreamingExecutor:
                 node.source.close()
 
     # -- snapshots and the sinks' two phases ---------------------------------------------------
+
+    def operator_ids(self) -> list[str]:
+        """Every operator's id (``"3:WindowAgg"``; a source's name), in plan order."""
+        return [op.name for op in self._operators.values()]
+
+    def source_partitions(self) -> dict[str, int]:
+        """Each source's partition count, by source name, in plan order."""
+        return {node.name: len(parts) for node, parts in self._partitions.items()}
 
     def stateful_operators(self) -> dict[str, StatefulOperator]:
         """The operators holding state (windows, process functions, joins), by operator id."""
@@ -319,14 +339,20 @@ class StreamingExecutor:
                 )
             positions.setdefault(r.node.name, []).append(position())
         states = {name: op.snapshot() for name, op in self.stateful_operators().items()}
-        return ExecutorSnapshot(positions, states)
+        return ExecutorSnapshot(positions, states, self.clock())
 
-    def restore(self, snapshot: ExecutorSnapshot) -> None:
+    def restore(self, snapshot: ExecutorSnapshot, *, elapsed_ms: float = 0.0) -> None:
         """Start from ``snapshot`` instead of the sources' beginnings: every source partition
         seeks to its position and every stateful operator restores its state. Call it before
         the first :meth:`step`. Raises :class:`StateError` for a snapshot of another pipeline
         (other operators or partitions), :class:`PositionError` for a position a source
-        cannot seek to."""
+        cannot seek to.
+
+        Processing-time values in the states (a partition's last data, for idleness;
+        processing-time timers) are rebased from the snapshot's clock onto this executor's:
+        ages and timers' remaining times are kept as they were at the snapshot, less
+        ``elapsed_ms`` (the processing time that passed in between: a recovery passes the
+        wall time since its checkpoint, so a timer due during the outage fires at once)."""
         if self._stepped or self._closed:
             raise RuntimeError("restore() must come before the first step()")
         stateful = self.stateful_operators()
@@ -342,8 +368,11 @@ class StreamingExecutor:
         self.open()
         for r in self._readers:
             r.reader.seek(snapshot.positions[r.node.name][r.local])
+        shift = self.clock() - snapshot.clock_ms - max(elapsed_ms, 0.0)
         for name, op in stateful.items():
             op.restore(snapshot.states[name])
+        for operator in self._operators.values():
+            operator.rebase_clock(shift)
 
     def sinks(self) -> list[Sink]:
         """Every sink of the run: the plan's, then the sources' own (dead-letter outputs)."""
@@ -422,8 +451,38 @@ def _max_event_time(batch: pl.DataFrame, column: str | None) -> int | None:
     return None if value is None else int(value)
 
 
-def run_streaming(pipeline: Pipeline | Plan, *, clock: Clock | None = None) -> StreamingExecutor:
-    """Run a pipeline over bounded sources to the end, incrementally; returns the executor."""
+def run_streaming(
+    pipeline: Pipeline | Plan,
+    *,
+    clock: Clock | None = None,
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    checkpoint_interval: Duration = 1_000,
+    guarantee: Guarantee = "exactly-once",
+    keep_checkpoints: int = 3,
+) -> StreamingExecutor:
+    """Run a pipeline over bounded sources to the end, incrementally; returns the executor.
+
+    With ``checkpoint_dir``, the run takes a checkpoint every ``checkpoint_interval`` (ms or
+    a ``timedelta``; 0: every round) and a final one at the end, keeping the newest
+    ``keep_checkpoints``; a run that finds a completed checkpoint there resumes from it (see
+    :mod:`strom.runtime.checkpoints`). ``guarantee="exactly-once"`` (the default) refuses,
+    before anything runs, sinks that are only at-least-once (a
+    :class:`~strom.runtime.checkpoints.CheckpointError` naming them); ``"at-least-once"``
+    takes the same checkpoints and accepts every sink.
+    """
     executor = StreamingExecutor(pipeline, clock=clock)
-    executor.run()
+    if checkpoint_dir is None:
+        executor.run()
+        return executor
+    run = CheckpointedRun(
+        executor,
+        CheckpointStore(checkpoint_dir),
+        interval_ms=to_ms(checkpoint_interval, "checkpoint_interval"),
+        guarantee=guarantee,
+        keep=keep_checkpoints,
+    )
+    try:
+        run.run()
+    finally:
+        run.close()
     return executor

@@ -215,6 +215,9 @@ class IntervalJoinOperator(Operator):
         meta = {"definition": self.definition(), "watermarks": self.tracker.snapshot()}
         return OperatorState(KIND, 1, frames, meta)
 
+    def rebase_clock(self, shift_ms: float) -> None:
+        self.tracker.rebase_clock(shift_ms)
+
     def restore(self, state: OperatorState) -> None:
         """Replace everything with a :meth:`snapshot` (:class:`StateError` if it is not one of
         an operator defined like this one)."""

@@ -68,6 +68,10 @@ class Operator:
         for out in self.outputs:
             out.on_progress(partition, max_event_time, now_ms, finished)
 
+    def rebase_clock(self, shift_ms: float) -> None:
+        """A restored state's processing-time values move by ``shift_ms`` into this executor's
+        clock (see :meth:`StreamingExecutor.restore`); nothing to move by default."""
+
     def open(self) -> None:
         """Called once before the first message."""
 

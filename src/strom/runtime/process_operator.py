@@ -109,6 +109,12 @@ class ProcessOperator(Operator):
         }
         return OperatorState(KIND, 1, core_frames(self.core, self._input_schema), meta)
 
+    def rebase_clock(self, shift_ms: float) -> None:
+        """The watermark tracker's idle clocks, the core's processing time and its pending
+        processing-time timers (each keeps its distance from now)."""
+        self.tracker.rebase_clock(shift_ms)
+        self.core.rebase_clock(shift_ms)
+
     def restore(self, state: OperatorState) -> None:
         """Replace everything with a :meth:`snapshot` (:class:`StateError` if it is not one of
         an operator defined like this one)."""

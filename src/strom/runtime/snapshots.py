@@ -45,16 +45,23 @@ def check_definition(state: OperatorState, expected: Mapping[str, Any], owner: s
 class ExecutorSnapshot:
     """Every source partition's position and every stateful operator's state, of one executor
     between two steps. ``positions[source]`` has one position per partition, in partition order.
+
+    ``clock_ms`` is the executor's processing-time clock when the snapshot was taken: the
+    states' processing-time values (a partition's last data, processing-time timers) are
+    values of that clock, which a restoring executor rebases onto its own (a new process's
+    monotonic clock has another origin).
     """
 
     positions: Mapping[str, Sequence[Position]] = field(default_factory=dict)
     states: Mapping[str, OperatorState] = field(default_factory=dict)
+    clock_ms: float = 0.0
 
     def to_bytes(self) -> bytes:
         """One blob: a JSON header (positions, operator ids), then each state's bytes."""
         header = {
             "positions": {name: list(ps) for name, ps in self.positions.items()},
             "states": list(self.states),
+            "clock_ms": self.clock_ms,
         }
         return pack(_MAGIC, header, [s.to_bytes() for s in self.states.values()])
 
@@ -64,7 +71,8 @@ class ExecutorSnapshot:
         try:
             ids, positions = header["states"], header["positions"]
             states = {str(i): OperatorState.from_bytes(b) for i, b in zip(ids, blobs, strict=True)}
-            return cls({str(n): list(ps) for n, ps in positions.items()}, states)
+            clock_ms = float(header.get("clock_ms", 0.0))
+            return cls({str(n): list(ps) for n, ps in positions.items()}, states, clock_ms)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             if isinstance(exc, StateError):
                 raise

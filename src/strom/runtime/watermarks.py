@@ -137,8 +137,8 @@ class WatermarkTracker:
     def restore(self, snapshot: Mapping[str, Any]) -> None:
         """Replace the state with a :meth:`snapshot` of a tracker over the same partitions.
 
-        Idleness compares ``last_data_ms`` with the executor's clock, so restoring into another
-        process is exact only with a clock that means the same there (wall-clock time)."""
+        ``last_data_ms`` is a value of the snapshotting executor's clock: an executor restoring
+        it into another process (another clock origin) calls :meth:`rebase_clock` after this."""
         partitions = {
             int(p): (max_ts, last, finished) for p, max_ts, last, finished in snapshot["partitions"]
         }
@@ -152,3 +152,10 @@ class WatermarkTracker:
             clock = self._clocks[p]
             clock.max_event_time = None if max_ts is None else int(max_ts)
             clock.last_data_ms, clock.finished = float(last), bool(finished)
+
+    def rebase_clock(self, shift_ms: float) -> None:
+        """Move every processing-time value by ``shift_ms`` (a restored state's clock values
+        into the restoring executor's clock: each partition's time since its last data is kept,
+        less any time the caller says elapsed in between)."""
+        for clock in self._clocks.values():
+            clock.last_data_ms += shift_ms

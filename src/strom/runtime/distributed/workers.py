@@ -81,10 +81,13 @@ class Worker:
         return [w.sink.topic for w in self._writers]
 
     def step(self) -> bool:
-        """One executor step, then each repartition writer's progress if it changed."""
+        """One executor step, then each repartition writer's progress if it changed; once the
+        worker's input has ended, close (the writers send their end of input then)."""
         more = self.executor.step()
         if more:
             self._send_progress()
+        else:
+            self.close()
         return more
 
     def run(self, *, max_rounds: int | None = None) -> None:

@@ -133,6 +133,9 @@ class WindowOperatorBase(Operator):
         }
         return OperatorState(kind, 1, all_frames, {**common, **meta})
 
+    def rebase_clock(self, shift_ms: float) -> None:
+        self.tracker.rebase_clock(shift_ms)
+
     def _restore_common(self, kind: str, state: OperatorState) -> None:
         """Check ``state`` is this operator's, then restore what :meth:`_state` added (the
         window state is then empty, built for the restored input schema)."""
