@@ -20,6 +20,11 @@ __all__ = ["BrokerRuntime"]
 
 log = logging.getLogger("strom.broker")
 
+# How often transactions open longer than their timeout are aborted (and failed marker writes
+# retried, and the transaction log fsynced). Kafka checks every 10 s; the check is a scan of the
+# transactional ids in memory, cheap enough to make timeouts land within a second.
+TRANSACTION_CHECK_INTERVAL_MS = 1000
+
 
 class BrokerRuntime:
     def __init__(self, config: BrokerConfig) -> None:
@@ -45,6 +50,7 @@ class BrokerRuntime:
         self.state.groups.start()
         self._tasks = [
             asyncio.create_task(self._every(config.retention_check_interval_ms, self._retention)),
+            asyncio.create_task(self._every(TRANSACTION_CHECK_INTERVAL_MS, self._transactions)),
         ]
         interval = config.log.flush.interval_ms
         if interval is not None:
@@ -93,6 +99,13 @@ class BrokerRuntime:
         deleted = self.state.logs.apply_retention(now_ms())
         if deleted:
             log.info("retention deleted %d segment(s)", deleted)
+
+    def _transactions(self) -> None:
+        assert self.state is not None
+        coordinator = self.state.transactions
+        coordinator.retry_markers()
+        coordinator.abort_timed_out()
+        coordinator.sync()
 
     def _flush(self) -> None:
         assert self.state is not None

@@ -1,8 +1,9 @@
-"""Everything the handlers share: the logs, the group coordinator, producer ids, settings."""
+"""Everything the handlers share: the logs, the group and transaction coordinators, settings."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Collection, Iterable
@@ -14,13 +15,18 @@ from strom.broker.coordinator import (
     GroupConfig,
     GroupCoordinator,
     GroupStore,
+    MarkerWriter,
     OffsetStore,
     ProducerIdManager,
     SequenceTracker,
+    TransactionCoordinator,
+    TransactionLog,
 )
 from strom.broker.log import LogManager
 
 __all__ = ["BrokerState", "now_ms"]
+
+log = logging.getLogger("strom.broker")
 
 
 def now_ms() -> int:
@@ -61,6 +67,24 @@ def _restored_sequences(logs: LogManager) -> SequenceTracker:
     return sequences
 
 
+def _marker_writer(logs: LogManager) -> MarkerWriter:
+    """How the transaction coordinator writes a commit/abort marker into a partition."""
+
+    def write(
+        topic: str, partition: int, pid: int, epoch: int, commit: bool, coordinator_epoch: int
+    ) -> None:
+        info = logs.topics().get(topic)
+        if info is None or not 0 <= partition < info.partitions:
+            # Deleted while the transaction was open: there is nothing left to end.
+            log.warning("no marker for %s-%d: the partition no longer exists", topic, partition)
+            return
+        logs.partition(topic, partition).append_marker(
+            pid, epoch, commit=commit, coordinator_epoch=coordinator_epoch, now_ms=now_ms()
+        )
+
+    return write
+
+
 @dataclass
 class BrokerState:
     config: BrokerConfig
@@ -69,6 +93,7 @@ class BrokerState:
     offsets: OffsetStore
     producers: ProducerIdManager
     sequences: SequenceTracker
+    transactions: TransactionCoordinator
     cluster_id: str
     advertised_host: str
     advertised_port: int
@@ -98,20 +123,38 @@ class BrokerState:
             partition_exists=partition_exists,
             store=group_store,
         )
-        return cls(
+        producers = ProducerIdManager(data_dir / "producer-ids")
+        transactions = TransactionCoordinator(
+            TransactionLog(data_dir / "transactions.log", flush_always=flush_always),
+            producers,
+            write_marker=_marker_writer(logs),
+            complete_offsets=lambda group, pid, commit: offsets.complete_pending(
+                group, pid, commit=commit
+            ),
+            partition_exists=partition_exists,
+        )
+        # Before serving: every transaction decided before a crash is completed as decided.
+        transactions.recover()
+        state = cls(
             config=config,
             logs=logs,
             groups=groups,
             offsets=offsets,
-            producers=ProducerIdManager(data_dir / "producer-ids"),
+            producers=producers,
             sequences=_restored_sequences(logs),
+            transactions=transactions,
             cluster_id=_cluster_id(data_dir),
             advertised_host=config.advertised_host or config.host,
             advertised_port=config.port,
             group_store=group_store,
         )
+        # Any append, a transaction marker included (it moves the last stable offset), wakes
+        # the fetches long-polling that partition.
+        logs.on_append.append(lambda topic, partition, _: state.notify_append([(topic, partition)]))
+        return state
 
     def close(self) -> None:
+        self.transactions.close()
         self.offsets.close()
         if self.group_store is not None:
             self.group_store.close()

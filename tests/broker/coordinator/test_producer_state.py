@@ -1,10 +1,12 @@
-"""ProducerIdManager (InitProducerId) and SequenceTracker (idempotent dedup)."""
+"""ProducerIdManager (producer ids) and SequenceTracker (idempotent dedup); transactional ids
+are tested with the transaction coordinator (test_transactions.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,57 +24,22 @@ from strom.broker.coordinator import (
 def test_idempotent_ids_are_unique_across_restarts(tmp_path: Path) -> None:
     path = tmp_path / "producer-ids"
     mgr = ProducerIdManager(path, block_size=10)
-    first = [mgr.init_producer_id(None) for _ in range(15)]
+    first = [mgr.init_idempotent() for _ in range(15)]
     assert all(r.error_code == errors.NONE and r.producer_epoch == 0 for r in first)
     ids = [r.producer_id for r in first]
     assert ids == sorted(set(ids))
     # A restart (even without a clean shutdown) never hands out an id again.
     again = ProducerIdManager(path, block_size=10)
-    more = [again.init_producer_id(None).producer_id for _ in range(25)]
+    more = [again.allocate() for _ in range(25)]
     assert not set(more) & set(ids)
     assert more == sorted(set(more))
 
 
-def test_transactional_id_keeps_its_id_and_bumps_the_epoch(tmp_path: Path) -> None:
+def test_unreadable_state_stops_the_broker(tmp_path: Path) -> None:
     path = tmp_path / "producer-ids"
-    mgr = ProducerIdManager(path)
-    r1 = mgr.init_producer_id("tx", transaction_timeout_ms=60_000)
-    r2 = mgr.init_producer_id("tx", transaction_timeout_ms=60_000)
-    assert r1.error_code == r2.error_code == errors.NONE
-    assert r2.producer_id == r1.producer_id and r2.producer_epoch == r1.producer_epoch + 1
-    other = mgr.init_producer_id("other")
-    assert other.producer_id != r1.producer_id
-    r3 = ProducerIdManager(path).init_producer_id("tx")
-    assert (r3.producer_id, r3.producer_epoch) == (r1.producer_id, 2)
-
-
-def test_transactional_validation_and_fencing(tmp_path: Path) -> None:
-    mgr = ProducerIdManager(tmp_path / "p")
-    assert mgr.init_producer_id("").error_code == errors.INVALID_REQUEST
-    assert (
-        mgr.init_producer_id("tx", transaction_timeout_ms=0).error_code
-        == errors.INVALID_TRANSACTION_TIMEOUT
-    )
-    assert (
-        mgr.init_producer_id("tx", transaction_timeout_ms=10**9).error_code
-        == errors.INVALID_TRANSACTION_TIMEOUT
-    )
-    r1 = mgr.init_producer_id("tx")
-    r2 = mgr.init_producer_id("tx", r1.producer_id, r1.producer_epoch)
-    assert r2.producer_epoch == r1.producer_epoch + 1
-    # A retry of that bump (the answer was lost) gets the same answer again.
-    retry = mgr.init_producer_id("tx", r1.producer_id, r1.producer_epoch)
-    assert (retry.producer_id, retry.producer_epoch) == (r2.producer_id, r2.producer_epoch)
-    stale = mgr.init_producer_id("tx", r1.producer_id, r1.producer_epoch - 1)
-    assert stale.error_code == errors.PRODUCER_FENCED
-
-
-def test_exhausted_epoch_gets_a_new_producer_id(tmp_path: Path) -> None:
-    mgr = ProducerIdManager(tmp_path / "p")
-    first = mgr.init_producer_id("tx")
-    mgr._txns["tx"] = mgr._txns["tx"]._replace(epoch=32_766)
-    bumped = mgr.init_producer_id("tx")
-    assert bumped.producer_id != first.producer_id and bumped.producer_epoch == 0
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="unreadable"):
+        ProducerIdManager(path)
 
 
 # -- sequences ------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
   LeaveGroup, ListGroups, DescribeGroups, DeleteGroups, OffsetCommit validation, OffsetDelete).
 * :class:`OffsetStore` — durable committed offsets (a checksummed, compacted journal).
 * :class:`GroupStore` — durable group metadata (generations, members, assignments), the same way.
-* :class:`ProducerIdManager` — InitProducerId; :class:`SequenceTracker` — idempotent dedup.
+* :class:`ProducerIdManager` — producer id blocks; :class:`SequenceTracker` — idempotent dedup.
+* :class:`TransactionCoordinator` — transactional ids, their epochs and transactions, persisted
+  in a :class:`TransactionLog`.
 
 Error codes are plain ints, named in :mod:`strom.broker.coordinator.errors`.
 """
@@ -35,6 +37,14 @@ from strom.broker.coordinator.sequences import (
     SequenceVerdict,
     last_sequence,
 )
+from strom.broker.coordinator.transactions import (
+    MarkerWriter,
+    OffsetCompleter,
+    TransactionCoordinator,
+    TxnDescription,
+    TxnListing,
+)
+from strom.broker.coordinator.txn_log import TransactionLog, TxnMetadata, TxnState
 
 __all__ = [
     "BatchLike",
@@ -51,15 +61,23 @@ __all__ = [
     "JoinResult",
     "LeaveResult",
     "ManualClock",
+    "MarkerWriter",
     "MemberDescription",
     "MemberLeaveResult",
     "OffsetCommit",
+    "OffsetCompleter",
     "OffsetStore",
     "PartitionError",
     "ProducerIdManager",
     "SequenceTracker",
     "SequenceVerdict",
     "SyncResult",
+    "TransactionCoordinator",
+    "TransactionLog",
+    "TxnDescription",
+    "TxnListing",
+    "TxnMetadata",
+    "TxnState",
     "errors",
     "last_sequence",
     "monotonic_ms",

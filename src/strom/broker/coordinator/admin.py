@@ -104,6 +104,42 @@ class GroupAdminMixin:
         error = self.validate_commit(group_id, generation_id, member_id, group_instance_id)
         if error != errors.NONE:
             return [PartitionError(t, p, error) for t, p, *_ in offsets]
+        results, accepted = self._check_offsets(offsets)
+        self.offsets.commit(group_id, accepted, self._wall_clock())
+        return results
+
+    def commit_txn_offsets(
+        self,
+        group_id: str,
+        producer_id: int,
+        generation_id: int,
+        member_id: str,
+        group_instance_id: str | None,
+        offsets: Sequence[OffsetCommit],
+    ) -> list[PartitionError]:
+        """TxnOffsetCommit: stage offsets in ``producer_id``'s transaction (the transaction
+        coordinator has checked the producer). They become committed offsets only if it commits.
+
+        The member checks of KIP-447 apply when the request names a generation or a member
+        (TxnOffsetCommit v3+ from a consumer's group metadata); without them, as from v0-2
+        clients, only a dead group is refused.
+        """
+        if generation_id >= 0 or member_id or group_instance_id is not None:
+            error = self.validate_commit(group_id, generation_id, member_id, group_instance_id)
+        else:
+            group = self._groups.get(group_id)
+            dead = group is not None and group.is_(_S.DEAD)
+            error = errors.COORDINATOR_NOT_AVAILABLE if dead else errors.NONE
+        if error != errors.NONE:
+            return [PartitionError(t, p, error) for t, p, *_ in offsets]
+        results, accepted = self._check_offsets(offsets)
+        self.offsets.commit_pending(group_id, producer_id, accepted, self._wall_clock())
+        return results
+
+    def _check_offsets(
+        self, offsets: Sequence[OffsetCommit]
+    ) -> tuple[list[PartitionError], list[OffsetCommit]]:
+        """One result per entry, and the entries that may be stored."""
         results: list[PartitionError] = []
         accepted: list[OffsetCommit] = []
         for entry in offsets:
@@ -118,8 +154,7 @@ class GroupAdminMixin:
             else:
                 accepted.append(entry)
             results.append(PartitionError(topic, partition, code))
-        self.offsets.commit(group_id, accepted, self._wall_clock())
-        return results
+        return results, accepted
 
     def fetch_offsets(
         self, group_id: str, partitions: Iterable[tuple[str, int]] | None = None

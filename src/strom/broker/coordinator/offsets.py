@@ -12,6 +12,14 @@ Guarantees of :class:`OffsetStore`:
 * The file is compacted (rewritten atomically with only the live offsets) on open, and while
   running, once it is much larger than the live set.
 
+Transactional offsets (TxnOffsetCommit, KIP-98) are kept apart per (group, producer id) until
+the transaction coordinator decides: :meth:`complete_pending` with ``commit=True`` makes them the
+group's committed offsets, with ``commit=False`` drops them. Both steps are journaled like a
+commit, so pending offsets survive a restart and a decision is applied exactly once; completing
+a producer with nothing pending is a no-op (the coordinator re-applies decisions on recovery).
+While any are pending for a partition, :meth:`pending_partitions` names it (OffsetFetch with
+``require_stable`` answers UNSTABLE_OFFSET_COMMIT there).
+
 Offsets are never expired by age (Kafka's ``offsets.retention.minutes``); they live until the
 group or topic is deleted.
 """
@@ -53,6 +61,8 @@ class OffsetStore:
         self.flush_always = flush_always
         self._clock = clock
         self._groups: dict[str, dict[_Key, CommittedOffset]] = {}
+        # group -> producer id -> offsets of its open transaction
+        self._pending: dict[str, dict[int, dict[_Key, CommittedOffset]]] = {}
         self._journal = journal.JournalFile(
             self.path,
             flush_always=flush_always,
@@ -115,6 +125,7 @@ class OffsetStore:
             return False
         self._append({"t": "dg", "g": group_id})
         del self._groups[group_id]
+        self._pending.pop(group_id, None)
         self._maybe_compact()
         return True
 
@@ -131,6 +142,36 @@ class OffsetStore:
             self._append({"t": "dt", "topic": topic})
             self._apply_delete_topic(topic)
             self._maybe_compact()
+
+    # -- transactional offsets ------------------------------------------------------------
+
+    def commit_pending(
+        self,
+        group_id: str,
+        producer_id: int,
+        offsets: Sequence[OffsetCommit],
+        commit_timestamp_ms: int | None = None,
+    ) -> None:
+        """Stage offsets of ``producer_id``'s open transaction (not visible to :meth:`fetch`)."""
+        if not offsets:
+            return
+        ts = self._clock() if commit_timestamp_ms is None else commit_timestamp_ms
+        entries: list[list[Any]] = [[t, p, o, e, m or "", ts] for t, p, o, e, m in offsets]
+        self._append({"t": "tp", "g": group_id, "pid": producer_id, "o": entries})
+        self._apply_pending(group_id, producer_id, entries)
+        self._maybe_compact()
+
+    def complete_pending(self, group_id: str, producer_id: int, *, commit: bool) -> None:
+        """Publish (``commit``) or drop the offsets ``producer_id`` staged for ``group_id``."""
+        if producer_id not in self._pending.get(group_id, {}):
+            return
+        self._append({"t": "tx", "g": group_id, "pid": producer_id, "c": commit})
+        self._apply_complete(group_id, producer_id, commit)
+        self._maybe_compact()
+
+    def pending_partitions(self, group_id: str) -> set[tuple[str, int]]:
+        """The partitions of ``group_id`` with transactional offsets not yet decided."""
+        return {key for staged in self._pending.get(group_id, {}).values() for key in staged}
 
     def sync(self) -> None:
         """fsync what was written since the last sync (a no-op when nothing was)."""
@@ -153,6 +194,10 @@ class OffsetStore:
         for group_id in sorted(self._groups):
             entries = [list(v) for _, v in sorted(self._groups[group_id].items())]
             yield {"t": "c", "g": group_id, "o": entries}
+        for group_id in sorted(self._pending):
+            for pid, staged in sorted(self._pending[group_id].items()):
+                entries = [list(v) for _, v in sorted(staged.items())]
+                yield {"t": "tp", "g": group_id, "pid": pid, "o": entries}
 
     def _maybe_compact(self) -> None:
         self._journal.maybe_compact(self._snapshot)
@@ -165,6 +210,11 @@ class OffsetStore:
             self._apply_commit(record["g"], record["o"])
         elif kind == "dg":
             self._groups.pop(record["g"], None)
+            self._pending.pop(record["g"], None)
+        elif kind == "tp":
+            self._apply_pending(record["g"], int(record["pid"]), record["o"])
+        elif kind == "tx":
+            self._apply_complete(record["g"], int(record["pid"]), bool(record["c"]))
         elif kind == "do":
             self._apply_delete_offsets(record["g"], record["p"])
         elif kind == "dt":
@@ -179,6 +229,19 @@ class OffsetStore:
         stored = self._groups.setdefault(group_id, {})
         for t, p, o, e, m, ts in entries:
             stored[(t, p)] = CommittedOffset(t, p, o, e, m, ts)
+
+    def _apply_pending(self, group_id: str, producer_id: int, entries: list[list[Any]]) -> None:
+        staged = self._pending.setdefault(group_id, {}).setdefault(producer_id, {})
+        for t, p, o, e, m, ts in entries:
+            staged[(t, p)] = CommittedOffset(t, p, o, e, m, ts)
+
+    def _apply_complete(self, group_id: str, producer_id: int, commit: bool) -> None:
+        by_producer = self._pending.get(group_id, {})
+        staged = by_producer.pop(producer_id, {})
+        if not by_producer:
+            self._pending.pop(group_id, None)
+        if commit and staged:
+            self._groups.setdefault(group_id, {}).update(staged)
 
     def _apply_delete_offsets(self, group_id: str, keys: list[list[Any]]) -> None:
         stored = self._groups.get(group_id, {})

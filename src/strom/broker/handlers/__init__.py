@@ -6,7 +6,16 @@ import importlib
 
 __all__ = ["load_handlers"]
 
-_MODULES = ("api_versions", "metadata", "produce", "fetch", "list_offsets", "admin", "groups")
+_MODULES = (
+    "api_versions",
+    "metadata",
+    "produce",
+    "fetch",
+    "list_offsets",
+    "admin",
+    "groups",
+    "transactions",
+)
 
 
 def load_handlers() -> None:

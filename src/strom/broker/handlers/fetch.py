@@ -1,7 +1,14 @@
 """Fetch: long-poll until ``min_bytes`` are available or ``max_wait_ms`` passes; send file bytes.
 
 A long poll is woken by an append to any partition it reads (and only by those), so a record
-reaches a waiting fetch as soon as it is written, not at ``max_wait_ms``.
+reaches a waiting fetch as soon as it is written, not at ``max_wait_ms``. A transaction marker
+is an append too: a read_committed poll waiting at the last stable offset wakes when it moves.
+
+Isolation (KIP-98): ``read_uncommitted`` (0) reads up to the high watermark. ``read_committed``
+(1) reads only whole batches whose last offset is below the partition's last stable offset
+(the region is cut at a batch boundary, never through one), and answers with the aborted
+transactions overlapping the returned offsets, from every segment, for the client to drop.
+Both fill in ``last_stable_offset``.
 
 Record data is never read into Python: each partition's answer is a region of a segment file that
 the server hands to ``sendfile``. Fetch sessions (KIP-227) are not kept: the response's session id
@@ -21,12 +28,14 @@ from strom.kafka.protocol.codec import FileRegion
 from strom.kafka.protocol.errors import ErrorCode
 
 
-def _error(index: int, code: ErrorCode, hw: int = -1, start: int = -1) -> dict[str, Any]:
+def _error(
+    index: int, code: ErrorCode, hw: int = -1, start: int = -1, stable: int = -1
+) -> dict[str, Any]:
     return {
         "partition_index": index,
         "error_code": int(code),
         "high_watermark": hw,
-        "last_stable_offset": hw,
+        "last_stable_offset": stable if stable >= 0 else hw,
         "log_start_offset": start,
         "aborted_transactions": [],
         "preferred_read_replica": -1,
@@ -40,6 +49,7 @@ def _read_all(
     """The response's topics, the record bytes in them, and the partitions read (an append to
     any of which ends a long poll)."""
     budget = max(req.get("max_bytes", 0x7FFFFFFF), 1) if version >= 3 else 0x7FFFFFFF
+    committed = req.get("isolation_level", 0) == 1
     total = 0
     topics_out = []
     read: list[tuple[str, int]] = []
@@ -66,12 +76,13 @@ def _read_all(
             limit = min(p["partition_max_bytes"], budget - total)
             if limit <= 0 and total > 0:
                 # The response is full; later partitions report their offsets but no data.
-                hw = plog.log_end_offset
-                parts_out.append(_error(index, ErrorCode.NONE, hw, plog.log_start_offset))
+                hw, start = plog.log_end_offset, plog.log_start_offset
+                parts_out.append(_error(index, ErrorCode.NONE, hw, start, plog.last_stable_offset))
                 parts_out[-1]["records"] = b""
                 continue
+            offset = p["fetch_offset"]
             try:
-                got = plog.read(p["fetch_offset"], max(limit, 1))
+                got = plog.read(offset, max(limit, 1), committed=committed)
             except OffsetOutOfRangeError:
                 parts_out.append(
                     _error(
@@ -79,13 +90,22 @@ def _read_all(
                         ErrorCode.OFFSET_OUT_OF_RANGE,
                         plog.log_end_offset,
                         plog.log_start_offset,
+                        plog.last_stable_offset,
                     )
                 )
                 continue
-            entry = _error(index, ErrorCode.NONE, got.high_watermark, got.log_start_offset)
+            entry = _error(
+                index, ErrorCode.NONE, got.high_watermark, got.log_start_offset,
+                got.last_stable_offset,
+            )  # fmt: skip
             if got.length > 0:
                 entry["records"] = FileRegion(got.fd, got.position, got.length)
                 total += got.length
+                if committed:
+                    entry["aborted_transactions"] = [
+                        {"producer_id": pid, "first_offset": first}
+                        for pid, first in plog.aborted_transactions(offset, got.end_offset)
+                    ]
             else:
                 entry["records"] = b""
             parts_out.append(entry)

@@ -1,20 +1,28 @@
-"""Consumer groups (classic protocol) and committed offsets; InitProducerId for idempotence."""
+"""Consumer groups (classic protocol), committed offsets, and FindCoordinator for groups and
+transactional ids."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from strom.broker.handlers.base import Body, Context, api
 from strom.kafka.protocol.errors import ErrorCode
 
-_GROUP_KEY_TYPE = 0
+# FindCoordinator key types this broker coordinates: consumer groups and transactional ids.
+_KEY_TYPES = (0, 1)
 
-log = logging.getLogger("strom.broker")
 
-
-def _coordinator(ctx: Context, key: str) -> dict[str, Any]:
+def _coordinator(ctx: Context, key: str, key_type: int) -> dict[str, Any]:
     state = ctx.state
+    if key_type not in _KEY_TYPES:
+        return {
+            "key": key,
+            "node_id": -1,
+            "host": "",
+            "port": -1,
+            "error_code": int(ErrorCode.INVALID_REQUEST),
+            "error_message": f"unsupported coordinator key type {key_type}",
+        }
     return {
         "key": key,
         "node_id": state.config.node_id,
@@ -27,10 +35,11 @@ def _coordinator(ctx: Context, key: str) -> dict[str, Any]:
 
 @api(10, "FindCoordinator", 0, 4)
 async def find_coordinator(ctx: Context, req: Body) -> Body:
-    # This broker coordinates every group (and, later, every transactional id).
+    # This broker coordinates every group and every transactional id.
     keys = req["coordinator_keys"] if ctx.version >= 4 else [req["key"]]
-    coordinators = [_coordinator(ctx, k) for k in keys]
-    first = coordinators[0] if coordinators else _coordinator(ctx, "")
+    key_type = req.get("key_type", 0)
+    coordinators = [_coordinator(ctx, k, key_type) for k in keys]
+    first = coordinators[0] if coordinators else _coordinator(ctx, "", key_type)
     return {"throttle_time_ms": 0, **first, "coordinators": coordinators}
 
 
@@ -206,20 +215,26 @@ async def offset_commit(ctx: Context, req: Body) -> Body:
     }
 
 
-def _fetch_group(ctx: Context, group_id: str, topics: list[dict[str, Any]] | None) -> list[Any]:
+def _fetch_group(
+    ctx: Context, group_id: str, topics: list[dict[str, Any]] | None, require_stable: bool
+) -> list[Any]:
     wanted = None
     if topics is not None:
         wanted = [(t["name"], p) for t in topics for p in t["partition_indexes"]]
     committed = ctx.state.groups.fetch_offsets(group_id, wanted)
+    # KIP-447: a consumer asking for stable offsets must not start from an offset that an open
+    # transaction may still move; it retries until the transaction is decided.
+    unstable = ctx.state.offsets.pending_partitions(group_id) if require_stable else set()
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for (topic, partition), c in sorted(committed.items()):
+        pending = (topic, partition) in unstable
         by_topic.setdefault(topic, []).append(
             {
                 "partition_index": partition,
-                "committed_offset": c.offset,
-                "committed_leader_epoch": c.leader_epoch,
-                "metadata": c.metadata,
-                "error_code": 0,
+                "committed_offset": -1 if pending else c.offset,
+                "committed_leader_epoch": -1 if pending else c.leader_epoch,
+                "metadata": "" if pending else c.metadata,
+                "error_code": int(ErrorCode.UNSTABLE_OFFSET_COMMIT) if pending else 0,
             }
         )
     return [{"name": name, "partitions": parts} for name, parts in by_topic.items()]
@@ -227,11 +242,12 @@ def _fetch_group(ctx: Context, group_id: str, topics: list[dict[str, Any]] | Non
 
 @api(9, "OffsetFetch", 1, 8)
 async def offset_fetch(ctx: Context, req: Body) -> Body:
+    stable = bool(req.get("require_stable", False))
     if ctx.version >= 8:
         groups = [
             {
                 "group_id": g["group_id"],
-                "topics": _fetch_group(ctx, g["group_id"], g["topics"]),
+                "topics": _fetch_group(ctx, g["group_id"], g["topics"], stable),
                 "error_code": 0,
             }
             for g in req["groups"]
@@ -239,37 +255,6 @@ async def offset_fetch(ctx: Context, req: Body) -> Body:
         return {"throttle_time_ms": 0, "groups": groups}
     return {
         "throttle_time_ms": 0,
-        "topics": _fetch_group(ctx, req["group_id"], req["topics"]),
+        "topics": _fetch_group(ctx, req["group_id"], req["topics"], stable),
         "error_code": 0,
-    }
-
-
-@api(22, "InitProducerId", 0, 4)
-async def init_producer_id(ctx: Context, req: Body) -> Body:
-    if req["transactional_id"] is not None:
-        # Transactions are not implemented yet: fail the producer at init_transactions() instead
-        # of letting its first transaction time out. Kafka has no "unsupported" code for this;
-        # this one is fatal in every client and names the transactional id.
-        log.warning(
-            "refused transactional id %r from %s: transactions are not supported yet",
-            req["transactional_id"],
-            ctx.client_host,
-        )
-        return {
-            "throttle_time_ms": 0,
-            "error_code": int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
-            "producer_id": -1,
-            "producer_epoch": -1,
-        }
-    result = ctx.state.producers.init_producer_id(
-        req["transactional_id"],
-        req.get("producer_id", -1),
-        req.get("producer_epoch", -1),
-        transaction_timeout_ms=req["transaction_timeout_ms"],
-    )
-    return {
-        "throttle_time_ms": 0,
-        "error_code": result.error_code,
-        "producer_id": result.producer_id,
-        "producer_epoch": result.producer_epoch,
     }

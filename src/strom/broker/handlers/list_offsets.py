@@ -1,4 +1,9 @@
-"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp."""
+"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
+
+With isolation level 1 (read_committed) "latest" is the last stable offset, and a lookup by
+timestamp (or max timestamp) that lands at or past it finds nothing, as in Kafka: a
+read_committed consumer cannot read there yet.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ def _answer(index: int, code: ErrorCode, offset: int = -1, timestamp: int = -1) 
 @api(2, "ListOffsets", 1, 7)
 async def list_offsets(ctx: Context, req: Body) -> Body:
     state = ctx.state
+    committed = req.get("isolation_level", 0) == 1
     known = state.logs.topics()
     topics = []
     for t in req["topics"]:
@@ -37,14 +43,15 @@ async def list_offsets(ctx: Context, req: Body) -> Body:
                 parts.append(_answer(index, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
                 continue
             plog = state.logs.partition(info.name, index)
+            readable = plog.last_stable_offset if committed else plog.log_end_offset
             ts = p["timestamp"]
             if ts == EARLIEST:
                 parts.append(_answer(index, ErrorCode.NONE, plog.log_start_offset))
             elif ts == LATEST:
-                parts.append(_answer(index, ErrorCode.NONE, plog.log_end_offset))
+                parts.append(_answer(index, ErrorCode.NONE, readable))
             elif ts == MAX_TIMESTAMP:
                 found = plog.max_timestamp_offset()
-                if found is None:
+                if found is None or found[0] >= readable:
                     parts.append(_answer(index, ErrorCode.NONE))
                 else:
                     parts.append(_answer(index, ErrorCode.NONE, found[0], found[1]))
@@ -52,7 +59,7 @@ async def list_offsets(ctx: Context, req: Body) -> Body:
                 parts.append(_answer(index, ErrorCode.INVALID_REQUEST))
             else:
                 found = plog.offset_for_timestamp(ts)
-                if found is None:
+                if found is None or found[0] >= readable:
                     parts.append(_answer(index, ErrorCode.NONE))
                 else:
                     parts.append(_answer(index, ErrorCode.NONE, found[0], found[1]))

@@ -1,4 +1,11 @@
-"""Produce: validate the batches, assign offsets, append to the partition's log."""
+"""Produce: validate the batches, assign offsets, append to the partition's log.
+
+A transactional batch is appended only for a partition that AddPartitionsToTxn added to its
+producer's ongoing transaction, at the producer's current epoch (KIP-890 part 1: a late batch
+of a finished or fenced transaction cannot become part of the next one); otherwise it is
+refused with INVALID_TXN_STATE, INVALID_PRODUCER_EPOCH or INVALID_PRODUCER_ID_MAPPING.
+Control batches (commit/abort markers) are written by the transaction coordinator only.
+"""
 
 from __future__ import annotations
 
@@ -79,11 +86,45 @@ def _produce_partition(
         return _partition_result(index, ErrorCode.CORRUPT_MESSAGE, str(exc))
     if not headers:
         return _partition_result(index, ErrorCode.INVALID_RECORD, "no records")
-    if any(h.is_transactional or h.is_control for h in headers):
+    if any(h.is_control for h in headers):
         return _partition_result(
-            index, ErrorCode.INVALID_RECORD, "transactional produce is not supported yet"
+            index, ErrorCode.INVALID_RECORD, "control batches are written by the broker only"
+        )
+    if headers[0].is_transactional:
+        refused = _verify_transactional(state, topic, index, headers)
+        if refused is not None:
+            return refused
+    elif any(h.is_transactional for h in headers):
+        return _partition_result(
+            index, ErrorCode.INVALID_RECORD, "transactional and other batches in one request"
         )
     return _append(state, topic, index, records, headers)
+
+
+def _verify_transactional(
+    state: BrokerState, topic: str, partition: int, headers: list[BatchHeader]
+) -> dict[str, Any] | None:
+    """The refusal of transactional ``headers`` (None: they may be appended)."""
+    first = headers[0]
+    if any(
+        not h.is_transactional
+        or (h.producer_id, h.producer_epoch) != (first.producer_id, first.producer_epoch)
+        for h in headers
+    ):
+        return _partition_result(
+            partition, ErrorCode.INVALID_RECORD, "batches of several producers in one request"
+        )
+    code = state.transactions.verify_produce(
+        first.producer_id, first.producer_epoch, topic, partition
+    )
+    if code == 0:
+        return None
+    return _partition_result(
+        partition,
+        ErrorCode(code),
+        f"producer {first.producer_id} epoch {first.producer_epoch} may not write to "
+        f"{topic}-{partition} in a transaction now",
+    )
 
 
 @api(0, "Produce", 3, 9)

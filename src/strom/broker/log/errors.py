@@ -9,12 +9,14 @@ from __future__ import annotations
 __all__ = [
     "InvalidConfigError",
     "InvalidPartitionsError",
+    "InvalidProducerEpochError",
     "InvalidTopicError",
     "LogError",
     "LogStorageError",
     "OffsetOutOfRangeError",
     "RecordTooLargeError",
     "TopicExistsError",
+    "TransactionCoordinatorFencedError",
     "UnknownTopicError",
 ]
 
@@ -65,3 +67,13 @@ class InvalidPartitionsError(LogError):
 
 class InvalidConfigError(LogError):
     """An unknown, unsupported or out-of-range topic config. INVALID_CONFIG."""
+
+
+class InvalidProducerEpochError(LogError):
+    """A transaction marker from a producer epoch older than the latest this partition has
+    seen for the producer (a fenced zombie's transaction). INVALID_PRODUCER_EPOCH."""
+
+
+class TransactionCoordinatorFencedError(LogError):
+    """A transaction marker from an older coordinator epoch than the partition's last marker
+    for that producer. TRANSACTION_COORDINATOR_FENCED."""

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -36,7 +36,7 @@ from strom.broker.log.errors import (
     UnknownTopicError,
 )
 from strom.broker.log.fileio import DeferredCloser, atomic_write, fsync_dir
-from strom.broker.log.partition import PartitionLog
+from strom.broker.log.partition import AppendResult, PartitionLog
 
 __all__ = ["LogManager", "TopicInfo", "validate_topic_name"]
 
@@ -75,13 +75,18 @@ def validate_topic_name(name: str) -> None:
 
 
 class LogManager:
-    """Opens, creates and deletes partition logs. Not thread-safe (one event loop)."""
+    """Opens, creates and deletes partition logs. Not thread-safe (one event loop).
+
+    Each callable in ``on_append`` is called with ``(topic, partition, result)`` after every
+    append to any partition (data or transaction marker), e.g. to wake long-polling fetches.
+    """
 
     def __init__(self, data_dir: Path | str, default_config: LogConfig | None = None) -> None:
         self.data_dir = Path(data_dir)
         self.default_config = default_config if default_config is not None else LogConfig()
         self._closer = DeferredCloser()
         self._logs: dict[tuple[str, int], PartitionLog] = {}
+        self.on_append: list[Callable[[str, int, AppendResult], None]] = []
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -261,7 +266,16 @@ class LogManager:
                     atomic_write(path / METADATA, f"topic_id={info.topic_id.hex()}\n".encode())
             except OSError as exc:
                 raise LogStorageError(f"cannot create {path}: {exc}") from exc
-            self._logs[(info.name, p)] = PartitionLog(path, config, closer=self._closer)
+            plog = PartitionLog(path, config, closer=self._closer)
+            plog.on_append.append(self._appended(info.name, p))
+            self._logs[(info.name, p)] = plog
+
+    def _appended(self, topic: str, partition: int) -> Callable[[AppendResult], None]:
+        def appended(result: AppendResult) -> None:
+            for callback in self.on_append:
+                callback(topic, partition, result)
+
+        return appended
 
     def _drop_partitions(self, info: TopicInfo, which: range) -> None:
         for p in which:

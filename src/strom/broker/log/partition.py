@@ -8,6 +8,15 @@ Durability: with ``flush=always`` an append returns only after fdatasync, so aft
 (``kill -9`` or power loss) every acknowledged batch is present exactly once. Recovery on open
 CRC-checks the active segment and cuts it at the first torn or corrupt batch, unless the log
 was closed cleanly (a ``.clean-shutdown`` marker, removed durably before any new append).
+
+Transactions (KIP-98): the log folds every batch with a producer id into a
+:class:`~strom.broker.log.transactions.ProducerStateTable` (the producers' epochs, sequences and
+ongoing transactions on this partition), persisted as ``<offset>.snapshot`` files at each roll
+and at clean close and rebuilt on open (see :mod:`strom.broker.log.transactions` for the
+invariants). Abort markers go to their segment's ``.txnindex``
+(:mod:`strom.broker.log.txnindex`), which retention deletes with the segment. The last stable
+offset is the first offset of the oldest ongoing transaction (never below the log start), or
+the high watermark when none is ongoing.
 """
 
 from __future__ import annotations
@@ -27,10 +36,22 @@ from strom.broker.log.errors import LogStorageError, OffsetOutOfRangeError, Reco
 from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all
 from strom.broker.log.retention import SegmentStats, segments_to_delete
 from strom.broker.log.segment import Segment, scan_batches
+from strom.broker.log.transactions import (
+    SNAPSHOT_FILE,
+    ControlMarker,
+    ProducerState,
+    fold_batch,
+    parse_marker,
+    recover_state,
+    remove_snapshots,
+    write_snapshot,
+)
+from strom.broker.log.txnindex import collect_aborted
 from strom.kafka.protocol.records import (
     BatchHeader,
     RecordError,
     assign_offsets,
+    build_control_batch,
     decode_batch,
     iter_batches,
     validate_produce_records,
@@ -41,7 +62,7 @@ __all__ = ["AppendResult", "PartitionLog", "ReadResult"]
 log = logging.getLogger("strom.broker.log")
 
 CLEAN_MARKER: Final = ".clean-shutdown"
-_SEGMENT_FILE: Final = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+_SEGMENT_FILE: Final = re.compile(r"^(\d{20})\.(log|index|timeindex|txnindex)$")
 _MAX_RELATIVE_OFFSET: Final = 2**31 - 1
 
 
@@ -65,6 +86,9 @@ class ReadResult:
     length: int
     high_watermark: int
     log_start_offset: int
+    last_stable_offset: int = -1
+    #: The offset after the region's last batch (the read offset when the region is empty).
+    end_offset: int = -1
 
     def read_bytes(self) -> bytes:
         return pread_all(self.fd, self.length, self.position) if self.length else b""
@@ -73,8 +97,15 @@ class ReadResult:
 class PartitionLog:
     """One partition's log. Not thread-safe: call it from one thread (the event loop).
 
-    ``version`` increases with every successful append, and each callable in ``on_append`` is
-    called with its :class:`AppendResult`; long-polling fetches wait on either.
+    ``version`` increases with every successful append (transaction markers included), and
+    each callable in ``on_append`` is called with its :class:`AppendResult`; long-polling
+    fetches wait on either.
+
+    The transaction interface (for the transaction coordinator and Fetch): :meth:`append`
+    takes transactional batches (attributes bit 4) and opens the producer's transaction here at
+    the first one; :meth:`append_marker` ends it; :attr:`last_stable_offset`,
+    :meth:`aborted_transactions` and :meth:`producer_states` report the state. Whether a
+    partition was added to a transaction is the coordinator's check, not the log's.
     """
 
     def __init__(
@@ -99,6 +130,13 @@ class PartitionLog:
             self._segments = self._open_segments()
         except OSError as exc:
             raise LogStorageError(f"cannot open log {self.directory}: {exc}") from exc
+        try:
+            self._producers = recover_state(self.directory, self._segments)
+        except OSError as exc:
+            for seg in self._segments:
+                seg.close()
+            raise LogStorageError(f"cannot recover {self.directory}: {exc}") from exc
+        self._max_span = max((seg.txn_index.max_span for seg in self._segments), default=0)
 
     def _open_segments(self) -> list[Segment]:
         marker = self.directory / CLEAN_MARKER
@@ -108,6 +146,8 @@ class PartitionLog:
         for path in self.directory.iterdir():
             if path.name.endswith((".deleted", ".tmp")) and path.is_file():
                 path.unlink(missing_ok=True)
+            elif SNAPSHOT_FILE.match(path.name):
+                continue  # producer state: chosen by recover_state
             elif m := _SEGMENT_FILE.match(path.name):
                 if m[2] == "log":
                     logs.add(int(m[1]))
@@ -166,6 +206,30 @@ class PartitionLog:
         return self._segments[-1].next_offset
 
     @property
+    def last_stable_offset(self) -> int:
+        """The first offset of the oldest ongoing transaction (at least the log start offset),
+        or the high watermark when no transaction is ongoing. read_committed reads below it."""
+        first = self._producers.first_unstable_offset()
+        if first is None:
+            return self.high_watermark
+        return min(max(first, self.log_start_offset), self.high_watermark)
+
+    def producer_states(self) -> list[ProducerState]:
+        """Every producer id this partition has a batch of, by id (for DescribeProducers)."""
+        return self._producers.states()
+
+    def aborted_transactions(self, start_offset: int, end_offset: int) -> list[tuple[int, int]]:
+        """``(producer_id, first_offset)`` of every aborted transaction whose offsets overlap
+        ``[start_offset, end_offset)`` (its first offset is below ``end_offset``, its abort
+        marker at or after ``start_offset``), across every segment, in marker order."""
+        self._check_open()
+        if end_offset <= start_offset:
+            return []
+        i = max(bisect.bisect_right(self.segment_base_offsets, start_offset) - 1, 0)
+        indexes = (seg.txn_index for seg in self._segments[i:])
+        return collect_aborted(indexes, start_offset, end_offset, self._max_span)
+
+    @property
     def size_bytes(self) -> int:
         return sum(seg.size for seg in self._segments)
 
@@ -191,8 +255,14 @@ class PartitionLog:
         """Validate ``records`` (unless ``validated`` holds their headers), give the batches the
         next offsets, write them to the active segment, rolling it first when due.
 
+        Batches with a producer id update its state; a transactional one opens the producer's
+        transaction on this partition unless one is open. Control batches (``allow_control``)
+        must be end-transaction markers and pass :meth:`append_marker`'s checks.
+
         Raises CorruptRecordError / UnsupportedMagicError (from records validation),
-        :class:`RecordTooLargeError`, or :class:`LogStorageError` with the log unchanged.
+        :class:`RecordTooLargeError`, :class:`InvalidProducerEpochError` /
+        :class:`TransactionCoordinatorFencedError` (a stale marker), or
+        :class:`LogStorageError` with the log unchanged.
         """
         self._check_open()
         headers = validated
@@ -204,6 +274,7 @@ class PartitionLog:
                     f"batch of {h.size} bytes exceeds max.message.bytes "
                     f"({self.config.max_message_bytes})"
                 )
+        markers = self._check_markers(records, headers)
         data = bytearray(records)
         base = self.log_end_offset
         last = assign_offsets(data, base, leader_epoch=self.leader_epoch) - 1
@@ -219,6 +290,11 @@ class PartitionLog:
             )
         except OSError as exc:
             raise LogStorageError(f"cannot append to {self.directory}: {exc}") from exc
+        for i, h in enumerate(stamped):
+            aborted = fold_batch(self._producers, h, markers.get(i))
+            if aborted is not None:
+                segment.txn_index.append(aborted)
+                self._max_span = max(self._max_span, aborted.last_offset - aborted.first_offset)
         if self._last_flush_ms is None:
             self._last_flush_ms = now_ms
         interval = self.config.flush.interval_ms
@@ -235,6 +311,53 @@ class PartitionLog:
             except Exception:
                 log.exception("%s: on_append callback failed", self.directory)
         return result
+
+    def append_marker(
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        *,
+        commit: bool,
+        coordinator_epoch: int,
+        now_ms: int,
+    ) -> AppendResult:
+        """Append an end-transaction marker (a control batch: transactional and control bits,
+        base sequence -1, one control record: key = int16 version 0 + int16 type (0 abort,
+        1 commit), value = int16 version 0 + int32 coordinator epoch).
+
+        It ends the producer's ongoing transaction on this partition; an abort also enters
+        ``(producer_id, first offset, marker offset)`` in the aborted-transaction index. A
+        marker for a producer with no ongoing transaction here is written all the same and
+        changes nothing else (re-applying markers after a coordinator restart is harmless).
+        Raises :class:`InvalidProducerEpochError` for an epoch older than the producer's latest
+        on this partition, :class:`TransactionCoordinatorFencedError` for a coordinator epoch
+        older than its last marker's, and what :meth:`append` raises.
+        """
+        batch = build_control_batch(
+            producer_id,
+            producer_epoch,
+            commit=commit,
+            coordinator_epoch=coordinator_epoch,
+            timestamp_ms=now_ms,
+        )
+        return self.append(batch, now_ms, allow_control=True)
+
+    def _check_markers(
+        self, records: bytes | bytearray | memoryview, headers: Sequence[BatchHeader]
+    ) -> dict[int, ControlMarker]:
+        """The markers among ``records``' batches by batch index, each checked against the
+        producer's state (nothing is changed)."""
+        if not any(h.is_control for h in headers):
+            return {}
+        markers: dict[int, ControlMarker] = {}
+        for i, (h, pos) in enumerate(iter_batches(records)):
+            if h.is_control:
+                marker = parse_marker(records, pos)
+                self._producers.check_marker(
+                    h.producer_id, h.producer_epoch, marker.coordinator_epoch
+                )
+                markers[i] = marker
+        return markers
 
     def _segment_for(self, nbytes: int, last_offset: int, now_ms: int) -> Segment:
         active = self._segments[-1]
@@ -254,6 +377,9 @@ class PartitionLog:
         """Seal the active segment durably, then start a new one at the log end offset."""
         active = self._segments[-1]
         active.flush(indexes=True)
+        # state(new base), once every batch below it is on disk: what recovery starts from
+        write_snapshot(self.directory, active.next_offset, self._producers)
+        remove_snapshots(self.directory, self.log_start_offset, active.next_offset)
         segment = Segment.open(
             self.directory,
             active.next_offset,
@@ -270,23 +396,36 @@ class PartitionLog:
 
     # -- read ------------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int) -> ReadResult:
+    def read(self, offset: int, max_bytes: int, *, committed: bool = False) -> ReadResult:
         """Whole batches from the one containing ``offset``, up to ``max_bytes`` but at least one
-        batch (KIP-74), from a single segment. ``offset == log_end_offset`` reads nothing."""
+        batch (KIP-74), from a single segment. ``offset == log_end_offset`` reads nothing.
+
+        With ``committed`` (read_committed) only batches whose last offset is below the last
+        stable offset are returned, even if that leaves none.
+        """
         self._check_open()
-        start, end = self.log_start_offset, self.log_end_offset
+        start, end, stable = self.log_start_offset, self.log_end_offset, self.last_stable_offset
         if not start <= offset <= end:
             raise OffsetOutOfRangeError(offset, start, end)
-        if offset == end:
-            return ReadResult(-1, 0, 0, end, start)
+        limit = stable if committed else end
+        if offset >= limit:
+            return ReadResult(-1, 0, 0, end, start, stable, offset)
         i = bisect.bisect_right(self.segment_base_offsets, offset) - 1
         try:
             for seg in self._segments[i:]:
                 found = seg.find_offset(offset)
-                if found is not None:
-                    pos, header = found
-                    length = seg.region_length(pos, header.size, max_bytes)
-                    return ReadResult(seg.fd, pos, length, end, start)
+                if found is None:
+                    continue
+                pos, header = found
+                stop = None
+                if limit < seg.next_offset:
+                    unstable = seg.find_offset(limit)
+                    stop = seg.size if unstable is None else unstable[0]
+                    if stop <= pos:  # the batch holding ``offset`` reaches the LSO
+                        return ReadResult(-1, 0, 0, end, start, stable, offset)
+                length = seg.region_length(pos, header.size, max_bytes, stop)
+                after = seg.offset_at(pos + length)
+                return ReadResult(seg.fd, pos, length, end, start, stable, after)
         except OSError as exc:
             raise LogStorageError(f"cannot read {self.directory}: {exc}") from exc
         raise LogStorageError(f"{self.directory}: no batch holds offset {offset}")
@@ -370,6 +509,11 @@ class PartitionLog:
             finally:
                 if seg.fd < 0:
                     self._segments.pop(0)
+        if count:
+            try:
+                remove_snapshots(self.directory, self.log_start_offset, self.log_end_offset)
+            except OSError as exc:
+                log.warning("%s: cannot remove old snapshots: %s", self.directory, exc)
         self._closer.reap()
         return count
 
@@ -413,6 +557,8 @@ class PartitionLog:
             seg.close(self._closer if deleting else None, self.config.file_delete_delay_ms)
         if not deleting and error is None:
             try:
+                write_snapshot(self.directory, self.log_end_offset, self._producers)
+                remove_snapshots(self.directory, self.log_start_offset, self.log_end_offset)
                 os.close(os.open(self.directory / CLEAN_MARKER, os.O_WRONLY | os.O_CREAT, 0o644))
                 fsync_dir(self.directory)
             except OSError as exc:

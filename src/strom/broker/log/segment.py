@@ -1,4 +1,5 @@
-"""One log segment: ``<base>.log`` holding batches as received, plus its two sparse indexes.
+"""One log segment: ``<base>.log`` holding batches as received, plus its two sparse indexes and
+its aborted-transaction index (:mod:`strom.broker.log.txnindex`).
 
 Invariants between calls (in memory; the file agrees after a successful append or recovery):
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import crc32c
 
 from strom.broker.log.fileio import DeferredCloser, pread_all, pwrite_all
 from strom.broker.log.index import OffsetIndex, TimeIndex
+from strom.broker.log.txnindex import TxnIndex
 from strom.kafka.protocol.records import HEADER_SIZE, BatchHeader, parse_header
 
 __all__ = ["Segment", "scan_batches", "segment_name"]
@@ -93,6 +96,7 @@ class Segment:
         try:
             self.index = OffsetIndex(directory / segment_name(base_offset, ".index"))
             self.time_index = TimeIndex(directory / segment_name(base_offset, ".timeindex"))
+            self.txn_index = TxnIndex(directory / segment_name(base_offset, ".txnindex"))
         except BaseException:
             os.close(self.fd)
             raise
@@ -291,11 +295,15 @@ class Segment:
                 return p, h
         return None
 
-    def region_length(self, pos: int, first_size: int, max_bytes: int) -> int:
-        """Bytes of whole batches from ``pos`` within ``max_bytes``, but at least the first."""
-        limit = pos + max(max_bytes, first_size)
-        if limit >= self.size:
-            return self.size - pos
+    def region_length(
+        self, pos: int, first_size: int, max_bytes: int, stop: int | None = None
+    ) -> int:
+        """Bytes of whole batches from ``pos`` within ``max_bytes``, but at least the first,
+        and none at or past byte position ``stop`` (a batch start; default: the end)."""
+        stop = self.size if stop is None else stop
+        limit = min(pos + max(max_bytes, first_size), stop)
+        if limit >= stop:
+            return stop - pos
         end = pos + first_size
         jump = self.index.floor_value(limit)
         start, first = (jump[1], self.base_offset + jump[0]) if jump else (end, None)
@@ -306,6 +314,12 @@ class Segment:
         for h, p in scan_batches(self.fd, start, limit, first, verify_crc=False):
             end = p + h.size
         return end - pos
+
+    def offset_at(self, pos: int) -> int:
+        """The base offset of the batch starting at ``pos`` (the next offset at the end)."""
+        if pos >= self.size:
+            return self.next_offset
+        return int(struct.unpack(">q", pread_all(self.fd, 8, pos))[0])
 
     def read_batch(self, pos: int, size: int) -> bytes:
         return pread_all(self.fd, size, pos)
@@ -323,6 +337,7 @@ class Segment:
         if indexes:
             self.index.flush()
             self.time_index.flush()
+            self.txn_index.flush()
         self.unflushed = False
 
     def seal(self, *, sync: bool) -> None:
@@ -332,11 +347,13 @@ class Segment:
             self.flush(indexes=True)
         self.index.close()
         self.time_index.close()
+        self.txn_index.close()
 
     def close(self, closer: DeferredCloser | None = None, delay_ms: int = 0) -> None:
         """Close the files; with ``closer`` the log fd stays open for ``delay_ms`` more."""
         self.index.close()
         self.time_index.close()
+        self.txn_index.close()
         if self.fd >= 0:
             if closer is not None:
                 closer.defer(self.fd, delay_ms)
@@ -349,6 +366,7 @@ class Segment:
         self.log_path.unlink(missing_ok=True)
         self.index.path.unlink(missing_ok=True)
         self.time_index.path.unlink(missing_ok=True)
+        self.txn_index.delete()
         self.close(closer, delay_ms)
 
 
