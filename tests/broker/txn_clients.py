@@ -91,11 +91,11 @@ class ConfluentProducer:
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         self.p.send_offsets_to_transaction(tps, consumer.consumer_group_metadata(), 30)
 
-    def commit(self) -> None:
-        self.p.commit_transaction(30)
+    def commit(self, timeout: float = 30) -> None:
+        self.p.commit_transaction(timeout)
 
-    def abort(self) -> None:
-        self.p.abort_transaction(30)
+    def abort(self, timeout: float = 30) -> None:
+        self.p.abort_transaction(timeout)
 
     def close(self) -> None:
         from confluent_kafka import KafkaException
