@@ -4,7 +4,8 @@ A single-process executor is synchronous: between two rounds no message is in fl
 boundary is a consistent cut and needs no barriers. Checkpoint ``c``:
 
 1. ``executor.snapshot()``: every source position and every stateful operator's state, copied
-   (the *pause*: the only part that must not overlap processing);
+   (the *pause*: the only part that must not overlap processing); the deciding sink is handed
+   the positions (``stage_positions``, to commit them with its decision);
 2. every sink's ``pre_commit(c)`` (durable, or staged for a two-phase sink);
 3. checkpoint ``c`` written atomically (:class:`~.store.CheckpointStore`);
 4. the decision: the written manifest is it, unless a sink decides
@@ -25,10 +26,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from strom.engine.contracts import Guarantee, Metrics, Sink
+from strom.engine.contracts import CommitDecider, Guarantee, Metrics, Position, Sink, Source
+from strom.runtime.checkpoints.faults import crash_point
 from strom.runtime.checkpoints.fingerprint import fingerprint
 from strom.runtime.checkpoints.recovery import Recovered, check_sinks, recover, sink_id
 from strom.runtime.checkpoints.store import CheckpointStore, Manifest, now_ms
@@ -133,8 +136,11 @@ class CheckpointedRun:
         try:
             snapshot = self.executor.snapshot()
             paused = time.perf_counter_ns()
+            if isinstance(self._decider, CommitDecider):
+                self._decider.stage_positions(checkpoint_id, self._positions(snapshot.positions))
             for sink in self._sinks:
                 sink.pre_commit(checkpoint_id)
+            crash_point("pre-committed")
             written = time.perf_counter_ns()
             manifest = self.store.write(
                 checkpoint_id,
@@ -151,7 +157,9 @@ class CheckpointedRun:
             self._abort(checkpoint_id, exc)
             raise
         if self._decider is not None:
+            crash_point("written")
             self._decider.commit(checkpoint_id)  # the decision
+            crash_point("decided")
             manifest = self.store.mark_committed(manifest)
         for sink in self._sinks:
             if sink is not self._decider:
@@ -191,6 +199,12 @@ class CheckpointedRun:
                   "restored_id": s.restored}  # fmt: skip
         out["checkpoints"] = Metrics(label=f"{self.store.path} ({self.guarantee})", detail=detail)
         return out
+
+    def _positions(
+        self, positions: Mapping[str, Sequence[Position]]
+    ) -> list[tuple[Source, Sequence[Position]]]:
+        """A snapshot's positions with each source object (for the decider)."""
+        return [(n.source, positions.get(n.name, [])) for n in self.executor.plan.sources()]
 
     def _decider_id(self) -> str | None:
         for index, sink in enumerate(self._sinks):
