@@ -11,7 +11,12 @@ from confluent_kafka import KafkaError, Message, Producer, TopicPartition
 
 from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
 from strom.connectors.kafka.source import KafkaSource
-from strom.connectors.kafka.transaction import FENCED_CODES, SinkTransactions, fenced_error
+from strom.connectors.kafka.transaction import (
+    FENCED_CODES,
+    NO_REBOOTSTRAP,
+    SinkTransactions,
+    fenced_error,
+)
 from strom.engine.contracts import Guarantee, Metrics, Position, Source, int_field
 
 __all__ = ["KafkaSink"]
@@ -137,6 +142,7 @@ class KafkaSink:
         if self.transactional_id is not None:
             defaults["transactional.id"] = self.transactional_id
             defaults["transaction.timeout.ms"] = self.transaction_timeout_ms
+            defaults.update(NO_REBOOTSTRAP)
         config = client_config(
             self.bootstrap_servers, "strom-kafka-sink", self._errors, defaults, self._config
         )

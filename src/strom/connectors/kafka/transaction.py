@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -28,7 +28,7 @@ from strom.connectors.kafka.common import (
     client_config,
 )
 
-__all__ = ["FENCED_CODES", "SinkTransactions", "checkpoint_group"]
+__all__ = ["FENCED_CODES", "NO_REBOOTSTRAP", "SinkTransactions", "checkpoint_group", "fenced_error"]
 
 log = logging.getLogger("strom.connectors")
 
@@ -42,6 +42,13 @@ _METADATA = "strom checkpoint "
 FENCED_CODES = frozenset(
     {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
+
+
+#: librdkafka >= 2.10 "re-bootstraps" once every broker is down (with one broker: at once),
+#: decommissioning the known brokers; a group coordinator it had cached stays the dead handle,
+#: and ``send_offsets_to_transaction`` then waits forever (seen with 2.16 and a broker
+#: restarted on its address). Reconnecting to the known brokers is what a restart needs.
+NO_REBOOTSTRAP: Final = {"metadata.recovery.strategy": "none"}
 
 
 def checkpoint_group(transactional_id: str) -> str:
@@ -139,7 +146,7 @@ class SinkTransactions:
         consumer = self._consumers.get(group)
         if consumer is None:
             defaults = {"group.id": group, "enable.auto.commit": False,
-                        "isolation.level": "read_committed"}  # fmt: skip
+                        "isolation.level": "read_committed", **NO_REBOOTSTRAP}  # fmt: skip
             errors = ClientErrors(f"{self._what()} group {group!r}")
             config = client_config(
                 self.bootstrap_servers, "strom-kafka-sink", errors, defaults, None

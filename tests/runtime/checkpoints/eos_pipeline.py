@@ -1,0 +1,66 @@
+"""The pipeline the exactly-once tests run with ``strom run --checkpoint-dir`` (and kill).
+
+A KafkaSource of ``eos-in`` (3 partitions, read to the end offsets present when it opens,
+``group_id`` ``eos-app``) feeds a keyed tumbling window (count and sum per key and 2 s) written
+to the Kafka topic ``EOS_NAME-windows`` by an exactly-once :class:`~strom.KafkaSink`
+(transactional id ``EOS_NAME.windows``, keyed by ``key``), and a keyed process function (per
+key a running count and sum, emitted for every element) written to a two-phase file sink under
+``EOS_OUT``. Every key lives in one input partition, so each key's outputs are determined by the
+input alone (not by how partitions interleave).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from ckpt_sink import StagedFileSink
+
+from strom import KafkaSink, KafkaSource, Pipeline, ProcessContext, ProcessFunction, Tumbling, agg
+
+INPUT = "eos-in"
+PARTITIONS = 3
+GROUP = "eos-app"
+SCHEMA = {"ts": pl.Int64, "key": pl.String, "v": pl.Int64}
+RUNNING = {"key": pl.String, "ts": pl.Int64, "n": pl.Int64, "total": pl.Int64}
+
+
+class Running(ProcessFunction):
+    """Per key: how many elements and their sum so far, emitted with every element."""
+
+    def process_element(self, row: dict[str, Any], ctx: ProcessContext) -> None:
+        count, total = ctx.value_state("n"), ctx.value_state("total")
+        n, t = (count.value() or 0) + 1, (total.value() or 0) + row["v"]
+        count.update(n)
+        total.update(t)
+        ctx.emit({"key": ctx.key, "ts": row["ts"], "n": n, "total": t})
+
+
+def build_pipeline() -> Pipeline:
+    bootstrap = os.environ["STROM_BOOTSTRAP"]
+    name = os.environ["EOS_NAME"]
+    p = Pipeline()
+    source = KafkaSource(
+        bootstrap,
+        INPUT,
+        schema=SCHEMA,
+        group_id=GROUP,
+        bounded=True,
+        max_batch_records=int(os.environ.get("EOS_BATCH", "40")),
+    )
+    events = p.source(source, timestamp="ts", max_out_of_orderness_ms=1_000)
+    windows = events.key_by("key").window(Tumbling(2_000)).agg(agg.count(), agg.sum("v"))
+    windows.sink(
+        KafkaSink(
+            bootstrap,
+            f"{name}-windows",
+            key="key",
+            guarantee="exactly-once",
+            transactional_id=f"{name}.windows",
+        )
+    )
+    running = events.key_by("key").process(Running(), output_schema=RUNNING)
+    running.sink(StagedFileSink(Path(os.environ["EOS_OUT"]) / "running"))
+    return p
