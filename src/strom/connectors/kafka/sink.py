@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import polars as pl
-from confluent_kafka import KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
 from strom.connectors.kafka.source import KafkaSource
@@ -210,6 +210,8 @@ class KafkaSink:
                     break
                 except BufferError:  # the local queue is full: serve deliveries, then retry
                     producer.poll(0.1)
+                except KafkaException as exc:  # a fatal error of the producer
+                    raise self._produce_error(exc) from exc
         self.produced += batch.height
         producer.poll(0)
 
@@ -286,6 +288,11 @@ class KafkaSink:
                 f"{FLUSH_TIMEOUT_S:.0f} s by {self.bootstrap_servers} ({self._errors.describe()})"
             )
         self._raise_if_failed()
+
+    def _produce_error(self, exc: KafkaException) -> KafkaConnectorError:
+        if self._txn is not None and self._txn.fenced:
+            return fenced_error(f"KafkaSink({self.topic!r})", self._txn.transactional_id)
+        return KafkaConnectorError(f"KafkaSink({self.topic!r}): cannot produce: {exc}")
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is None:

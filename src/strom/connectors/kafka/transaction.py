@@ -80,6 +80,7 @@ class SinkTransactions:
         self.producer = Producer(dict(config))
         self._consumers: dict[str, Consumer] = {}
         self.open = False  # a transaction is begun (locally at least)
+        self.fenced = False  # a call was refused: another producer has this transactional id
         self._call("initialize the transactional producer", self.producer.init_transactions)
 
     def begin(self) -> None:
@@ -108,7 +109,9 @@ class SinkTransactions:
         self.open = False
 
     def abort(self) -> None:
-        if self.open:
+        """Abort the open transaction (none open, or fenced: the newer producer's
+        initialization aborted it already)."""
+        if self.open and not self.fenced:
             self.open = False
             self._call("abort the transaction", self.producer.abort_transaction, TXN_TIMEOUT_S)
 
@@ -172,6 +175,7 @@ class SinkTransactions:
                 if error.code() in FENCED_CODES or (
                     self._errors.fatal is not None and self._errors.fatal.code() in FENCED_CODES
                 ):
+                    self.fenced = True
                     raise fenced_error(self._what(), self.transactional_id) from exc
                 if error.retriable() and not error.fatal() and time.monotonic() < deadline:
                     log.info("%s: %s failed (%s); retrying", self._what(), what, error.str())
