@@ -16,6 +16,7 @@ PUBLIC = {
     "strom": [
         "Broker",
         "BrokerConfig",
+        "CheckpointError",
         "ConsoleSink",
         "FileSink",
         "FileSource",
@@ -91,6 +92,7 @@ PUBLIC = {
         "SQLiteTable",
     ],
     "strom.runtime": [
+        "CheckpointError",
         "ExecutorSnapshot",
         "MAX_WATERMARK",
         "MIN_WATERMARK",
@@ -106,6 +108,8 @@ PUBLIC = {
     "strom.engine.contracts": [
         "AtLeastOnceSink",
         "BoundedSource",
+        "CommitDecider",
+        "CommitsPositions",
         "END_OF_PARTITION",
         "EndOfPartition",
         "Guarantee",

@@ -44,7 +44,7 @@ from strom.pipeline import (
     ValueState,
     agg,
 )
-from strom.runtime import StreamingExecutor, run_streaming
+from strom.runtime import CheckpointError, StreamingExecutor, run_streaming
 
 if TYPE_CHECKING:
     from strom.connectors import PostgresSink, PostgresTable
@@ -57,6 +57,7 @@ except PackageNotFoundError:  # running from a source tree without installation
 __all__ = [
     "Broker",
     "BrokerConfig",
+    "CheckpointError",
     "ConsoleSink",
     "FileSink",
     "FileSource",

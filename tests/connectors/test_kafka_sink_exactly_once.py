@@ -179,3 +179,24 @@ def test_at_least_once_kafka_sink_does_not_decide(strom_broker: Broker, tmp_path
 def test_bad_configuration_is_a_clear_error(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         KafkaSink("127.0.0.1:1", "out", **kwargs)  # type: ignore[arg-type]
+
+
+def test_writes_between_pre_commit_and_commit_are_the_next_checkpoints(
+    strom_broker: Broker,
+) -> None:
+    """While checkpoint 1's files are written the pipeline runs on: what it writes then is not
+    in checkpoint 1's transaction (aborting checkpoint 2 discards it)."""
+    bootstrap = strom_broker.bootstrap_servers
+    create_topic(bootstrap, "out", 2)
+    sink = _sink(bootstrap)
+    sink.open()
+    sink.recover(None)
+    sink.write(pl.DataFrame({"k": ["a"], "v": [1]}))
+    sink.pre_commit(1)
+    sink.write(pl.DataFrame({"k": ["b"], "v": [2]}))  # checkpoint 2's
+    sink.commit(1)
+    sink.pre_commit(2)
+    sink.abort(2)
+    sink.close()
+    assert _read(bootstrap, "out", 2, "read_committed") == [1]
+    assert sorted(_read(bootstrap, "out", 2, "read_uncommitted")) == [1, 2]

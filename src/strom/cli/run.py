@@ -199,10 +199,14 @@ def _checkpointed(
             guarantee=guarantee,
             keep=keep,
         )
-        recovered = run.start()
-    except CheckpointError as exc:
-        executor.close()
+    except CheckpointError as exc:  # a sink refused: nothing was opened
         raise click.ClickException(str(exc)) from exc
+    try:
+        recovered = run.start()
+    except Exception as exc:  # another pipeline's checkpoint, a damaged one, a refused seek
+        run.close()
+        message = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
+        raise click.ClickException(f"recovering from {path} failed: {message}") from exc
     if recovered.checkpoint is None:
         click.echo(f"checkpoints in {path}: none to resume from, starting afresh", err=True)
     else:

@@ -27,6 +27,7 @@ __all__ = [
     "AtLeastOnceSink",
     "BoundedSource",
     "CommitDecider",
+    "CommitsPositions",
     "EndOfPartition",
     "Guarantee",
     "LookupTable",
@@ -194,7 +195,9 @@ class Sink(Protocol):
       staged so that ``commit(c)`` can publish it and ``abort(c)`` discard it). Raising fails
       checkpoint ``c``. Only once it has returned may ``c`` count as taken.
     - ``commit(c)``: publish what ``pre_commit(c)`` staged. Must be idempotent: after a crash,
-      recovery commits the last checkpoint again.
+      recovery commits the last checkpoint again. Writes may come between ``pre_commit(c)``
+      and ``commit(c)`` (the checkpoint's files are written meanwhile): they are the next
+      checkpoint's, not ``c``'s.
     - ``abort(c)``: discard what was written since the last committed checkpoint, where the sink
       can (a two-phase sink); ``c`` names the failed checkpoint.
     - ``recover(c)``: called once, right after :meth:`open`, when a run resumes from completed
@@ -251,15 +254,20 @@ class CommitDecider(Protocol):
         :meth:`Sink.recover`."""
         ...
 
+
+@runtime_checkable
+class CommitsPositions(Protocol):
+    """A :class:`CommitDecider` that also commits the sources' positions with its decision
+    (an exactly-once Kafka sink sends a ``KafkaSource``'s offsets to its transaction, so the
+    source's consumer group shows what the pipeline has committed, lag included)."""
+
     def stage_positions(
         self, checkpoint_id: int, positions: Sequence[tuple[Source, Sequence[Position]]]
     ) -> None:
         """Checkpoint ``checkpoint_id``'s source positions: every source of the run with its
         partitions' positions (in partition order, as in the checkpoint), handed over after
-        the snapshot and before any ``pre_commit(checkpoint_id)``, so the decider can commit
-        them with its decision (a Kafka sink sends a ``KafkaSource``'s offsets to its
-        transaction: its consumer group's lag then shows what the pipeline has committed).
-        A decider that has no use for them ignores them."""
+        the snapshot and before any ``pre_commit(checkpoint_id)``, to be committed by the
+        decider's ``commit(checkpoint_id)``."""
         ...
 
 

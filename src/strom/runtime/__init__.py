@@ -3,6 +3,7 @@
 Use it through ``strom`` (``run_streaming``, ``run_bounded``); the submodules are internal.
 """
 
+from strom.runtime.checkpoints import CheckpointError
 from strom.runtime.executor import StreamingExecutor, run_streaming
 from strom.runtime.results import latest
 from strom.runtime.snapshots import ExecutorSnapshot
@@ -17,6 +18,7 @@ from strom.runtime.watermarks import (
 __all__ = [
     "MAX_WATERMARK",
     "MIN_WATERMARK",
+    "CheckpointError",
     "ExecutorSnapshot",
     "StreamingExecutor",
     "WatermarkTracker",

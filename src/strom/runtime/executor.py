@@ -9,7 +9,10 @@ bounded source has ended, the watermark reaches its maximum and every window fir
 :meth:`StreamingExecutor.snapshot` takes every source partition's position and every stateful
 operator's state between steps; :meth:`StreamingExecutor.restore` starts another executor of the
 same pipeline from it (see :mod:`strom.runtime.snapshots`). Sinks take part in checkpoints
-through :meth:`~StreamingExecutor.pre_commit` and :meth:`~StreamingExecutor.commit`.
+through :meth:`~StreamingExecutor.pre_commit` and :meth:`~StreamingExecutor.commit`. Persisted
+checkpoints and recovery are :mod:`strom.runtime.checkpoints`'s (``run_streaming(...,
+checkpoint_dir=...)``): :meth:`~StreamingExecutor.step` returns False at the end of the input
+without closing anything, so a final checkpoint commits the last outputs before ``close()``.
 
 Polls never wait. A round that found nothing ends in one wait on the sources that can be idle
 (:class:`~strom.engine.contracts.WaitingSource`), which returns as soon as records arrive for any of

@@ -3,7 +3,8 @@
 A seeded GeneratorSource (3 partitions, ``CKPT_BATCHES`` batches each, slightly out of order)
 feeds a keyed tumbling window and a keyed process function (state and event-time timers); each
 writes to a :class:`StagedFileSink` under ``CKPT_OUT``. ``CKPT_VARIANT=changed`` builds the same
-pipeline with another window size (a checkpoint of the first must be refused).
+pipeline with another window size (a checkpoint of the first must be refused);
+``CKPT_DECIDER=1`` makes the process function's sink decide each checkpoint's commit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from ckpt_sink import StagedFileSink, install_store_crash
+from ckpt_sink import DecidingStagedFileSink, StagedFileSink, install_store_crash
 
 from strom import GeneratorSource, Pipeline, ProcessContext, ProcessFunction, Tumbling, agg
 
@@ -64,7 +65,8 @@ def build_pipeline() -> Pipeline:
     )
     windows = events.key_by("key").window(Tumbling(size)).agg(agg.count(), agg.sum("v"))
     windows.sink(StagedFileSink(out / "windows"))
+    process_sink = DecidingStagedFileSink if os.environ.get("CKPT_DECIDER") else StagedFileSink
     events.key_by("key").process(RunningMax(), output_schema=OUTPUT).sink(
-        StagedFileSink(out / "process")
+        process_sink(out / "process")
     )
     return p

@@ -100,9 +100,16 @@ class StagedFileSink:
         self._buffer = []  # unstaged rows are not published (the last checkpoint staged all)
 
     def _publish(self, up_to: int) -> None:
+        """Publish what is staged up to ``up_to``. A checkpoint id published twice (a protocol
+        bug) is kept twice, never replaced, so the duplicate shows in the output."""
         for staged in sorted((self.path / "staged").glob("*.ndjson")):
             if int(staged.stem) <= up_to:
-                os.rename(staged, self.path / "committed" / staged.name)
+                target = self.path / "committed" / staged.name
+                copies = 0
+                while target.exists():
+                    copies += 1
+                    target = target.with_name(f"{staged.stem}.{copies}.ndjson")
+                os.rename(staged, target)
 
 
 def committed_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -111,3 +118,24 @@ def committed_rows(path: str | Path) -> list[dict[str, Any]]:
     for committed in sorted((Path(path) / "committed").glob("*.ndjson")):
         rows.extend(json.loads(line) for line in committed.read_text().splitlines())
     return rows
+
+
+class DecidingStagedFileSink(StagedFileSink):
+    """A :class:`StagedFileSink` whose commit is the checkpoint's decision
+    (:class:`~strom.engine.contracts.CommitDecider`): ``commit(c)`` first records ``c`` in
+    ``DIR/decided`` (atomically: the point of no return), then publishes; recovery restores
+    the checkpoint :meth:`committed_checkpoint` reports."""
+
+    def committed_checkpoint(self) -> int | None:
+        decided = self.path / "decided"
+        return int(decided.read_text()) if decided.exists() else None
+
+    def commit(self, checkpoint_id: int) -> None:
+        crash_point("commit")
+        tmp = self.path / "decided.tmp"
+        tmp.write_text(str(checkpoint_id))
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.rename(tmp, self.path / "decided")
+        crash_point("decided")
+        self._publish(checkpoint_id)

@@ -123,11 +123,14 @@ class KafkaSink:
         self._errors = ClientErrors(f"KafkaSink({topic!r})")
         self._first_failure: str | None = None
         self._producer: Producer | None = None
+        self._closed = False
         self._txn: SinkTransactions | None = None
         self._recovered = False
         self._positions: list[tuple[KafkaSource, Sequence[Position]]] = []
         self._staged: int | None = None  # the checkpoint pre-committed into the open transaction
         self._committed: int | None = None
+        #: records written after ``pre_commit(c)``, before ``commit(c)``: the next checkpoint's
+        self._held: list[tuple[bytes | None, bytes | None]] = []
 
     def open(self) -> None:
         defaults: dict[str, Any] = {
@@ -191,16 +194,26 @@ class KafkaSink:
         if producer is None:
             raise RuntimeError("KafkaSink.write() before open()")
         self._raise_if_failed()
-        if self._txn is not None:
-            if not self._recovered:
-                raise RuntimeError(
-                    f"KafkaSink({self.topic!r}, guarantee='exactly-once') writes only in a run "
-                    "with checkpoints (strom run --checkpoint-dir, run_streaming(..., "
-                    "checkpoint_dir=...)): its transactions commit with them"
-                )
-            self._txn.begin()
+        if self._txn is not None and not self._recovered:
+            raise RuntimeError(
+                f"KafkaSink({self.topic!r}, guarantee='exactly-once') writes only in a run "
+                "with checkpoints (strom run --checkpoint-dir, run_streaming(..., "
+                "checkpoint_dir=...)): its transactions commit with them"
+            )
         values = self._values(batch)
         keys = self._keys(batch) if self.key is not None else [None] * batch.height
+        self.produced += batch.height
+        if self._txn is not None and self._staged is not None:
+            # checkpoint ``_staged``'s transaction awaits its commit: these are the next one's
+            self._held.extend(zip(values, keys, strict=True))
+            return
+        self._produce(producer, values, keys)
+
+    def _produce(
+        self, producer: Producer, values: Sequence[bytes | None], keys: Sequence[bytes | None]
+    ) -> None:
+        if self._txn is not None:
+            self._txn.begin()
         for value, key in zip(values, keys, strict=True):
             while True:
                 try:
@@ -212,19 +225,26 @@ class KafkaSink:
                     producer.poll(0.1)
                 except KafkaException as exc:  # a fatal error of the producer
                     raise self._produce_error(exc) from exc
-        self.produced += batch.height
         producer.poll(0)
 
     def pre_commit(self, checkpoint_id: int) -> None:
         """Wait until every record written so far is acknowledged; raise if any was not.
-        Exactly-once: the records are then in the open transaction, with checkpoint
-        ``checkpoint_id``'s record and the sources' offsets."""
+        After :meth:`close` there is nothing to wait for: close returned only once every
+        record was acknowledged. Exactly-once: the records are then in the open transaction,
+        with checkpoint ``checkpoint_id``'s record and the sources' offsets."""
         if self._producer is None:
-            raise RuntimeError("KafkaSink.pre_commit() before open() or after close()")
+            if self._closed:
+                return
+            raise RuntimeError("KafkaSink.pre_commit() before open()")
         self._flush(self._producer)
         txn = self._txn
         if txn is None:
             return
+        if self._staged is not None:
+            raise RuntimeError(
+                f"KafkaSink({self.topic!r}).pre_commit({checkpoint_id}): checkpoint "
+                f"{self._staged} is not committed yet (one checkpoint at a time)"
+            )
         txn.begin()
         txn.send_checkpoint(checkpoint_id)
         for source, positions in self._positions:
@@ -246,15 +266,21 @@ class KafkaSink:
                 f"KafkaSink({self.topic!r}).commit({checkpoint_id}): that checkpoint was not "
                 f"pre-committed (the open transaction is of {self._staged})"
             )
-        self._txn.commit()
-        self._staged = None
+        try:
+            self._txn.commit()
+        finally:  # committed, or failed: the run fails and recovers; nothing is held either way
+            self._staged = None
         self._committed = checkpoint_id
+        held, self._held = self._held, []
+        if held and self._producer is not None:
+            self._produce(self._producer, [v for v, _ in held], [k for _, k in held])
 
     def abort(self, checkpoint_id: int) -> None:
         """Exactly-once: abort the open transaction (every record since the last committed
         checkpoint is discarded). At-least-once: nothing can be taken back."""
         if self._txn is not None:
             self._staged = None
+            self._held = []
             self._txn.abort()
 
     def close(self) -> None:
@@ -263,12 +289,15 @@ class KafkaSink:
         failed) is aborted."""
         producer, self._producer = self._producer, None
         txn, self._txn = self._txn, None
+        self._held = []
         if txn is not None:
+            self._closed = True
             try:
                 txn.abort()
             finally:
                 txn.close()
         elif producer is not None:
+            self._closed = True
             self._flush(producer)
 
     def metrics(self) -> Metrics:
@@ -303,6 +332,8 @@ class KafkaSink:
             self._first_failure = str(error.str())
 
     def _raise_if_failed(self) -> None:
+        if self._txn is not None and self._txn.fenced:
+            raise fenced_error(f"KafkaSink({self.topic!r})", self._txn.transactional_id)
         fatal = self._errors.fatal
         if fatal is not None and fatal.code() in FENCED_CODES and self.transactional_id:
             raise fenced_error(f"KafkaSink({self.topic!r})", self.transactional_id)
