@@ -22,6 +22,7 @@ from kafka import TopicPartition as KpTopicPartition
 from txn_fill import COMMITTED, END, HISTORY, UNCOMMITTED, fill, in_broker
 
 from strom.broker import Broker
+from strom.broker.log import LogConfig
 
 KCAT = shutil.which("kcat")
 
@@ -196,3 +197,27 @@ def test_lso_after_restart(tmp_path: Any) -> None:
             assert _confluent_read(consumer, 1) == [b"later"]
         finally:
             consumer.close()
+
+
+def test_aborted_transaction_spanning_segments(tmp_path: Any) -> None:
+    """AutoMQ #754: the transaction starts segments before its abort marker; a consumer that
+    starts in a later segment, inside the transaction, still drops its records."""
+    steps: list[tuple[object, ...]] = [("txn", 4, [b"t-first"])]
+    for i in range(30):
+        steps.append(("plain", [b"filler-%02d" % i + b"." * 80]))
+        if i % 10 == 9:
+            steps.append(("txn", 4, [b"t-%d" % i]))
+    steps += [("abort", 4), ("plain", [b"last"])]
+    with Broker(tmp_path / "data", log=LogConfig(segment_bytes=1000)) as broker:
+        fill(broker, "t", steps)
+        bases = in_broker(broker, lambda s: s.logs.partition("t", 0).segment_base_offsets)
+        assert len(bases) >= 3
+        consumer = _confluent(broker, "read_committed")
+        try:
+            start = bases[-2] + 1  # two segments after the transaction's first offset
+            consumer.assign([TopicPartition("t", 0, start)])
+            got = _confluent_read(consumer, 100, timeout=3)
+        finally:
+            consumer.close()
+    assert got and got[-1] == b"last"
+    assert not [v for v in got if v.startswith(b"t-")]

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -44,7 +45,7 @@ def _create(broker: Broker, *topics: str, partitions: int = 2) -> None:
         future.result(15)
 
 
-def _describe(broker: Broker, tid: str) -> object:
+def _describe(broker: Broker, tid: str) -> Any:
     from kafka.admin import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap_servers)
@@ -86,8 +87,8 @@ def _committed(broker: Broker, group: str, topic: str, partition: int = 0) -> in
 
 @pytest.fixture(params=CLIENTS, ids=lambda c: c.name)
 def client(request: pytest.FixtureRequest) -> Client:
-    assert isinstance(request.param, Client.__class__) or hasattr(request.param, "producer")
-    return request.param  # type: ignore[no-any-return]
+    chosen: Client = request.param
+    return chosen
 
 
 def test_commit_visible_abort_invisible(client: Client, strom_broker: Broker) -> None:
@@ -181,13 +182,13 @@ def test_timed_out_transaction_is_aborted_and_its_producer_fenced(
         p.send(topic, b"late", partition=0)
         p.flush()
         before = _describe(strom_broker, tid)
-        assert before.state == "Ongoing"  # type: ignore[attr-defined]
+        assert before.state == "Ongoing"
         _wait_for(
-            lambda: _describe(strom_broker, tid).state == "CompleteAbort",  # type: ignore[attr-defined]
+            lambda: _describe(strom_broker, tid).state == "CompleteAbort",
             "the broker to abort the timed-out transaction",
         )
         after = _describe(strom_broker, tid)
-        assert after.producer_epoch == before.producer_epoch + 1  # type: ignore[attr-defined]
+        assert after.producer_epoch == before.producer_epoch + 1
         with pytest.raises(Exception):  # noqa: B017 - each client has its own fencing error
             p.commit()
     finally:
@@ -236,47 +237,54 @@ def test_describe_and_list_transactions(strom_broker: Broker) -> None:
 # -- consume-transform-produce ------------------------------------------------------------------
 
 INPUT_COUNT = 300
-BATCH = 20
 
 
 def _transform_loop(
-    broker: Broker, source: str, out: str, group: str, tid: str, *, stop_after: int | None
+    client: Client,
+    broker: Broker,
+    source: str,
+    out: str,
+    group: str,
+    tid: str,
+    *,
+    stop_after: int | None,
 ) -> None:
-    """Read ``source`` under ``group``, write each value upper-cased to ``out``, one
-    transaction per batch with the input offsets in it. ``stop_after`` batches, the loop dies
-    mid-transaction (its output produced and flushed, never committed nor aborted)."""
-    consumer = Confluent().consumer(broker.bootstrap_servers, group)
-    producer = Confluent().producer(broker.bootstrap_servers, tid)
-    consumer.subscribe([source])
-    producer.init()
+    """Read ``source`` in ``group``, write each value upper-cased to ``out``, one transaction
+    per polled batch with the next input offsets in it. After ``stop_after`` committed batches
+    the loop dies mid-transaction (its output produced and flushed, never committed nor aborted,
+    its consumer gone without a commit)."""
+    producer = client.producer(broker.bootstrap_servers, tid)
+    producer.init()  # fences the instance before, aborting its open transaction
+    member = client.member(broker.bootstrap_servers, group, source, producer)
     done = 0
-    idle_until = time.monotonic() + 20
+    idle_until = time.monotonic() + 30
     try:
         while time.monotonic() < idle_until:
-            messages = [m for m in consumer.consume(BATCH, 0.5) if m.error() is None]
-            if not messages:
+            batch = member.poll()
+            if not batch:
                 if _committed(broker, group, source) >= INPUT_COUNT:
                     return
                 continue
-            idle_until = time.monotonic() + 20
+            idle_until = time.monotonic() + 30
             producer.begin()
-            for m in messages:
-                producer.send(out, m.value().upper(), partition=0)
-            positions = consumer.position(consumer.assignment())
-            producer.send_offsets({(tp.topic, tp.partition): tp.offset for tp in positions}, consumer)
-            done += 1
-            if stop_after is not None and done > stop_after:
+            next_offsets: dict[tuple[str, int], int] = {}
+            for value, topic, partition, offset in batch:
+                producer.send(out, value.upper(), partition=0)
+                next_offsets[(topic, partition)] = offset + 1
+            producer.send_offsets(next_offsets, member.handle)
+            if stop_after is not None and done >= stop_after:
                 producer.flush()
                 return  # the process "dies": no commit, no abort
             producer.commit()
-        raise AssertionError("the transform loop saw no progress for 20 s")
+            done += 1
+        raise AssertionError("the transform loop saw no progress for 30 s")
     finally:
-        consumer.close()
+        member.close()
         producer.close()
 
 
 def test_interrupted_consume_transform_produce_loses_and_duplicates_nothing(
-    strom_broker: Broker,
+    client: Client, strom_broker: Broker
 ) -> None:
     source, out, group, tid = _name("ctp-in"), _name("ctp-out"), _name("ctp"), _name("ctp-tx")
     _create(strom_broker, source, out, partitions=1)
@@ -288,10 +296,9 @@ def test_interrupted_consume_transform_produce_loses_and_duplicates_nothing(
     feed.commit()
     feed.close()
     # Die twice mid-transaction, then run to the end; each restart fences the one before.
-    _transform_loop(strom_broker, source, out, group, tid, stop_after=3)
-    _transform_loop(strom_broker, source, out, group, tid, stop_after=5)
-    _transform_loop(strom_broker, source, out, group, tid, stop_after=None)
-    got = Confluent().read(strom_broker.bootstrap_servers, out, "read_committed", INPUT_COUNT)
+    for stop_after in (3, 5, None):
+        _transform_loop(client, strom_broker, source, out, group, tid, stop_after=stop_after)
+    got = client.read(strom_broker.bootstrap_servers, out, "read_committed", INPUT_COUNT)
     assert got == [f"M{i:04d}".encode() for i in range(INPUT_COUNT)]
     assert _committed(strom_broker, group, source) == INPUT_COUNT
 
@@ -317,9 +324,9 @@ def test_kcat_reads_read_committed(strom_broker: Broker) -> None:
     p.close()
 
     def kcat_read(isolation: str) -> list[str]:
+        args = [KCAT, "-C", "-b", strom_broker.bootstrap_servers, "-t", topic, "-e", "-q"]
         done = subprocess.run(
-            [KCAT, "-C", "-b", strom_broker.bootstrap_servers, "-t", topic, "-e", "-q"]
-            + ["-X", f"isolation.level={isolation}", "-f", "%s\\n"],
+            [*args, "-X", f"isolation.level={isolation}", "-f", "%s\\n"],
             capture_output=True,
             timeout=60,
             check=True,
@@ -332,12 +339,14 @@ def test_kcat_reads_read_committed(strom_broker: Broker) -> None:
 
 @pytest.fixture(autouse=True)
 def _no_leftover_transactions(strom_broker: Broker) -> Iterator[None]:
-    """After each test: no transaction left open, the last stable offset at the high watermark
-    wherever every transaction has ended."""
+    """After each test: no transaction left open, and every partition's last stable offset at
+    its high watermark."""
     yield
-    coordinator = strom_broker._runtime.state.transactions  # type: ignore[union-attr]
-    _, ongoing = coordinator.list_transactions(["Ongoing", "PrepareCommit", "PrepareAbort"])
-    if ongoing:
-        return  # a test that leaves one open on purpose checks it itself
-    for _, _, plog in strom_broker._runtime.state.logs.partitions():  # type: ignore[union-attr]
+    runtime = strom_broker._runtime
+    assert runtime is not None and runtime.state is not None
+    _, ongoing = runtime.state.transactions.list_transactions(
+        ["Ongoing", "PrepareCommit", "PrepareAbort"]
+    )
+    assert ongoing == [], "a transaction was left open"
+    for _, _, plog in runtime.state.logs.partitions():
         assert plog.last_stable_offset == plog.high_watermark

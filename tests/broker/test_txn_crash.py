@@ -22,7 +22,7 @@ import pytest
 from broker_proc import BrokerProcess, RawClient, free_port, wait_until
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
-from txn_clients import Confluent
+from txn_clients import Confluent, ConfluentProducer
 
 from strom.broker.coordinator.crashpoints import ENV
 
@@ -90,9 +90,11 @@ def _check_settled(broker: BrokerProcess, committed: list[bytes], aborted: list[
     assert sorted(everything) == sorted(committed + aborted)
 
 
-def _open_transaction(broker: BrokerProcess, tid: str, tag: str) -> tuple[object, list[bytes]]:
+def _open_transaction(
+    broker: BrokerProcess, tid: str, tag: str
+) -> tuple[ConfluentProducer, list[bytes]]:
     """A producer with a flushed open transaction over both partitions."""
-    p = Confluent().producer(broker.bootstrap_servers, tid, timeout_ms=10_000)
+    p = ConfluentProducer(broker.bootstrap_servers, tid, 10_000)
     p.init()
     p.begin()
     values = [f"{tag}-{i}".encode() for i in range(6)]
@@ -118,16 +120,16 @@ def test_kill_mid_decision_completes_as_decided(
 ) -> None:
     # The committed baseline, then the transaction the crash lands in.
     p, base = _open_transaction(broker, "base", "base")
-    p.commit()  # type: ignore[attr-defined]
-    p.close()  # type: ignore[attr-defined]
+    p.commit()
+    p.close()
     broker.stop()
     monkeypatch.setenv(ENV, point)
     broker.start()
     monkeypatch.delenv(ENV)
     p, values = _open_transaction(broker, "victim", "victim")
     with pytest.raises(KafkaException):  # the broker dies during EndTxn
-        p.commit(timeout=3) if commit else p.abort(timeout=3)  # type: ignore[attr-defined]
-    p.close()  # type: ignore[attr-defined]
+        p.commit(timeout=3) if commit else p.abort(timeout=3)
+    p.close()
     wait_until(lambda: not broker.alive(), 10, "the broker to kill itself at the crash point")
     broker.start()
     committed = base + values if commit else base
@@ -141,7 +143,7 @@ def test_kill_with_a_transaction_open_then_a_new_instance_aborts_it(
 ) -> None:
     p, values = _open_transaction(broker, "open", "open")
     broker.kill()
-    p.close()  # type: ignore[attr-defined]
+    p.close()
     broker.start()
     with RawClient(broker.address) as client:
         assert _transactions(client)["open"] == "Ongoing"  # undecided: still the producer's
@@ -167,8 +169,8 @@ def test_kill_with_a_transaction_open_then_the_timeout_aborts_it(broker: BrokerP
 
 def test_kill_after_complete(broker: BrokerProcess) -> None:
     p, values = _open_transaction(broker, "done", "done")
-    p.commit()  # type: ignore[attr-defined]
-    p.close()  # type: ignore[attr-defined]
+    p.commit()
+    p.close()
     broker.kill()
     broker.start()
     _check_settled(broker, values, [])

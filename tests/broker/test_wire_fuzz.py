@@ -115,7 +115,9 @@ def _example(fields: tuple[FieldSpec, ...], version: int, group: str) -> dict[st
 def _value(f: FieldSpec, typ: str, version: int, key: str, group: str) -> Any:
     if f.fields:
         return _example(f.fields, version, group)
-    if key in _NAMED and not f.is_array:
+    # (A null where the field is not nullable, as AddOffsetsToTxn's transactional id, falls
+    # through to an ordinary value of its type.)
+    if key in _NAMED and not f.is_array and (_NAMED[key] is not None or version in f.nullable):
         return _NAMED[key]
     if typ in _INTS:
         return 0

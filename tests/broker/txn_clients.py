@@ -18,6 +18,8 @@ T = TypeVar("T")
 
 #: How long a test waits for records that should come (nothing waits for records that must not).
 READ_TIMEOUT_S = 15.0
+#: Records per poll of a consume-transform-produce member.
+BATCH = 20
 
 
 class TxnProducer(Protocol):
@@ -31,8 +33,25 @@ class TxnProducer(Protocol):
     def close(self) -> None: ...
 
 
+class TxnConsumer(Protocol):
+    """A group member reading under read_committed with auto-commit off, for a
+    consume-transform-produce loop: ``handle`` is what ``send_offsets`` takes for its group."""
+
+    handle: Any
+
+    def poll(self) -> list[tuple[bytes, str, int, int]]:
+        """Up to a batch of (value, topic, partition, offset), waiting up to half a second."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Client(Protocol):
     name: str
+
+    def member(
+        self, bootstrap: str, group: str, topic: str, producer: TxnProducer
+    ) -> TxnConsumer: ...
 
     def producer(self, bootstrap: str, tid: str, *, timeout_ms: int = 60_000) -> TxnProducer: ...
 
@@ -105,6 +124,21 @@ class ConfluentProducer:
             self.p.flush(0)
 
 
+class ConfluentMember:
+    def __init__(self, consumer: Any, topic: str) -> None:
+        self.handle = consumer
+        consumer.subscribe([topic])
+
+    def poll(self) -> list[tuple[bytes, str, int, int]]:
+        messages = self.handle.consume(BATCH, 0.5)
+        return [
+            (m.value(), m.topic(), m.partition(), m.offset()) for m in messages if not m.error()
+        ]
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 class Confluent:
     name = "confluent-kafka"
 
@@ -123,6 +157,9 @@ class Confluent:
                 "isolation.level": isolation,
             }
         )
+
+    def member(self, bootstrap: str, group: str, topic: str, producer: TxnProducer) -> TxnConsumer:
+        return ConfluentMember(self.consumer(bootstrap, group), topic)
 
     def read(self, bootstrap: str, topic: str, isolation: str, count: int) -> list[bytes]:
         c = self.consumer(bootstrap, f"reader-{topic}-{isolation}-{time.monotonic_ns()}", isolation)
@@ -178,8 +215,32 @@ class KafkaPythonProducer:
         self.p.close(timeout=0)
 
 
+class KafkaPythonMember:
+    def __init__(self, bootstrap: str, group: str, topic: str) -> None:
+        from kafka import KafkaConsumer
+
+        self.handle = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+        )
+
+    def poll(self) -> list[tuple[bytes, str, int, int]]:
+        batches = self.handle.poll(timeout_ms=500, max_records=BATCH)
+        return [(r.value, r.topic, r.partition, r.offset) for rs in batches.values() for r in rs]
+
+    def close(self) -> None:
+        self.handle.close()
+
+
 class KafkaPython:
     name = "kafka-python"
+
+    def member(self, bootstrap: str, group: str, topic: str, producer: TxnProducer) -> TxnConsumer:
+        return KafkaPythonMember(bootstrap, group, topic)
 
     def producer(self, bootstrap: str, tid: str, *, timeout_ms: int = 60_000) -> TxnProducer:
         return KafkaPythonProducer(bootstrap, tid, timeout_ms)
@@ -260,8 +321,43 @@ class AioProducer:
         self.loop.close()
 
 
+class AioMember:
+    """An aiokafka consumer on its producer's event loop (one loop per simulated process)."""
+
+    def __init__(self, bootstrap: str, group: str, topic: str, producer: AioProducer) -> None:
+        self.loop = producer.loop
+        self.handle = group
+
+        async def make() -> Any:
+            from aiokafka import AIOKafkaConsumer
+
+            c = AIOKafkaConsumer(
+                topic,
+                bootstrap_servers=bootstrap,
+                group_id=group,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                isolation_level="read_committed",
+            )
+            await c.start()
+            return c
+
+        self.c = self.loop.run_until_complete(make())
+
+    def poll(self) -> list[tuple[bytes, str, int, int]]:
+        batches = self.loop.run_until_complete(self.c.getmany(timeout_ms=500, max_records=BATCH))
+        return [(r.value, r.topic, r.partition, r.offset) for rs in batches.values() for r in rs]
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.c.stop())
+
+
 class Aio:
     name = "aiokafka"
+
+    def member(self, bootstrap: str, group: str, topic: str, producer: TxnProducer) -> TxnConsumer:
+        assert isinstance(producer, AioProducer)
+        return AioMember(bootstrap, group, topic, producer)
 
     def producer(self, bootstrap: str, tid: str, *, timeout_ms: int = 60_000) -> TxnProducer:
         return AioProducer(bootstrap, tid, timeout_ms)

@@ -16,6 +16,7 @@ _COMMANDS = {
     "produce": "strom.cli.produce:produce",
     "consume": "strom.cli.consume:consume",
     "groups": "strom.cli.groups:groups",
+    "transactions": "strom.cli.transactions:transactions",
     "demo": "strom.cli.demo:demo",
     "bench": "strom.cli.bench:bench",
     "run": "strom.cli.run:run",

@@ -194,3 +194,26 @@ def test_store_matches_a_dict_model(ops: list[tuple[object, ...]]) -> None:
             }
             assert got == offsets
         store.close()
+
+
+def test_transactional_offsets_are_staged_durably_and_decided_once(tmp_path: Path) -> None:
+    path = tmp_path / "offsets.log"
+    store = OffsetStore(path, compact_min_bytes=1)
+    store.commit("g", [("t", 0, 5, -1, None)], 1)
+    store.commit_pending("g", 7, [("t", 0, 9, -1, "m"), ("t", 1, 3, -1, None)], 2)
+    store.commit_pending("g", 8, [("t", 2, 4, -1, None)], 3)
+    assert store.pending_partitions("g") == {("t", 0), ("t", 1), ("t", 2)}
+    assert store.fetch("g", [("t", 0)])[("t", 0)].offset == 5  # staged offsets are not visible
+    store.compact()
+    store.close()
+    # Staged offsets survive a restart (and compaction) as staged, not as committed.
+    store = OffsetStore(path)
+    assert store.pending_partitions("g") == {("t", 0), ("t", 1), ("t", 2)}
+    store.complete_pending("g", 7, commit=True)
+    store.complete_pending("g", 8, commit=False)
+    store.complete_pending("g", 7, commit=False)  # a re-applied decision changes nothing
+    assert store.pending_partitions("g") == set()
+    offsets = {k: v.offset for k, v in store.fetch("g").items()}
+    assert offsets == {("t", 0): 9, ("t", 1): 3}
+    store.close()
+    assert {k: v.offset for k, v in OffsetStore(path).fetch("g").items()} == offsets

@@ -373,3 +373,16 @@ def test_kill_minus_nine_keeps_transaction_state(tmp_path: Path) -> None:
                     start, start + 5
                 )
             assert _committed(log) == expected.committed_values
+
+
+def test_sequences_wrap_and_snapshot(tmp_path: Path) -> None:
+    """A sequence past int32's maximum wraps to 0 (as in Kafka), so the snapshot can hold it."""
+    path = tmp_path / "t-0"
+    with PartitionLog(path, CONFIG) as log:
+        log.append(txn_batch(2, [b"a", b"b", b"c"], seq=2**31 - 2), 1)
+        for i in range(8):  # rolls: each roll writes a snapshot
+            log.append(plain_batch([b"filler-%d" % i * 10]), 1)
+        assert len(log.segment_base_offsets) > 1
+        assert log.producer_states()[0].last_sequence == 0  # ..., max - 1, max, 0
+    with PartitionLog(path, CONFIG) as log:
+        assert log.producer_states()[0].last_sequence == 0  # ..., max - 1, max, 0

@@ -225,6 +225,10 @@ def _fetch_group(
     # KIP-447: a consumer asking for stable offsets must not start from an offset that an open
     # transaction may still move; it retries until the transaction is decided.
     unstable = ctx.state.offsets.pending_partitions(group_id) if require_stable else set()
+    if wanted is None:  # all of the group's partitions: those with only staged offsets too
+        committed.update(
+            ctx.state.groups.fetch_offsets(group_id, sorted(unstable - set(committed)))
+        )
     by_topic: dict[str, list[dict[str, Any]]] = {}
     for (topic, partition), c in sorted(committed.items()):
         pending = (topic, partition) in unstable

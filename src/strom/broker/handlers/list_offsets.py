@@ -1,9 +1,4 @@
-"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp.
-
-With isolation level 1 (read_committed) "latest" is the last stable offset, and a lookup by
-timestamp (or max timestamp) that lands at or past it finds nothing, as in Kafka: a
-read_committed consumer cannot read there yet.
-"""
+"""ListOffsets: earliest (-2), latest (-1), max timestamp (-3) and by timestamp; v0 apart."""
 
 from __future__ import annotations
 
@@ -31,6 +26,8 @@ def _answer(index: int, code: ErrorCode, offset: int = -1, timestamp: int = -1) 
 @api(2, "ListOffsets", 1, 7)
 async def list_offsets(ctx: Context, req: Body) -> Body:
     state = ctx.state
+    # read_committed (isolation level 1): "latest" is the last stable offset, and a lookup by
+    # timestamp (or max timestamp) at or past it finds nothing, as in Kafka
     committed = req.get("isolation_level", 0) == 1
     known = state.logs.topics()
     topics = []

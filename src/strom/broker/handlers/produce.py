@@ -86,10 +86,7 @@ def _produce_partition(
         return _partition_result(index, ErrorCode.CORRUPT_MESSAGE, str(exc))
     if not headers:
         return _partition_result(index, ErrorCode.INVALID_RECORD, "no records")
-    if any(h.is_control for h in headers):
-        return _partition_result(
-            index, ErrorCode.INVALID_RECORD, "control batches are written by the broker only"
-        )
+    # (validate_produce_records has refused control batches: only the coordinator writes them.)
     if headers[0].is_transactional:
         refused = _verify_transactional(state, topic, index, headers)
         if refused is not None:

@@ -22,10 +22,8 @@ the high watermark when none is ongoing.
 from __future__ import annotations
 
 import bisect
-import itertools
 import logging
 import os
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +33,10 @@ from strom.broker.log.config import LogConfig
 from strom.broker.log.errors import LogStorageError, OffsetOutOfRangeError, RecordTooLargeError
 from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all
 from strom.broker.log.retention import SegmentStats, segments_to_delete
-from strom.broker.log.segment import Segment, scan_batches
+from strom.broker.log.segment import CLEAN_MARKER, Segment, open_segments, scan_batches
 from strom.broker.log.transactions import (
-    SNAPSHOT_FILE,
-    ControlMarker,
     ProducerState,
     fold_batch,
-    parse_marker,
     recover_state,
     remove_snapshots,
     write_snapshot,
@@ -49,11 +44,13 @@ from strom.broker.log.transactions import (
 from strom.broker.log.txnindex import collect_aborted
 from strom.kafka.protocol.records import (
     BatchHeader,
+    ControlMarker,
     RecordError,
     assign_offsets,
     build_control_batch,
     decode_batch,
     iter_batches,
+    parse_control_marker,
     validate_produce_records,
 )
 
@@ -61,8 +58,6 @@ __all__ = ["AppendResult", "PartitionLog", "ReadResult"]
 
 log = logging.getLogger("strom.broker.log")
 
-CLEAN_MARKER: Final = ".clean-shutdown"
-_SEGMENT_FILE: Final = re.compile(r"^(\d{20})\.(log|index|timeindex|txnindex)$")
 _MAX_RELATIVE_OFFSET: Final = 2**31 - 1
 
 
@@ -127,7 +122,7 @@ class PartitionLog:
         self._closed = False
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._segments = self._open_segments()
+            self._segments = open_segments(self.directory, config.index_interval_bytes)
         except OSError as exc:
             raise LogStorageError(f"cannot open log {self.directory}: {exc}") from exc
         try:
@@ -137,58 +132,6 @@ class PartitionLog:
                 seg.close()
             raise LogStorageError(f"cannot recover {self.directory}: {exc}") from exc
         self._max_span = max((seg.txn_index.max_span for seg in self._segments), default=0)
-
-    def _open_segments(self) -> list[Segment]:
-        marker = self.directory / CLEAN_MARKER
-        clean = marker.exists()
-        logs: set[int] = set()
-        others: list[tuple[int, Path]] = []
-        for path in self.directory.iterdir():
-            if path.name.endswith((".deleted", ".tmp")) and path.is_file():
-                path.unlink(missing_ok=True)
-            elif SNAPSHOT_FILE.match(path.name):
-                continue  # producer state: chosen by recover_state
-            elif m := _SEGMENT_FILE.match(path.name):
-                if m[2] == "log":
-                    logs.add(int(m[1]))
-                else:
-                    others.append((int(m[1]), path))
-        for base, path in others:
-            if base not in logs:
-                path.unlink()  # the index of a segment whose deletion was interrupted
-        bases = sorted(logs) or [0]
-        segments: list[Segment] = []
-        try:
-            for i, base in enumerate(bases):
-                recover = i == len(bases) - 1 and not clean
-                segments.append(
-                    Segment.open(
-                        self.directory,
-                        base,
-                        recover=recover,
-                        index_interval_bytes=self.config.index_interval_bytes,
-                    )
-                )
-            for seg in segments[:-1]:
-                seg.seal(sync=False)
-            if clean:
-                marker.unlink()
-            fsync_dir(self.directory)
-            fsync_dir(self.directory.parent)
-        except BaseException:
-            for seg in segments:
-                seg.close()
-            raise
-        for prev, nxt in itertools.pairwise(segments):
-            if prev.next_offset != nxt.base_offset:
-                log.warning(
-                    "%s: segment %d ends at offset %d but the next starts at %d",
-                    self.directory,
-                    prev.base_offset,
-                    prev.next_offset,
-                    nxt.base_offset,
-                )
-        return segments
 
     # -- state -----------------------------------------------------------------------------
 
@@ -352,7 +295,7 @@ class PartitionLog:
         markers: dict[int, ControlMarker] = {}
         for i, (h, pos) in enumerate(iter_batches(records)):
             if h.is_control:
-                marker = parse_marker(records, pos)
+                marker = parse_control_marker(records, pos)
                 self._producers.check_marker(
                     h.producer_id, h.producer_epoch, marker.coordinator_epoch
                 )

@@ -14,8 +14,10 @@ Invariants between calls (in memory; the file agrees after a successful append o
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,15 +26,17 @@ from typing import Final
 
 import crc32c
 
-from strom.broker.log.fileio import DeferredCloser, pread_all, pwrite_all
+from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all, pwrite_all
 from strom.broker.log.index import OffsetIndex, TimeIndex
 from strom.broker.log.txnindex import TxnIndex
 from strom.kafka.protocol.records import HEADER_SIZE, BatchHeader, parse_header
 
-__all__ = ["Segment", "scan_batches", "segment_name"]
+__all__ = ["CLEAN_MARKER", "Segment", "open_segments", "scan_batches", "segment_name"]
 
 log = logging.getLogger("strom.broker.log")
 
+CLEAN_MARKER: Final = ".clean-shutdown"
+_SEGMENT_FILE: Final = re.compile(r"^(\d{20})\.(log|index|timeindex|txnindex)$")
 _CHUNK: Final = 1 << 16
 _MIN_BATCH_LENGTH: Final = HEADER_SIZE - 12
 _CRC_START: Final = 21
@@ -375,3 +379,60 @@ def _advance(tail: _Tail, h: BatchHeader) -> None:
         tail.max_timestamp, tail.max_timestamp_offset = h.max_timestamp, h.base_offset
     tail.bytes_since_index += h.size
     tail.next_offset = h.next_offset
+
+
+def open_segments(directory: Path, index_interval_bytes: int) -> list[Segment]:
+    """Open a partition directory's segments in offset order (an empty first one if none).
+
+    Stray files go first: ``*.deleted`` and ``*.tmp`` leftovers, and the indexes of a segment
+    whose log file is gone (an interrupted deletion). The active segment is recovered unless
+    the directory holds a clean-shutdown marker, which is then removed durably.
+    """
+    marker = directory / CLEAN_MARKER
+    clean = marker.exists()
+    logs: set[int] = set()
+    others: list[tuple[int, Path]] = []
+    for path in directory.iterdir():
+        if path.name.endswith((".deleted", ".tmp")) and path.is_file():
+            path.unlink(missing_ok=True)
+        elif m := _SEGMENT_FILE.match(path.name):
+            if m[2] == "log":
+                logs.add(int(m[1]))
+            else:
+                others.append((int(m[1]), path))
+    for base, path in others:
+        if base not in logs:
+            path.unlink()  # the index of a segment whose deletion was interrupted
+    bases = sorted(logs) or [0]
+    segments: list[Segment] = []
+    try:
+        for i, base in enumerate(bases):
+            recover = i == len(bases) - 1 and not clean
+            segments.append(
+                Segment.open(
+                    directory,
+                    base,
+                    recover=recover,
+                    index_interval_bytes=index_interval_bytes,
+                )
+            )
+        for seg in segments[:-1]:
+            seg.seal(sync=False)
+        if clean:
+            marker.unlink()
+        fsync_dir(directory)
+        fsync_dir(directory.parent)
+    except BaseException:
+        for seg in segments:
+            seg.close()
+        raise
+    for prev, nxt in itertools.pairwise(segments):
+        if prev.next_offset != nxt.base_offset:
+            log.warning(
+                "%s: segment %d ends at offset %d but the next starts at %d",
+                directory,
+                prev.base_offset,
+                prev.next_offset,
+                nxt.base_offset,
+            )
+    return segments

@@ -32,7 +32,7 @@ import logging
 import re
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -42,14 +42,18 @@ from strom.broker.log.errors import InvalidProducerEpochError, TransactionCoordi
 from strom.broker.log.fileio import atomic_write
 from strom.broker.log.segment import Segment, scan_batches
 from strom.broker.log.txnindex import AbortedTxn
-from strom.kafka.protocol.records import BatchHeader, CorruptRecordError, decode_batch
+from strom.kafka.protocol.records import (
+    ATTR_TRANSACTIONAL,
+    BatchHeader,
+    ControlMarker,
+    CorruptRecordError,
+    parse_control_marker,
+)
 
 __all__ = [
     "SNAPSHOT_FILE",
-    "ControlMarker",
     "ProducerState",
     "ProducerStateTable",
-    "parse_marker",
     "read_snapshot",
     "recover_state",
     "remove_snapshots",
@@ -64,11 +68,7 @@ _MAGIC: Final = b"STXS"
 _HEAD: Final = struct.Struct(">4sHqI")
 _ENTRY: Final = struct.Struct(">qhiqiq")
 _CRC: Final = struct.Struct(">I")
-_MARKER_KEY: Final = struct.Struct(">hh")
-_MARKER_VALUE: Final = struct.Struct(">hi")
-Buffer = bytes | bytearray | memoryview
-ABORT: Final = 0
-COMMIT: Final = 1
+_MAX_SEQUENCE: Final = 2**31 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,45 +83,41 @@ class ProducerState:
     current_txn_start_offset: int  # first offset of its ongoing transaction here; -1: none
 
 
-@dataclass(frozen=True, slots=True)
-class ControlMarker:
-    """An end-transaction marker's control record: key (version 0, type), value (version 0,
-    coordinator epoch)."""
+@dataclass(slots=True)
+class _Producer:
+    """A producer's mutable entry (updated in place on the append path)."""
 
-    commit: bool
-    coordinator_epoch: int
-
-
-def parse_marker(buf: Buffer, pos: int = 0) -> ControlMarker:
-    """The marker of the control batch at ``pos``; :class:`CorruptRecordError` if it is none
-    (Kafka's other control record types are not end-transaction markers)."""
-    records = decode_batch(buf, pos)
-    if len(records) != 1 or records[0].key is None or len(records[0].key) != _MARKER_KEY.size:
-        raise CorruptRecordError("a control batch must hold one end-transaction marker record")
-    version, kind = _MARKER_KEY.unpack(records[0].key)
-    value = records[0].value or b""
-    if version != 0 or kind not in (ABORT, COMMIT) or len(value) < _MARKER_VALUE.size:
-        raise CorruptRecordError(f"not an end-transaction marker (version {version}, type {kind})")
-    _, coordinator_epoch = _MARKER_VALUE.unpack_from(value)
-    return ControlMarker(kind == COMMIT, coordinator_epoch)
+    epoch: int
+    last_sequence: int = -1
+    last_timestamp: int = -1
+    coordinator_epoch: int = -1
+    txn_start: int = -1
 
 
 class ProducerStateTable:
     """Producer id -> :class:`ProducerState` for one partition, and its ongoing transactions."""
 
     def __init__(self, states: Iterable[ProducerState] = ()) -> None:
-        self._states: dict[int, ProducerState] = {}
+        self._states: dict[int, _Producer] = {}
         self._ongoing: dict[int, int] = {}  # producer id: first offset of its transaction
         for s in states:
-            self._states[s.producer_id] = s
+            self._states[s.producer_id] = _Producer(
+                s.producer_epoch,
+                s.last_sequence,
+                s.last_timestamp,
+                s.coordinator_epoch,
+                s.current_txn_start_offset,
+            )
             if s.current_txn_start_offset >= 0:
                 self._ongoing[s.producer_id] = s.current_txn_start_offset
 
     def states(self) -> list[ProducerState]:
-        return sorted(self._states.values(), key=lambda s: s.producer_id)
-
-    def get(self, producer_id: int) -> ProducerState | None:
-        return self._states.get(producer_id)
+        return [
+            ProducerState(
+                pid, p.epoch, p.last_sequence, p.last_timestamp, p.coordinator_epoch, p.txn_start
+            )
+            for pid, p in sorted(self._states.items())
+        ]
 
     def first_unstable_offset(self) -> int | None:
         """The first offset of the oldest ongoing transaction, if any."""
@@ -129,54 +125,58 @@ class ProducerStateTable:
 
     def check_marker(self, producer_id: int, producer_epoch: int, coordinator_epoch: int) -> None:
         """Refuse a marker from an older producer epoch or an older coordinator."""
-        state = self._states.get(producer_id)
-        if state is None:
+        p = self._states.get(producer_id)
+        if p is None:
             return
-        if producer_epoch < state.producer_epoch:
+        if producer_epoch < p.epoch:
             raise InvalidProducerEpochError(
                 f"marker for producer {producer_id} has epoch {producer_epoch}, "
-                f"older than its latest {state.producer_epoch} on this partition"
+                f"older than its latest {p.epoch} on this partition"
             )
-        if coordinator_epoch < state.coordinator_epoch:
+        if coordinator_epoch < p.coordinator_epoch:
             raise TransactionCoordinatorFencedError(
                 f"marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, "
-                f"older than {state.coordinator_epoch}"
+                f"older than {p.coordinator_epoch}"
             )
 
     def apply_data(self, h: BatchHeader) -> None:
         """Fold a data batch (one with a producer id) in."""
         pid = h.producer_id
-        old = self._states.get(pid)
-        last_sequence = h.base_sequence + h.last_offset_delta if h.base_sequence >= 0 else -1
-        txn_start = -1 if old is None else old.current_txn_start_offset
-        if h.is_transactional and txn_start < 0:
-            txn_start = h.base_offset
-            self._ongoing[pid] = txn_start
-        self._states[pid] = ProducerState(
-            pid,
-            h.producer_epoch,
-            last_sequence,
-            h.max_timestamp,
-            -1 if old is None else old.coordinator_epoch,
-            txn_start,
-        )
+        p = self._states.get(pid)
+        if p is None:
+            p = self._states[pid] = _Producer(h.producer_epoch)
+        elif h.producer_epoch > p.epoch:
+            # never lowered: a zombie's batch (the produce path should have fenced it) must
+            # not let its stale markers through
+            p.epoch = h.producer_epoch
+        p.last_sequence = _last_sequence(h.base_sequence, h.last_offset_delta)
+        p.last_timestamp = h.max_timestamp
+        if p.txn_start < 0 and h.attributes & ATTR_TRANSACTIONAL:
+            p.txn_start = self._ongoing[pid] = h.base_offset
 
     def apply_marker(self, h: BatchHeader, marker: ControlMarker) -> AbortedTxn | None:
         """Fold a marker in: it ends the producer's ongoing transaction, if any (else it changes
         nothing). Returns the aborted transaction for the index, for an abort."""
         pid = h.producer_id
         first = self._ongoing.pop(pid, None)
-        old = self._states.get(pid)
-        if first is None or old is None:
+        p = self._states.get(pid)
+        if first is None or p is None:
             return None
-        self._states[pid] = replace(
-            old,
-            producer_epoch=max(old.producer_epoch, h.producer_epoch),
-            last_timestamp=h.max_timestamp,
-            coordinator_epoch=marker.coordinator_epoch,
-            current_txn_start_offset=-1,
-        )
+        p.epoch = max(p.epoch, h.producer_epoch)
+        p.last_timestamp = h.max_timestamp
+        p.coordinator_epoch = marker.coordinator_epoch
+        p.txn_start = -1
         return None if marker.commit else AbortedTxn(pid, first, h.base_offset)
+
+
+def _last_sequence(base_sequence: int, delta: int) -> int:
+    """The batch's last sequence number; sequences wrap from int32's maximum to 0 (as Kafka's
+    ``DefaultRecordBatch.incrementSequence``). -1 for a batch without sequences."""
+    if base_sequence < 0:
+        return -1
+    if base_sequence > _MAX_SEQUENCE - delta:
+        return delta - (_MAX_SEQUENCE - base_sequence) - 1
+    return base_sequence + delta
 
 
 def snapshot_name(offset: int) -> str:
@@ -214,7 +214,7 @@ def read_snapshot(path: Path) -> tuple[int, ProducerStateTable] | None:
     if crc32c.crc32c(data[: -_CRC.size]) != crc:
         return None
     magic, version, offset, count = _HEAD.unpack_from(data)
-    if magic != _MAGIC or version != 1 or len(data) != _HEAD.size + count * _ENTRY.size + 4:
+    if magic != _MAGIC or version != 1 or len(data) != _HEAD.size + count * _ENTRY.size + _CRC.size:
         return None
     states = [
         ProducerState(*fields)
@@ -282,7 +282,7 @@ def recover_state(directory: Path, segments: Sequence[Segment]) -> ProducerState
             marker = None
             if h.is_control and h.producer_id >= 0:
                 try:
-                    marker = parse_marker(seg.read_batch(p, h.size))
+                    marker = parse_control_marker(seg.read_batch(p, h.size))
                 except CorruptRecordError as exc:
                     log.warning("%s: control batch at %d: %s", directory, h.base_offset, exc)
                     continue

@@ -196,7 +196,24 @@ class Fetcher:
             if state is not None and not state.ended:
                 self._route(state, run)
         self._errors.raise_if_fatal()
+        if not messages:
+            self._past_markers(consumer)
         return bool(messages)  # records, or events (a partition's end) a poll acts on
+
+    def _past_markers(self, consumer: Consumer) -> None:
+        """librdkafka's position moves past transaction markers (and aborted records), which
+        it never returns: an idle partition's ``fetched`` follows it there."""
+        idle = [p for p, s in self.states.items() if s.assigned and not s.ended and not s.buffer]
+        if not idle:
+            return
+        try:
+            positions = consumer.position([TopicPartition(self.topic, p) for p in idle])
+        except KafkaException:
+            return
+        for tp in positions:
+            state = self.states.get(tp.partition)
+            if state is not None and tp.offset is not None and tp.offset > state.fetched:
+                state.fetched = tp.offset
 
     def _route(self, state: PartitionState, run: list[Message]) -> None:
         """Buffer one partition's messages (in offset order), minus stale ones and, if bounded,

@@ -141,9 +141,17 @@ class Cluster:
     """The brokers of one topic's cluster, as seen by one client."""
 
     def __init__(
-        self, bootstrap_servers: str, topic: str, client_id: str, socket_timeout: float
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        client_id: str,
+        socket_timeout: float,
+        *,
+        read_committed: bool = False,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        #: ListOffsets with isolation level 1: "latest" is the last stable offset
+        self.read_committed = read_committed
         self.topic = topic
         self.client_id = client_id
         self.socket_timeout = socket_timeout
@@ -295,7 +303,7 @@ class Cluster:
         conn = self.connection(node)
         body = conn.call("ListOffsets", conn.version("ListOffsets"), {
             "replica_id": -1,
-            "isolation_level": 0,
+            "isolation_level": 1 if self.read_committed else 0,
             "topics": [{"name": self.topic, "partitions": [
                 {"partition_index": p, "current_leader_epoch": -1, "timestamp": timestamp}
                 for p in parts

@@ -19,8 +19,13 @@ with the cluster is bounded); OFFSET_OUT_OF_RANGE resets the partition to its ea
 (its latest with ``start="latest"``) with a warning naming both offsets; a corrupt batch (bad
 CRC, malformed records) is a :class:`~strom.connectors.kafka.common.KafkaConnectorError`.
 
-Plaintext only, isolation ``read_uncommitted`` (aborted transactional records are delivered;
-control batches are not). SASL, TLS and ``read_committed`` are the librdkafka client's job.
+Isolation: with ``read_committed`` (the default) fetches and ListOffsets ask for isolation level
+1, so the broker returns only records below each partition's last stable offset and a bounded
+partition ends at its LSO; records of aborted transactions are dropped with the response's
+aborted-transaction list, as Kafka's consumer does (:func:`decode_fetched`). With
+``read_uncommitted`` every record is delivered. Control batches (transaction markers) are never
+delivered, but fetching always goes on past them. Plaintext only: SASL and TLS are the
+librdkafka client's job.
 """
 
 from __future__ import annotations
@@ -123,8 +128,10 @@ class NativeFetcher:
         max_records: int,
         poll_timeout_ms: int,
         config: Mapping[str, Any] | None,
+        read_committed: bool = True,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.read_committed = read_committed
         self.topic = topic
         self.group_id = group_id
         self.start = start
@@ -140,7 +147,9 @@ class NativeFetcher:
         self.adaptive = "max.partition.fetch.bytes" not in cfg
         self.wait_ms = int(cfg.get("fetch.wait.max.ms", min(poll_timeout_ms, 500)))
         timeout = CONNECT_TIMEOUT_S + self.wait_ms / 1000
-        self.cluster = Cluster(bootstrap_servers, topic, self.client_id, timeout)
+        self.cluster = Cluster(
+            bootstrap_servers, topic, self.client_id, timeout, read_committed=read_committed
+        )
         self._inflight: dict[int, _InFlight] = {}
         self._partitions: int | None = None
         self._resolved: dict[int, tuple[int, int | None]] = {}
@@ -264,7 +273,7 @@ class NativeFetcher:
             "max_wait_ms": self.wait_ms,
             "min_bytes": 1,
             "max_bytes": self.fetch_max_bytes,
-            "isolation_level": 0,
+            "isolation_level": 1 if self.read_committed else 0,
             "session_id": 0,
             "session_epoch": -1,  # no fetch session: every request is a full one
             "topics": [
@@ -343,8 +352,12 @@ class NativeFetcher:
         records = part["records"]
         if records is None or len(records) == 0:
             return False
+        aborted = None
+        if self.read_committed:
+            listed = part.get("aborted_transactions") or []
+            aborted = [(a["producer_id"], a["first_offset"]) for a in listed]
         try:
-            fetched = decode_fetched(records)
+            fetched = decode_fetched(records, aborted=aborted)
         except RecordError as exc:
             raise KafkaConnectorError(f"{self.topic!r} partition {p}: {exc}") from exc
         if fetched.next_offset is None:  # one batch larger than this partition's fetch size

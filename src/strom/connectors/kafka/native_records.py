@@ -24,6 +24,7 @@ The kernel is compiled on first use and cached on disk (:func:`strom.connectors.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -36,8 +37,10 @@ from strom.connectors.kafka.kernels import concat_spans, inline, jit
 from strom.kafka.protocol.compression import CompressionError, decompress
 from strom.kafka.protocol.records import (
     HEADER_SIZE,
+    BatchHeader,
     CorruptRecordError,
     iter_batches,
+    parse_control_marker,
 )
 
 __all__ = ["Fetched", "RecordColumns", "decode_fetched", "empty_columns", "warm_up"]
@@ -185,15 +188,53 @@ class Fetched:
     next_offset: int | None
 
 
-def decode_fetched(records: bytes | bytearray | memoryview, *, check_crc: bool = True) -> Fetched:
+class _Aborted:
+    """read_committed's filter over one partition's fetched batches, as Kafka's consumer does
+    it: an aborted transaction from the response's list becomes active for its producer once a
+    batch reaches its first offset, and stays so until that producer's abort marker; while
+    active, the producer's transactional batches are dropped."""
+
+    def __init__(self, aborted: Sequence[tuple[int, int]]) -> None:
+        self._pending = sorted(aborted, key=lambda a: a[1], reverse=True)  # popped from the end
+        self._active: set[int] = set()
+
+    def drops(self, buf: memoryview, h: BatchHeader, pos: int) -> bool:
+        """Whether batch ``h`` (at ``pos``) is dropped; control batches update the state."""
+        if h.producer_id < 0:
+            return False
+        pending = self._pending
+        while pending and pending[-1][1] <= h.last_offset:
+            self._active.add(pending.pop()[0])
+        if h.attributes & _ATTR_CONTROL:
+            try:
+                if not parse_control_marker(buf, pos).commit:
+                    self._active.discard(h.producer_id)
+            except CorruptRecordError:
+                pass  # another control record type: not an abort
+            return True
+        return h.is_transactional and h.producer_id in self._active
+
+
+def decode_fetched(
+    records: bytes | bytearray | memoryview,
+    *,
+    check_crc: bool = True,
+    aborted: Sequence[tuple[int, int]] | None = None,
+) -> Fetched:
     """Decode every complete batch of ``records`` (control batches skipped; a partial tail
     ignored) into columns. Raises :class:`CorruptRecordError` on malformed data (a bad CRC
-    when ``check_crc``), ``UnsupportedMagicError`` for legacy (v0/v1) message sets."""
+    when ``check_crc``), ``UnsupportedMagicError`` for legacy (v0/v1) message sets.
+
+    ``aborted`` (read_committed) is the response's aborted transactions, ``(producer_id,
+    first_offset)``: their records are dropped too. ``None`` (read_uncommitted) keeps them.
+    Either way :attr:`Fetched.next_offset` goes past every batch, dropped or not.
+    """
     buf = memoryview(records)
     plan: list[tuple[int, int, int, int, int, int, int]] = []  # start, end, count, base, ts...
     inflated: list[tuple[int, bytes]] = []  # plan index, decompressed records section
     next_offset: int | None = None
     total = 0
+    dropping = _Aborted(aborted) if aborted is not None else None
     for h, pos in iter_batches(buf):
         end = pos + h.size
         if check_crc and crc32c.crc32c(buf[pos + _CRC_START : end]) != h.crc:
@@ -201,6 +242,8 @@ def decode_fetched(records: bytes | bytearray | memoryview, *, check_crc: bool =
                 f"record batch at offset {h.base_offset} fails its CRC-32C check"
             )
         next_offset = h.base_offset + h.last_offset_delta + 1
+        if dropping is not None and dropping.drops(buf, h, pos):
+            continue
         if h.attributes & _ATTR_CONTROL or h.records_count <= 0:
             continue
         codec = h.attributes & _ATTR_COMPRESSION

@@ -34,11 +34,14 @@ if TYPE_CHECKING:
     from strom.connectors.kafka.native_fetch import NativeFetcher, NativePartitionState
     from strom.connectors.kafka.native_records import RecordColumns
 
-__all__ = ["KafkaClient", "KafkaSource"]
+__all__ = ["IsolationLevel", "KafkaClient", "KafkaSource"]
 
 #: Which Kafka client fetches: ``"strom"`` (strom's own, decoding record batches in bulk;
 #: plaintext) or ``"librdkafka"`` (confluent-kafka: SASL, TLS, managed cloud clusters).
 KafkaClient = Literal["strom", "librdkafka"]
+
+#: Which transactional records a source reads (Kafka's ``isolation.level``).
+IsolationLevel = Literal["read_committed", "read_uncommitted"]
 
 
 @dataclass
@@ -92,16 +95,26 @@ class KafkaSource:
     topic is read again. Nothing commits automatically. Commit only what downstream sinks have
     made durable.
 
+    **Transactions.** ``isolation_level="read_committed"`` (the default, as in librdkafka)
+    reads only what transactional producers committed: each partition is read up to its last
+    stable offset (the first offset of its oldest open transaction), so a reader waits at an
+    open transaction, records after it included, until it commits or aborts; records of
+    aborted transactions are never delivered; a bounded partition ends at its last stable
+    offset as of opening. ``"read_uncommitted"`` delivers every record up to the high
+    watermark, aborted and still open transactions included. Transaction markers are never
+    delivered under either; a reader's position moves past them (and past aborted records)
+    once everything before them was delivered, so it is always the next offset to read.
+
     **Client.** ``client="strom"`` (the default) fetches with strom's own Kafka client
     (:mod:`strom.connectors.kafka.native_fetch`): it decodes whole record batches into columns
     without a Python object per record (``benchmarks/source_fetch.py`` measures it against
     librdkafka per CPU-second; its numba kernel compiles on first use, then loads from numba's
-    on-disk cache). It speaks plaintext Kafka only, reads uncommitted (aborted transactional records
-    are delivered) and honours only these ``consumer_config`` keys: ``client.id``,
-    ``fetch.max.bytes``, ``max.partition.fetch.bytes``, ``fetch.wait.max.ms``, and
-    ``security.protocol`` when it is ``plaintext``. ``client="librdkafka"`` uses
-    confluent-kafka with ``consumer_config`` passed through (SASL, TLS, cloud clusters; reads
-    committed). Batches, offsets, dead letters and metrics are the same on both.
+    on-disk cache). It speaks plaintext Kafka only and honours only these ``consumer_config``
+    keys: ``client.id``, ``fetch.max.bytes``, ``max.partition.fetch.bytes``,
+    ``fetch.wait.max.ms``, and ``security.protocol`` when it is ``plaintext``.
+    ``client="librdkafka"`` uses confluent-kafka with ``consumer_config`` passed through (SASL,
+    TLS, cloud clusters), ``isolation_level`` as its ``isolation.level``. Batches, offsets,
+    dead letters and metrics are the same on both.
     """
 
     def __init__(
@@ -121,6 +134,7 @@ class KafkaSource:
         headers: bool = False,
         consumer_config: Mapping[str, Any] | None = None,
         client: KafkaClient = "strom",
+        isolation_level: IsolationLevel = "read_committed",
     ) -> None:
         if value_format not in ("json", "raw"):
             raise ValueError(f"value_format must be 'json' or 'raw', not {value_format!r}")
@@ -130,6 +144,15 @@ class KafkaSource:
             raise ValueError("start='committed' needs group_id=... (whose offsets to start from)")
         if client not in ("strom", "librdkafka"):
             raise ValueError(f"client must be 'strom' or 'librdkafka', not {client!r}")
+        if isolation_level not in ("read_committed", "read_uncommitted"):
+            raise ValueError(
+                "isolation_level must be 'read_committed' or 'read_uncommitted', "
+                f"not {isolation_level!r}"
+            )
+        if "isolation.level" in (consumer_config or {}):
+            raise ValueError(
+                "pass isolation_level=... rather than consumer_config['isolation.level']"
+            )
         if poll_timeout_ms < 0 or max_batch_records < 1:
             raise ValueError("poll_timeout_ms must be >= 0 and max_batch_records >= 1")
         self.bootstrap_servers = bootstrap_servers
@@ -138,6 +161,7 @@ class KafkaSource:
         self.group_id = group_id
         self.bounded = bounded
         self.max_batch_records = max_batch_records
+        self.isolation_level = isolation_level
         value_schema = _value_schema(value_format, schema)
         unknown = set(optional_fields) - set(value_schema)
         if value_format == "json" and unknown:
@@ -165,10 +189,12 @@ class KafkaSource:
         self.poll_timeout_ms = poll_timeout_ms
         if client == "strom":
             self._fetcher = _native_fetcher(
-                bootstrap_servers, topic, poll_timeout_ms=poll_timeout_ms, **shared
-            )
+                bootstrap_servers, topic, poll_timeout_ms=poll_timeout_ms,
+                read_committed=isolation_level == "read_committed", **shared,
+            )  # fmt: skip
         else:
             errors = ClientErrors(f"KafkaSource({topic!r})")
+            shared["config"] = {**(consumer_config or {}), "isolation.level": isolation_level}
             self._fetcher = Fetcher(bootstrap_servers, topic, errors=errors, **shared)
         self._counts = _Counters()
 
@@ -284,6 +310,7 @@ class KafkaSource:
             if not state.bounded_done():
                 self._fetcher.fill()
             if not state.buffer:
+                _caught_up(state)
                 return self._end(index, state) if state.bounded_done() else None
         return self._batch(index, state, state.take(self.max_batch_records))
 
@@ -334,6 +361,8 @@ class KafkaSource:
         else:
             state.position = int(taken.offsets[-1]) + 1
             rows, dead = self._decoder.decode_columns(self.topic, index, taken)
+        if not state.buffer:
+            _caught_up(state)
         self._counts.records += len(taken)
         self._counts.batches += 1
         if dead is not None:
@@ -360,6 +389,15 @@ class _KafkaPartition:
 
     def seek(self, position: Position) -> None:
         self._generation = self._source._seek(self._index, self._generation, position)
+
+
+def _caught_up(state: PartitionState | NativePartitionState) -> None:
+    """With nothing buffered every offset below ``fetched`` was delivered or skipped (a
+    transaction marker, an aborted record): the position, the next offset to read, moves there
+    (never past a bounded end)."""
+    target = state.fetched if state.end is None else min(state.fetched, state.end)
+    if target > state.position:
+        state.position = target
 
 
 def _native_fetcher(

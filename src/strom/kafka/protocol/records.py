@@ -32,6 +32,7 @@ __all__ = [
     "HEADER_SIZE",
     "LOG_OVERHEAD",
     "BatchHeader",
+    "ControlMarker",
     "CorruptRecordError",
     "Record",
     "RecordError",
@@ -44,6 +45,7 @@ __all__ = [
     "decode_batch",
     "decode_records",
     "iter_batches",
+    "parse_control_marker",
     "parse_header",
     "validate_produce_records",
     "with_base_offset",
@@ -483,3 +485,32 @@ def build_control_batch(
         timestamp_ms=timestamp_ms,
         partition_leader_epoch=-1,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMarker:
+    """An end-transaction marker: the one control record of a control batch, key (int16
+    version 0, int16 type: 0 abort, 1 commit), value (int16 version 0, int32 coordinator
+    epoch), as Kafka's ``EndTransactionMarker`` writes it."""
+
+    commit: bool
+    coordinator_epoch: int
+
+
+_MARKER_KEY: Final = struct.Struct(">hh")
+_MARKER_VALUE: Final = struct.Struct(">hi")
+
+
+def parse_control_marker(buf: Buffer, pos: int = 0) -> ControlMarker:
+    """The marker of the complete control batch at ``pos``. Raises
+    :class:`CorruptRecordError` when it holds anything else (Kafka has other control record
+    types, e.g. KRaft's; none belongs in a partition log)."""
+    records = decode_batch(buf, pos)
+    key = records[0].key if len(records) == 1 else None
+    if key is None or len(key) != _MARKER_KEY.size:
+        raise CorruptRecordError("a control batch must hold one end-transaction marker record")
+    version, kind = _MARKER_KEY.unpack(key)
+    value = records[0].value or b""
+    if version != 0 or kind not in (0, 1) or len(value) < _MARKER_VALUE.size:
+        raise CorruptRecordError(f"not an end-transaction marker (version {version}, type {kind})")
+    return ControlMarker(kind == 1, _MARKER_VALUE.unpack_from(value)[1])
