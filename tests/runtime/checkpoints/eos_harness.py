@@ -23,8 +23,6 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from eos_pipeline import GROUP, INPUT, PARTITIONS
 from tests.broker.broker_proc import RawClient
 
-from strom.runtime.checkpoints.faults import ENV as CRASH_ENV
-
 STROM = str(Path(sys.executable).with_name("strom"))
 PIPELINE = str(Path(__file__).with_name("eos_pipeline.py"))
 OUTPUT_PARTITIONS = 2
@@ -73,11 +71,20 @@ class PipelineRun:
         self.starts = 0
         self.log: Path | None = None
 
-    def start(self, crash_at: str | None = None, checkpoint_dir: Path | None = None) -> None:
+    def start(
+        self,
+        crash_at: str | None = None,
+        checkpoint_dir: Path | None = None,
+        stop_at: int | None = None,
+    ) -> None:
+        """``crash_at``: ``CKPT_CRASH`` (``point:n``); ``stop_at``: ``EOS_STOP_AT``."""
         env = {**os.environ, "EOS_NAME": self.name, "EOS_OUT": str(self.out)}
-        env.pop(CRASH_ENV, None)
+        env.pop("CKPT_CRASH", None)
+        env.pop("EOS_STOP_AT", None)
         if crash_at is not None:
-            env[CRASH_ENV] = crash_at
+            env["CKPT_CRASH"] = crash_at
+        if stop_at is not None:
+            env["EOS_STOP_AT"] = str(stop_at)
         self.log = self.workdir / f"{self.name}{self.tag}-{self.starts}.log"
         self.starts += 1
         args = [STROM, "run", PIPELINE, "--bootstrap-server", self.bootstrap,

@@ -7,16 +7,24 @@ to the Kafka topic ``EOS_NAME-windows`` by an exactly-once :class:`~strom.KafkaS
 key a running count and sum, emitted for every element) written to a two-phase file sink under
 ``EOS_OUT``. Every key lives in one input partition, so each key's outputs are determined by the
 input alone (not by how partitions interleave).
+
+Crash points (``CKPT_CRASH=<point>:<n>``, see ``ckpt_sink.py``): ``pre_commit`` (the Kafka
+sink's records flushed into its transaction and the file sink's staged, no checkpoint written),
+``store`` (inside the checkpoint's file writes), ``written`` (the checkpoint written, before
+the Kafka sink's EndTxn), ``decided`` (the Kafka transaction committed, the file sink's commit
+not made). ``EOS_STOP_AT=<n>``: the process stops itself (SIGSTOP) at the ``written`` point of
+the ``n``-th checkpoint, its transaction open: a zombie for a test to resume.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-from ckpt_sink import StagedFileSink
+from ckpt_sink import StagedFileSink, crash_point, install_store_crash
 
 from strom import KafkaSink, KafkaSource, Pipeline, ProcessContext, ProcessFunction, Tumbling, agg
 
@@ -38,7 +46,24 @@ class Running(ProcessFunction):
         ctx.emit({"key": ctx.key, "ts": row["ts"], "n": n, "total": t})
 
 
+class KafkaSinkWithCrashes(KafkaSink):
+    """The exactly-once KafkaSink with the ``written`` and ``decided`` crash points around its
+    commit (the checkpoint's decision), and the ``EOS_STOP_AT`` stop."""
+
+    commits = 0
+
+    def commit(self, checkpoint_id: int) -> None:
+        crash_point("written")
+        self.commits += 1
+        if self.commits == int(os.environ.get("EOS_STOP_AT", "0")):
+            os.kill(os.getpid(), signal.SIGSTOP)
+        super().commit(checkpoint_id)
+        crash_point("decided")
+
+
 def build_pipeline() -> Pipeline:
+    if os.environ.get("CKPT_CRASH", "").startswith("store:"):
+        install_store_crash()
     bootstrap = os.environ["STROM_BOOTSTRAP"]
     name = os.environ["EOS_NAME"]
     p = Pipeline()
@@ -53,7 +78,7 @@ def build_pipeline() -> Pipeline:
     events = p.source(source, timestamp="ts", max_out_of_orderness_ms=1_000)
     windows = events.key_by("key").window(Tumbling(2_000)).agg(agg.count(), agg.sum("v"))
     windows.sink(
-        KafkaSink(
+        KafkaSinkWithCrashes(
             bootstrap,
             f"{name}-windows",
             key="key",

@@ -6,11 +6,10 @@ two-phase file sink, checkpoints every 150 ms, a bounded input. A failure-free r
 gives the expected outputs. Then:
 
 - **kills**: the run is killed with ``kill -9`` at random moments and at the checkpoint's
-  targeted points (``STROM_CHECKPOINT_CRASH_AT``: after every sink's flush, during the
-  snapshot write, after the flush and write but before EndTxn, between the Kafka commit and
-  the file sink's commit), and the broker is killed with ``kill -9`` and restarted on its data
-  directory and port; the run is restarted after each of its deaths until it reaches the end
-  of its input;
+  targeted points (``CKPT_CRASH``: after every sink's flush, during the snapshot write, after
+  the flush and write but before EndTxn, between the Kafka commit and the file sink's
+  commit), and the broker is killed with ``kill -9`` and restarted on its data directory and
+  port; the run is restarted after each of its deaths until it reaches the end of its input;
 - **zombie**: run A stops itself (SIGSTOP) at a checkpoint with its transaction open, B starts
   with the same identity, A is resumed: A is fenced and exits with the error saying so.
 
@@ -52,7 +51,7 @@ from eos_pipeline import PARTITIONS
 from tests.broker.broker_proc import BrokerProcess, free_port, wait_until
 
 SEED = 20_261_206
-POINTS = ("pre-committed", "store-write", "written", "decided")
+POINTS = ("pre_commit", "store", "written", "decided")  # see eos_pipeline.py
 
 
 @dataclass
@@ -165,7 +164,7 @@ def test_zombie_is_fenced(setup: Setup) -> None:
     pipeline with the same transactional id, takes over; A resumed is fenced, exits with the
     error, and nothing it wrote becomes visible."""
     a = PipelineRun(setup.workdir, "zombie", setup.broker.bootstrap_servers, tag="a")
-    a.start(crash_at="written:3:stop")
+    a.start(stop_at=3)
     assert a.proc is not None
     wait_until(lambda: _stopped(a.proc.pid), 120, "run A to stop itself at checkpoint 3")
 

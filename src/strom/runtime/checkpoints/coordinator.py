@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from strom.engine.contracts import CommitsPositions, Guarantee, Metrics, Position, Sink, Source
-from strom.runtime.checkpoints.faults import crash_point
 from strom.runtime.checkpoints.fingerprint import fingerprint
 from strom.runtime.checkpoints.recovery import Recovered, check_sinks, recover, sink_id
 from strom.runtime.checkpoints.store import CheckpointStore, Manifest, now_ms
@@ -189,7 +188,6 @@ class CheckpointedRun:
                 self._decider.stage_positions(checkpoint_id, self._positions(snapshot.positions))
             for sink in self._sinks:
                 sink.pre_commit(checkpoint_id)
-            crash_point("pre-committed")
         except BaseException as exc:
             self._abort(checkpoint_id, exc)
             raise
@@ -227,9 +225,7 @@ class CheckpointedRun:
             self._abort(pending.id, exc)
             raise
         if self._decider is not None:
-            crash_point("written")
             self._decider.commit(pending.id)  # the decision
-            crash_point("decided")
             manifest = self.store.mark_committed(manifest)
         for sink in self._sinks:
             if sink is not self._decider:

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from strom.engine.contracts import JSON, Guarantee, OperatorState, Position, StateError
-from strom.runtime.checkpoints.faults import crash_point
 from strom.runtime.snapshots import ExecutorSnapshot
 
 __all__ = ["CheckpointError", "CheckpointStore", "Manifest", "StateFile"]
@@ -237,7 +236,6 @@ class CheckpointStore:
             final,
             committed=decider is None,
         )
-        crash_point("store-write")
         body = {k: v for k, v in manifest.to_json().items() if k not in ("committed", "size")}
         _write_durable(tmp / MANIFEST, json.dumps(body, indent=1, allow_nan=False).encode())
         _fsync_dir(tmp)
