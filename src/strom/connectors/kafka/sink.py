@@ -65,9 +65,11 @@ class KafkaSink:
     once, in the order emitted per partition, whatever crashes (of the run or the broker) and
     restarts happen; a read_uncommitted consumer also sees the records of aborted transactions.
     Records become visible at each checkpoint, not at each write (latency = the checkpoint
-    interval). ``open()`` initializes the producer, which fences any earlier process with the
-    same transactional id (its later writes and commits fail, fenced) and aborts the
-    transaction it left open. A write before the run's recovery (a run without checkpoints) is
+    interval); those written while a checkpoint's files are being written (between its
+    ``pre_commit`` and ``commit``) are held in memory and go into the next transaction.
+    ``open()`` initializes the producer, which fences any earlier process with the same
+    transactional id (its later writes and commits fail, fenced) and aborts the transaction it
+    left open. A write before the run's recovery (a run without checkpoints) is
     refused. One exactly-once sink per run (two decisions would not be one atomic one: a
     second is refused when the run starts).
 
