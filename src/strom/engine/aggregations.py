@@ -20,7 +20,6 @@ from strom.engine import sketches
 from strom.engine.aggregation import Agg
 from strom.engine.constants import PART, SEQ, TS
 
-
 _NAN = float("nan")
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "CommitDecider",
     "CommitsPositions",
     "EndOfPartition",
+    "FencedError",
     "Guarantee",
     "LookupTable",
     "Metrics",
@@ -44,6 +45,7 @@ __all__ = [
     "StateError",
     "StatefulOperator",
     "WaitingSource",
+    "WorkerSink",
     "int_field",
     "pack",
     "unpack",
@@ -209,8 +211,11 @@ class Sink(Protocol):
     once handed off, ``pre_commit`` only waits until they are durable, ``commit`` has nothing
     to do, and ``abort`` cannot un-write: rows written after the last checkpoint stay and are
     written again when the sources replay from it (duplicates; an upsert converges).
-    **Exactly-once** sinks (Kafka transactions, a database transaction holding the checkpoint
-    id, files renamed on commit) are the exactly-once issue's; none exists yet.
+    **Exactly-once** sinks stage what they are given and publish it only by ``commit``/``recover``:
+    ``SQLiteSink``/``PostgresSink``/``FileSink`` with ``guarantee="exactly-once"`` (staging
+    tables published with the checkpoint id in one transaction; files renamed on commit). They
+    need a run with checkpoints: one that calls ``recover`` before the first write (they refuse
+    a write before it), and they fence a zombie with :class:`FencedError`.
     """
 
     @property
@@ -231,6 +236,22 @@ class Sink(Protocol):
     def recover(self, checkpoint_id: int | None) -> None: ...
 
     def close(self) -> None: ...
+
+
+class FencedError(RuntimeError):
+    """A two-phase sink's ``pre_commit``/``commit`` in a process that another one has recovered
+    the sink in since (a zombie): nothing this process staged can be published any more."""
+
+
+@runtime_checkable
+class WorkerSink(Protocol):
+    """A two-phase sink whose staged data is keyed by its writer. When several workers run one
+    plan (each with an equal sink writing the same table or directory), each worker's executor
+    calls ``set_worker(index)`` before :meth:`Sink.open`, so that the workers' staged data,
+    recovery and fencing stay apart. A run that changes its worker count between restarts
+    recovers only the writers it has again."""
+
+    def set_worker(self, index: int) -> None: ...
 
 
 @runtime_checkable

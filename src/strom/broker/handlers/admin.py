@@ -84,7 +84,7 @@ def _create_one(ctx: Context, t: dict[str, Any], validate_only: bool) -> dict[st
     }
 
 
-@api(19, "CreateTopics", 2, 7)
+@api(19, "CreateTopics", 0, 7)
 async def create_topics(ctx: Context, req: Body) -> Body:
     default = ctx.state.config.default_partitions
     total = sum(
@@ -103,7 +103,7 @@ async def create_topics(ctx: Context, req: Body) -> Body:
     return {"throttle_time_ms": 0, "topics": results}
 
 
-@api(20, "DeleteTopics", 1, 6)
+@api(20, "DeleteTopics", 0, 6)
 async def delete_topics(ctx: Context, req: Body) -> Body:
     state = ctx.state
     wanted: list[tuple[str | None, bytes]] = [(n, b"\x00" * 16) for n in req["topic_names"]]
@@ -196,7 +196,7 @@ def _config_entries(ctx: Context, topic: str, keys: list[str] | None) -> list[di
     return entries
 
 
-@api(32, "DescribeConfigs", 1, 4)
+@api(32, "DescribeConfigs", 0, 4)
 async def describe_configs(ctx: Context, req: Body) -> Body:
     state = ctx.state
     results = []

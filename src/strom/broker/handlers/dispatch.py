@@ -46,18 +46,11 @@ def _flexible_of(api_key: int, api_version: int) -> bool | None:
     return codec_for(entry.request, api_version).flexible
 
 
-# Kafka 4 advertises Produce from v0 yet serves only v3+ (KAFKA-18659, noted in Kafka's
-# ProduceRequest.json): librdkafka before 2.11 (Debian's kcat, distro confluent-kafka) silently
-# sends gzip, snappy and lz4 batches uncompressed unless Produce v0 is listed. v0-2 requests are
-# still refused (closed) like any unsupported version.
-_ADVERTISED_MIN_VERSION = {0: 0}
-
-
 def supported_api_versions() -> list[dict[str, int]]:
     return [
         {
             "api_key": a.key,
-            "min_version": _ADVERTISED_MIN_VERSION.get(a.key, a.min_version),
+            "min_version": a.min_version,
             "max_version": a.max_version,
         }
         for a in sorted(REGISTRY.values(), key=lambda a: a.key)

@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 from strom.broker.handlers.base import Body, Context, api
+from strom.broker.handlers.fetch_v0 import down_convert_responses
 from strom.broker.handlers.topics import topic_by_id
 from strom.broker.log import OffsetOutOfRangeError
 from strom.broker.state import BrokerState
@@ -39,7 +40,8 @@ def _error(
         "log_start_offset": start,
         "aborted_transactions": [],
         "preferred_read_replica": -1,
-        "records": None,
+        # Empty, not null, as Kafka sends: Sarama cannot decode a null records field at all.
+        "records": b"",
     }
 
 
@@ -113,7 +115,7 @@ def _read_all(
     return topics_out, total, read
 
 
-@api(1, "Fetch", 4, 12)
+@api(1, "Fetch", 0, 12)
 async def fetch(ctx: Context, req: Body) -> Body:
     state = ctx.state
     deadline = time.monotonic() + max(req["max_wait_ms"], 0) / 1000
@@ -125,4 +127,6 @@ async def fetch(ctx: Context, req: Body) -> Body:
         if total >= max(min_bytes, 1) or remaining <= 0 or has_error:
             break
         await state.wait_for_append(read, remaining)
+    if ctx.version < 4:
+        down_convert_responses(topics, req, ctx.version)
     return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": topics}

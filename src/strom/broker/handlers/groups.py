@@ -8,6 +8,7 @@ from typing import Any
 from strom.broker.handlers.base import Body, Context, api
 from strom.kafka.protocol.errors import ErrorCode
 
+_CLASSIC = "classic"
 # FindCoordinator key types this broker coordinates: consumer groups and transactional ids.
 _KEY_TYPES = (0, 1)
 
@@ -43,8 +44,10 @@ async def find_coordinator(ctx: Context, req: Body) -> Body:
     return {"throttle_time_ms": 0, **first, "coordinators": coordinators}
 
 
-@api(11, "JoinGroup", 0, 7)
+@api(11, "JoinGroup", 0, 9)
 async def join_group(ctx: Context, req: Body) -> Body:
+    # v8's reason (KIP-800) is informational; v9's skip_assignment stays false: strom does not
+    # track static leaders across restarts, so every leader computes the assignment.
     result = await ctx.state.groups.join_group(
         group_id=req["group_id"],
         member_id=req["member_id"],
@@ -131,15 +134,22 @@ async def leave_group(ctx: Context, req: Body) -> Body:
     }
 
 
-@api(16, "ListGroups", 0, 4)
+@api(16, "ListGroups", 0, 5)
 async def list_groups(ctx: Context, req: Body) -> Body:
     states = req.get("states_filter") or None
-    listings = ctx.state.groups.list_groups(states)
+    # v5's types filter (KIP-848): every strom group is of the classic type.
+    types = {t.lower() for t in req.get("types_filter") or ()}
+    listings = ctx.state.groups.list_groups(states) if not types or _CLASSIC in types else []
     return {
         "throttle_time_ms": 0,
         "error_code": 0,
         "groups": [
-            {"group_id": g.group_id, "protocol_type": g.protocol_type, "group_state": g.state}
+            {
+                "group_id": g.group_id,
+                "protocol_type": g.protocol_type,
+                "group_state": g.state,
+                "group_type": _CLASSIC,
+            }
             for g in listings
         ],
     }
@@ -184,8 +194,14 @@ async def delete_groups(ctx: Context, req: Body) -> Body:
     }
 
 
-@api(8, "OffsetCommit", 2, 8)
+@api(8, "OffsetCommit", 0, 9)
 async def offset_commit(ctx: Context, req: Body) -> Body:
+    # v0 carries no generation or member: the codec fills in -1 and "", a standalone commit (to a
+    # group with no members), where Kafka 3.9 wrote v0 commits to ZooKeeper unchecked. v1's
+    # per-partition commit_timestamp and v2-4's retention_time_ms only set when Kafka would expire
+    # the offsets; strom never expires committed offsets, so both are accepted and have no effect.
+    # v9 only allows KIP-848 member epochs, for groups of the consumer type; for classic groups
+    # (all of strom's) it is v8.
     offsets = [
         (
             t["name"],
@@ -244,7 +260,7 @@ def _fetch_group(
     return [{"name": name, "partitions": parts} for name, parts in by_topic.items()]
 
 
-@api(9, "OffsetFetch", 1, 8)
+@api(9, "OffsetFetch", 0, 8)
 async def offset_fetch(ctx: Context, req: Body) -> Body:
     stable = bool(req.get("require_stable", False))
     if ctx.version >= 8:

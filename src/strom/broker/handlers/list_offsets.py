@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from strom.broker.handlers.base import Body, Context, api
+from strom.broker.handlers.list_offsets_v0 import list_offsets_v0
 from strom.kafka.protocol.errors import ErrorCode
 
 EARLIEST = -2
@@ -23,8 +24,10 @@ def _answer(index: int, code: ErrorCode, offset: int = -1, timestamp: int = -1) 
     }
 
 
-@api(2, "ListOffsets", 1, 7)
+@api(2, "ListOffsets", 0, 7)
 async def list_offsets(ctx: Context, req: Body) -> Body:
+    if ctx.version == 0:
+        return list_offsets_v0(ctx.state, req)
     state = ctx.state
     # read_committed (isolation level 1): "latest" is the last stable offset, and a lookup by
     # timestamp (or max timestamp) at or past it finds nothing, as in Kafka

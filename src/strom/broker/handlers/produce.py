@@ -17,6 +17,7 @@ from strom.broker.handlers.topics import ensure_topic
 from strom.broker.log import LogStorageError, RecordTooLargeError
 from strom.broker.state import BrokerState, now_ms
 from strom.kafka.protocol.errors import ErrorCode
+from strom.kafka.protocol.legacy_records import is_message_set, up_convert
 from strom.kafka.protocol.records import (
     BatchHeader,
     CorruptRecordError,
@@ -69,7 +70,7 @@ def _append(
 
 
 def _produce_partition(
-    state: BrokerState, topic: str, partitions: int, part: dict[str, Any]
+    state: BrokerState, topic: str, partitions: int, part: dict[str, Any], version: int
 ) -> dict[str, Any]:
     index = part["index"]
     if not 0 <= index < partitions:
@@ -77,6 +78,15 @@ def _produce_partition(
     records = part["records"]
     if records is None or len(records) == 0:
         return _partition_result(index, ErrorCode.INVALID_RECORD, "no records")
+    if version < 3 and is_message_set(records):
+        # Produce v0-2 carry message format v0/v1; the log holds v2 only (as Kafka 3's does).
+        try:
+            records = up_convert(records)
+        except CorruptRecordError as exc:
+            log.warning("rejected corrupt message set for %s-%d: %s", topic, index, exc)
+            return _partition_result(index, ErrorCode.CORRUPT_MESSAGE, str(exc))
+        except ImportError as exc:  # the codec's optional package is not installed
+            return _partition_result(index, ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, str(exc))
     try:
         headers = validate_produce_records(records)
     except UnsupportedMagicError as exc:
@@ -124,7 +134,7 @@ def _verify_transactional(
     )
 
 
-@api(0, "Produce", 3, 9)
+@api(0, "Produce", 0, 9)
 async def produce(ctx: Context, req: Body) -> Body | None:
     state = ctx.state
     acks = req["acks"]
@@ -142,7 +152,8 @@ async def produce(ctx: Context, req: Body) -> Body | None:
             ]
         else:
             parts = [
-                _produce_partition(state, name, info.partitions, p) for p in topic["partition_data"]
+                _produce_partition(state, name, info.partitions, p, ctx.version)
+                for p in topic["partition_data"]
             ]
             appended += [(name, p["index"]) for p in parts if p["error_code"] == 0]
         responses.append({"name": name, "partition_responses": parts})

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import polars as pl
 
-from strom.connectors.sql.sqlite_sink import json_text, quote
+from strom.connectors.sql.table_sink import json_text, quote
 
 INSTALL_HINT = "strom's PostgreSQL connectors need psycopg: pip install 'strom[postgres]'"
 

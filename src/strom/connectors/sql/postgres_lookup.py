@@ -18,7 +18,7 @@ from strom.connectors.sql.postgres import (
     select_expression,
 )
 from strom.connectors.sql.sqlite_lookup import KeyedTable
-from strom.connectors.sql.sqlite_sink import quote
+from strom.connectors.sql.table_sink import quote
 
 try:
     import psycopg

@@ -20,7 +20,24 @@ from strom.connectors.sql.postgres import (
     to_copy_frame,
     writable,
 )
-from strom.connectors.sql.sqlite_sink import Mode, TableSink, create_table_sql, insert_sql, quote
+from strom.connectors.sql.table_sink import (
+    Mode,
+    TableSink,
+    create_table_sql,
+    insert_sql,
+    quote,
+    refuse_null_keys,
+)
+from strom.connectors.sql.two_phase import (
+    BATCH,
+    EPOCH,
+    STAGE_COLUMNS,
+    WRITER,
+    Ledger,
+    stage_name,
+)
+from strom.connectors.sql.two_phase import Connection as LedgerConnection
+from strom.engine.contracts import Guarantee
 
 try:
     import psycopg
@@ -80,20 +97,34 @@ class PostgresSink(TableSink):
     holding NUL characters (PostgreSQL text cannot store them). NaN and ±infinity are
     stored as such; datetimes keep microseconds (PostgreSQL's precision), zoned ones in UTC.
 
-    **Delivery guarantee: at-least-once.** Each batch is written in one transaction (all its
-    rows or none) and committed before ``write`` returns. If the connection is lost, the sink
-    reconnects and writes the whole batch again, up to ``retries`` times with a growing pause
-    (from ``retry_backoff_s``); then ``write`` raises
+    **Delivery guarantee: at-least-once** by default. Each batch is written in one transaction
+    (all its rows or none) and committed before ``write`` returns. If the connection is lost,
+    the sink reconnects and writes the whole batch again, up to ``retries`` times with a growing
+    pause (from ``retry_backoff_s``); then ``write`` raises
     :class:`~strom.connectors.sql.postgres.PostgresConnectionError` (naming host, port and
     database) and the run fails with the batch unwritten (``pre_commit`` has nothing to wait
     for). A transaction the server rolls back (a deadlock or serialization failure with a
     concurrent writer) is retried the same way. A connection lost just as the server committed
     may leave the batch written twice: in upsert mode that converges to the same rows
-    (idempotent); in insert mode they are duplicates, as
-    are the batches a replaying pipeline emits again. Any other error (a constraint, a value
-    out of range) rolls the batch back and propagates, noted with the table and server. The
-    sink keeps no state of its own; exactly-once (the checkpoint id committed in the batch's
-    transaction) is not offered yet.
+    (idempotent); in insert mode they are duplicates, as are the batches a replaying pipeline
+    emits again. Any other error (a constraint, a value out of range) rolls the batch back and
+    propagates, noted with the table and server.
+
+    **Exactly-once** with ``guarantee="exactly-once"``, in a run with checkpoints: each batch is
+    ``COPY``-ed into a staging table ``_strom_stage_<sink_id>`` beside ``table`` (same schema,
+    the target's column types; its rows tagged with the writer, epoch and batch number, so a
+    retried batch is not staged twice), and ``commit(c)`` moves the rows of checkpoints ``<= c``
+    into ``table`` (upserts: the last staged row of a key wins) and records ``c`` in
+    ``_strom_sink_commits``, in one transaction (a replayed commit finds ``c`` recorded and does
+    nothing); :mod:`~strom.connectors.sql.two_phase` says how. Every step is retried like a
+    write. After a crash at any moment, ``recover(c)`` publishes what the dead process had
+    pre-committed for checkpoints ``<= c`` and discards the rest, so with the sources replayed
+    from ``c`` every row lands in ``table`` exactly once; readers of ``table`` never see a staged
+    row, and a zombie process is fenced (:class:`~strom.engine.contracts.FencedError`).
+    Every batch must have the same columns. A row the table refuses when published (a duplicate
+    key in insert mode, a check constraint) fails ``commit`` and stays staged. ``sink_id``
+    (default: the table name without its schema) keys the staged and ledger rows, which live in
+    the table's schema: sinks of several pipelines writing one table need distinct ids.
     """
 
     def __init__(
@@ -105,8 +136,12 @@ class PostgresSink(TableSink):
         key: Sequence[str] | None = None,
         retries: int = 3,
         retry_backoff_s: float = 0.5,
+        guarantee: Guarantee = "at-least-once",
+        sink_id: str | None = None,
     ) -> None:
-        super().__init__(table, key=key, mode=mode)
+        if sink_id is None:  # the ledger lives in the table's schema: the name is unique there
+            sink_id = table.rpartition(".")[2]
+        super().__init__(table, key=key, mode=mode, guarantee=guarantee, sink_id=sink_id)
         if retries < 0:
             raise ValueError(f"retries must be >= 0, not {retries}")
         self.dsn = dsn
@@ -119,7 +154,10 @@ class PostgresSink(TableSink):
         self._stages: dict[tuple[str, ...], str] = {}  # columns → staging table (per connection)
 
     def __repr__(self) -> str:
-        return f"PostgresSink({endpoint(self.dsn)!r}, {self.table!r}, mode={self.mode!r})"
+        return (
+            f"PostgresSink({endpoint(self.dsn)!r}, {self.table!r}, mode={self.mode!r}, "
+            f"guarantee={self.guarantee!r})"
+        )
 
     def _connect(self) -> None:
         self._disconnect()
@@ -158,13 +196,6 @@ class PostgresSink(TableSink):
 
     def _write(self, batch: pl.DataFrame) -> None:
         self._check(batch)
-        if self.key:
-            nulls = batch.select(pl.any_horizontal(pl.col(self.key).is_null()).sum()).item()
-            if nulls:
-                raise ValueError(
-                    f"{self!r}: {nulls} row(s) have a null in key column(s) {self.key}; "
-                    "a row needs its key (nothing of this batch was written)"
-                )
         if self.mode == "upsert" and _has_duplicates(batch, self.key):
             batch = batch.unique(subset=self.key, keep="last", maintain_order=True)
         frame = to_copy_frame(batch)
@@ -184,7 +215,6 @@ class PostgresSink(TableSink):
                         qualified(self.table), columns, rows, mode="upsert", key=self.key
                     )
                     cur.execute(upsert)
-                # a checkpoint id committed with the batch (exactly-once) goes here
 
         try:
             self._retrying(write)
@@ -195,7 +225,8 @@ class PostgresSink(TableSink):
             raise
 
     def _check(self, batch: pl.DataFrame) -> None:
-        """Every column of ``batch`` fits its table column and can be sent: else raise."""
+        """Every column of ``batch`` fits its table column and can be sent, and no key is
+        null: else raise."""
         signature = tuple(batch.schema.items())
         if signature not in self._checked:
             bad = [
@@ -208,6 +239,8 @@ class PostgresSink(TableSink):
                     f"{self!r}: cannot write column(s) to table {self.table!r}: {'; '.join(bad)}"
                 )
             self._checked.add(signature)
+        if self.key:
+            refuse_null_keys(self, batch)
         strings = [n for n, t in batch.schema.items() if isinstance(t, pl.String)]
         if strings:
             nul = batch.select(pl.col(strings).str.contains("\x00", literal=True).any())
@@ -243,6 +276,63 @@ class PostgresSink(TableSink):
             )
             self._stages[columns] = stage
         return self._stages[columns]
+
+    # -- exactly-once ----------------------------------------------------------------------
+
+    def _ledger(self) -> Ledger:
+        return _PostgresLedger(self)
+
+    def _transaction(self, action: Callable[[LedgerConnection], T]) -> T:
+        def run(conn: Connection) -> T:
+            with conn.transaction():
+                return action(conn)
+
+        return self._retrying(run)
+
+    def _create_stage(self, conn: LedgerConnection, columns: list[str]) -> None:
+        stage = self._ledger().stage
+        names = ", ".join(quote(c) for c in columns)
+        own = f"NULL::text AS {WRITER}, NULL::bigint AS {EPOCH}, NULL::bigint AS {BATCH}"
+        conn.execute(
+            f"CREATE TABLE {stage} AS SELECT {own}, {names} FROM {qualified(self.table)} "
+            "WITH NO DATA"
+        )
+
+    def _write_stage(self, batch: pl.DataFrame, epoch: int, number: int) -> None:
+        self._check(batch)
+        if self.mode == "upsert" and _has_duplicates(batch, self.key):
+            # a key once per batch: then its last staged row is the one of the last batch
+            batch = batch.unique(subset=self.key, keep="last", maintain_order=True)
+        tag = [pl.lit(self.writer).alias(WRITER), pl.lit(epoch).alias(EPOCH),
+               pl.lit(number).alias(BATCH)]  # fmt: skip
+        frame = to_copy_frame(batch).select(*tag, pl.all())
+        stage = self._ledger().stage
+        names = ", ".join(quote(c) for c in frame.columns)
+        staged = (
+            f"SELECT EXISTS (SELECT 1 FROM {stage} "
+            f"WHERE {WRITER} = %s AND {EPOCH} = %s AND {BATCH} = %s)"
+        )
+        attempts = 0
+
+        def write(conn: Connection) -> None:
+            nonlocal attempts
+            attempts += 1
+            with conn.transaction(), conn.cursor() as cur:
+                if attempts > 1:  # the lost connection may have taken the answer to a commit
+                    row = cur.execute(staged, (self.writer, epoch, number)).fetchone()
+                    if row is not None and row[0]:
+                        return
+                with cur.copy(f"COPY {stage} ({names}) FROM STDIN (FORMAT csv)") as copy:
+                    for chunk in copy_chunks(frame):
+                        copy.write(chunk)
+
+        try:
+            self._retrying(write)
+        except psycopg.Error as exc:
+            exc.add_note(
+                f"{self!r} {self._where()}: the batch of {batch.height} row(s) was not staged"
+            )
+            raise
 
     def _retrying(self, action: Callable[[Connection], T]) -> T:
         """``action`` on the connection, again up to :attr:`retries` more times if the
@@ -302,3 +392,42 @@ def _has_duplicates(batch: pl.DataFrame, key: list[str]) -> bool:
     if len(key) == 1:
         return bool(batch.get_column(key[0]).n_unique() < batch.height)
     return bool(batch.select(pl.struct(key).is_duplicated().any()).item())
+
+
+class _PostgresLedger(Ledger):
+    def __init__(self, sink: PostgresSink) -> None:
+        schema, _, _ = sink.table.rpartition(".")
+        prefix = f"{quote(schema)}." if schema else ""
+        super().__init__(
+            sink.writer,
+            prefix + quote(stage_name(sink.sink_id)),
+            prefix=prefix,
+            mark="%s",
+            lock=" FOR UPDATE",
+        )
+        self.sink = sink
+
+    def create_tables(self, conn: LedgerConnection) -> None:
+        # sinks of several workers may create them at once: IF NOT EXISTS alone can collide
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.commits,))
+        super().create_tables(conn)
+
+    def stage_columns(self, conn: LedgerConnection) -> list[str] | None:
+        rows = conn.execute(_COLUMNS_SQL, (self.stage,)).fetchall()
+        names = [str(r[0]) for r in rows if r[0] not in STAGE_COLUMNS]
+        return names or None
+
+    def move(self, conn: LedgerConnection, columns: list[str], epoch: int, last_batch: int) -> None:
+        sink = self.sink
+        names = ", ".join(quote(c) for c in columns)
+        where = f"WHERE {WRITER} = %s AND {EPOCH} = %s AND {BATCH} <= %s"
+        if sink.mode == "upsert":  # one row per key, the last staged (ON CONFLICT needs it)
+            keys = ", ".join(quote(k) for k in sink.key)
+            rows = (
+                f"SELECT DISTINCT ON ({keys}) {names} FROM {self.stage} {where} "
+                f"ORDER BY {keys}, {BATCH} DESC"
+            )
+        else:  # a heap keeps no order: rows are published batch by batch, as staged
+            rows = f"SELECT {names} FROM {self.stage} {where}"
+        sql = insert_sql(qualified(sink.table), columns, rows, mode=sink.mode, key=sink.key)
+        conn.execute(sql, (self.writer, epoch, last_batch))

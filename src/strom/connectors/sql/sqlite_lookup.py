@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-from strom.connectors.sql.sqlite_sink import quote
+from strom.connectors.sql.table_sink import quote
 
 __all__ = ["KeyedTable", "SQLiteTable", "polars_type"]
 

@@ -1,146 +1,35 @@
-"""SQL sinks: what every dialect shares (:class:`TableSink`, the statements), and SQLiteSink.
-
-A table sink writes each batch in one transaction, creating its table from the first batch's
-schema if it does not exist; ``mode="upsert"`` replaces the row of an existing key with
-``INSERT ... ON CONFLICT (key) DO UPDATE``, which SQLite and PostgreSQL spell the same way.
-"""
+"""SQLiteSink: result batches as rows of a SQLite table (see :class:`SQLiteSink`)."""
 
 from __future__ import annotations
 
 import sqlite3
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 import polars as pl
 
-from strom.engine.contracts import AtLeastOnceSink
+from strom.connectors.sql.table_sink import (
+    Mode,
+    T,
+    TableSink,
+    create_table_sql,
+    insert_sql,
+    json_text,
+    quote,
+    refuse_null_keys,
+)
+from strom.connectors.sql.two_phase import (
+    BATCH,
+    EPOCH,
+    STAGE_COLUMNS,
+    WRITER,
+    Connection,
+    Ledger,
+    stage_name,
+)
+from strom.engine.contracts import Guarantee
 
-__all__ = [
-    "Mode",
-    "SQLiteSink",
-    "TableSink",
-    "create_table_sql",
-    "insert_sql",
-    "json_text",
-    "quote",
-    "sqlite_type",
-]
-
-Mode = Literal["insert", "upsert"]
-
-
-def quote(name: str) -> str:
-    """``name`` as a quoted SQL identifier (any character allowed)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def json_text(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Column ``name`` (a Struct, List or Array) as JSON text; null stays null."""
-    col = pl.col(name)
-    if isinstance(dtype, pl.Struct):
-        return col.struct.json_encode()
-    text = pl.struct(col.alias("v")).struct.json_encode()
-    inner = text.str.strip_prefix('{"v":').str.strip_suffix("}")
-    return pl.when(col.is_null()).then(None).otherwise(inner).alias(name)
-
-
-def create_table_sql(
-    table: str, schema: pl.Schema, key: Sequence[str], column_type: Callable[[pl.DataType], str]
-) -> str:
-    """``CREATE TABLE IF NOT EXISTS`` for ``schema``; ``key`` columns are ``NOT NULL`` and
-    the ``PRIMARY KEY``. ``table`` is already quoted."""
-    columns = [
-        f"{quote(n)} {column_type(t)}" + (" NOT NULL" if n in key else "")
-        for n, t in schema.items()
-    ]
-    if key:
-        columns.append(f"PRIMARY KEY ({', '.join(quote(k) for k in key)})")
-    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(columns)})"
-
-
-def insert_sql(
-    table: str, columns: Sequence[str], rows: str, *, mode: Mode, key: Sequence[str]
-) -> str:
-    """``INSERT INTO table (columns) <rows>``, plus the upsert's conflict clause: on a
-    ``key`` conflict the other columns take the new row's values. ``table`` is quoted;
-    ``rows`` is ``VALUES (...)`` or a ``SELECT``."""
-    names = ", ".join(quote(c) for c in columns)
-    sql = f"INSERT INTO {table} ({names}) {rows}"
-    if mode == "upsert":
-        conflict = ", ".join(quote(k) for k in key)
-        updates = [f"{quote(c)} = excluded.{quote(c)}" for c in columns if c not in key]
-        action = f"DO UPDATE SET {', '.join(updates)}" if updates else "DO NOTHING"
-        sql += f" ON CONFLICT ({conflict}) {action}"
-    return sql
-
-
-class TableSink(AtLeastOnceSink, ABC):
-    """What the SQL sinks share: argument checks, the table prepared at the first write
-    (:meth:`_prepare`), the check that the table has every column of a batch, and
-    :attr:`rows_written`. A subclass connects and writes one batch in one transaction, committed
-    before ``write`` returns: so ``pre_commit`` has nothing left to do (at-least-once)."""
-
-    def __init__(self, table: str, *, key: Sequence[str] | None, mode: Mode) -> None:
-        if mode not in ("insert", "upsert"):
-            raise ValueError(f"mode must be 'insert' or 'upsert', not {mode!r}")
-        if mode == "upsert" and not key:
-            raise ValueError("mode='upsert' needs key=[...] (the columns that identify a row)")
-        self.table = table
-        self.key = list(key or [])
-        self.mode = mode
-        self.rows_written = 0
-        self._columns: list[str] | None = None  # the table's columns, read at the first write
-
-    def open(self) -> None:
-        self._columns = None
-        self._connect()
-
-    def write(self, batch: pl.DataFrame) -> None:
-        if not self._is_open():
-            raise RuntimeError(f"{type(self).__name__}.write() before open()")
-        if batch.height == 0:
-            return
-        if self._columns is None:
-            for k in self.key:
-                if k not in batch.schema:
-                    raise ValueError(
-                        f"key column {k!r} is not among the columns {list(batch.schema)}"
-                    )
-            self._columns = self._prepare(batch.schema)
-        missing = [c for c in batch.columns if c not in self._columns]
-        if missing:
-            raise ValueError(
-                f"table {self.table!r} {self._where()} has no column(s) {missing}; "
-                f"it has {self._columns}"
-            )
-        self._write(batch)
-        self.rows_written += batch.height
-
-    def close(self) -> None:
-        self._disconnect()
-
-    @abstractmethod
-    def _connect(self) -> None: ...
-
-    @abstractmethod
-    def _disconnect(self) -> None: ...
-
-    @abstractmethod
-    def _is_open(self) -> bool: ...
-
-    @abstractmethod
-    def _where(self) -> str:
-        """Where the table lives, for messages: ``in /path/db.sqlite``."""
-
-    @abstractmethod
-    def _prepare(self, schema: pl.Schema) -> list[str]:
-        """Create the table if missing (and what upserts need); return its columns."""
-
-    @abstractmethod
-    def _write(self, batch: pl.DataFrame) -> None:
-        """Write all of ``batch`` in one transaction, or nothing."""
+__all__ = ["SQLiteSink", "sqlite_type"]
 
 
 def sqlite_type(dtype: pl.DataType) -> str:
@@ -187,13 +76,25 @@ class SQLiteSink(TableSink):
     results written with ``key=[*keys, "window_start"]`` therefore keep each window's latest
     value: an ``is_update=True`` row replaces the earlier one.
 
-    **Delivery guarantee: at-least-once.** Each batch is written in one transaction (all its
-    rows or none) and committed before ``write`` returns (so ``pre_commit`` has nothing to
-    wait for), so after a crash the table holds exactly the batches written before it; nothing
-    else is resumed (the sink keeps no state of its own). The batches a replaying pipeline
-    emits again are written again: in upsert mode they converge to the same rows (idempotent);
-    in insert mode they are duplicates. Exactly-once (the checkpoint id committed in the same
-    transaction) is not offered yet.
+    **Delivery guarantee: at-least-once** by default. Each batch is written in one transaction
+    (all its rows or none) and committed before ``write`` returns (so ``pre_commit`` has nothing
+    to wait for), so after a crash the table holds exactly the batches written before it;
+    nothing else is resumed. The batches a replaying pipeline emits again are written again: in
+    upsert mode they converge to the same rows (idempotent); in insert mode they are duplicates.
+
+    **Exactly-once** with ``guarantee="exactly-once"``, in a run with checkpoints: each batch is
+    committed to a staging table ``_strom_stage_<sink_id>`` in the same database (its rows tagged
+    with the writer), and ``commit(c)`` moves the rows of checkpoints ``<= c`` into ``table`` and
+    records ``c`` in ``_strom_sink_commits``, in one transaction (a replayed commit finds ``c``
+    recorded and does nothing); :mod:`~strom.connectors.sql.two_phase` says how. After a crash
+    at any moment, ``recover(c)`` publishes what the dead process had pre-committed for
+    checkpoints ``<= c`` and discards the rest, so with the sources replayed from ``c`` every
+    row lands in ``table`` exactly once; readers of ``table`` never see a staged row, and a
+    zombie process is fenced (:class:`~strom.engine.contracts.FencedError`). Every
+    batch must have the same columns; a null key fails the batch before it is staged. A row the
+    table refuses when published (a duplicate key in insert mode) fails ``commit`` and stays
+    staged. ``sink_id`` (default: the table name) keys the staged and ledger rows: sinks of
+    several pipelines writing one database need distinct ids.
     """
 
     def __init__(
@@ -203,11 +104,16 @@ class SQLiteSink(TableSink):
         *,
         key: Sequence[str] | None = None,
         mode: Mode = "insert",
+        guarantee: Guarantee = "at-least-once",
+        sink_id: str | None = None,
     ) -> None:
-        super().__init__(table, key=key, mode=mode)
+        super().__init__(table, key=key, mode=mode, guarantee=guarantee, sink_id=sink_id)
         self.path = Path(path)
         self._conn: sqlite3.Connection | None = None
         self._statements: dict[tuple[str, ...], str] = {}
+
+    def __repr__(self) -> str:
+        return f"SQLiteSink({str(self.path)!r}, {self.table!r}, guarantee={self.guarantee!r})"
 
     def _connect(self) -> None:
         self._conn = sqlite3.connect(self.path)
@@ -256,3 +162,62 @@ class SQLiteSink(TableSink):
                 quote(self.table), columns, f"VALUES ({marks})", mode=self.mode, key=self.key
             )
         return self._statements[columns]
+
+    # -- exactly-once ----------------------------------------------------------------------
+
+    def _ledger(self) -> Ledger:
+        return _SQLiteLedger(self)
+
+    def _transaction(self, action: Callable[[Connection], T]) -> T:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")  # the write lock first: no other writer in between
+        try:
+            result = action(conn)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return result
+
+    def _create_stage(self, conn: Connection, columns: list[str]) -> None:
+        types = {
+            row[1]: row[2]
+            for row in conn.execute(f"PRAGMA table_info({quote(self.table)})").fetchall()
+        }
+        own = [f"{WRITER} TEXT NOT NULL", f"{EPOCH} INTEGER NOT NULL", f"{BATCH} INTEGER NOT NULL"]
+        typed = [f"{quote(c)} {types.get(c, '')}".rstrip() for c in columns]
+        stage = quote(stage_name(self.sink_id))
+        conn.execute(f"CREATE TABLE {stage} ({', '.join(own + typed)})")
+
+    def _write_stage(self, batch: pl.DataFrame, epoch: int, number: int) -> None:
+        if self.key:
+            refuse_null_keys(self, batch)
+        columns = (*STAGE_COLUMNS, *batch.columns)
+        names = ", ".join(quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {quote(stage_name(self.sink_id))} ({names}) VALUES ({marks})"
+        tag = (self.writer, epoch, number)
+        conn = self._connection()
+        with conn:  # SQLite loses no answer: a failed insert was not committed
+            conn.executemany(sql, (tag + row for row in _to_sqlite(batch).iter_rows()))
+
+
+class _SQLiteLedger(Ledger):
+    def __init__(self, sink: SQLiteSink) -> None:
+        stage = quote(stage_name(sink.sink_id))
+        super().__init__(sink.writer, stage, prefix="", mark="?", lock="")
+        self.sink = sink
+
+    def stage_columns(self, conn: Connection) -> list[str] | None:
+        rows = conn.execute(f"PRAGMA table_info({self.stage})").fetchall()
+        return [r[1] for r in rows if r[1] not in STAGE_COLUMNS] or None
+
+    def move(self, conn: Connection, columns: list[str], epoch: int, last_batch: int) -> None:
+        sink = self.sink
+        names = ", ".join(quote(c) for c in columns)
+        rows = (
+            f"SELECT {names} FROM {self.stage} WHERE {WRITER} = ? AND {EPOCH} = ? "
+            f"AND {BATCH} <= ? ORDER BY rowid"
+        )
+        sql = insert_sql(quote(sink.table), columns, rows, mode=sink.mode, key=sink.key)
+        conn.execute(sql, (self.writer, epoch, last_batch))

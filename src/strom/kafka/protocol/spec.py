@@ -3,6 +3,11 @@
 strom's codecs are generated from these specs (see :mod:`strom.kafka.protocol.codec`); nothing
 here is transcribed by hand. kafka-python is only used as a carrier of the spec files: its package
 is located without being imported.
+
+kafka-python 3 ships Kafka 4's specs, which no longer list the request versions KIP-896 removed in
+Kafka 4.0. Kafka 4 removed them by raising ``validVersions`` alone: every field kept its version
+range, so the old versions' layouts are still fully described. :data:`KAFKA_3_9_LOWEST` restores
+the lowest versions Kafka 3.9 (the last release to serve them) lists, and nothing else.
 """
 
 from __future__ import annotations
@@ -16,6 +21,26 @@ from pathlib import Path
 from typing import Any
 
 _COMMENT = re.compile(r"^\s*//.*$", re.MULTILINE)
+
+# The lowest version of each message in Kafka 3.9's specs, where Kafka 4's are higher. Checked
+# against Kafka 3.9.0's JSON files: for every version restored here, each field's presence, type,
+# nullability and tagging is the same in both copies.
+KAFKA_3_9_LOWEST: dict[str, int] = {
+    "AlterReplicaLogDirs": 0,
+    "CreateAcls": 0,
+    "CreateTopics": 0,
+    "DeleteAcls": 0,
+    "DeleteTopics": 0,
+    "DescribeAcls": 0,
+    "DescribeConfigs": 0,
+    "DescribeLogDirs": 0,
+    "Fetch": 0,
+    "ListOffsets": 0,
+    "OffsetCommit": 0,
+    "OffsetFetch": 0,
+    "OffsetForLeaderEpoch": 0,
+    "Produce": 0,
+}
 
 
 class SpecError(RuntimeError):
@@ -154,11 +179,15 @@ def load(name: str) -> MessageSpec:
     except FileNotFoundError as exc:
         raise SpecError(f"no message spec named {name!r}") from exc
     structs = {s["name"]: s["fields"] for s in raw.get("commonStructs", [])}
+    valid = VersionRange.parse(raw.get("validVersions"))
+    lowest = KAFKA_3_9_LOWEST.get(name.removesuffix("Request").removesuffix("Response"))
+    if lowest is not None and raw["type"] in ("request", "response"):
+        valid = VersionRange(min(lowest, valid.lo), valid.hi)
     return MessageSpec(
         name=raw["name"],
         api_key=raw.get("apiKey"),
         kind=raw["type"],
-        valid=VersionRange.parse(raw.get("validVersions")),
+        valid=valid,
         flexible=VersionRange.parse(raw.get("flexibleVersions")),
         fields=tuple(_field(f, structs) for f in raw["fields"]),
     )
