@@ -21,6 +21,7 @@ from connector_helpers import Sent, create_topic, produce
 from strom.broker import Broker
 from strom.connectors import KafkaConnectorError, KafkaSink, KafkaSource, MemorySource
 from strom.connectors.kafka.transaction import checkpoint_group
+from strom.engine.contracts import FencedError
 from strom.pipeline import Pipeline
 from strom.runtime.checkpoints import CheckpointError
 from strom.runtime.executor import run_streaming
@@ -123,7 +124,7 @@ def test_a_second_process_fences_the_first(strom_broker: Broker) -> None:
     successor = _sink(bootstrap)
     successor.open()  # fences the zombie and aborts its open transaction
     assert successor.committed_checkpoint() is None
-    with pytest.raises(KafkaConnectorError, match="fenced: another process initialized"):
+    with pytest.raises(FencedError, match="fenced: another process initialized"):
         zombie.commit(1)
     with pytest.raises(KafkaConnectorError, match="fenced"):
         zombie.write(pl.DataFrame({"k": ["b"], "v": [2]}))

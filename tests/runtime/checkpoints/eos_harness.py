@@ -11,6 +11,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -169,6 +170,21 @@ def read_topic(bootstrap: str, topic: str, isolation: str = "read_committed") ->
     finally:
         consumer.close()
     return out
+
+
+def table_rows(run: PipelineRun) -> list[dict[str, Any]]:
+    """The ``windows`` table's rows in insertion order (exactly-once: published rows only)."""
+    with sqlite3.connect(run.out / "out.db") as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM windows ORDER BY rowid")]
+
+
+def file_rows(run: PipelineRun) -> list[dict[str, Any]]:
+    """The published NDJSON files' rows, file by file (their names are numbered in order)."""
+    rows = []
+    for path in sorted((run.out / "running").glob("*.ndjson")):
+        rows.extend(json.loads(line) for line in path.read_text().splitlines())
+    return rows
 
 
 def by_key(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

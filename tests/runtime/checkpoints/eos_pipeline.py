@@ -3,18 +3,20 @@
 A KafkaSource of ``eos-in`` (3 partitions, read to the end offsets present when it opens,
 ``group_id`` ``eos-app``) feeds a keyed tumbling window (count and sum per key and 2 s) written
 to the Kafka topic ``EOS_NAME-windows`` by an exactly-once :class:`~strom.KafkaSink`
-(transactional id ``EOS_NAME.windows``, keyed by ``key``), and a keyed process function (per
-key a running count and sum, emitted for every element) written to a two-phase file sink under
-``EOS_OUT``. Every key lives in one input partition, so each key's outputs are determined by the
-input alone (not by how partitions interleave).
+(transactional id ``EOS_NAME.windows``, keyed by ``key``; the run's commit decider) and to the
+table ``windows`` of ``EOS_OUT/out.db`` by an exactly-once :class:`~strom.SQLiteSink`, and a
+keyed process function (per key a running count and sum, emitted for every element) written as
+NDJSON files under ``EOS_OUT/running`` by an exactly-once :class:`~strom.FileSink`. Every key
+lives in one input partition, so each key's outputs are determined by the input alone (not by
+how partitions interleave).
 
 Crash points (``CKPT_CRASH=<point>:<n>``, see ``ckpt_sink.py``): ``pre_commit`` (the Kafka
-sink's records flushed into its transaction and the file sink's staged, no checkpoint written),
-``store`` (inside the checkpoint's file writes), ``written`` (the checkpoint written, before
-the Kafka sink's EndTxn), ``decided`` (the Kafka transaction committed, the file sink's commit
-not made). ``EOS_STOP_AT=<n>``: the process stops itself (SIGSTOP) at the ``written`` point of
-the ``n``-th checkpoint, its transaction open: a zombie for a test to resume.
-"""
+sink's records flushed into its transaction, the other sinks not pre-committed, no checkpoint
+written), ``store`` (inside the checkpoint's file writes), ``written`` (the checkpoint written,
+before the Kafka sink's EndTxn), ``decided`` (the Kafka transaction committed, the database's
+and the files' commits not made). ``EOS_STOP_AT=<n>``: the process stops itself (SIGSTOP) at the
+``written`` point of the ``n``-th checkpoint, its transaction open: a zombie for a test to
+resume."""
 
 from __future__ import annotations
 
@@ -24,9 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from ckpt_sink import StagedFileSink, crash_point, install_store_crash
+from ckpt_sink import crash_point, install_store_crash
 
-from strom import KafkaSink, KafkaSource, Pipeline, ProcessContext, ProcessFunction, Tumbling, agg
+from strom import (
+    FileSink,
+    KafkaSink,
+    KafkaSource,
+    Pipeline,
+    ProcessContext,
+    ProcessFunction,
+    SQLiteSink,
+    Tumbling,
+    agg,
+)
 
 INPUT = "eos-in"
 PARTITIONS = 3
@@ -47,10 +59,14 @@ class Running(ProcessFunction):
 
 
 class KafkaSinkWithCrashes(KafkaSink):
-    """The exactly-once KafkaSink with the ``written`` and ``decided`` crash points around its
-    commit (the checkpoint's decision), and the ``EOS_STOP_AT`` stop."""
+    """The exactly-once KafkaSink with the crash points (after its flush; around its commit,
+    the checkpoint's decision), and the ``EOS_STOP_AT`` stop."""
 
     commits = 0
+
+    def pre_commit(self, checkpoint_id: int) -> None:
+        super().pre_commit(checkpoint_id)
+        crash_point("pre_commit")
 
     def commit(self, checkpoint_id: int) -> None:
         crash_point("written")
@@ -86,6 +102,9 @@ def build_pipeline() -> Pipeline:
             transactional_id=f"{name}.windows",
         )
     )
+    out = Path(os.environ["EOS_OUT"])
+    out.mkdir(parents=True, exist_ok=True)
+    windows.sink(SQLiteSink(out / "out.db", "windows", guarantee="exactly-once"))
     running = events.key_by("key").process(Running(), output_schema=RUNNING)
-    running.sink(StagedFileSink(Path(os.environ["EOS_OUT"]) / "running"))
+    running.sink(FileSink(out / "running", "ndjson", guarantee="exactly-once"))
     return p

@@ -1,19 +1,19 @@
 """Exactly-once end to end: a real ``strom broker``, real ``strom run`` processes, ``kill -9``.
 
 The pipeline (``eos_pipeline.py``): a Kafka source of 3 partitions, a keyed tumbling window to
-an exactly-once KafkaSink (the run's commit decider) and a keyed process function to a
-two-phase file sink, checkpoints every 150 ms, a bounded input. A failure-free reference run
-gives the expected outputs. Then:
+an exactly-once KafkaSink (the run's commit decider) and an exactly-once SQLiteSink, and a keyed
+process function to an exactly-once FileSink, checkpoints every 150 ms, a bounded input. A
+failure-free reference run gives the expected outputs. Then:
 
 - **kills**: the run is killed with ``kill -9`` at random moments and at the checkpoint's
   targeted points (``CKPT_CRASH``: after every sink's flush, during the snapshot write, after
-  the flush and write but before EndTxn, between the Kafka commit and the file sink's
-  commit), and the broker is killed with ``kill -9`` and restarted on its data directory and
+  the flush and write but before EndTxn, between the Kafka commit and the database's and
+  files' commits), and the broker is killed with ``kill -9`` and restarted on its data directory and
   port; the run is restarted after each of its deaths until it reaches the end of its input;
 - **zombie**: run A stops itself (SIGSTOP) at a checkpoint with its transaction open, B starts
   with the same identity, A is resumed: A is fenced and exits with the error saying so.
 
-Afterwards the read_committed topic, the file sink's rows and the source group's offsets are
+Afterwards the read_committed topic, the SQLite table, the files and the source group's offsets are
 the reference run's exactly (each key's rows in the same order, no row missing or repeated),
 no transaction is left open and every output partition's last stable offset is its high
 watermark. (Rows of different keys interleave by how the input partitions' batches arrive,
@@ -34,17 +34,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ckpt_sink import committed_rows
 from eos_harness import (
     OPEN_STATES,
     OUTPUT_PARTITIONS,
     PipelineRun,
     by_key,
     create_topics,
+    file_rows,
     group_offsets,
     list_offsets,
     produce_input,
     read_topic,
+    table_rows,
     transactions,
 )
 from eos_pipeline import PARTITIONS
@@ -60,6 +61,7 @@ class Setup:
     workdir: Path
     records: int
     windows: list[list[Any]]
+    table: list[dict[str, Any]]
     running: list[dict[str, Any]]
 
 
@@ -82,10 +84,10 @@ def setup(
         reference = PipelineRun(workdir, "ref", broker.bootstrap_servers)
         reference.complete(timeout=600)
         windows = read_topic(broker.bootstrap_servers, "ref-windows")
-        running = committed_rows(reference.out / "running")
+        table, running = table_rows(reference), file_rows(reference)
         assert len(running) == records  # one row per element
-        assert sum(len(p) for p in windows) > 1_000
-        yield Setup(broker, workdir, records, windows, running)
+        assert sum(len(p) for p in windows) == len(table) > 1_000
+        yield Setup(broker, workdir, records, windows, table, running)
 
 
 def _check_outputs(setup: Setup, run: PipelineRun) -> None:
@@ -95,7 +97,10 @@ def _check_outputs(setup: Setup, run: PipelineRun) -> None:
     for p in range(OUTPUT_PARTITIONS):
         assert len(windows[p]) == len(setup.windows[p]), f"partition {p}: count differs"
         assert by_key(windows[p]) == by_key(setup.windows[p]), f"partition {p} differs"
-    running = committed_rows(run.out / "running")
+    table = table_rows(run)
+    assert len(table) == len(setup.table)
+    assert by_key(table) == by_key(setup.table)
+    running = file_rows(run)
     assert len(running) == len(setup.running)
     assert by_key(running) == by_key(setup.running)
     open_txns = {t: s for t, s in transactions(address).items() if s in OPEN_STATES}

@@ -27,8 +27,16 @@ from strom.connectors.kafka.common import (
     KafkaConnectorError,
     client_config,
 )
+from strom.engine.contracts import FencedError
 
-__all__ = ["FENCED_CODES", "NO_REBOOTSTRAP", "SinkTransactions", "checkpoint_group", "fenced_error"]
+__all__ = [
+    "FENCED_CODES",
+    "NO_REBOOTSTRAP",
+    "KafkaFencedError",
+    "SinkTransactions",
+    "checkpoint_group",
+    "fenced_error",
+]
 
 log = logging.getLogger("strom.connectors")
 
@@ -194,9 +202,13 @@ class SinkTransactions:
             log.warning("%s: aborting after %s failed too", self._what(), error.str())
 
 
-def fenced_error(what: str, transactional_id: str) -> KafkaConnectorError:
+class KafkaFencedError(KafkaConnectorError, FencedError):
+    """Another producer initialized this sink's transactional id: this process is a zombie."""
+
+
+def fenced_error(what: str, transactional_id: str) -> KafkaFencedError:
     """The error of a producer that another one with its transactional id has fenced."""
-    return KafkaConnectorError(
+    return KafkaFencedError(
         f"{what}: fenced: another process initialized transactional id {transactional_id!r} "
         "(a newer instance of this pipeline took over); this one's open transaction was aborted "
         "and it must stop"
