@@ -6,7 +6,7 @@ process function to an exactly-once FileSink, checkpoints every 150 ms, a bounde
 failure-free reference run gives the expected outputs. Then:
 
 - **kills**: the run is killed with ``kill -9`` at random moments and at the checkpoint's
-  targeted points (``CKPT_CRASH``: after every sink's flush, during the snapshot write, after
+  targeted points (``CKPT_CRASH``: after the Kafka sink's flush, during the snapshot write, after
   the flush and write but before EndTxn, between the Kafka commit and the database's and
   files' commits), and the broker is killed with ``kill -9`` and restarted on its data directory and
   port; the run is restarted after each of its deaths until it reaches the end of its input;
