@@ -109,6 +109,7 @@ PUBLIC = {
         "AtLeastOnceSink",
         "BoundedSource",
         "CommitDecider",
+        "CommitsPositions",
         "END_OF_PARTITION",
         "EndOfPartition",
         "FencedError",

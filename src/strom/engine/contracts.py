@@ -27,6 +27,7 @@ __all__ = [
     "AtLeastOnceSink",
     "BoundedSource",
     "CommitDecider",
+    "CommitsPositions",
     "EndOfPartition",
     "FencedError",
     "Guarantee",
@@ -263,12 +264,31 @@ class CommitDecider(Protocol):
     sink's ``commit(c)``. A crash before the decider's commit leaves ``c`` undecided: recovery
     restores the checkpoint the decider reports committed, not the latest one written.
     Without a decider, the checkpoint being written completely is the decision.
+
+    A sink class may offer both guarantees: only a sink whose :attr:`Sink.guarantee` is
+    ``"exactly-once"`` decides (an at-least-once ``KafkaSink`` is an ordinary sink).
     """
 
     def committed_checkpoint(self) -> int | None:
         """The last checkpoint whose commit this sink made durable (possibly by an earlier
         process), or None if none ever was; called after :meth:`Sink.open`, before
         :meth:`Sink.recover`."""
+        ...
+
+
+@runtime_checkable
+class CommitsPositions(Protocol):
+    """A :class:`CommitDecider` that also commits the sources' positions with its decision
+    (an exactly-once Kafka sink sends a ``KafkaSource``'s offsets to its transaction, so the
+    source's consumer group shows what the pipeline has committed, lag included)."""
+
+    def stage_positions(
+        self, checkpoint_id: int, positions: Sequence[tuple[Source, Sequence[Position]]]
+    ) -> None:
+        """Checkpoint ``checkpoint_id``'s source positions: every source of the run with its
+        partitions' positions (in partition order, as in the checkpoint), handed over after
+        the snapshot and before any ``pre_commit(checkpoint_id)``, to be committed by the
+        decider's ``commit(checkpoint_id)``."""
         ...
 
 

@@ -276,8 +276,9 @@ class KafkaSource:
         )
 
     def side_sinks(self) -> Sequence[Sink]:
-        """The dead-letter output (checkpoints pre-commit it with the plan's sinks)."""
-        return [self._dead]
+        """The dead-letter output (checkpoints pre-commit it with the plan's sinks); none when
+        dead letters are only logged (nothing to commit: an exactly-once run accepts it)."""
+        return [self._dead] if self._dead.sink is not None else []
 
     def close(self) -> None:
         """Close the consumer and the dead-letter sink; open readers then raise on poll.

@@ -4,7 +4,8 @@ A single-process executor is synchronous: between two rounds no message is in fl
 boundary is a consistent cut and needs no barriers. Checkpoint ``c``:
 
 1. ``executor.snapshot()``: every source position and every stateful operator's state, copied
-   (the *pause*);
+   (the *pause*); a deciding sink that commits positions too
+   (:class:`~strom.engine.contracts.CommitsPositions`) is handed them;
 2. every sink's ``pre_commit(c)`` (durable, or staged for a two-phase sink);
 3. checkpoint ``c`` written atomically (:class:`~.store.CheckpointStore`) by a writer thread,
    while the pipeline runs on: steps 1-2 are all it waits for;
@@ -30,10 +31,11 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from strom.engine.contracts import Guarantee, Metrics, Sink
+from strom.engine.contracts import CommitsPositions, Guarantee, Metrics, Position, Sink, Source
 from strom.runtime.checkpoints.fingerprint import fingerprint
 from strom.runtime.checkpoints.recovery import Recovered, check_sinks, recover, sink_id
 from strom.runtime.checkpoints.store import CheckpointStore, Manifest, now_ms
@@ -182,6 +184,8 @@ class CheckpointedRun:
         try:
             snapshot = self.executor.snapshot()
             paused = time.perf_counter_ns()
+            if isinstance(self._decider, CommitsPositions):
+                self._decider.stage_positions(checkpoint_id, self._positions(snapshot.positions))
             for sink in self._sinks:
                 sink.pre_commit(checkpoint_id)
         except BaseException as exc:
@@ -259,6 +263,12 @@ class CheckpointedRun:
         """The executor's metrics, and the checkpoints' (:class:`CheckpointStats`) as a
         ``checkpoints`` row."""
         return {**self.executor.metrics(), "checkpoints": self.stats.metrics()}
+
+    def _positions(
+        self, positions: Mapping[str, Sequence[Position]]
+    ) -> list[tuple[Source, Sequence[Position]]]:
+        """A snapshot's positions with each source object (for the decider)."""
+        return [(n.source, positions.get(n.name, [])) for n in self.executor.plan.sources()]
 
     def _decider_id(self) -> str | None:
         for index, sink in enumerate(self._sinks):

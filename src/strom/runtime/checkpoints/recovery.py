@@ -65,7 +65,11 @@ def check_sinks(sinks: Sequence[Sink], guarantee: Guarantee) -> Sink | None:
                 f"{', '.join(weak)}; run with --guarantee at-least-once (guarantee="
                 f"'at-least-once') to accept their duplicates after a failure"
             )
-    deciders = [(i, s) for i, s in enumerate(sinks) if isinstance(s, CommitDecider)]
+    deciders = [
+        (i, s)
+        for i, s in enumerate(sinks)
+        if isinstance(s, CommitDecider) and s.guarantee == "exactly-once"
+    ]
     if len(deciders) > 1:
         names = ", ".join(sink_id(i, s) for i, s in deciders)
         raise CheckpointError(f"at most one sink can decide a checkpoint's commit, not {names}")
