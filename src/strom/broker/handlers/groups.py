@@ -13,6 +13,22 @@ _CLASSIC = "classic"
 _KEY_TYPES = (0, 1)
 
 
+def committed_offsets(topics: list[dict[str, Any]]) -> list[tuple[str, int, int, int, str | None]]:
+    """The (topic, partition, offset, leader epoch, metadata) entries of an OffsetCommit's or a
+    TxnOffsetCommit's ``topics``."""
+    return [
+        (
+            t["name"],
+            p["partition_index"],
+            p["committed_offset"],
+            p.get("committed_leader_epoch", -1),
+            p["committed_metadata"],
+        )
+        for t in topics
+        for p in t["partitions"]
+    ]
+
+
 def _coordinator(ctx: Context, key: str, key_type: int) -> dict[str, Any]:
     state = ctx.state
     if key_type not in _KEY_TYPES:
@@ -202,17 +218,7 @@ async def offset_commit(ctx: Context, req: Body) -> Body:
     # the offsets; strom never expires committed offsets, so both are accepted and have no effect.
     # v9 only allows KIP-848 member epochs, for groups of the consumer type; for classic groups
     # (all of strom's) it is v8.
-    offsets = [
-        (
-            t["name"],
-            p["partition_index"],
-            p["committed_offset"],
-            p.get("committed_leader_epoch", -1),
-            p["committed_metadata"],
-        )
-        for t in req["topics"]
-        for p in t["partitions"]
-    ]
+    offsets = committed_offsets(req["topics"])
     results = ctx.state.groups.commit_offsets(
         req["group_id"],
         req["generation_id_or_member_epoch"],

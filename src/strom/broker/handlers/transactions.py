@@ -19,6 +19,7 @@ from typing import Any
 
 from strom.broker.coordinator import errors
 from strom.broker.handlers.base import Body, Context, api
+from strom.broker.handlers.groups import committed_offsets
 
 __all__: list[str] = []
 
@@ -85,17 +86,7 @@ async def add_offsets_to_txn(ctx: Context, req: Body) -> Body:
 async def txn_offset_commit(ctx: Context, req: Body) -> Body:
     state = ctx.state
     group_id = req["group_id"]
-    offsets = [
-        (
-            t["name"],
-            p["partition_index"],
-            p["committed_offset"],
-            p.get("committed_leader_epoch", -1),
-            p["committed_metadata"],
-        )
-        for t in req["topics"]
-        for p in t["partitions"]
-    ]
+    offsets = committed_offsets(req["topics"])
     code = state.transactions.check_offset_commit(
         req["transactional_id"], req["producer_id"], req["producer_epoch"], group_id
     )
