@@ -293,12 +293,15 @@ def test_batches_respect_max_batch_records(
     source = kafka_source(
         bootstrap, "many", schema={"n": pl.Int64}, bounded=True, max_batch_records=7
     )
-    # polled directly: the executor may merge a round's batches for a stateless pipeline
+    # polled directly: the executor may merge a round's batches for a stateless pipeline; polls
+    # never wait, so an empty one is followed by the source's wait (as the executor does)
     batches = []
     for reader in [source.open_partition(i) for i in range(2)]:
         while (item := reader.poll()) is not END_OF_PARTITION:
             if item is not None:
                 batches.append(item)
+            else:
+                source.wait(0.05)
     assert max(b.height for b in batches) <= 7
     assert sorted(pl.concat(batches)["n"].to_list()) == list(range(100))
 
