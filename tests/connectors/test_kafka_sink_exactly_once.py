@@ -79,7 +79,7 @@ def test_a_checkpointed_run_commits_records_offsets_and_the_checkpoint(
 
     assert sorted(_read(bootstrap, "out", 2, "read_committed")) == list(range(300))
     assert _committed(bootstrap, "app", "in", 3) == [100, 100, 100]  # the source's offsets
-    last = sink._committed
+    last = sink.last_committed
     assert last is not None and last > 1
     [record] = _committed(bootstrap, checkpoint_group("test.out"), "out", 1)
     assert record == last  # the checkpoint record is the last committed checkpoint

@@ -38,10 +38,12 @@ __all__ = [
     "PollResult",
     "Position",
     "PositionError",
+    "SharesDecision",
     "SideOutputs",
     "Sink",
     "Source",
     "SourcePartition",
+    "SourceShare",
     "StateError",
     "StatefulOperator",
     "WaitingSource",
@@ -283,13 +285,32 @@ class CommitsPositions(Protocol):
     source's consumer group shows what the pipeline has committed, lag included)."""
 
     def stage_positions(
-        self, checkpoint_id: int, positions: Sequence[tuple[Source, Sequence[Position]]]
+        self, checkpoint_id: int, positions: Sequence[tuple[Source, Mapping[int, Position]]]
     ) -> None:
         """Checkpoint ``checkpoint_id``'s source positions: every source of the run with its
-        partitions' positions (in partition order, as in the checkpoint), handed over after
-        the snapshot and before any ``pre_commit(checkpoint_id)``, to be committed by the
+        partitions' positions by partition number (a worker of a multi-worker run: the
+        partitions it reads, numbered as in the source it shares), handed over after the
+        snapshot and before any ``pre_commit(checkpoint_id)``, to be committed by the
         decider's ``commit(checkpoint_id)``."""
         ...
+
+
+@runtime_checkable
+class SharesDecision(Protocol):
+    """A :class:`CommitDecider` whose decision other sinks may share (the writers of one Kafka
+    transaction: a worker's repartition writers and its exactly-once KafkaSink): deciders
+    whose :meth:`decision` is the same object are one decision, committed by the first."""
+
+    def decision(self) -> object: ...
+
+
+@runtime_checkable
+class SourceShare(Protocol):
+    """A worker's share of a source: its partitions ``partitions`` of ``source`` (partition
+    ``i`` of the share is ``partitions[i]`` of the source)."""
+
+    source: Source
+    partitions: list[int]
 
 
 class AtLeastOnceSink:

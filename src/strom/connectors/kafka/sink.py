@@ -11,12 +11,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
 from strom.connectors.kafka.source import KafkaSource
-from strom.connectors.kafka.transaction import (
-    FENCED_CODES,
-    NO_REBOOTSTRAP,
-    SinkTransactions,
-    fenced_error,
-)
+from strom.connectors.kafka.transaction import SinkTransactions, TransactionScope
 from strom.engine.contracts import Guarantee, Metrics, Position, Source, int_field
 
 __all__ = ["KafkaSink"]
@@ -126,41 +121,59 @@ class KafkaSink:
         self._first_failure: str | None = None
         self._producer: Producer | None = None
         self._closed = False
+        self._base_id = transactional_id
+        #: exactly-once: the last checkpoint this sink's transaction committed in this process
+        self.last_committed: int | None = None
+        self._scope: TransactionScope | None = None  # exactly-once: where the transaction is
         self._txn: SinkTransactions | None = None
         self._recovered = False
-        self._positions: list[tuple[KafkaSource, Sequence[Position]]] = []
-        self._staged: int | None = None  # the checkpoint pre-committed into the open transaction
-        self._committed: int | None = None
-        #: records written after ``pre_commit(c)``, before ``commit(c)``: the next checkpoint's
-        self._held: list[tuple[bytes | None, bytes | None]] = []
+        self._positions: list[tuple[KafkaSource, Mapping[int, Position]]] = []
+
+    def set_worker(self, index: int) -> None:
+        """Exactly-once in worker ``index`` of a multi-worker run: the transactional id gets
+        the worker's suffix (``<id>-w<index>``), unless the sink joins the worker's own
+        transaction (:meth:`share_transaction`)."""
+        if self._base_id is not None:
+            self.transactional_id = f"{self._base_id}-w{index}"
+
+    def share_transaction(self, scope: TransactionScope) -> None:
+        """Exactly-once: write into ``scope``'s transaction (a worker's, shared with its
+        repartition writers on this sink's cluster) instead of one of its own; before open."""
+        if self.guarantee == "exactly-once":
+            self._scope = scope
+            self.transactional_id = scope.transactional_id
+
+    def decision(self) -> object:
+        """What decides this sink's checkpoints: its transaction's scope (writers sharing one
+        transaction are one decision)."""
+        return self._scope if self._scope is not None else self
 
     def open(self) -> None:
-        defaults: dict[str, Any] = {
-            "acks": "all",
-            "enable.idempotence": True,
-            # A write hands a whole micro-batch over in one burst, so the records of a batch
-            # meet within a millisecond: a longer linger would only delay them (librdkafka's 5 ms
-            # default is most of the latency budget), a shorter one splits them into requests.
-            "linger.ms": 1,
-            "socket.nagle.disable": True,  # a small request must not wait for the last's ACK
-        }
-        if self.transactional_id is not None:
-            defaults["transactional.id"] = self.transactional_id
-            defaults["transaction.timeout.ms"] = self.transaction_timeout_ms
-            defaults.update(NO_REBOOTSTRAP)
-        config = client_config(
-            self.bootstrap_servers, "strom-kafka-sink", self._errors, defaults, self._config
-        )
         if self.transactional_id is None:
+            defaults: dict[str, Any] = {
+                "acks": "all",
+                "enable.idempotence": True,
+                # A write hands a whole micro-batch over in one burst, so the records of a
+                # batch meet within a millisecond: a longer linger would only delay them
+                # (librdkafka's 5 ms default is most of the latency budget), a shorter one
+                # splits them into requests.
+                "linger.ms": 1,
+                "socket.nagle.disable": True,  # a small request must not wait for the last's ACK
+            }
+            config = client_config(
+                self.bootstrap_servers, "strom-kafka-sink", self._errors, defaults, self._config
+            )
             self._producer = Producer(config)
             return
-        self._txn = SinkTransactions(
-            config,
-            bootstrap_servers=self.bootstrap_servers,
-            topic=self.topic,
-            transactional_id=self.transactional_id,
-            errors=self._errors,
-        )
+        if self._scope is None:  # the same producer settings, in a transaction of its own
+            self._scope = TransactionScope(
+                self.bootstrap_servers,
+                self.transactional_id,
+                topic=self.topic,
+                transaction_timeout_ms=self.transaction_timeout_ms,
+                producer_config=self._config,
+            )
+        self._txn = self._scope.acquire()
         self._producer = self._txn.producer
 
     # -- exactly-once: the checkpoint's two phases ---------------------------------------------
@@ -170,8 +183,7 @@ class KafkaSink:
         checkpoint record after ``open()`` fenced earlier processes)."""
         if self._txn is None:
             raise RuntimeError("KafkaSink.committed_checkpoint(): exactly-once, after open()")
-        self._committed = self._txn.committed_checkpoint()
-        return self._committed
+        return self._txn.committed_checkpoint()
 
     def recover(self, checkpoint_id: int | None) -> None:
         """Nothing to publish or discard: ``open()`` aborted what an earlier process left open,
@@ -179,7 +191,7 @@ class KafkaSink:
         self._recovered = True
 
     def stage_positions(
-        self, checkpoint_id: int, positions: Sequence[tuple[Source, Sequence[Position]]]
+        self, checkpoint_id: int, positions: Sequence[tuple[Source, Mapping[int, Position]]]
     ) -> None:
         """Keep the positions of each ``KafkaSource`` with a ``group_id`` on this sink's
         cluster, to commit with checkpoint ``checkpoint_id``'s transaction."""
@@ -196,7 +208,8 @@ class KafkaSink:
         if producer is None:
             raise RuntimeError("KafkaSink.write() before open()")
         self._raise_if_failed()
-        if self._txn is not None and not self._recovered:
+        txn = self._txn
+        if txn is not None and not self._recovered:
             raise RuntimeError(
                 f"KafkaSink({self.topic!r}, guarantee='exactly-once') writes only in a run "
                 "with checkpoints (strom run --checkpoint-dir, run_streaming(..., "
@@ -205,17 +218,10 @@ class KafkaSink:
         values = self._values(batch)
         keys = self._keys(batch) if self.key is not None else [None] * batch.height
         self.produced += batch.height
-        if self._txn is not None and self._staged is not None:
-            # checkpoint ``_staged``'s transaction awaits its commit: these are the next one's
-            self._held.extend(zip(values, keys, strict=True))
+        if txn is not None:
+            for value, key in zip(values, keys, strict=True):
+                txn.produce(self.topic, value, key=key, on_delivery=self._on_delivery)
             return
-        self._produce(producer, values, keys)
-
-    def _produce(
-        self, producer: Producer, values: Sequence[bytes | None], keys: Sequence[bytes | None]
-    ) -> None:
-        if self._txn is not None:
-            self._txn.begin()
         for value, key in zip(values, keys, strict=True):
             while True:
                 try:
@@ -226,7 +232,9 @@ class KafkaSink:
                 except BufferError:  # the local queue is full: serve deliveries, then retry
                     producer.poll(0.1)
                 except KafkaException as exc:  # a fatal error of the producer
-                    raise self._produce_error(exc) from exc
+                    raise KafkaConnectorError(
+                        f"KafkaSink({self.topic!r}): cannot produce: {exc}"
+                    ) from exc
         producer.poll(0)
 
     def pre_commit(self, checkpoint_id: int) -> None:
@@ -238,51 +246,32 @@ class KafkaSink:
             if self._closed:
                 return
             raise RuntimeError("KafkaSink.pre_commit() before open()")
-        self._flush(self._producer)
         txn = self._txn
         if txn is None:
+            self._flush(self._producer)
             return
-        if self._staged is not None:
-            raise RuntimeError(
-                f"KafkaSink({self.topic!r}).pre_commit({checkpoint_id}): checkpoint "
-                f"{self._staged} is not committed yet (one checkpoint at a time)"
-            )
-        txn.begin()
-        txn.send_checkpoint(checkpoint_id)
+        offsets = []
         for source, positions in self._positions:
             assert source.group_id is not None
-            offsets = [
+            partitions = [
                 TopicPartition(source.topic, p, int_field(pos, "offset", f"{source.topic}[{p}]"))
-                for p, pos in enumerate(positions)
+                for p, pos in sorted(positions.items())
             ]
-            txn.send_offsets(source.group_id, offsets)
-        self._staged = checkpoint_id
+            offsets.append((source.group_id, partitions))
+        txn.pre_commit(checkpoint_id, offsets)
+        self._raise_if_failed()
 
     def commit(self, checkpoint_id: int) -> None:
         """Exactly-once: commit checkpoint ``checkpoint_id``'s transaction (the checkpoint's
         decision; again for the last committed checkpoint, nothing to do)."""
-        if self._txn is None or checkpoint_id == self._committed:
-            return
-        if self._staged != checkpoint_id:
-            raise RuntimeError(
-                f"KafkaSink({self.topic!r}).commit({checkpoint_id}): that checkpoint was not "
-                f"pre-committed (the open transaction is of {self._staged})"
-            )
-        try:
-            self._txn.commit()
-        finally:  # committed, or failed: the run fails and recovers; nothing is held either way
-            self._staged = None
-        self._committed = checkpoint_id
-        held, self._held = self._held, []
-        if held and self._producer is not None:
-            self._produce(self._producer, [v for v, _ in held], [k for _, k in held])
+        if self._txn is not None:
+            self._txn.commit_checkpoint(checkpoint_id)
+            self.last_committed = self._txn.committed
 
     def abort(self, checkpoint_id: int) -> None:
         """Exactly-once: abort the open transaction (every record since the last committed
         checkpoint is discarded). At-least-once: nothing can be taken back."""
         if self._txn is not None:
-            self._staged = None
-            self._held = []
             self._txn.abort()
 
     def close(self) -> None:
@@ -291,13 +280,10 @@ class KafkaSink:
         failed) is aborted."""
         producer, self._producer = self._producer, None
         txn, self._txn = self._txn, None
-        self._held = []
         if txn is not None:
             self._closed = True
-            try:
-                txn.abort()
-            finally:
-                txn.close()
+            assert self._scope is not None
+            self._scope.release()
         elif producer is not None:
             self._closed = True
             self._flush(producer)
@@ -320,11 +306,6 @@ class KafkaSink:
             )
         self._raise_if_failed()
 
-    def _produce_error(self, exc: KafkaException) -> KafkaConnectorError:
-        if self._txn is not None and self._txn.fenced:
-            return fenced_error(f"KafkaSink({self.topic!r})", self._txn.transactional_id)
-        return KafkaConnectorError(f"KafkaSink({self.topic!r}): cannot produce: {exc}")
-
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is None:
             self.delivered += 1
@@ -334,11 +315,8 @@ class KafkaSink:
             self._first_failure = str(error.str())
 
     def _raise_if_failed(self) -> None:
-        if self._txn is not None and self._txn.fenced:
-            raise fenced_error(f"KafkaSink({self.topic!r})", self._txn.transactional_id)
-        fatal = self._errors.fatal
-        if fatal is not None and fatal.code() in FENCED_CODES and self.transactional_id:
-            raise fenced_error(f"KafkaSink({self.topic!r})", self.transactional_id)
+        if self._txn is not None:
+            self._txn.raise_if_fatal()
         self._errors.raise_if_fatal()
         if self.failed:
             raise KafkaConnectorError(

@@ -1,7 +1,12 @@
-"""The Kafka transaction of an exactly-once :class:`~strom.connectors.kafka.sink.KafkaSink`.
+"""The Kafka transactions of exactly-once writers: a :class:`~strom.connectors.kafka.sink.KafkaSink`
+and, in a multi-worker run, a worker's repartition writers.
 
-One :class:`SinkTransactions` per sink: its transactional producer, one transaction per
+One :class:`SinkTransactions` per transactional id and process (a :class:`TransactionScope`
+hands it to the writers sharing it): its transactional producer, one transaction per
 checkpoint, and the checkpoint record that makes the transaction the checkpoint's decision.
+A single-process run's exactly-once KafkaSink has its own; a worker of a multi-worker run has one
+for all its writers on the repartition topics' cluster (its repartition writers and its
+exactly-once KafkaSinks there), so that each of its checkpoints is one transaction.
 
 **The checkpoint record.** Every checkpoint's transaction also commits, through
 ``send_offsets_to_transaction``, the checkpoint id ``c`` as the offset of partition 0 of the
@@ -16,10 +21,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from strom.connectors.kafka.common import (
     CONNECT_TIMEOUT_S,
@@ -34,6 +47,7 @@ __all__ = [
     "NO_REBOOTSTRAP",
     "KafkaFencedError",
     "SinkTransactions",
+    "TransactionScope",
     "checkpoint_group",
     "fenced_error",
 ]
@@ -66,7 +80,16 @@ def checkpoint_group(transactional_id: str) -> str:
 
 
 class SinkTransactions:
-    """A transactional producer and the checkpoint record of one sink (see the module doc).
+    """A transactional producer and its checkpoint record, shared by the Kafka writers of one
+    process (an exactly-once :class:`~strom.connectors.kafka.sink.KafkaSink`; in a multi-worker
+    run, also the worker's repartition writers): one transaction per checkpoint holds every
+    record they write between two checkpoints (see the module doc).
+
+    Writers produce through :meth:`produce`. Records produced after :meth:`pre_commit` of
+    checkpoint ``c`` and before its :meth:`commit` belong to the next checkpoint: they are held
+    in memory (in order) and produced once ``c``'s transaction has committed. ``pre_commit``,
+    ``commit`` and ``abort`` may be called by each writer sharing the transaction: the first
+    call for a checkpoint acts, the others find it done.
 
     Every call either succeeds or raises :class:`KafkaConnectorError`; a fenced producer (a
     newer process with the same transactional id has initialized) raises one that says so.
@@ -89,12 +112,85 @@ class SinkTransactions:
         self._consumers: dict[str, Consumer] = {}
         self.open = False  # a transaction is begun (locally at least)
         self.fenced = False  # a call was refused: another producer has this transactional id
+        self.staged: int | None = None  # the checkpoint pre-committed into the open transaction
+        self.committed: int | None = None  # the last checkpoint whose transaction committed
+        self._held: list[_Record] = []
         self._call("initialize the transactional producer", self.producer.init_transactions)
 
     def begin(self) -> None:
         if not self.open:
             self._call("begin a transaction", self.producer.begin_transaction)
             self.open = True
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        *,
+        key: bytes | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+        on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    ) -> None:
+        """Produce one record into the open transaction (begun if none is), or hold it for the
+        next one while a pre-committed checkpoint awaits its commit."""
+        record = _Record(topic, value, key, partition, headers, on_delivery)
+        if self.staged is not None:
+            self._held.append(record)
+            return
+        self.begin()
+        self._produce(record)
+
+    def pre_commit(
+        self, checkpoint_id: int, offsets: Sequence[tuple[str, list[TopicPartition]]] = ()
+    ) -> None:
+        """Flush every record into the open transaction and add checkpoint ``checkpoint_id``'s
+        record and ``offsets`` (per consumer group) to it. Called again for the same checkpoint
+        (another writer sharing it), it flushes and adds ``offsets`` only."""
+        self.flush()
+        if self.staged is not None and self.staged != checkpoint_id:
+            raise RuntimeError(
+                f"{self._what()}.pre_commit({checkpoint_id}): checkpoint {self.staged} is not "
+                "committed yet (one checkpoint at a time)"
+            )
+        self.begin()
+        if self.staged is None:
+            self.send_checkpoint(checkpoint_id)
+            self.staged = checkpoint_id
+        for group, partitions in offsets:
+            self.send_offsets(group, partitions)
+
+    def flush(self) -> None:
+        """Wait until every record produced is acknowledged (30 s at most, then raise)."""
+        remaining = self.producer.flush(TXN_TIMEOUT_S)
+        if remaining:
+            raise KafkaConnectorError(
+                f"{self._what()}: {remaining} record(s) not acknowledged within "
+                f"{TXN_TIMEOUT_S:.0f} s by {self.bootstrap_servers} ({self._errors.describe()})"
+            )
+        if self.fenced:
+            raise fenced_error(self._what(), self.transactional_id)
+
+    def commit_checkpoint(self, checkpoint_id: int) -> None:
+        """Commit checkpoint ``checkpoint_id``'s transaction (again for the last committed
+        one: nothing to do), then produce the records held meanwhile into the next one."""
+        if checkpoint_id == self.committed:
+            return
+        if self.staged != checkpoint_id:
+            raise RuntimeError(
+                f"{self._what()}.commit({checkpoint_id}): that checkpoint was not "
+                f"pre-committed (the open transaction is of {self.staged})"
+            )
+        try:
+            self.commit()
+        finally:  # committed, or failed: the run fails and recovers; nothing is held either way
+            self.staged = None
+        self.committed = checkpoint_id
+        held, self._held = self._held, []
+        if held:
+            self.begin()
+            for record in held:
+                self._produce(record)
 
     def send_checkpoint(self, checkpoint_id: int) -> None:
         """Add the checkpoint record of ``checkpoint_id`` to the open transaction."""
@@ -118,7 +214,9 @@ class SinkTransactions:
 
     def abort(self) -> None:
         """Abort the open transaction (none open, or fenced: the newer producer's
-        initialization aborted it already)."""
+        initialization aborted it already); records held for the next one are dropped."""
+        self.staged = None
+        self._held = []
         if self.open and not self.fenced:
             self.open = False
             self._call("abort the transaction", self.producer.abort_transaction, TXN_TIMEOUT_S)
@@ -136,6 +234,7 @@ class SinkTransactions:
         if found.error is not None:
             raise KafkaConnectorError(f"{self._what()}: reading group {group!r}: {found.error}")
         if found.offset < 0:
+            self.committed = None
             return None
         metadata = found.metadata or ""
         if metadata != f"{_METADATA}{found.offset}":
@@ -144,12 +243,45 @@ class SinkTransactions:
                 f"{metadata!r}, not a strom checkpoint record: the group is used by something "
                 "else; give the sink another transactional_id"
             )
-        return int(found.offset)
+        self.committed = int(found.offset)
+        return self.committed
 
     def close(self) -> None:
         for consumer in self._consumers.values():
             consumer.close()
         self._consumers.clear()
+
+    def _produce(self, record: _Record) -> None:
+        while True:
+            try:
+                self.producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    partition=-1 if record.partition is None else record.partition,
+                    headers=record.headers,
+                    on_delivery=record.on_delivery,
+                )
+                break
+            except BufferError:  # the local queue is full: serve deliveries, then retry
+                self.producer.poll(0.05)
+            except KafkaException as exc:  # a fatal error of the producer
+                if self.fenced or self._fatal_fenced():
+                    self.fenced = True
+                    raise fenced_error(self._what(), self.transactional_id) from exc
+                raise KafkaConnectorError(f"{self._what()}: cannot produce: {exc}") from exc
+        self.producer.poll(0)
+
+    def raise_if_fatal(self) -> None:
+        """Raise if the producer is fenced or failed fatally."""
+        if self.fenced or self._fatal_fenced():
+            self.fenced = True
+            raise fenced_error(self._what(), self.transactional_id)
+        self._errors.raise_if_fatal()
+
+    def _fatal_fenced(self) -> bool:
+        fatal = self._errors.fatal
+        return fatal is not None and fatal.code() in FENCED_CODES
 
     def _consumer(self, group: str) -> Consumer:
         """A consumer of ``group`` that never subscribes: for its group metadata (generation
@@ -167,7 +299,7 @@ class SinkTransactions:
         return consumer
 
     def _what(self) -> str:
-        return f"KafkaSink({self.topic!r}, transactional_id={self.transactional_id!r})"
+        return f"Kafka transactions of {self.transactional_id!r} (topic {self.topic!r})"
 
     def _call(self, what: str, call: Callable[..., T], *args: Any) -> T:
         """``call(*args)``, retried while librdkafka says the error is retriable (a broker
@@ -180,9 +312,7 @@ class SinkTransactions:
                 error = exc.args[0]
                 if not isinstance(error, KafkaError):
                     raise
-                if error.code() in FENCED_CODES or (
-                    self._errors.fatal is not None and self._errors.fatal.code() in FENCED_CODES
-                ):
+                if error.code() in FENCED_CODES or self._fatal_fenced():
                     self.fenced = True
                     raise fenced_error(self._what(), self.transactional_id) from exc
                 if error.retriable() and not error.fatal() and time.monotonic() < deadline:
@@ -196,10 +326,85 @@ class SinkTransactions:
     def _abort_after(self, error: KafkaError) -> None:
         """Abort after an abortable error (the caller raises; the checkpoint fails)."""
         self.open = False
+        self.staged = None
+        self._held = []
         try:
             self.producer.abort_transaction(TXN_TIMEOUT_S)
         except KafkaException:
             log.warning("%s: aborting after %s failed too", self._what(), error.str())
+
+
+@dataclass(frozen=True)
+class _Record:
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    partition: int | None
+    headers: list[tuple[str, str | bytes | None]] | None
+    on_delivery: Callable[[KafkaError | None, Message], None] | None
+
+
+class TransactionScope:
+    """Where the writers of one process find their shared :class:`SinkTransactions`: the
+    first writer to :meth:`acquire` it initializes the producer (fencing earlier processes
+    with the transactional id), the last to :meth:`release` it aborts what is still open and
+    closes it. ``topic`` (existing; partition 0 used) carries the checkpoint record.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        transactional_id: str,
+        *,
+        topic: str,
+        transaction_timeout_ms: int = 60_000,
+        producer_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.transactional_id = transactional_id
+        self.topic = topic
+        self.transaction_timeout_ms = transaction_timeout_ms
+        self.producer_config = dict(producer_config or {})
+        self._txn: SinkTransactions | None = None
+        self._users = 0
+
+    def acquire(self) -> SinkTransactions:
+        if self._txn is None:
+            errors = ClientErrors(f"transactional producer {self.transactional_id!r}")
+            defaults: dict[str, Any] = {
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 1,
+                "socket.nagle.disable": True,
+                "transactional.id": self.transactional_id,
+                "transaction.timeout.ms": self.transaction_timeout_ms,
+                **NO_REBOOTSTRAP,
+            }
+            config = client_config(
+                self.bootstrap_servers, "strom-kafka-sink", errors, defaults, self.producer_config
+            )
+            self._txn = SinkTransactions(
+                config,
+                bootstrap_servers=self.bootstrap_servers,
+                topic=self.topic,
+                transactional_id=self.transactional_id,
+                errors=errors,
+            )
+        self._users += 1
+        return self._txn
+
+    def release(self) -> None:
+        """One writer is done; the last one aborts a transaction still open (no checkpoint
+        took its records: the run failed or stopped after its final checkpoint) and closes."""
+        self._users -= 1
+        txn = self._txn
+        if self._users > 0 or txn is None:
+            return
+        self._txn = None
+        try:
+            txn.abort()
+        finally:
+            txn.close()
 
 
 class KafkaFencedError(KafkaConnectorError, FencedError):

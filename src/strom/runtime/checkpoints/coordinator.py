@@ -31,11 +31,19 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from strom.engine.contracts import CommitsPositions, Guarantee, Metrics, Position, Sink, Source
+from strom.engine.contracts import (
+    CommitsPositions,
+    Guarantee,
+    Metrics,
+    Position,
+    Sink,
+    Source,
+    SourceShare,
+)
 from strom.runtime.checkpoints.fingerprint import fingerprint
 from strom.runtime.checkpoints.recovery import Recovered, check_sinks, recover, sink_id
 from strom.runtime.checkpoints.store import CheckpointStore, Manifest, now_ms
@@ -103,12 +111,17 @@ class CheckpointedRun:
         interval_ms: int = 1_000,
         guarantee: Guarantee = "exactly-once",
         keep: int = 3,
+        run_round: Callable[[], bool] | None = None,
     ) -> None:
+        """``run_round`` is one round of the pipeline (default: ``executor.step``; a worker of a
+        multi-worker run also sends its event-time progress in it), False once the input
+        has ended."""
         if interval_ms < 0:
             raise ValueError(f"the checkpoint interval must be >= 0 ms, not {interval_ms}")
         if keep < 1:
             raise ValueError(f"at least one checkpoint must be kept, not {keep}")
         self.executor = executor
+        self._round = run_round or executor.step
         self.store = store
         self.interval_ms = interval_ms
         self.guarantee = guarantee
@@ -144,7 +157,7 @@ class CheckpointedRun:
         closed)."""
         self.start()
         try:
-            more = self.executor.step()
+            more = self._round()
             due = more and time.monotonic() >= self._due_at
             if self._pending is not None and (due or self._pending.future.done()):
                 self._complete()  # waits only if the next one is due before this one's write
@@ -266,9 +279,18 @@ class CheckpointedRun:
 
     def _positions(
         self, positions: Mapping[str, Sequence[Position]]
-    ) -> list[tuple[Source, Sequence[Position]]]:
-        """A snapshot's positions with each source object (for the decider)."""
-        return [(n.source, positions.get(n.name, [])) for n in self.executor.plan.sources()]
+    ) -> list[tuple[Source, Mapping[int, Position]]]:
+        """A snapshot's positions with each source object, by partition number (for the
+        decider); a worker's share of a source gives the shared source's own numbers."""
+        out: list[tuple[Source, Mapping[int, Position]]] = []
+        for node in self.executor.plan.sources():
+            found = positions.get(node.name, [])
+            if isinstance(node.source, SourceShare):
+                numbers = node.source.partitions
+                out.append((node.source.source, dict(zip(numbers, found, strict=False))))
+            else:
+                out.append((node.source, dict(enumerate(found))))
+        return out
 
     def _decider_id(self) -> str | None:
         for index, sink in enumerate(self._sinks):

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from strom.engine.contracts import CommitDecider, Guarantee, Sink
+from strom.engine.contracts import CommitDecider, Guarantee, SharesDecision, Sink
 from strom.runtime.checkpoints.fingerprint import differences, fingerprint
 from strom.runtime.checkpoints.store import CheckpointError, CheckpointStore, Manifest, now_ms
 from strom.runtime.snapshots import ExecutorSnapshot
@@ -52,7 +52,9 @@ def sink_id(index: int, sink: Sink) -> str:
 
 def check_sinks(sinks: Sequence[Sink], guarantee: Guarantee) -> Sink | None:
     """The run's deciding sink (None if none); :class:`CheckpointError` if a sink cannot give
-    ``guarantee`` or more than one sink would decide (two decisions are not one atomic one)."""
+    ``guarantee`` or more than one sink would decide (two decisions are not one atomic one;
+    sinks sharing one decision, :class:`~strom.engine.contracts.SharesDecision`, are one: the
+    first of them is returned, and commits it)."""
     if guarantee not in ("exactly-once", "at-least-once"):
         raise CheckpointError(
             f"guarantee must be 'exactly-once' or 'at-least-once', not {guarantee!r}"
@@ -70,7 +72,8 @@ def check_sinks(sinks: Sequence[Sink], guarantee: Guarantee) -> Sink | None:
         for i, s in enumerate(sinks)
         if isinstance(s, CommitDecider) and s.guarantee == "exactly-once"
     ]
-    if len(deciders) > 1:
+    decisions = {id(s.decision() if isinstance(s, SharesDecision) else s) for _, s in deciders}
+    if len(decisions) > 1:
         names = ", ".join(sink_id(i, s) for i, s in deciders)
         raise CheckpointError(f"at most one sink can decide a checkpoint's commit, not {names}")
     return deciders[0][1] if deciders else None

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, assert_never
 
+from strom.connectors.kafka.transaction import TransactionScope
 from strom.pipeline.plan import (
     FilterNode,
     IntervalJoinLateNode,
@@ -181,11 +182,19 @@ class CutWriter:
 
 
 def split_plan(
-    plan: Plan, config: WorkerConfig, clock: Clock, shuffle: Shuffle | None = None
+    plan: Plan,
+    config: WorkerConfig,
+    clock: Clock,
+    shuffle: Shuffle | None = None,
+    *,
+    transaction: TransactionScope | None = None,
 ) -> tuple[Plan, list[CutWriter]]:
     """Worker ``config.index``'s plan: sources shared, every keyed input through ``shuffle``
-    (default: :func:`default_shuffle`)."""
-    return _Splitter(plan, config, clock, shuffle or default_shuffle(plan, config)).run()
+    (default: :func:`default_shuffle`), its writers in ``transaction`` if given
+    (exactly-once checkpoints)."""
+    splitter = _Splitter(plan, config, clock, shuffle or default_shuffle(plan, config))
+    splitter.transaction = transaction
+    return splitter.run()
 
 
 class _Splitter:
@@ -202,6 +211,7 @@ class _Splitter:
         self.sources: dict[int, SourceNode] = {}  # cut number -> its reading node
         self.pending: list[tuple[Cut, ShuffleWriter]] = []
         self.extra_sinks: list[SinkNode] = []
+        self.transaction: TransactionScope | None = None
         self.partitions = create_repartition_topics(plan, config, shuffle) if shuffle else 0
 
     def run(self) -> tuple[Plan, list[CutWriter]]:
@@ -274,7 +284,12 @@ class _Splitter:
         upstream = self.rewrite(cut.upstream)
         topic = cut.topic(config.app_id)
         sink = shuffle.writer(
-            topic, cut.keys, self.partitions, writer=config.index, run_id=config.run_id
+            topic,
+            cut.keys,
+            self.partitions,
+            writer=config.index,
+            run_id=config.run_id,
+            transaction=self.transaction,
         )
         self.extra_sinks.append(SinkNode(upstream, sink))
         self.pending.append((cut, sink))

@@ -37,10 +37,18 @@ offset of the first record it has not delivered, and the merge state after the o
 (each writer's latest progress as ``[watermark, idle, ended]``, the merged watermark), so a
 reader seeked to it continues exactly where the first one was, watermark included.
 
-**Delivery guarantee: at-least-once, within one run.** The producer is idempotent with
-``acks=all`` (no duplicates or reordering from retries); :meth:`RepartitionWriter.pre_commit`
-and :meth:`~RepartitionWriter.close` wait for every record. Nothing is resumed after a crash: a
-restarted run has a new id and starts over.
+**Delivery guarantee.** Without checkpoints, at-least-once within one run: the producer is
+idempotent with ``acks=all`` (no duplicates or reordering from retries);
+:meth:`RepartitionWriter.pre_commit` and :meth:`~RepartitionWriter.close` wait for every record;
+nothing is resumed after a crash (a restarted run has a new id and starts over). With
+exactly-once checkpoints (``strom run --workers N --checkpoint-dir``), every writer of a worker
+writes into that worker's Kafka transaction (one per checkpoint, shared with its exactly-once
+Kafka sinks: :class:`~strom.connectors.kafka.transaction.TransactionScope`), and readers read
+read_committed: a reader sees a writer's rows and progress only once the writer's checkpoint
+has committed them, and never those of a transaction its restarted writer aborted. So each
+worker's checkpoint is a consistent cut on its own (its state, its input positions, its outputs
+in one transaction: Kafka Streams' exactly-once), and a worker restarted from its last
+checkpoint rejoins the others without their restarting; the run keeps its id across restarts.
 """
 
 from __future__ import annotations
@@ -57,9 +65,11 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from strom.connectors.kafka.common import ClientErrors, KafkaConnectorError, client_config
 from strom.connectors.kafka.source import KafkaSource
+from strom.connectors.kafka.transaction import SinkTransactions, TransactionScope
 from strom.engine.contracts import (
     END_OF_PARTITION,
     AtLeastOnceSink,
+    Guarantee,
     Metrics,
     PollResult,
     Position,
@@ -167,8 +177,11 @@ class RepartitionWriter(AtLeastOnceSink):
     """The sink half: routes every row to ``topic``'s partition for its key, and sends this
     writer's :class:`Progress` to every partition when asked (:meth:`progress`).
 
-    Guarantee: at-least-once within a run (see the module docstring); :meth:`pre_commit` and
-    :meth:`close` raise :class:`KafkaConnectorError` if any record was not acknowledged.
+    Guarantee (see the module docstring): at-least-once within a run; exactly-once given a
+    ``transaction`` (the worker's, whose checkpoints decide it: a
+    :class:`~strom.engine.contracts.CommitDecider` sharing its decision with the worker's other
+    writers). :meth:`pre_commit` and :meth:`close` raise :class:`KafkaConnectorError` if any
+    record was not acknowledged.
     """
 
     def __init__(
@@ -181,8 +194,12 @@ class RepartitionWriter(AtLeastOnceSink):
         writer: int,
         run_id: str,
         producer_config: Mapping[str, Any] | None = None,
+        transaction: TransactionScope | None = None,
     ) -> None:
         self.topic = topic
+        self.guarantee: Guarantee = "at-least-once" if transaction is None else "exactly-once"
+        self._scope = transaction
+        self._txn: SinkTransactions | None = None
         self.keys = tuple(keys)
         self.partitions = partitions
         self.writer = writer
@@ -203,6 +220,10 @@ class RepartitionWriter(AtLeastOnceSink):
         self._producer: Producer | None = None
 
     def open(self) -> None:
+        if self._scope is not None:
+            self._txn = self._scope.acquire()
+            self._producer = self._txn.producer
+            return
         defaults = {"acks": "all", "enable.idempotence": True, "linger.ms": 2}
         config = client_config(
             self._bootstrap, "strom-repartition", self._errors, defaults, self._config
@@ -225,8 +246,15 @@ class RepartitionWriter(AtLeastOnceSink):
         self.progress_sent = progress
 
     def close(self) -> None:
-        """Send the latest progress, then wait until every record is acknowledged (idempotent)."""
+        """Send the latest progress, then wait until every record is acknowledged (idempotent).
+        Exactly-once: nothing is sent (no checkpoint could commit it; the worker's final
+        checkpoint carries its last progress), and a transaction still open is aborted."""
         if self._producer is None:
+            return
+        if self._txn is not None:
+            self._producer = self._txn = None
+            assert self._scope is not None
+            self._scope.release()
             return
         if self.latest_progress is not None:
             progress = self.latest_progress()
@@ -239,7 +267,33 @@ class RepartitionWriter(AtLeastOnceSink):
         """Wait until every record sent so far is acknowledged; raise if any was not."""
         if self._producer is None:
             raise RuntimeError("RepartitionWriter.pre_commit() before open() or after close()")
+        if self._txn is not None:
+            self._txn.pre_commit(checkpoint_id)
+            self._raise_if_failed()
+            return
         self._flush(self._producer)
+
+    # -- exactly-once: the worker's transaction decides ----------------------------------------
+
+    def commit(self, checkpoint_id: int) -> None:
+        """Exactly-once: commit the worker's transaction of ``checkpoint_id`` (if no writer
+        sharing it has yet)."""
+        if self._txn is not None:
+            self._txn.commit_checkpoint(checkpoint_id)
+
+    def abort(self, checkpoint_id: int) -> None:
+        if self._txn is not None:
+            self._txn.abort()
+
+    def committed_checkpoint(self) -> int | None:
+        """The worker's last checkpoint whose transaction committed (exactly-once)."""
+        if self._txn is None:
+            raise RuntimeError("RepartitionWriter.committed_checkpoint(): exactly-once, open")
+        return self._txn.committed_checkpoint()
+
+    def decision(self) -> object:
+        """The worker's transaction (shared by its writers: one decision)."""
+        return self._scope if self._scope is not None else self
 
     def metrics(self) -> Metrics:
         """Rows written; ``detail["records"]``: records sent (rows and progress)."""
@@ -265,6 +319,16 @@ class RepartitionWriter(AtLeastOnceSink):
             raise RuntimeError("RepartitionWriter used before open()")
         self._raise_if_failed()
         headers = [*self._headers, (KIND, kind)]
+        self.records_sent += 1
+        if self._txn is not None:
+            self._txn.produce(
+                self.topic,
+                value,
+                partition=partition,
+                headers=headers,
+                on_delivery=self._on_delivery,
+            )
+            return
         while True:
             try:
                 producer.produce(
@@ -278,13 +342,14 @@ class RepartitionWriter(AtLeastOnceSink):
             except BufferError:  # the local queue is full: serve deliveries, then retry
                 producer.poll(0.05)
         producer.poll(0)
-        self.records_sent += 1
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is not None and self._failure is None:
             self._failure = str(error.str())
 
     def _raise_if_failed(self) -> None:
+        if self._txn is not None:
+            self._txn.raise_if_fatal()
         self._errors.raise_if_fatal()
         if self._failure is not None:
             raise KafkaConnectorError(

@@ -25,6 +25,7 @@ from strom.connectors.kafka.common import (
     KafkaConnectorError,
     client_config,
 )
+from strom.connectors.kafka.transaction import TransactionScope
 from strom.engine.contracts import Sink, Source
 from strom.runtime.distributed.repartition import (
     Observer,
@@ -61,8 +62,17 @@ class Shuffle(Protocol):
         ...
 
     def writer(
-        self, topic: str, keys: Sequence[str], partitions: int, *, writer: int, run_id: str
-    ) -> ShuffleWriter: ...
+        self,
+        topic: str,
+        keys: Sequence[str],
+        partitions: int,
+        *,
+        writer: int,
+        run_id: str,
+        transaction: TransactionScope | None = None,
+    ) -> ShuffleWriter:
+        """``transaction``: exactly-once, the worker's transaction to write in."""
+        ...
 
     def reader(
         self,
@@ -87,10 +97,23 @@ class KafkaShuffle:
         return ensure_topics(self.bootstrap_servers, topics, partitions)
 
     def writer(
-        self, topic: str, keys: Sequence[str], partitions: int, *, writer: int, run_id: str
+        self,
+        topic: str,
+        keys: Sequence[str],
+        partitions: int,
+        *,
+        writer: int,
+        run_id: str,
+        transaction: TransactionScope | None = None,
     ) -> RepartitionWriter:
         return RepartitionWriter(
-            self.bootstrap_servers, topic, keys, partitions, writer=writer, run_id=run_id
+            self.bootstrap_servers,
+            topic,
+            keys,
+            partitions,
+            writer=writer,
+            run_id=run_id,
+            transaction=transaction,
         )
 
     def reader(
