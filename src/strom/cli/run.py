@@ -14,7 +14,10 @@ emitted, and the metrics print.
 the input ends or the run is stopped (:mod:`strom.runtime.checkpoints`); a run that finds a
 completed checkpoint in DIR resumes from it, with no flag. ``--guarantee exactly-once`` (the
 default) refuses at-least-once sinks before anything runs; ``at-least-once`` accepts them.
-Single-process runs only for now: with ``--workers`` it is a usage error.
+With ``--workers``, each worker checkpoints itself into ``DIR/worker-<i>``
+(:mod:`strom.runtime.checkpoints.layout`; exactly-once through one Kafka transaction per worker
+and checkpoint, :mod:`strom.runtime.distributed.workers`), and a worker that dies is restarted
+from its last checkpoint, up to ``--max-restarts`` times in all, while the others run on.
 
 ``--workers N`` (N > 1) starts N worker processes (:mod:`strom.cli.supervisor`), each running
 ``--worker-index i`` of the same file (:mod:`strom.runtime.distributed.workers`): worker
@@ -33,7 +36,8 @@ import runpy
 import sys
 import time
 import uuid
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -47,9 +51,15 @@ from strom.connectors import KafkaSource
 from strom.engine.contracts import Guarantee, Metrics
 from strom.pipeline import Pipeline, Plan, PlanError
 from strom.runtime import MAX_WATERMARK, MIN_WATERMARK, StreamingExecutor
-from strom.runtime.checkpoints import CheckpointedRun, CheckpointError, CheckpointStore
+from strom.runtime.checkpoints import (
+    CheckpointedRun,
+    CheckpointError,
+    CheckpointStore,
+    Recovered,
+)
+from strom.runtime.checkpoints.layout import check_single_process, run_identity, worker_store
 from strom.runtime.distributed.plan_split import WorkerConfig, create_repartition_topics
-from strom.runtime.distributed.workers import Worker
+from strom.runtime.distributed.workers import Worker, WorkerCheckpoints
 
 __all__ = ["run"]
 
@@ -103,7 +113,7 @@ SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Take checkpoints here, and resume from the latest one found (single process only).",
+    help="Take checkpoints here, and resume from the latest one found.",
 )
 @click.option(
     "--checkpoint-interval",
@@ -127,6 +137,14 @@ SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
     help="How many of the newest checkpoints are kept.",
 )
 @click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="With --workers and --checkpoint-dir: restarts of failed workers (from their last "
+    "checkpoints) before the run fails.",
+)
+@click.option(
     "--repartition-partitions",
     type=click.IntRange(min=1),
     default=None,
@@ -144,6 +162,7 @@ def run(
     checkpoint_interval: str,
     guarantee: Guarantee,
     keep_checkpoints: int,
+    max_restarts: int,
     repartition_partitions: int | None,
 ) -> None:
     """Run the pipeline defined in FILE until its sources end or it is stopped."""
@@ -151,26 +170,31 @@ def run(
         os.environ["STROM_BOOTSTRAP"] = bootstrap_server
     app = app_id or pipeline_file.stem
     interval_ms = parse_duration_ms(checkpoint_interval, "--checkpoint-interval")
-    if checkpoint_dir is not None and (workers > 1 or worker_index is not None):
-        raise click.UsageError(
-            "--checkpoint-dir with --workers is not supported yet: checkpoints are taken by a "
-            "single-process run (checkpoint barriers across workers are still to come)"
-        )
-    if worker_index is not None:
-        if worker_index >= workers:
+    options = _CheckpointOptions(checkpoint_dir, interval_ms, guarantee, keep_checkpoints)
+    if worker_index is not None or workers > 1:
+        if worker_index is not None and worker_index >= workers:
             raise click.UsageError(f"--worker-index must be below --workers ({workers})")
-        if run_id is None:
+        if worker_index is not None and run_id is None:
             raise click.UsageError("--worker-index needs --run-id (the same for every worker)")
-        config = WorkerConfig(
-            worker_index, workers, app, run_id, bootstrap_server, repartition_partitions
-        )
-        _run_worker(pipeline_file, config, max_seconds)
-        return
-    if workers > 1:
+        if checkpoint_dir is not None:
+            try:
+                run_id = run_identity(checkpoint_dir, workers=workers, app_id=app, run_id=run_id)
+            except CheckpointError as exc:
+                raise click.ClickException(str(exc)) from exc
         run_id = run_id or uuid.uuid4().hex[:12]
-        config = WorkerConfig(0, workers, app, run_id, bootstrap_server, repartition_partitions)
-        _run_workers(pipeline_file, config, max_seconds)
+        config = WorkerConfig(
+            worker_index or 0, workers, app, run_id, bootstrap_server, repartition_partitions
+        )
+        if worker_index is not None:
+            _run_worker(pipeline_file, config, max_seconds, options)
+        else:
+            _run_workers(pipeline_file, config, max_seconds, options, max_restarts)
         return
+    if checkpoint_dir is not None:
+        try:
+            check_single_process(checkpoint_dir)
+        except CheckpointError as exc:
+            raise click.ClickException(str(exc)) from exc
     plan, executor = _prepare(load_pipeline(pipeline_file), pipeline_file)
     partitions = sum(s.source.partition_count() for s in plan.sources())
     runner: _Runner = executor
@@ -184,6 +208,24 @@ def run(
     outcome = _drive(runner, max_seconds)
     click.echo(outcome, err=True)
     _print_metrics(runner.metrics())
+
+
+@dataclass(frozen=True)
+class _CheckpointOptions:
+    """``--checkpoint-dir`` (None: no checkpoints) and the options that go with it."""
+
+    path: Path | None
+    interval_ms: int
+    guarantee: Guarantee
+    keep: int
+
+    def arguments(self) -> list[str]:
+        """The same options for a worker's command line."""
+        if self.path is None:
+            return []
+        return ["--checkpoint-dir", str(self.path),
+                "--checkpoint-interval", f"{self.interval_ms}ms",
+                "--guarantee", self.guarantee, "--keep-checkpoints", str(self.keep)]  # fmt: skip
 
 
 def _checkpointed(
@@ -201,17 +243,23 @@ def _checkpointed(
         )
     except CheckpointError as exc:  # a sink refused: nothing was opened
         raise click.ClickException(str(exc)) from exc
+    _recover(path, run.start, run.close)
+    return run
+
+
+def _recover(path: Path, start: Callable[[], Recovered | None], close: Callable[[], None]) -> None:
+    """Recover a checkpointed run from ``path`` (``start``) and say from what; if that fails,
+    ``close`` the run and fail."""
     try:
-        recovered = run.start()
+        recovered = start()
     except Exception as exc:  # another pipeline's checkpoint, a damaged one, a refused seek
-        run.close()
+        close()
         message = str(exc) if isinstance(exc, CheckpointError) else f"{type(exc).__name__}: {exc}"
         raise click.ClickException(f"recovering from {path} failed: {message}") from exc
-    if recovered.checkpoint is None:
+    if recovered is None or recovered.checkpoint is None:
         click.echo(f"checkpoints in {path}: none to resume from, starting afresh", err=True)
     else:
         click.echo(f"resuming from checkpoint {recovered.checkpoint.id} in {path}", err=True)
-    return run
 
 
 def parse_duration_ms(text: str, option: str) -> int:
@@ -277,30 +325,45 @@ def _repartition_bootstrap(plan: Plan, explicit: str | None) -> str | None:
     return os.environ.get("STROM_BOOTSTRAP")
 
 
-def _run_worker(path: Path, config: WorkerConfig, max_seconds: float | None) -> None:
+def _run_worker(
+    path: Path, config: WorkerConfig, max_seconds: float | None, options: _CheckpointOptions
+) -> None:
     pipeline = load_pipeline(path)
+    checkpoints = None
+    if options.path is not None:
+        store = worker_store(options.path, config.index)
+        checkpoints = WorkerCheckpoints(store, options.interval_ms, options.guarantee, options.keep)
     try:
         plan = pipeline.plan()
         bootstrap = _repartition_bootstrap(plan, config.bootstrap_servers)
-        worker = Worker(plan, replace(config, bootstrap_servers=bootstrap))
+        worker = Worker(plan, replace(config, bootstrap_servers=bootstrap), checkpoints=checkpoints)
     except PlanError as exc:
         raise click.ClickException(f"{path}: invalid pipeline: {exc}") from exc
-    except Exception as exc:
+    except Exception as exc:  # a refused sink (CheckpointError), an unreachable cluster
         raise click.ClickException(f"{path}: {type(exc).__name__}: {exc}") from exc
     click.echo(
         f"worker {config.index} of {config.workers} running {path} (run {config.run_id}, "
         f"repartition topics: {', '.join(worker.topics) or 'none'})",
         err=True,
     )
+    if checkpoints is not None:
+        _recover(checkpoints.store.path, worker.start, worker.close)
     supervisor = os.environ.get(SUPERVISOR_ENV)
     outcome = _drive(worker, max_seconds, int(supervisor) if supervisor else None)
     click.echo(outcome, err=True)
     _print_metrics(worker.metrics())
 
 
-def _run_workers(path: Path, config: WorkerConfig, max_seconds: float | None) -> None:
+def _run_workers(
+    path: Path,
+    config: WorkerConfig,
+    max_seconds: float | None,
+    options: _CheckpointOptions,
+    max_restarts: int,
+) -> None:
     """Validate the plan and create its repartition topics here (so the workers do not race
-    to), then supervise one ``strom run --worker-index i`` process per worker."""
+    to), then supervise one ``strom run --worker-index i`` process per worker (restarting a
+    failed one, with checkpoints)."""
     pipeline = load_pipeline(path)
     try:
         plan = pipeline.plan()
@@ -319,13 +382,16 @@ def _run_workers(path: Path, config: WorkerConfig, max_seconds: float | None) ->
         base += ["--bootstrap-server", bootstrap]
     if max_seconds is not None:
         base += ["--max-seconds", repr(max_seconds)]
+    base += options.arguments()
     click.echo(
         f"running {path} with {workers} workers (run {config.run_id}); stop with Ctrl-C",
         err=True,
     )
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     try:
-        outcome = supervise([[*base, "--worker-index", str(i)] for i in range(workers)])
+        restarts = max_restarts if options.path is not None else 0
+        commands = [[*base, "--worker-index", str(i)] for i in range(workers)]
+        outcome = supervise(commands, restarts=restarts)
     finally:
         del os.environ[SUPERVISOR_ENV]
     click.echo(outcome, err=True)

@@ -5,7 +5,9 @@ hand on each of N machines), started in its own session so a terminal's Ctrl-C r
 parent, which forwards one SIGTERM to every worker: each then closes its sinks and prints its
 metrics. If a worker dies, the others cannot finish (its partitions and keys have no one else,
 and the watermark downstream waits for it), so the parent stops them and exits non-zero naming
-the worker. Worker log lines are relayed prefixed with ``[worker i]``; their metrics print at the
+the worker; with checkpoints (``restarts`` > 0) it restarts the dead worker instead, the same
+command, which resumes from its last checkpoint while the others run on, until the restarts are
+used up. Worker log lines are relayed prefixed with ``[worker i]``; their metrics print at the
 end, one worker after another.
 """
 
@@ -73,10 +75,12 @@ class _Child:
         return f"exited with status {code}"
 
 
-def supervise(commands: Sequence[Sequence[str]], poll_s: float = 0.05) -> str:
-    """Run one child per command until all exit; returns how the run ended.
+def supervise(commands: Sequence[Sequence[str]], poll_s: float = 0.05, restarts: int = 0) -> str:
+    """Run one child per command until all exit; returns how the run ended. A child that
+    fails is started again while ``restarts`` (over all children) remain.
 
-    Raises :class:`click.ClickException` if any worker failed (after stopping the others).
+    Raises :class:`click.ClickException` if any worker failed for good (after stopping the
+    others).
     """
     children = [_Child(i, cmd) for i, cmd in enumerate(commands)]
     stop: list[str] = []
@@ -93,7 +97,19 @@ def supervise(commands: Sequence[Sequence[str]], poll_s: float = 0.05) -> str:
                 for child in children:
                     code = child.proc.poll()
                     ours = stopped_at is not None and code == -signal.SIGTERM  # not started yet
-                    if failure is None and code is not None and code != 0 and not ours:
+                    failed_now = code is not None and code != 0 and not ours
+                    if failed_now and stopped_at is None and restarts > 0:
+                        restarts -= 1
+                        click.echo(
+                            f"worker {child.index} of {len(children)} {child.describe_exit()}; "
+                            f"restarting it from its last checkpoint ({restarts} restart(s) "
+                            "left)",
+                            err=True,
+                        )
+                        child.join_output()
+                        children[child.index] = _Child(child.index, commands[child.index])
+                        continue
+                    if failure is None and failed_now:
                         failure = (
                             f"worker {child.index} of {len(children)} {child.describe_exit()}; "
                             "stopping the others (its partitions and keys have no other worker)"

@@ -9,6 +9,8 @@ committed files in id order. Exactly-once when run with checkpoints.
 ``CKPT_CRASH=<point>:<n>`` makes the process kill itself (SIGKILL, like ``kill -9``) at the
 ``n``-th time it reaches ``point``: ``pre_commit`` (staged, no checkpoint written), ``commit``
 (the checkpoint written, nothing published) or ``store`` (inside a checkpoint's file writes).
+With ``CKPT_CRASH_ONCE=<path>`` only the first process to get there dies (it creates ``path``):
+a restarted worker inherits the environment, and must not die again.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def crash_point(point: str) -> None:
         return
     _hits[point] += 1
     if _hits[point] == int(count):
+        once = os.environ.get("CKPT_CRASH_ONCE")
+        if once:  # one crash among all the processes sharing this environment (workers)
+            try:
+                os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -7,6 +7,7 @@ The broker is a real ``strom broker`` subprocess (``tests/broker/broker_proc.py`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -59,8 +60,16 @@ class PipelineRun:
     ``workdir/name[-tag]-<n>.log`` (``tag`` tells apart two processes of one pipeline)."""
 
     def __init__(
-        self, workdir: Path, name: str, bootstrap: str, *, interval: str = "150ms", tag: str = ""
+        self,
+        workdir: Path,
+        name: str,
+        bootstrap: str,
+        *,
+        interval: str = "150ms",
+        tag: str = "",
+        workers: int = 1,
     ):
+        self.workers = workers
         self.tag = f"-{tag}" if tag else ""
         self.workdir = workdir
         self.name = name
@@ -77,13 +86,17 @@ class PipelineRun:
         crash_at: str | None = None,
         checkpoint_dir: Path | None = None,
         stop_at: int | None = None,
+        crash_once: Path | None = None,
     ) -> None:
-        """``crash_at``: ``CKPT_CRASH`` (``point:n``); ``stop_at``: ``EOS_STOP_AT``."""
+        """``crash_at``: ``CKPT_CRASH`` (``point:n``); ``crash_once``: ``CKPT_CRASH_ONCE``;
+        ``stop_at``: ``EOS_STOP_AT``."""
         env = {**os.environ, "EOS_NAME": self.name, "EOS_OUT": str(self.out)}
-        env.pop("CKPT_CRASH", None)
-        env.pop("EOS_STOP_AT", None)
+        for name in ("CKPT_CRASH", "CKPT_CRASH_ONCE", "EOS_STOP_AT"):
+            env.pop(name, None)
         if crash_at is not None:
             env["CKPT_CRASH"] = crash_at
+        if crash_once is not None:
+            env["CKPT_CRASH_ONCE"] = str(crash_once)
         if stop_at is not None:
             env["EOS_STOP_AT"] = str(stop_at)
         self.log = self.workdir / f"{self.name}{self.tag}-{self.starts}.log"
@@ -91,6 +104,9 @@ class PipelineRun:
         args = [STROM, "run", PIPELINE, "--bootstrap-server", self.bootstrap,
                 "--checkpoint-dir", str(checkpoint_dir or self.checkpoint_dir),
                 "--checkpoint-interval", self.interval]  # fmt: skip
+        if self.workers > 1:  # the supervisor restarts a killed worker (up to 1000 times)
+            args += ["--workers", str(self.workers), "--app-id", self.name,
+                     "--max-restarts", "1000"]  # fmt: skip
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -110,10 +126,46 @@ class PipelineRun:
         raise AssertionError(f"{self.name}: no recovery within {timeout} s:\n{self.text()}")
 
     def last_committed(self) -> int:
-        """The newest checkpoint id its Kafka transaction committed (0 if none)."""
-        marked = [int(d.name[4:]) for d in self.checkpoint_dir.glob("chk-*")
-                  if (d / "COMMITTED").exists()]  # fmt: skip
-        return max(marked, default=0)
+        """The newest checkpoint id its Kafka transaction committed (0 if none); with workers,
+        the sum over the workers (it grows with any worker's progress)."""
+        dirs = [self.checkpoint_dir]
+        if self.workers > 1:
+            dirs = [self.checkpoint_dir / f"worker-{i}" for i in range(self.workers)]
+        total = 0
+        for path in dirs:
+            marked = [int(d.name[4:]) for d in path.glob("chk-*")
+                      if (d / "COMMITTED").exists()]  # fmt: skip
+            total += max(marked, default=0)
+        return total
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes of a ``--workers`` run (its supervisor's children)."""
+        if self.proc is None:
+            return []
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def kill_worker(self, rng: random.Random) -> bool:
+        """``kill -9`` one worker of a ``--workers`` run, picked by ``rng`` (False: none)."""
+        pids = self.worker_pids()
+        if not pids:
+            return False
+        try:
+            os.kill(rng.choice(pids), signal.SIGKILL)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def kill_all(self) -> None:
+        """``kill -9`` the supervisor and every worker at once (a machine lost)."""
+        pids = self.worker_pids()
+        self.kill()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def wait_progress(self, since: int, timeout: float = 60) -> bool:
         """Until a checkpoint after ``since`` is committed (True) or it exited (False)."""

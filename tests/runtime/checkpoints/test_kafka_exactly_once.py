@@ -10,6 +10,10 @@ failure-free reference run gives the expected outputs. Then:
   the flush and write but before EndTxn, between the Kafka commit and the database's and
   files' commits), and the broker is killed with ``kill -9`` and restarted on its data directory and
   port; the run is restarted after each of its deaths until it reaches the end of its input;
+- **workers**: the same with ``--workers 2`` (the keyed steps read repartition topics; each
+  worker checkpoints itself, in one Kafka transaction per checkpoint): one worker killed (the
+  supervisor restarts it, the other runs on), the whole run killed, a worker killed at each
+  targeted point, the broker killed;
 - **zombie**: run A stops itself (SIGSTOP) at a checkpoint with its transaction open, B starts
   with the same identity, A is resumed: A is fenced and exits with the error saying so.
 
@@ -23,6 +27,7 @@ partition, so each key's sequence is determined.) ``--run-slow`` runs many more 
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 import signal
@@ -78,7 +83,8 @@ def setup(
     broker = BrokerProcess(workdir / "data", free_port(), workdir / "broker.log", flush="always")
     with broker:
         broker.start()
-        topics = {f"{n}-windows": OUTPUT_PARTITIONS for n in ("ref", "chaos", "zombie")}
+        names = ("ref", "chaos", "zombie", "workers")
+        topics = {f"{n}-windows": OUTPUT_PARTITIONS for n in names}
         create_topics(broker.bootstrap_servers, {"eos-in": PARTITIONS, **topics})
         records = produce_input(broker.bootstrap_servers, 20_000 * _scale(request), SEED)
         reference = PipelineRun(workdir, "ref", broker.bootstrap_servers)
@@ -157,6 +163,63 @@ def test_kill_9_of_the_run_and_the_broker(setup: Setup, request: pytest.FixtureR
     print(f"kills: {dict(kills)}; the run in broker outages: {dict(outcomes)}; "
           f"{run.starts} starts")  # fmt: skip
     _check_outputs(setup, run)
+
+
+def test_kill_9_of_workers_and_the_broker(setup: Setup, request: pytest.FixtureRequest) -> None:
+    """The pipeline with ``--workers 2`` (its keyed steps read repartition topics, each worker
+    checkpoints itself in one transaction): >= 20 kills (one worker, restarted by the
+    supervisor while the other runs on; the whole run; a worker at each targeted point) and
+    >= 5 of the broker, then exact output."""
+    rng = random.Random(SEED + 2)
+    scale = _scale(request)
+    plan = ["worker"] * 12 * scale + ["all"] * 4 * scale + list(POINTS) * scale
+    plan += ["broker"] * 5 * scale
+    rng.shuffle(plan)
+    bootstrap = setup.broker.bootstrap_servers
+    run = PipelineRun(setup.workdir, "workers", bootstrap, workers=2)
+    kills: Counter[str] = Counter()
+    run.start()
+    while plan:
+        assert run.proc is not None
+        if run.proc.poll() is not None:  # it failed by itself, or finished before the plan
+            break
+        action = plan.pop()
+        run.wait_recovered()
+        time.sleep(rng.uniform(0.2, 1.0))
+        if action == "worker":
+            kills["worker"] += run.kill_worker(rng)
+        elif action == "all":
+            run.kill_all()
+            run.wait()
+            kills["all"] += 1
+            run.start()
+        elif action == "broker":
+            setup.broker.kill()
+            time.sleep(rng.uniform(0.05, 0.5))
+            setup.broker.start()
+            kills["broker"] += 1
+        else:  # one worker dies at the point, the supervisor restarts it
+            run.kill_all()
+            run.wait()
+            once = setup.workdir / f"workers-crash-{run.starts}"
+            run.start(crash_at=f"{action}:{rng.randint(1, 3)}", crash_once=once)
+            crashed = functools.partial(_crashed, run, once)
+            wait_until(crashed, 300, f"a worker to reach {action}")
+            kills[action] += once.exists()
+    while (code := run.wait(timeout=600)) != 0:  # the supervisor gave up: start again
+        assert run.starts < 50, f"the run does not reach its end ({code}):\n{run.text()}"
+        run.start()
+    assert not plan, f"the input ended before the kill plan did ({plan} left): make it longer"
+    run_kills = sum(n for k, n in kills.items() if k != "broker")
+    assert run_kills >= 20 * scale and kills["broker"] >= 5 * scale, kills
+    assert all(kills[p] >= 1 for p in POINTS), kills
+    print(f"kills: {dict(kills)}; {run.starts} starts")
+    _check_outputs(setup, run)
+
+
+def _crashed(run: PipelineRun, marker: Path) -> bool:
+    """A worker crashed (it made ``marker``), or the run ended."""
+    return marker.exists() or (run.proc is not None and run.proc.poll() is not None)
 
 
 def _stopped(pid: int) -> bool:
