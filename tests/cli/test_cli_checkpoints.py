@@ -94,12 +94,13 @@ def test_an_empty_directory_lists_nothing(tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no checkpoints in" in result.output
 
 
-def test_checkpoints_with_workers_are_not_supported_yet(
-    pipeline_file: Path, tmp_path: Path
-) -> None:
-    result = _strom("run", str(pipeline_file), "--workers", "2", "--checkpoint-dir", str(tmp_path))
-    assert result.exit_code == 2
-    assert "--checkpoint-dir with --workers is not supported yet" in result.output
+def test_a_single_process_directory_refuses_workers(pipeline_file: Path, tmp_path: Path) -> None:
+    chk = tmp_path / "chk"
+    assert _run_with_checkpoints(pipeline_file, chk).exit_code == 0
+    result = _strom("run", str(pipeline_file), "--workers", "2", "--checkpoint-dir", str(chk))
+    assert result.exit_code == 1
+    assert "holds the checkpoints of a single-process run" in result.output
+    assert not (chk / "run.json").exists()
 
 
 def test_durations() -> None:

@@ -149,6 +149,54 @@ def test_a_killed_worker_fails_the_run(strom_broker: Broker, tmp_path: Path) -> 
     assert not _alive(workers[0])
 
 
+def test_a_killed_worker_with_checkpoints_is_restarted_alone(
+    strom_broker: Broker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a checkpoint directory the supervisor restarts a killed worker, which resumes
+    from its own last checkpoint while the other runs on; the upserted windows converge to the
+    bounded result (at-least-once: the example's sinks are)."""
+    bootstrap = strom_broker.bootstrap_servers
+    _fill(bootstrap, 4_000)
+    db, chk = tmp_path / "sensors.db", tmp_path / "chk"
+    args = [STROM, "run", EXAMPLE, "--workers", "2", "--checkpoint-dir", str(chk),
+            "--checkpoint-interval", "50ms", "--guarantee", "at-least-once"]  # fmt: skip
+    env = _env(bootstrap, db, STROM_BOUNDED="1")
+    with subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True) as proc:
+        deadline = time.monotonic() + 60
+        while not list(chk.glob("worker-1/chk-*")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "of 2 was killed by SIGKILL; restarting it from its last checkpoint" in err
+    assert "[worker 1] resuming from checkpoint" in err
+    assert _alive(workers[0]) is False and "stopping the others" not in err
+    assert json.loads((chk / "run.json").read_text())["workers"] == 2
+    listed = CliRunner().invoke(cli, ["checkpoints", "list", str(chk), "--json"]).output
+    assert {m["worker"] for m in json.loads(listed)} == {0, 1}
+    shown = CliRunner().invoke(cli, ["checkpoints", "show", str(chk)])
+    assert shown.exit_code == 1 and "show one worker's" in shown.output
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    bounded_db = tmp_path / "bounded.db"
+    monkeypatch.setenv("STROM_SQLITE", str(bounded_db))
+    run_bounded(runpy.run_path(EXAMPLE)["pipeline"])
+    assert [r[:6] for r in _rows(db, WINDOWS_SQL)] == [
+        r[:6] for r in _rows(bounded_db, WINDOWS_SQL)
+    ]
+    # a checkpoint directory keeps its worker count, and its kind
+    again = CliRunner().invoke(
+        cli, ["run", EXAMPLE, "--workers", "3", "--checkpoint-dir", str(chk)]
+    )
+    assert again.exit_code == 1 and "are of a run with --workers 2, not 3" in again.output
+    single = CliRunner().invoke(cli, ["run", EXAMPLE, "--checkpoint-dir", str(chk)])
+    assert (
+        single.exit_code == 1 and "holds the checkpoints of a run with --workers" in single.output
+    )
+
+
 def test_workers_stop_when_their_supervisor_is_killed(strom_broker: Broker, tmp_path: Path) -> None:
     bootstrap = strom_broker.bootstrap_servers
     _fill(bootstrap, 40)

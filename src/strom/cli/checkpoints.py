@@ -14,6 +14,7 @@ import click
 
 from strom.cli.output import console, table
 from strom.runtime.checkpoints import CheckpointError, CheckpointStore, Manifest
+from strom.runtime.checkpoints.layout import RUN_FILE, worker_store
 
 __all__ = ["checkpoints"]
 
@@ -32,17 +33,21 @@ def checkpoints() -> None:
 @_DIR
 @_JSON
 def list_(directory: Path, as_json: bool) -> None:
-    """List the complete checkpoints: id, time, size, state files, positions."""
-    found = CheckpointStore(directory).checkpoints()
+    """List the complete checkpoints: id, time, size, state files, positions (of every worker,
+    for a `strom run --workers` directory)."""
+    stores = _stores(directory)
+    found = [(worker, m) for worker, store in stores for m in store.checkpoints()]
     if as_json:
-        click.echo(json.dumps([m.to_json() for m in found], indent=1))
+        click.echo(json.dumps([_with_worker(worker, m) for worker, m in found], indent=1))
         return
+    workers = stores[0][0] is not None if stores else True
     rows = table(
-        "Id", "Time (UTC)", "Size", "States", "Pause", "Guarantee", "Committed", "Positions",
-        numeric=("Id", "Size", "States", "Pause"),
+        *(["Worker"] if workers else []), "Id", "Time (UTC)", "Size", "States", "Pause",
+        "Guarantee", "Committed", "Positions", numeric=("Worker", "Id", "Size", "States", "Pause"),
     )  # fmt: skip
-    for m in found:
+    for worker, m in found:
         rows.add_row(
+            *([] if worker is None else [str(worker)]),
             str(m.id),
             _time(m.wall_time_ms),
             _bytes(m.size),
@@ -65,6 +70,11 @@ def list_(directory: Path, as_json: bool) -> None:
 @_JSON
 def show(directory: Path, checkpoint_id: int | None, as_json: bool) -> None:
     """Show checkpoint ID (default: the latest): positions, states and their sizes."""
+    if (directory / RUN_FILE).exists():
+        raise click.ClickException(
+            f"{directory} holds a multi-worker run's checkpoints: show one worker's, "
+            f"e.g. {directory / 'worker-0'}"
+        )
     store = CheckpointStore(directory)
     try:
         manifest = store.latest() if checkpoint_id is None else store.get(checkpoint_id)
@@ -94,6 +104,23 @@ def show(directory: Path, checkpoint_id: int | None, as_json: bool) -> None:
     for s in manifest.states:
         states.add_row(s.operator, s.file, _bytes(s.size), s.sha256[:16])
     out.print(states)
+
+
+def _stores(directory: Path) -> list[tuple[int | None, CheckpointStore]]:
+    """The directory's store, or each worker's (``worker-<i>/``) of a multi-worker run's."""
+    if not (directory / RUN_FILE).exists():
+        return [(None, CheckpointStore(directory))]
+    workers = sorted(
+        int(p.name.removeprefix("worker-"))
+        for p in directory.glob("worker-*")
+        if p.name.removeprefix("worker-").isdigit()
+    )
+    return [(i, worker_store(directory, i)) for i in workers]
+
+
+def _with_worker(worker: int | None, manifest: Manifest) -> dict[str, object]:
+    body: dict[str, object] = {} if worker is None else {"worker": worker}
+    return {**body, **manifest.to_json()}
 
 
 def _time(ms: int) -> str:
