@@ -11,6 +11,7 @@ errors.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,13 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 from connector_helpers import Sent, create_topic, produce
 
 from strom.broker import Broker
-from strom.connectors import KafkaConnectorError, KafkaSink, KafkaSource, MemorySource
+from strom.connectors import (
+    KafkaConnectorError,
+    KafkaSink,
+    KafkaSource,
+    MemorySource,
+    SQLiteSink,
+)
 from strom.connectors.kafka.transaction import checkpoint_group
 from strom.engine.contracts import FencedError
 from strom.pipeline import Pipeline
@@ -201,3 +208,28 @@ def test_writes_between_pre_commit_and_commit_are_the_next_checkpoints(
     sink.close()
     assert _read(bootstrap, "out", 2, "read_committed") == [1]
     assert sorted(_read(bootstrap, "out", 2, "read_uncommitted")) == [1, 2]
+
+
+@pytest.mark.parametrize("client", ["strom", "librdkafka"])
+def test_exactly_once_dead_letters_survive_the_end_of_a_bounded_source(
+    strom_broker: Broker, tmp_path: Path, client: str
+) -> None:
+    """The dead-letter sink of a bounded source stays open past the source's end, so the run's
+    final checkpoint publishes its last staged rows (it used to be closed first, unpublished)."""
+    bootstrap = strom_broker.bootstrap_servers
+    create_topic(bootstrap, "in", 2)
+    create_topic(bootstrap, "out", 2)
+    good = [Sent(i % 2, json.dumps({"k": "a", "v": i}).encode()) for i in range(40)]
+    bad = [Sent(i % 2, b"not json %d" % i) for i in range(5)]
+    produce(bootstrap, "in", good + bad)  # the undecodable ones last: past every checkpoint
+    db = tmp_path / "letters.db"
+    letters = SQLiteSink(db, "dead_letters", guarantee="exactly-once")
+    p = Pipeline()
+    source = KafkaSource(bootstrap, "in", schema=SCHEMA, bounded=True, client=client,  # type: ignore[arg-type]
+                         dead_letter=letters, max_batch_records=10)  # fmt: skip
+    p.source(source).sink(_sink(bootstrap, tid=f"letters.{client}"))
+    run_streaming(p, checkpoint_dir=tmp_path / "ckpt", checkpoint_interval=0)
+    assert sorted(_read(bootstrap, "out", 2, "read_committed")) == list(range(40))
+    with sqlite3.connect(db) as conn:
+        raws = sorted(r[0] for r in conn.execute("SELECT raw FROM dead_letters"))
+    assert raws == sorted(b"not json %d" % i for i in range(5))

@@ -337,15 +337,16 @@ class KafkaSource:
         return self._fetcher.seek(index, offset).generation
 
     def _end(self, index: int, state: PartitionState | NativePartitionState) -> PollResult:
-        """A bounded partition has ended; once all have, release the consumer and the
-        dead-letter sink (flushing it)."""
+        """A bounded partition has ended; once all have, release the consumer. The dead-letter
+        sink stays open until :meth:`close`: a run's final checkpoint still pre-commits and
+        commits it (an exactly-once dead-letter sink closed here would lose its last rows)."""
         assert state.end is not None
         state.ended = True
         state.position = max(state.position, state.end)
         self._fetcher.unassign(index)
         states = self._fetcher.states
         if all(p in states and states[p].ended for p in range(self.partition_count())):
-            self._release()
+            self._fetcher.close()
         return END_OF_PARTITION
 
     def _batch(
