@@ -225,7 +225,7 @@ def test_exactly_once_dead_letters_survive_the_end_of_a_bounded_source(
     db = tmp_path / "letters.db"
     letters = SQLiteSink(db, "dead_letters", guarantee="exactly-once")
     p = Pipeline()
-    source = KafkaSource(bootstrap, "in", schema=SCHEMA, bounded=True, client=client,  # type: ignore[arg-type]
+    source = KafkaSource(bootstrap, "in", schema=SCHEMA, bounded=True, client=client,
                          dead_letter=letters, max_batch_records=10)  # fmt: skip
     p.source(source).sink(_sink(bootstrap, tid=f"letters.{client}"))
     run_streaming(p, checkpoint_dir=tmp_path / "ckpt", checkpoint_interval=0)
