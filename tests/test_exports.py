@@ -130,6 +130,7 @@ PUBLIC = {
         "SourceShare",
         "StateError",
         "StatefulOperator",
+        "StatefulSink",
         "WaitingSource",
         "WorkerSink",
         "int_field",

@@ -46,7 +46,7 @@ from rich.console import Console
 from rich.table import Table
 
 from strom.cli.signals import stop_on_signals
-from strom.cli.supervisor import supervise
+from strom.cli.supervisor import EXIT_NO_RESTART, supervise
 from strom.connectors import KafkaSource
 from strom.engine.contracts import Guarantee, Metrics
 from strom.pipeline import Pipeline, Plan, PlanError
@@ -59,7 +59,11 @@ from strom.runtime.checkpoints import (
 )
 from strom.runtime.checkpoints.layout import check_single_process, run_identity, worker_store
 from strom.runtime.distributed.plan_split import WorkerConfig, create_repartition_topics
-from strom.runtime.distributed.workers import Worker, WorkerCheckpoints
+from strom.runtime.distributed.workers import (
+    Worker,
+    WorkerCheckpoints,
+    transaction_timeout_ms,
+)
 
 __all__ = ["run"]
 
@@ -177,6 +181,11 @@ def run(
         if worker_index is not None and run_id is None:
             raise click.UsageError("--worker-index needs --run-id (the same for every worker)")
         if checkpoint_dir is not None:
+            if guarantee == "exactly-once":
+                try:
+                    transaction_timeout_ms(interval_ms)
+                except ValueError as exc:
+                    raise click.BadParameter(str(exc), param_hint="--checkpoint-interval") from exc
             try:
                 run_id = run_identity(checkpoint_dir, workers=workers, app_id=app, run_id=run_id)
             except CheckpointError as exc:
@@ -262,6 +271,13 @@ def _recover(path: Path, start: Callable[[], Recovered | None], close: Callable[
         click.echo(f"resuming from checkpoint {recovered.checkpoint.id} in {path}", err=True)
 
 
+class _NoRestart(click.ClickException):
+    """A worker's failure before it ran, which a restart would repeat (see
+    :data:`~strom.cli.supervisor.EXIT_NO_RESTART`)."""
+
+    exit_code = EXIT_NO_RESTART
+
+
 def parse_duration_ms(text: str, option: str) -> int:
     """``"500ms"``, ``"1s"``, ``"1.5s"``, ``"2m"``, ``"1h"`` or bare milliseconds as integer
     milliseconds (:class:`click.BadParameter` otherwise)."""
@@ -337,9 +353,9 @@ def _run_worker(
         plan = pipeline.plan()
         bootstrap = _repartition_bootstrap(plan, config.bootstrap_servers)
         worker = Worker(plan, replace(config, bootstrap_servers=bootstrap), checkpoints=checkpoints)
-    except PlanError as exc:
-        raise click.ClickException(f"{path}: invalid pipeline: {exc}") from exc
-    except Exception as exc:  # a refused sink (CheckpointError), an unreachable cluster
+    except (PlanError, CheckpointError) as exc:  # an invalid plan, a refused sink: for good
+        raise _NoRestart(f"{path}: {exc}") from exc
+    except Exception as exc:  # e.g. an unreachable cluster: a restart may succeed
         raise click.ClickException(f"{path}: {type(exc).__name__}: {exc}") from exc
     click.echo(
         f"worker {config.index} of {config.workers} running {path} (run {config.run_id}, "
@@ -347,7 +363,12 @@ def _run_worker(
         err=True,
     )
     if checkpoints is not None:
-        _recover(checkpoints.store.path, worker.start, worker.close)
+        try:
+            _recover(checkpoints.store.path, worker.start, worker.close)
+        except click.ClickException as exc:
+            if isinstance(exc.__cause__, CheckpointError):  # another pipeline's, a damaged one
+                raise _NoRestart(exc.message) from exc
+            raise
     supervisor = os.environ.get(SUPERVISOR_ENV)
     outcome = _drive(worker, max_seconds, int(supervisor) if supervisor else None)
     click.echo(outcome, err=True)
@@ -380,9 +401,7 @@ def _run_workers(
         base += ["--repartition-partitions", str(count)]
     if bootstrap is not None:
         base += ["--bootstrap-server", bootstrap]
-    if max_seconds is not None:
-        base += ["--max-seconds", repr(max_seconds)]
-    base += options.arguments()
+    base += options.arguments()  # --max-seconds is the supervisor's (restarts included)
     click.echo(
         f"running {path} with {workers} workers (run {config.run_id}); stop with Ctrl-C",
         err=True,
@@ -391,7 +410,7 @@ def _run_workers(
     try:
         restarts = max_restarts if options.path is not None else 0
         commands = [[*base, "--worker-index", str(i)] for i in range(workers)]
-        outcome = supervise(commands, restarts=restarts)
+        outcome = supervise(commands, restarts=restarts, max_seconds=max_seconds)
     finally:
         del os.environ[SUPERVISOR_ENV]
     click.echo(outcome, err=True)

@@ -12,9 +12,15 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from strom.engine.contracts import Guarantee, Sink
+from strom.engine.contracts import CommitDecider, Guarantee, SharesDecision, Sink
 
-__all__ = ["DEAD_LETTER_SCHEMA", "DeadLetterOutput", "dead_letter_frame"]
+__all__ = [
+    "DEAD_LETTER_SCHEMA",
+    "DeadLetterOutput",
+    "DecidingDeadLetterOutput",
+    "dead_letter_frame",
+    "dead_letter_output",
+]
 
 log = logging.getLogger("strom.connectors")
 
@@ -124,3 +130,27 @@ class DeadLetterOutput:
         if self._open and self.sink is not None:
             self._open = False
             self.sink.close()
+
+
+class DecidingDeadLetterOutput(DeadLetterOutput):
+    """The dead-letter output of a sink that decides checkpoints (an exactly-once
+    ``KafkaSink``: its transaction's commit is the decision, so it must be the run's decider,
+    or share the decider's transaction, never be committed after the decision)."""
+
+    def committed_checkpoint(self) -> int | None:
+        assert isinstance(self.sink, CommitDecider)
+        if not self._open:
+            assert self.sink is not None
+            self.sink.open()
+            self._open = True
+        return self.sink.committed_checkpoint()
+
+    def decision(self) -> object:
+        return self.sink.decision() if isinstance(self.sink, SharesDecision) else self.sink
+
+
+def dead_letter_output(sink: Sink | None, what: str) -> DeadLetterOutput:
+    """The dead-letter output for ``sink`` (one that decides checkpoints, if ``sink`` does)."""
+    if isinstance(sink, CommitDecider) and sink.guarantee == "exactly-once":
+        return DecidingDeadLetterOutput(sink, what)
+    return DeadLetterOutput(sink, what)

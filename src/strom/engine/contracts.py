@@ -46,6 +46,7 @@ __all__ = [
     "SourceShare",
     "StateError",
     "StatefulOperator",
+    "StatefulSink",
     "WaitingSource",
     "WorkerSink",
     "int_field",
@@ -504,6 +505,22 @@ class StatefulOperator(Protocol):
 
     def state_size(self) -> int:
         """How many entries it holds (windows, keys, rows), for metrics."""
+        ...
+
+
+@runtime_checkable
+class StatefulSink(Protocol):
+    """A sink holding state of the run's own that a checkpoint must keep (a repartition
+    writer: its writer's event-time progress over the partitions upstream of it). The
+    executor snapshots and restores it with the stateful operators, under the sink's operator
+    id; the same invariant holds."""
+
+    def snapshot_state(self) -> OperatorState: ...
+
+    def restore_state(self, state: OperatorState) -> None: ...
+
+    def rebase_clock(self, shift_ms: float) -> None:
+        """Move processing-time values by ``shift_ms`` (see ``StreamingExecutor.restore``)."""
         ...
 
 

@@ -51,6 +51,7 @@ from strom.engine.contracts import (
     SourcePartition,
     StateError,
     StatefulOperator,
+    StatefulSink,
     WaitingSource,
 )
 from strom.pipeline.plan import (
@@ -79,7 +80,12 @@ from strom.pipeline.windows import Duration, Session, event_time_ms, to_ms
 from strom.runtime.checkpoints import CheckpointedRun, CheckpointStore
 from strom.runtime.interval_join import IntervalJoinOperator
 from strom.runtime.lookup import LookupJoinOperator
-from strom.runtime.operators import Operator, SinkOperator, TransformOperator
+from strom.runtime.operators import (
+    Operator,
+    SinkOperator,
+    StatefulSinkOperator,
+    TransformOperator,
+)
 from strom.runtime.process_operator import ProcessOperator
 from strom.runtime.snapshots import ExecutorSnapshot
 from strom.runtime.watermarks import WatermarkTracker
@@ -160,7 +166,10 @@ class StreamingExecutor:
             case KeyByNode() | UnionNode():
                 op = Operator(name)
             case SinkNode():
-                op = SinkOperator(name, node.sink)
+                if isinstance(node.sink, StatefulSink):
+                    op = StatefulSinkOperator(name, node.sink)
+                else:
+                    op = SinkOperator(name, node.sink)
             case IntervalJoinNode():
                 left_ts, right_ts = (
                     self.plan.timestamps[node.left],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from strom.engine.contracts import Metrics, MetricsProvider, Sink
+from strom.engine.contracts import Metrics, MetricsProvider, OperatorState, Sink, StatefulSink
 from strom.engine.transforms import apply_transform
 from strom.pipeline.plan import (
     StatelessNode,
@@ -121,3 +121,25 @@ class SinkOperator(Operator):
         if isinstance(self.sink, MetricsProvider):
             return self.sink.metrics()
         return super().metrics()
+
+
+class StatefulSinkOperator(SinkOperator):
+    """The operator of a :class:`~strom.engine.contracts.StatefulSink`: a stateful operator
+    whose state is the sink's (so snapshots and checkpoints keep it)."""
+
+    def __init__(self, name: str, sink: Sink) -> None:
+        super().__init__(name, sink)
+        assert isinstance(sink, StatefulSink)
+        self.stateful: StatefulSink = sink
+
+    def snapshot(self) -> OperatorState:
+        return self.stateful.snapshot_state()
+
+    def restore(self, state: OperatorState) -> None:
+        self.stateful.restore_state(state)
+
+    def state_size(self) -> int:
+        return 0
+
+    def rebase_clock(self, shift_ms: float) -> None:
+        self.stateful.rebase_clock(shift_ms)

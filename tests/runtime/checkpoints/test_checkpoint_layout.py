@@ -42,3 +42,12 @@ def test_a_damaged_run_file_is_an_error(tmp_path: Path, body: str) -> None:
     (tmp_path / RUN_FILE).write_text(body, errors="surrogateescape")
     with pytest.raises(CheckpointError, match="is not a strom run file"):
         run_identity(tmp_path, workers=2, app_id="app", run_id=None)
+
+
+def test_worker_checkpoints_without_their_run_file_are_refused(tmp_path: Path) -> None:
+    """A lost run file must not mint a new run id: the restored readers would skip every
+    committed record of the checkpointed run."""
+    (tmp_path / "worker-0" / "chk-000000000004").mkdir(parents=True)
+    with pytest.raises(CheckpointError, match=r"holds workers' checkpoints \(worker-0\) but no"):
+        run_identity(tmp_path, workers=2, app_id="app", run_id=None)
+    assert not (tmp_path / RUN_FILE).exists()

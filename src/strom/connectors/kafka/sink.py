@@ -140,6 +140,7 @@ class KafkaSink:
         """Exactly-once: write into ``scope``'s transaction (a worker's, shared with its
         repartition writers on this sink's cluster) instead of one of its own; before open."""
         if self.guarantee == "exactly-once":
+            scope.adopt(self.transaction_timeout_ms, self._config)
             self._scope = scope
             self.transactional_id = scope.transactional_id
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 from confluent_kafka import Message
 
-from strom.connectors.deadletter import DeadLetterOutput
+from strom.connectors.deadletter import dead_letter_output
 from strom.connectors.kafka.batch import (
     HEADERS_DTYPE,
     METADATA_SCHEMA,
@@ -176,7 +176,7 @@ class KafkaSource:
         self._headers = headers
         required = [c for c in value_schema if c not in set(optional_fields)]
         self._decoder = BatchDecoder(value_format, value_schema, required, headers)
-        self._dead = DeadLetterOutput(dead_letter, f"KafkaSource({topic!r})")
+        self._dead = dead_letter_output(dead_letter, f"KafkaSource({topic!r})")
         self.client = client
         self._fetcher: Fetcher | NativeFetcher
         shared: dict[str, Any] = {

@@ -368,6 +368,14 @@ class TransactionScope:
         self._txn: SinkTransactions | None = None
         self._users = 0
 
+    def adopt(self, transaction_timeout_ms: int, producer_config: Mapping[str, Any]) -> None:
+        """A writer joining before the first :meth:`acquire` brings its settings: the longer
+        transaction timeout, and its producer configuration on top."""
+        if self._txn is not None:
+            raise RuntimeError(f"{self.transactional_id!r}: joined after it was opened")
+        self.transaction_timeout_ms = max(self.transaction_timeout_ms, transaction_timeout_ms)
+        self.producer_config.update(producer_config)
+
     def acquire(self) -> SinkTransactions:
         if self._txn is None:
             errors = ClientErrors(f"transactional producer {self.transactional_id!r}")
@@ -415,6 +423,7 @@ def fenced_error(what: str, transactional_id: str) -> KafkaFencedError:
     """The error of a producer that another one with its transactional id has fenced."""
     return KafkaFencedError(
         f"{what}: fenced: another process initialized transactional id {transactional_id!r} "
-        "(a newer instance of this pipeline took over); this one's open transaction was aborted "
-        "and it must stop"
+        "(a newer instance of this pipeline took over), or the broker aborted a transaction "
+        "open longer than its transaction timeout (a checkpoint interval or a checkpoint write "
+        "too long for it); this one's open transaction was aborted and it must stop"
     )

@@ -47,6 +47,13 @@ def run_identity(path: Path, *, workers: int, app_id: str, run_id: str | None) -
                 f"{path} holds the checkpoints of a single-process run: run it without "
                 "--workers, or give this run another checkpoint directory"
             )
+        orphans = [p.name for p in path.glob("worker-*") if CheckpointStore(p).highest_id()]
+        if orphans:  # a new run id would skip every record of the checkpointed run
+            raise CheckpointError(
+                f"{path} holds workers' checkpoints ({', '.join(sorted(orphans))}) but no "
+                f"{RUN_FILE}, which names their run: restore it, or give this run another "
+                "checkpoint directory"
+            )
         path.mkdir(parents=True, exist_ok=True)
         body = {"run_id": run_id or uuid.uuid4().hex[:12], "workers": workers, "app_id": app_id}
         temporary = path / f".tmp-{RUN_FILE}-{os.getpid()}"
@@ -60,6 +67,11 @@ def run_identity(path: Path, *, workers: int, app_id: str, run_id: str | None) -
             pass
         finally:
             temporary.unlink()
+        directory = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the name survives a power cut
+        finally:
+            os.close(directory)
     try:
         stored = json.loads(file.read_text())
         stored_id, stored_workers, stored_app = (

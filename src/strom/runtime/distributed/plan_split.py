@@ -242,6 +242,7 @@ class _Splitter:
         tracker = WatermarkTracker(partitions, self.clock())
         for node in nodes:
             self.progress.subscribe(node.name, tracker, offsets[node.name])
+        sink.tracker = tracker  # its state: checkpoints keep it with the writer's
         return CutWriter(cut, sink, tracker)
 
     def rewrite(self, node: PlanNode) -> PlanNode:

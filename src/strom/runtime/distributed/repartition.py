@@ -71,13 +71,20 @@ from strom.engine.contracts import (
     AtLeastOnceSink,
     Guarantee,
     Metrics,
+    OperatorState,
     PollResult,
     Position,
     PositionError,
     SourcePartition,
+    StateError,
     int_field,
 )
-from strom.runtime.watermarks import MAX_WATERMARK, MIN_WATERMARK, combine_watermarks
+from strom.runtime.watermarks import (
+    MAX_WATERMARK,
+    MIN_WATERMARK,
+    WatermarkTracker,
+    combine_watermarks,
+)
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -206,6 +213,9 @@ class RepartitionWriter(AtLeastOnceSink):
         self.rows_written = 0
         self.records_sent = 0
         self.progress_sent: Progress | None = None
+        #: the writer's event-time progress over the partitions upstream of it (set by the
+        #: plan split): state a checkpoint keeps (:meth:`snapshot_state`)
+        self.tracker: WatermarkTracker | None = None
         self.latest_progress: Callable[[], Progress] | None = None
         """If set, :meth:`close` first sends this progress when it differs from the last sent
         (a worker may finish in the very step its input ended)."""
@@ -272,6 +282,31 @@ class RepartitionWriter(AtLeastOnceSink):
             self._raise_if_failed()
             return
         self._flush(self._producer)
+
+    # -- state: the writer's progress (a StatefulSink) -------------------------------------------
+
+    def snapshot_state(self) -> OperatorState:
+        """The progress tracker's state: a restarted worker's writer goes on from the watermark
+        it had (a quiet upstream partition must not fall back to the minimum)."""
+        meta = {} if self.tracker is None else {"tracker": self.tracker.snapshot()}
+        return OperatorState("repartition_writer", 1, meta=meta)
+
+    def restore_state(self, state: OperatorState) -> None:
+        if state.kind != "repartition_writer" or state.version != 1:
+            raise StateError(
+                f"repartition writer of {self.topic!r}: a state of kind {state.kind!r} "
+                f"version {state.version}, not repartition_writer 1"
+            )
+        saved = state.meta.get("tracker")
+        if self.tracker is None or saved is None:
+            if saved is not None or self.tracker is not None:
+                raise StateError(f"repartition writer of {self.topic!r}: a state of another plan")
+            return
+        self.tracker.restore(saved)
+
+    def rebase_clock(self, shift_ms: float) -> None:
+        if self.tracker is not None:
+            self.tracker.rebase_clock(shift_ms)
 
     # -- exactly-once: the worker's transaction decides ----------------------------------------
 
@@ -524,7 +559,9 @@ class RepartitionPartition:
         self._ended = ended
 
     def poll(self) -> PollResult:
-        if self._ended:
+        if self._ended:  # (also restored so: the trackers downstream must hear it again)
+            if self._source.observer is not None:
+                self._source.observer(self._index, None, True)
             return END_OF_PARTITION
         if not self._queue:
             item = self._reader.poll()

@@ -33,6 +33,7 @@ from strom.runtime.distributed.repartition import (
     RepartitionSource,
     RepartitionWriter,
 )
+from strom.runtime.watermarks import WatermarkTracker
 
 __all__ = ["KafkaShuffle", "Shuffle", "ShuffleWriter", "ensure_topics"]
 
@@ -42,7 +43,9 @@ class ShuffleWriter(Sink, Protocol):
 
     ``progress(p)`` sends ``p`` to every partition (readers merge all writers' progress into
     their watermark); ``progress_sent`` is the last one sent; ``latest_progress`` is called
-    when the writer needs the current one (e.g. at close).
+    when the writer needs the current one (e.g. at close); ``tracker`` computes it (set by
+    the plan split; a writer that is a :class:`~strom.engine.contracts.StatefulSink` keeps
+    its state in checkpoints).
     """
 
     topic: str
@@ -50,6 +53,7 @@ class ShuffleWriter(Sink, Protocol):
     records_sent: int
     progress_sent: Progress | None
     latest_progress: Callable[[], Progress] | None
+    tracker: WatermarkTracker | None
 
     def progress(self, progress: Progress) -> None: ...
 

@@ -41,6 +41,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from strom.connectors.deadletter import DeadLetterOutput
 from strom.connectors.kafka.sink import KafkaSink
 from strom.connectors.kafka.transaction import TransactionScope
 from strom.engine.contracts import Guarantee, Metrics, WorkerSink
@@ -58,7 +59,7 @@ from strom.runtime.distributed.shuffle import Shuffle
 from strom.runtime.executor import StreamingExecutor
 from strom.runtime.watermarks import MAX_WATERMARK
 
-__all__ = ["Worker", "WorkerCheckpoints", "transactional_id"]
+__all__ = ["Worker", "WorkerCheckpoints", "transaction_timeout_ms", "transactional_id"]
 
 Clock = Callable[[], float]
 #: The least processing time between two progress records of one writer while its watermark
@@ -98,7 +99,10 @@ class Worker:
         self.executor = StreamingExecutor(self.plan, clock=self.clock)
         for w in self._writers:
             w.sink.latest_progress = functools.partial(self._progress, w)
-        for sink in self.executor.sinks():
+        for found in self.executor.sinks():
+            sink = found.sink if isinstance(found, DeadLetterOutput) else found
+            if sink is None:
+                continue
             if isinstance(sink, WorkerSink):
                 sink.set_worker(config.index)
             if (
@@ -225,4 +229,24 @@ def _transaction(
         config.bootstrap_servers,
         transactional_id(config.app_id, config.index),
         topic=cuts[0].topic(config.app_id),
+        transaction_timeout_ms=transaction_timeout_ms(checkpoints.interval_ms),
     )
+
+
+#: The longest transaction timeout a Kafka broker accepts by default
+#: (``transaction.max.timeout.ms``, 15 minutes).
+MAX_TRANSACTION_TIMEOUT_MS = 900_000
+
+
+def transaction_timeout_ms(interval_ms: int) -> int:
+    """A worker transaction's timeout: a transaction spans a checkpoint interval and the
+    checkpoint's write, so ten intervals (at least a minute, at most the broker's maximum;
+    :class:`ValueError` for an interval too long for that)."""
+    if 10 * interval_ms > MAX_TRANSACTION_TIMEOUT_MS:
+        raise ValueError(
+            f"a checkpoint interval of {interval_ms} ms is too long for exactly-once with "
+            f"workers: a worker's transaction spans it, and a Kafka broker aborts transactions "
+            f"open longer than {MAX_TRANSACTION_TIMEOUT_MS // 60_000} minutes; use at most "
+            f"{MAX_TRANSACTION_TIMEOUT_MS // 10_000} s"
+        )
+    return max(60_000, 10 * interval_ms)
