@@ -54,10 +54,13 @@ from strom.engine.contracts import (
     WaitingSource,
 )
 from strom.pipeline.plan import (
+    DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
     IntervalJoinNode,
+    JoinNode,
     KeyByNode,
+    KeyedAggNode,
     LateNode,
     LookupJoinNode,
     MapBatchesNode,
@@ -68,6 +71,7 @@ from strom.pipeline.plan import (
     ProcessNode,
     SelectNode,
     SinkNode,
+    SortNode,
     SourceNode,
     UnionNode,
     WindowAggNode,
@@ -75,9 +79,11 @@ from strom.pipeline.plan import (
     walk,
 )
 from strom.pipeline.stream import Pipeline
+from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Duration, Session, event_time_ms, to_ms
 from strom.runtime.checkpoints import CheckpointedRun, CheckpointStore
 from strom.runtime.interval_join import IntervalJoinOperator
+from strom.runtime.keyed_agg import KeyedAggOperator
 from strom.runtime.lookup import LookupJoinOperator
 from strom.runtime.operators import Operator, SinkOperator, TransformOperator
 from strom.runtime.process_operator import ProcessOperator
@@ -157,6 +163,21 @@ class StreamingExecutor:
                 op = LookupJoinOperator(name, node, self.clock)
             case WindowAggNode():
                 op = self._make_window(node, name)
+            case KeyedAggNode():
+                op = KeyedAggOperator(name, node, self.plan.timestamps.get(node.input))
+            case JoinNode():
+                raise PlanError(
+                    f"{name}: join() runs in bounded runs only (its state would grow without "
+                    "bound in a stream); in a streaming pipeline use interval_join() (matches "
+                    "within an event-time interval, state purged by the watermark) or "
+                    "lookup_join() (enrich from a SQLite/PostgreSQL table)"
+                )
+            case SortNode() | DistinctNode():
+                what = "sort() and top_k()" if isinstance(node, SortNode) else "distinct()"
+                raise PlanError(
+                    f"{name}: {what} run in bounded runs only (a stream never ends, so it has "
+                    "no last row to order or deduplicate by); run the pipeline with run_bounded"
+                )
             case KeyByNode() | UnionNode():
                 op = Operator(name)
             case SinkNode():
