@@ -118,6 +118,10 @@ def _join(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -
     joined.late_right().sink(sinks[2])
 
 
+def _keyed_agg(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -> None:
+    _source(p, data[0], "events").key_by("k", "s").agg(*AGGS, *SKETCHES).sink(sinks[0])
+
+
 KINDS: dict[str, Callable[..., None]] = {
     "tumbling": _windows(Tumbling(1_000)),
     "hopping-panes": _windows(Hopping(2_000, 500), emit="update", aggs=AGGS + SKETCHES),
@@ -125,6 +129,7 @@ KINDS: dict[str, Callable[..., None]] = {
     "session": _windows(Session(700), emit="update"),
     "keyed-process": _process,
     "interval-join": _join,
+    "keyed-agg": _keyed_agg,
 }
 
 
@@ -226,7 +231,7 @@ def test_a_state_of_another_kind_or_version_is_refused() -> None:
     newer = OperatorState("time_window", 2, window_state.frames, window_state.meta)
     with pytest.raises(StateError, match="not time_window state version 2"):
         _only(_run("tumbling", (ONE, ONE))[0]).restore(newer)
-    for kind in ("keyed-process", "interval-join"):
+    for kind in ("keyed-process", "interval-join", "keyed-agg"):
         with pytest.raises(StateError, match="not time_window state"):
             next(iter(_run(kind, (ONE, ONE))[0].stateful_operators().values())).restore(
                 window_state
