@@ -50,6 +50,15 @@ def test_the_plan_is_cut_before_a_keyed_aggregation() -> None:
     assert cut.keys == ("k",) and cut.upstream.label == "Filter"
 
 
+def test_the_plan_cuts_both_inputs_of_a_join_by_their_keys() -> None:
+    p = Pipeline()
+    left = p.source(MemorySource([[{"k": 1, "a": 2}]]))
+    right = p.source(MemorySource([[{"id": 1, "b": 3}]]))
+    left.join(right, left_on="k", right_on="id", ttl_ms=1_000).sink(MemorySink())
+    cuts = find_cuts(p.plan())
+    assert [(c.upstream.label, c.keys) for c in cuts] == [("Source", ("k",)), ("Source", ("id",))]
+
+
 rows = st.fixed_dictionaries(
     {"k": st.sampled_from("abcdef"), "step": st.integers(0, 50), "v": st.integers(-2, 9)}
 )

@@ -10,17 +10,19 @@ ties by (partition, then position), as windows do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import polars as pl
 
 from strom.engine.aggregations import Aggregation, ApproxQuantile
 from strom.engine.constants import IS_UPDATE, MIN_WATERMARK, PART, SEQ, TS
 from strom.engine.schemas import keyed_agg_schema
-from strom.pipeline.plan import DistinctNode, JoinNode, KeyedAggNode, SortNode
+from strom.pipeline.plan import DistinctNode, JoinHow, JoinNode, KeyedAggNode, SortNode
 from strom.pipeline.windows import event_time_ms
 
 Parts = Sequence[tuple[int, pl.LazyFrame]]
+Frame = TypeVar("Frame", pl.DataFrame, pl.LazyFrame)
 
 
 def needs_positions(aggs: Sequence[Aggregation]) -> bool:
@@ -84,25 +86,39 @@ def join_frames(node: JoinNode, left: Parts, right: Parts) -> pl.LazyFrame:
     lf, rf = concat(left), concat(right)
     left_columns = lf.collect_schema().names()
     renamed = node.output_columns(left_columns, rf.collect_schema().names())
+    return equi_join(node, lf, rf, left_columns, renamed, node.how)
+
+
+def equi_join(
+    node: JoinNode,
+    left: Frame,
+    right: Frame,
+    left_columns: Sequence[str],
+    renamed: Mapping[str, str],
+    how: JoinHow,
+) -> Frame:
+    """``left`` joined ``how`` to ``right`` on the node's keys: ``left_columns`` then (inner,
+    left) the right columns ``renamed`` names, in left order, then right order within one left
+    row's matches. The one join both runtimes use (the streaming one joins batch to state)."""
     keys = [f"__strom_key{i}" for i in range(len(node.right_on))]
-    right_side = rf.select(
-        *(pl.col(c).alias(k) for c, k in zip(node.right_on, keys, strict=True)),
-        *(pl.col(c).alias(name) for c, name in renamed.items()),
-    )
-    if node.how in ("semi", "anti"):
+    right_keys = [pl.col(c).alias(k) for c, k in zip(node.right_on, keys, strict=True)]
+    if how in ("semi", "anti"):
         # the right side's distinct keys only: semi and anti joins never repeat a left row
-        return lf.join(
-            right_side.select(keys).unique(),
+        distinct = right.select(right_keys).unique()
+        out = left.join(
+            distinct,
             left_on=list(node.left_on),
             right_on=keys,
-            how=node.how,
+            how=how,
             maintain_order="left",
         )
-    joined = lf.join(
+        return out.select(left_columns)
+    right_side = right.select(*right_keys, *(pl.col(c).alias(n) for c, n in renamed.items()))
+    joined = left.join(
         right_side,
         left_on=list(node.left_on),
         right_on=keys,
-        how=node.how,
+        how=how,
         coalesce=True,
         maintain_order="left_right",
     )

@@ -149,7 +149,9 @@ class JoinNode(Node):
     null), ``semi`` (left rows with a match, once each), ``anti`` (left rows without one).
     Output columns (:meth:`output_columns`): every left column, then (inner and left joins)
     every right column but a key named like the left key it pairs with, a right name taken by a
-    left column getting ``suffix``. Event time: the left input's. Bounded runs only.
+    left column getting ``suffix``. Event time: the left input's. The streaming runtime runs
+    it only with ``ttl_ms`` (each row is held that long, in processing time); bounded runs
+    join the whole inputs and ignore it.
     """
 
     left: PlanNode
@@ -158,6 +160,7 @@ class JoinNode(Node):
     right_on: tuple[str, ...]
     how: JoinHow = "inner"
     suffix: str = "_right"
+    ttl_ms: int | None = None
 
     @property
     def inputs(self) -> tuple[PlanNode, ...]:

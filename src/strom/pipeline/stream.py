@@ -219,17 +219,26 @@ class Stream:
         right_on: str | Sequence[str] | None = None,
         how: JoinHow = "inner",
         suffix: str = "_right",
+        ttl_ms: Duration | None = None,
     ) -> Stream:
         """Equi-join with ``other`` on equal keys (``on``, or ``left_on``/``right_on``; null
-        keys never match), as a hash join over both whole inputs: bounded runs only.
+        keys never match).
 
         ``how="inner"``: every matching pair; ``"left"``: also each left row without a match
         (right columns null); ``"semi"``: each left row that has a match, once; ``"anti"``:
         each left row without one. Output: every left column, then (inner, left) the right
         columns, a right key named like its left key dropped and a name already taken
-        getting ``suffix``. Event time is the left input's. The streaming runtime refuses it
-        (its state would grow without bound): use :meth:`interval_join` (both sides bounded in
-        event time) or :meth:`lookup_join` (a table) there.
+        getting ``suffix``. Event time is the left input's.
+
+        Bounded runs hash-join both whole inputs (``ttl_ms`` is ignored). The streaming
+        runtime needs ``ttl_ms`` (otherwise its state would grow without bound; it refuses
+        the plan, naming :meth:`interval_join` and :meth:`lookup_join`): each row is held for
+        ``ttl_ms`` of processing time after it arrived, and two rows meet if the second
+        arrives while the first is held. Every output row is final (nothing is retracted):
+        pairs and semi-join rows are emitted with the batch that completes them; a left row
+        that found no partner (``left``, ``anti``) when it leaves the state (its TTL passed,
+        or every input ended), and at once if its key is null. So when no row outlives its TTL
+        before the input ends, the streaming result is the bounded one (in another order).
         """
         if not isinstance(other, Stream):
             raise PlanError(f"join() takes another Stream, got {other!r}")
@@ -238,7 +247,8 @@ class Stream:
         if how not in JOIN_HOWS:
             raise PlanError(f"join(): how must be one of {list(JOIN_HOWS)}, not {how!r}")
         lkeys, rkeys = _join_keys("join", on, left_on, right_on)
-        return self._then(JoinNode(self._node, other._node, lkeys, rkeys, how, suffix))
+        ttl = _optional_ms(ttl_ms, "ttl_ms")
+        return self._then(JoinNode(self._node, other._node, lkeys, rkeys, how, suffix, ttl))
 
     def sort(
         self,

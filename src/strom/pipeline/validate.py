@@ -259,6 +259,8 @@ def _check_join(
         raise PlanError(f"{where}how must be one of {list(JOIN_HOWS)}, not {node.how!r}")
     if not isinstance(node.suffix, str) or not node.suffix:
         raise PlanError(f"{where}suffix must be a non-empty string, not {node.suffix!r}")
+    if node.ttl_ms is not None and node.ttl_ms <= 0:
+        raise PlanError(f"{where}ttl_ms must be positive (or None in bounded runs)")
     if not node.left_on or len(node.left_on) != len(node.right_on):
         raise PlanError(
             f"{where}left_on {list(node.left_on)} and right_on {list(node.right_on)} must name "

@@ -88,6 +88,7 @@ from strom.runtime.lookup import LookupJoinOperator
 from strom.runtime.operators import Operator, SinkOperator, TransformOperator
 from strom.runtime.process_operator import ProcessOperator
 from strom.runtime.snapshots import ExecutorSnapshot
+from strom.runtime.ttl_join import TTLJoinOperator
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.sessions import SessionOperator
@@ -166,12 +167,18 @@ class StreamingExecutor:
             case KeyedAggNode():
                 op = KeyedAggOperator(name, node, self.plan.timestamps.get(node.input))
             case JoinNode():
-                raise PlanError(
-                    f"{name}: join() runs in bounded runs only (its state would grow without "
-                    "bound in a stream); in a streaming pipeline use interval_join() (matches "
-                    "within an event-time interval, state purged by the watermark) or "
-                    "lookup_join() (enrich from a SQLite/PostgreSQL table)"
-                )
+                if node.ttl_ms is None:
+                    raise PlanError(
+                        f"{name}: a streaming join() needs ttl_ms= (how long each row is held; "
+                        "without it the state would grow without bound), or use interval_join() "
+                        "(matches within an event-time interval, state purged by the "
+                        "watermark) or lookup_join() (enrich from a SQLite/PostgreSQL table)"
+                    )
+                schemas = (self.plan.schemas.get(node.left), self.plan.schemas.get(node.right))
+                ttl_join = TTLJoinOperator(name, node, self.clock, self._tracker(node), schemas)
+                self._operators[node.left].outputs.append(ttl_join.ports[0])
+                self._operators[node.right].outputs.append(ttl_join.ports[1])
+                return ttl_join
             case SortNode() | DistinctNode():
                 what = "sort() and top_k()" if isinstance(node, SortNode) else "distinct()"
                 raise PlanError(
