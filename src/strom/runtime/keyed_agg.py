@@ -33,6 +33,7 @@ from strom.runtime.windows.slots import IdArray
 from strom.runtime.windows.state import WindowState
 
 KIND = "keyed_agg"
+_NAN = float("nan")
 
 
 class KeyedAggOperator(Operator):
@@ -106,7 +107,15 @@ class KeyedAggOperator(Operator):
         return found
 
     def _key_values(self, frame: pl.DataFrame) -> list[Any]:
-        columns = [frame.get_column(k).to_list() for k in self.keys]
+        """The dict key of each row: a value, or a tuple of values for several key columns."""
+        columns = []
+        for k in self.keys:
+            values = frame.get_column(k).to_list()
+            if frame.schema[k].is_float():
+                # NaN != NaN, so every NaN would be a new key; one shared NaN object is found
+                # by identity, making NaN one key, as it is one group to Polars' group_by
+                values = [_NAN if v != v else v for v in values]
+            columns.append(values)
         if len(columns) == 1:
             return columns[0]
         return list(zip(*columns, strict=True))
