@@ -355,6 +355,14 @@ class KeyedStream(Stream):
         stream has one (ties: source partition, then position), else by arrival. The results
         have no event time. State: one row per key, kept for the whole run (snapshotted with
         every checkpoint).
+
+        >>> from strom import MemorySink, MemorySource, Pipeline, agg, run_bounded
+        >>> p = Pipeline()
+        >>> rows = [{"user": "a", "x": 1}, {"user": "b", "x": 2}, {"user": "a", "x": 3}]
+        >>> p.source(MemorySource([rows])).key_by("user").agg(agg.sum("x")).sink(t := MemorySink())
+        >>> run_bounded(p)
+        >>> t.to_frame().rows()  # key, sum_x, is_update
+        [('a', 4, False), ('b', 2, False)]
         """
         return self._then(KeyedAggNode(self._node, self.keys, _aggregations(aggs)))
 
