@@ -81,12 +81,13 @@ def keyed_agg_frames(node: KeyedAggNode, parts: Parts, ts_column: str | None) ->
 
 
 def join_frames(node: JoinNode, left: Parts, right: Parts) -> pl.LazyFrame:
-    """The equi-join of both whole inputs (see :class:`~strom.pipeline.plan.JoinNode`): a hash
-    join, rows in left order, then right order within one left row's matches."""
+    """The equi-join of both whole inputs (see :class:`~strom.pipeline.plan.JoinNode`): one
+    parallel hash join, its rows in no promised order (keeping the left order would cost 4x:
+    measured 1.3 s against 5.5 s for 5 M x 1 M rows)."""
     lf, rf = concat(left), concat(right)
     left_columns = lf.collect_schema().names()
     renamed = node.output_columns(left_columns, rf.collect_schema().names())
-    return equi_join(node, lf, rf, left_columns, renamed, node.how)
+    return equi_join(node, lf, rf, left_columns, renamed, node.how, ordered=False)
 
 
 def equi_join(
@@ -96,10 +97,14 @@ def equi_join(
     left_columns: Sequence[str],
     renamed: Mapping[str, str],
     how: JoinHow,
+    *,
+    ordered: bool = True,
 ) -> Frame:
     """``left`` joined ``how`` to ``right`` on the node's keys: ``left_columns`` then (inner,
-    left) the right columns ``renamed`` names, in left order, then right order within one left
-    row's matches. The one join both runtimes use (the streaming one joins batch to state)."""
+    left) the right columns ``renamed`` names; if ``ordered``, in left order, then right order
+    within one left row's matches (else in no promised order). The one join both runtimes use
+    (the streaming one joins each batch to the other side's state, ordered, so a replayed
+    batch gives the same rows in the same order)."""
     keys = [f"__strom_key{i}" for i in range(len(node.right_on))]
     right_keys = [pl.col(c).alias(k) for c, k in zip(node.right_on, keys, strict=True)]
     if how in ("semi", "anti"):
@@ -110,7 +115,7 @@ def equi_join(
             left_on=list(node.left_on),
             right_on=keys,
             how=how,
-            maintain_order="left",
+            maintain_order="left" if ordered else "none",
         )
         return out.select(left_columns)
     right_side = right.select(*right_keys, *(pl.col(c).alias(n) for c, n in renamed.items()))
@@ -120,7 +125,7 @@ def equi_join(
         right_on=keys,
         how=how,
         coalesce=True,
-        maintain_order="left_right",
+        maintain_order="left_right" if ordered else "none",
     )
     return joined.select(*left_columns, *renamed.values())
 

@@ -228,7 +228,8 @@ class Stream:
         (right columns null); ``"semi"``: each left row that has a match, once; ``"anti"``:
         each left row without one. Output: every left column, then (inner, left) the right
         columns, a right key named like its left key dropped and a name already taken
-        getting ``suffix``. Event time is the left input's.
+        getting ``suffix``. Event time is the left input's. Row order is not promised (sort
+        after the join where it matters).
 
         Bounded runs hash-join both whole inputs (``ttl_ms`` is ignored). The streaming
         runtime needs ``ttl_ms`` (otherwise its state would grow without bound; it refuses
