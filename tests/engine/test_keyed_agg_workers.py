@@ -112,3 +112,32 @@ def test_workers_latest_rows_equal_the_bounded_group_by(
     # the tie-break between source partitions; without ties in event time it agrees
     expected = bounded.to_frame()
     assert_frame_equal(final.drop("first_v"), expected.drop("first_v"))
+
+
+def test_a_ttl_join_across_workers_equals_the_bounded_join(strom_broker: Broker) -> None:
+    """Both inputs are repartitioned by their keys, so every pair meets in one worker; nothing
+    outlives the TTL (the clock stands still), so the union is the bounded left join."""
+    users = [[{"id": i, "name": f"n{i}"} for i in range(0, 12, 2)]]
+    orders = [[[{"k": i % 9, "a": i} for i in range(j, j + 6)] for j in range(0, 30, 6)]]
+
+    def build(how: str) -> tuple[Pipeline, MemorySink]:
+        p = Pipeline()
+        left = p.source(MemorySource(orders), name="orders")
+        right = p.source(MemorySource([users]), name="users")
+        joined = left.join(right, left_on="k", right_on="id", how=how, ttl_ms=60_000)  # type: ignore[arg-type]
+        joined.sink(out := MemorySink())
+        return p, out
+
+    run = next(_runs)
+    workers, sinks = [], []
+    for i in range(2):
+        p, sink = build("left")
+        config = WorkerConfig(i, 2, f"join{run}", f"run{run}", strom_broker.bootstrap_servers)
+        workers.append(Worker(p.plan(), config, clock=lambda: 0.0))
+        sinks.append(sink)
+    _interleave(workers, seed=3)
+    q, bounded = build("left")
+    run_bounded(q)
+    got = pl.concat([s.to_frame() for s in sinks if s.batches])
+    assert got.height == 30
+    assert_frame_equal(got.sort(pl.all()), bounded.to_frame().sort(pl.all()))
