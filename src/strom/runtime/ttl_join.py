@@ -1,7 +1,7 @@
 """The equi-join in the streaming runtime: each side's rows held for a processing-time TTL.
 
 A row arriving at processing time ``a`` (the executor's clock when its batch reaches the join)
-is held while ``now < a + ttl``. Each batch is joined against the other side's held rows
+is held while ``now - a < ttl``. Each batch is joined against the other side's held rows
 (:func:`strom.engine.relational.equi_join`, the bounded runner's join), then its rows are held
 in turn, so two rows meet exactly when the second arrives while the first is held, and each
 pair is emitted once, with the batch that completes it. Nothing is ever retracted:
@@ -41,6 +41,7 @@ MATCHED = "__strom_matched"
 ROW = "__strom_row"
 """A held left row's number, to mark it matched."""
 _SIDES: tuple[JoinSide, JoinSide] = ("left", "right")
+_MAX_CHUNKS = 32
 
 
 class _Port(Operator):
@@ -166,10 +167,15 @@ class TTLJoinOperator(Operator):
         return list(schema)
 
     def _hold(self, side: JoinSide, rows: pl.DataFrame) -> None:
+        """Append ``rows`` (which arrived last) to ``side``'s held rows."""
         if rows.height == 0:
             return
         held = self._held[side]
-        self._held[side] = rows if held is None else pl.concat([held, rows], how="vertical")
+        if held is None:
+            self._held[side] = rows
+            return
+        held = pl.concat([held, rows], how="vertical", rechunk=False)
+        self._held[side] = held.rechunk() if held.n_chunks() > _MAX_CHUNKS else held
 
     # -- leaving the state ---------------------------------------------------------------------
 
@@ -187,18 +193,23 @@ class TTLJoinOperator(Operator):
             out.on_progress(partition, max_event_time, now_ms, finished)
 
     def _expire(self, partition: int, now: float) -> None:
-        """Rows held for ``ttl_ms`` or longer leave the state."""
+        """Rows held for ``ttl_ms`` or longer (``arrival <= now - ttl``) leave the state.
+
+        Held rows are in arrival order (appended as they arrive, by a clock that never goes
+        back; joins and filters keep the order), so the leaving rows are a prefix, found by
+        binary search: checking costs nothing while nothing expires."""
+        limit = now - self.ttl_ms
         gone: dict[JoinSide, pl.DataFrame | None] = {}
         for side in _SIDES:
             held = self._held[side]
             if held is None:
                 continue
-            old = pl.col(ARRIVAL) + self.ttl_ms <= now
-            leaving = held.filter(old)
-            if leaving.height:
-                gone[side] = leaving
-                kept = held.filter(~old)
-                self._held[side] = kept if kept.height else None
+            arrival = held.get_column(ARRIVAL)
+            if arrival[0] > limit:
+                continue
+            cut = int(arrival.search_sorted(limit, side="right"))
+            gone[side] = held.slice(0, cut)
+            self._held[side] = held.slice(cut) if cut < held.height else None
         self._leave(partition, gone)
 
     def _leave(self, partition: int, gone: dict[JoinSide, pl.DataFrame | None]) -> None:
