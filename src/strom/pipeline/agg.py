@@ -54,7 +54,8 @@ def count(column: str | None = None, *, name: str | None = None) -> Count:
 
 
 def sum(column: str, *, name: str | None = None) -> Sum:
-    """Sum of non-null values (Int64 for integer columns, Float64 otherwise)."""
+    """Sum of non-null values (Int64 for integer columns, exact Decimal for Decimal columns,
+    Float64 otherwise)."""
     return Sum(column, _name("sum", column, name))
 
 
