@@ -286,8 +286,9 @@ class Stream:
         return self._then(DistinctNode(self._node, tuple(columns)))
 
     def key_by(self, *keys: str) -> KeyedStream:
-        """Partition state by these columns for the window or process function that follows
-        (also after a window: results carry event time ``window_end``)."""
+        """Partition state by these columns for the window, aggregation (:meth:`KeyedStream.agg`)
+        or process function that follows (also after a window: results carry event time
+        ``window_end``)."""
         return KeyedStream(self._pipeline, KeyByNode(self._node, tuple(keys)), tuple(keys))
 
     def window(
@@ -302,7 +303,7 @@ class Stream:
 
 
 class KeyedStream(Stream):
-    """A stream whose windows and state are kept per key."""
+    """A stream whose windows, aggregations and state are kept per key."""
 
     def __init__(self, pipeline: Pipeline, node: PlanNode, keys: tuple[str, ...]) -> None:
         super().__init__(pipeline, node)
