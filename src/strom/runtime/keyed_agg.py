@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from strom.engine.constants import PART, SEQ, TS, WINDOW_END, WINDOW_START
+from strom.engine.constants import PART, SEQ, TS
 from strom.engine.contracts import OperatorState
 from strom.engine.relational import needs_positions, order_time
 from strom.engine.schemas import keyed_agg_schema
@@ -80,8 +80,7 @@ class KeyedAggOperator(Operator):
         partials = batch.group_by(list(self.keys), maintain_order=True).agg(self._partial_exprs)
         ids = self._merge(partition, partials)
         assert self.state is not None
-        results = self.state.results(ids, 0).drop(WINDOW_START, WINDOW_END)
-        self.emit(partition, results)
+        self.emit(partition, self.state.results(ids, None, window_columns=False))
 
     def _merge(self, partition: int, partials: pl.DataFrame) -> IdArray:
         """Fold each partial row into its key's row (new keys get rows); returns the row ids,
