@@ -44,7 +44,12 @@ def test_embedded_broker_example() -> None:
 
 
 def test_engine_example() -> None:
-    (block,) = [b for b in _python_blocks() if "run_bounded" in b]
+    (block,) = [b for b in _python_blocks() if "run_bounded" in b and "Tumbling" in b]
+    exec(compile(block, "README.md", "exec"), {})
+
+
+def test_keyed_aggregation_and_join_example() -> None:
+    (block,) = [b for b in _python_blocks() if ".join(" in b and "key_by" in b]
     exec(compile(block, "README.md", "exec"), {})
 
 

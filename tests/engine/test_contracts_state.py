@@ -118,6 +118,18 @@ def _join(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -
     joined.late_right().sink(sinks[2])
 
 
+def _keyed_agg(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -> None:
+    _source(p, data[0], "events").key_by("k", "s").agg(*AGGS, *SKETCHES).sink(sinks[0])
+
+
+def _ttl_join(how: str) -> Callable[..., None]:
+    def build(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -> None:
+        left, right = _source(p, data[0], "left"), _source(p, data[1], "right")
+        left.join(right, on="k", how=how, ttl_ms=60_000).sink(sinks[0])  # type: ignore[arg-type]
+
+    return build
+
+
 KINDS: dict[str, Callable[..., None]] = {
     "tumbling": _windows(Tumbling(1_000)),
     "hopping-panes": _windows(Hopping(2_000, 500), emit="update", aggs=AGGS + SKETCHES),
@@ -125,6 +137,9 @@ KINDS: dict[str, Callable[..., None]] = {
     "session": _windows(Session(700), emit="update"),
     "keyed-process": _process,
     "interval-join": _join,
+    "keyed-agg": _keyed_agg,
+    "ttl-join-left": _ttl_join("left"),
+    "ttl-join-semi": _ttl_join("semi"),
 }
 
 
@@ -194,7 +209,7 @@ def test_snapshot_restore_then_the_rest_equals_an_uninterrupted_run(
             assert got is None
             continue
         assert got is not None
-        if kind == "interval-join":  # pairs completed by one batch come in no promised order
+        if "join" in kind:  # pairs completed by one batch come in no promised order
             got, want = got.sort(pl.all()), want.sort(pl.all())
         assert_frame_equal(got, want)
 
@@ -226,7 +241,7 @@ def test_a_state_of_another_kind_or_version_is_refused() -> None:
     newer = OperatorState("time_window", 2, window_state.frames, window_state.meta)
     with pytest.raises(StateError, match="not time_window state version 2"):
         _only(_run("tumbling", (ONE, ONE))[0]).restore(newer)
-    for kind in ("keyed-process", "interval-join"):
+    for kind in ("keyed-process", "interval-join", "keyed-agg", "ttl-join-left"):
         with pytest.raises(StateError, match="not time_window state"):
             next(iter(_run(kind, (ONE, ONE))[0].stateful_operators().values())).restore(
                 window_state

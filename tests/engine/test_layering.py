@@ -64,6 +64,9 @@ _CHILD = textwrap.dedent(
     joined = s.interval_join(s, on="k", lower_ms=0, upper_ms=100)
     joined.sink(MemorySink())
     joined.late_left().sink(MemorySink())
+    s.key_by("k").agg(agg.count(), agg.first("v")).sink(MemorySink())
+    equi = s.join(s.select("k", "site"), on="k", how="left", ttl_ms=1_000)
+    equi.sort("v").top_k(3, by="v").distinct("k").sink(MemorySink())
     run_bounded(p)
     print(json.dumps(sorted(m for m in sys.modules if m.startswith("strom."))))
     """

@@ -8,6 +8,10 @@ every result has ``is_update=False``, and each window appears once.
 Interval joins are one Polars join of both whole inputs, then the time filter: every match,
 no late rows (their late outputs are empty), so they equal a streaming run with nothing late.
 
+Keyed aggregations without a window are one group-by over the whole input (one row per key,
+ordered by key); equi-joins one hash join of both whole inputs; sort, top-k and distinct one
+query over the whole input, in partition order (:mod:`strom.engine.relational`).
+
 Lookup joins ask their table once, for every distinct key of their whole input (the table as
 it is at that moment), and left-join each partition to the answer.
 
@@ -31,14 +35,19 @@ from strom.engine.constants import LEFT_TS, PART, RIGHT_TS, SEQ, SESSION, TS
 from strom.engine.contracts import BoundedSource
 from strom.engine.joins import join_found, join_frames, right_side, value_schema
 from strom.engine.keyed_process import KeyedProcessCore
+from strom.engine.relational import distinct_frames, keyed_agg_frames, sort_frames
+from strom.engine.relational import join_frames as equi_join_frames
 from strom.engine.schemas import late_schema, window_schema
 from strom.engine.sessions import cut_sessions
 from strom.engine.transforms import apply_exprs, apply_transform, rows_to_frame
 from strom.pipeline.plan import (
+    DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
     IntervalJoinNode,
+    JoinNode,
     KeyByNode,
+    KeyedAggNode,
     LateNode,
     LookupJoinNode,
     MapBatchesNode,
@@ -49,6 +58,7 @@ from strom.pipeline.plan import (
     ProcessNode,
     SelectNode,
     SinkNode,
+    SortNode,
     SourceNode,
     UnionNode,
     WindowAggNode,
@@ -129,6 +139,16 @@ class BoundedRunner:
                 return [part for branch in node.branches for part in self._evaluate(branch)]
             case WindowAggNode():
                 return [(-1, self._window(node).lazy())]
+            case KeyedAggNode():
+                ts_column = self.plan.timestamps.get(node.input)
+                return [(-1, keyed_agg_frames(node, self._evaluate(node.input), ts_column))]
+            case JoinNode():
+                left, right = self._evaluate(node.left), self._evaluate(node.right)
+                return [(-1, equi_join_frames(node, left, right))]
+            case SortNode():
+                return [(-1, sort_frames(node, self._evaluate(node.input)))]
+            case DistinctNode():
+                return [(-1, distinct_frames(node, self._evaluate(node.input)))]
             case LateNode():
                 window = node.input
                 assert isinstance(window, WindowAggNode)

@@ -100,7 +100,9 @@ class Additive(Agg):
 
 @dataclass(frozen=True)
 class Sum(Additive):
-    """Sum of non-null values: Int64 for integer and Boolean columns, Float64 otherwise."""
+    """Sum of non-null values: Int64 for integer and Boolean columns, an exact Decimal of 38
+    digits and the column's scale for Decimal columns (as SQL sums decimals), Float64
+    otherwise."""
 
     label = "sum"
 
@@ -108,6 +110,8 @@ class Sum(Additive):
         assert input_dtype is not None
         if input_dtype.is_integer() or input_dtype == pl.Boolean:
             return pl.Int64()
+        if isinstance(input_dtype, pl.Decimal):
+            return pl.Decimal(38, input_dtype.scale)
         return pl.Float64()
 
     def _bounded(self) -> pl.Expr:

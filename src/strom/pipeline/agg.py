@@ -1,4 +1,5 @@
-"""Aggregations over windows: ``agg.count()``, ``agg.mean("temp")`` …
+"""Aggregations over windows, or per key over all time (``key_by(...).agg(...)``):
+``agg.count()``, ``agg.mean("temp")`` …
 
 Each aggregation names its output column, by default after the function and the column
 (``count``, ``count_x``, ``sum_x``, ``mean_temp``, ``q50_temp`` …); name it yourself with
@@ -12,7 +13,8 @@ Semantics (identical in every executor; each aggregation is one class of
 - ``count()`` counts events; ``count(col)`` counts non-null values of ``col``.
 - ``sum``, ``min``, ``max``, ``mean`` ignore nulls and are null when a window has no non-null value.
 - ``first``/``last`` take the value (null included) of the earliest/latest event by event time;
-  ties are broken by source partition index, then by position within that partition's stream.
+  ties are broken by source partition index, then by position within that partition's stream
+  (a keyed aggregation over a stream without event time orders by those two alone).
 - ``var``/``std`` are the sample variance / standard deviation (SQL ``var_samp``/``stddev_samp``)
   of non-null values, null with fewer than two. Streaming merges (count, mean, M2) partials, so
   they may differ from the bounded runner's in the last bits.
@@ -52,7 +54,8 @@ def count(column: str | None = None, *, name: str | None = None) -> Count:
 
 
 def sum(column: str, *, name: str | None = None) -> Sum:
-    """Sum of non-null values (Int64 for integer columns, Float64 otherwise)."""
+    """Sum of non-null values (Int64 for integer columns, exact Decimal for Decimal columns,
+    Float64 otherwise)."""
     return Sum(column, _name("sum", column, name))
 
 

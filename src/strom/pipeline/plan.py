@@ -19,6 +19,8 @@ from strom.pipeline.windows import WindowSpec
 
 EmitMode = Literal["final", "update"]
 JoinSide = Literal["left", "right"]
+JoinHow = Literal["inner", "left", "semi", "anti"]
+JOIN_HOWS: tuple[JoinHow, ...] = ("inner", "left", "semi", "anti")
 
 JOIN_TIME = "join_time"
 """The interval join's output column holding its event time, ``max(left ts, right ts)`` in ms."""
@@ -126,6 +128,85 @@ class WindowAggNode(UnaryNode):
 
 
 @dataclass(frozen=True, eq=False)
+class KeyedAggNode(UnaryNode):
+    """Aggregation per key over all time (no window): an updating table.
+
+    Output columns: the keys, one column per aggregation, ``is_update``. Bounded runs give one
+    row per key (``is_update=False``); the streaming runtime emits, after each batch, the new
+    value of every key the batch changed (``is_update=True`` once the key has been emitted),
+    so the latest row per key is the bounded result. It has no event time.
+    """
+
+    keys: tuple[str, ...]
+    aggs: tuple[Aggregation, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class JoinNode(Node):
+    """Equi-join of ``left`` and ``right`` on ``left_on == right_on`` (null keys never match).
+
+    ``how``: ``inner`` (every matching pair), ``left`` (and unmatched left rows, right columns
+    null), ``semi`` (left rows with a match, once each), ``anti`` (left rows without one).
+    Output columns (:meth:`output_columns`): every left column, then (inner and left joins)
+    every right column but a key named like the left key it pairs with, a right name taken by a
+    left column getting ``suffix``. Event time: the left input's. The streaming runtime runs
+    it only with ``ttl_ms`` (each row is held that long, in processing time); bounded runs
+    join the whole inputs and ignore it.
+    """
+
+    left: PlanNode
+    right: PlanNode
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    how: JoinHow = "inner"
+    suffix: str = "_right"
+    ttl_ms: int | None = None
+
+    @property
+    def inputs(self) -> tuple[PlanNode, ...]:
+        return (self.left, self.right)
+
+    def output_columns(self, left: Sequence[str], right: Sequence[str]) -> dict[str, str]:
+        """Each kept right column's output name, in order (none for semi and anti joins).
+
+        Raises ``ValueError`` naming the column when two output columns would share a name.
+        """
+        if self.how in ("semi", "anti"):
+            return {}
+        dropped = {r for lk, r in zip(self.left_on, self.right_on, strict=True) if lk == r}
+        taken = set(left)
+        names = {c: c + self.suffix if c in taken else c for c in right if c not in dropped}
+        seen = set(taken)
+        for column, name in names.items():
+            if name in seen:
+                raise ValueError(
+                    f"right column {column!r} would be named {name!r}, which is already an "
+                    "output column; pass another suffix= or rename it"
+                )
+            seen.add(name)
+        return names
+
+
+@dataclass(frozen=True, eq=False)
+class SortNode(UnaryNode):
+    """Rows ordered by ``by`` (``descending`` per column; nulls first unless ``nulls_last``),
+    ties kept in input order; only the first ``limit`` rows if set (top-k). Bounded runs only."""
+
+    by: tuple[str, ...]
+    descending: tuple[bool, ...]
+    nulls_last: bool = False
+    limit: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class DistinctNode(UnaryNode):
+    """The first row (in input order) of each distinct value of ``subset`` (every column if
+    empty), in input order. Bounded runs only."""
+
+    subset: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, eq=False)
 class LookupJoinNode(UnaryNode):
     """Left join of each row with ``table``'s row whose key equals the row's ``on`` column;
     adds ``columns`` (null when the key is missing). Rows from the table are cached for
@@ -224,7 +305,11 @@ PlanNode: TypeAlias = (
     | ProcessNode
     | KeyByNode
     | WindowAggNode
+    | KeyedAggNode
     | LookupJoinNode
+    | JoinNode
+    | SortNode
+    | DistinctNode
     | IntervalJoinNode
     | IntervalJoinLateNode
     | LateNode

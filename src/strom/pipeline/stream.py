@@ -14,11 +14,16 @@ from strom.engine.aggregation import Agg
 from strom.engine.aggregations import Aggregation
 from strom.engine.contracts import LookupTable, Sink, Source
 from strom.pipeline.plan import (
+    JOIN_HOWS,
+    DistinctNode,
     EmitMode,
     FilterNode,
     IntervalJoinLateNode,
     IntervalJoinNode,
+    JoinHow,
+    JoinNode,
     KeyByNode,
+    KeyedAggNode,
     LateNode,
     LookupJoinNode,
     MapBatchesNode,
@@ -28,6 +33,7 @@ from strom.pipeline.plan import (
     ProcessNode,
     SelectNode,
     SinkNode,
+    SortNode,
     SourceNode,
     UnionNode,
     WindowAggNode,
@@ -199,25 +205,90 @@ class Stream:
             raise PlanError(f"interval_join() takes another Stream, got {right!r}")
         if right._pipeline is not self._pipeline:
             raise PlanError("interval_join() of streams from different pipelines")
-        if on is not None and (left_on is not None or right_on is not None):
-            raise PlanError("interval_join(): pass on=, or left_on= and right_on=, not both")
-        if on is not None:
-            left_on = right_on = on
-        if left_on is None or right_on is None:
-            raise PlanError("interval_join(): pass on= or both left_on= and right_on=")
-        lkeys, rkeys = _names(left_on), _names(right_on)
-        if not lkeys or len(lkeys) != len(rkeys):
-            raise PlanError(
-                f"interval_join(): left_on {list(lkeys)} and right_on {list(rkeys)} must name "
-                "the same number (at least one) of key columns"
-            )
+        lkeys, rkeys = _join_keys("interval_join", on, left_on, right_on)
         lower, upper = _optional_ms(lower_ms, "lower_ms"), _optional_ms(upper_ms, "upper_ms")
         node = IntervalJoinNode(self._node, right._node, lkeys, rkeys, lower, upper, suffix)
         return IntervalJoinResult(self._pipeline, node)
 
+    def join(
+        self,
+        other: Stream,
+        *,
+        on: str | Sequence[str] | None = None,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        how: JoinHow = "inner",
+        suffix: str = "_right",
+        ttl_ms: Duration | None = None,
+    ) -> Stream:
+        """Equi-join with ``other`` on equal keys (``on``, or ``left_on``/``right_on``; null
+        keys never match).
+
+        ``how="inner"``: every matching pair; ``"left"``: also each left row without a match
+        (right columns null); ``"semi"``: each left row that has a match, once; ``"anti"``:
+        each left row without one. Output: every left column, then (inner, left) the right
+        columns, a right key named like its left key dropped and a name already taken
+        getting ``suffix``. Event time is the left input's. Row order is not promised (sort
+        after the join where it matters).
+
+        Bounded runs hash-join both whole inputs (``ttl_ms`` is ignored). The streaming
+        runtime needs ``ttl_ms`` (otherwise its state would grow without bound; it refuses
+        the plan, naming :meth:`interval_join` and :meth:`lookup_join`): each row is held for
+        ``ttl_ms`` of processing time after it arrived, and two rows meet if the second
+        arrives while the first is held. Every output row is final (nothing is retracted):
+        pairs and semi-join rows are emitted with the batch that completes them; a left row
+        that found no partner (``left``, ``anti``) when it leaves the state (its TTL passed,
+        or every input ended), and at once if its key is null. So when no row outlives its TTL
+        before the input ends, the streaming result is the bounded one (in another order).
+        """
+        if not isinstance(other, Stream):
+            raise PlanError(f"join() takes another Stream, got {other!r}")
+        if other._pipeline is not self._pipeline:
+            raise PlanError("join() of streams from different pipelines")
+        if how not in JOIN_HOWS:
+            raise PlanError(f"join(): how must be one of {list(JOIN_HOWS)}, not {how!r}")
+        lkeys, rkeys = _join_keys("join", on, left_on, right_on)
+        ttl = _optional_ms(ttl_ms, "ttl_ms")
+        return self._then(JoinNode(self._node, other._node, lkeys, rkeys, how, suffix, ttl))
+
+    def sort(
+        self,
+        by: str | Sequence[str],
+        *,
+        descending: bool | Sequence[bool] = False,
+        nulls_last: bool = False,
+    ) -> Stream:
+        """All rows ordered by ``by`` (``descending`` for all columns or per column; nulls
+        first unless ``nulls_last``); rows with equal keys keep their input order (partitions
+        in order, then position). Bounded runs only: a stream never ends, so it has no order."""
+        columns = _names(by)
+        return self._then(
+            SortNode(self._node, columns, _flags(descending, len(columns)), nulls_last)
+        )
+
+    def top_k(
+        self,
+        k: int,
+        *,
+        by: str | Sequence[str],
+        descending: bool | Sequence[bool] = True,
+        nulls_last: bool = True,
+    ) -> Stream:
+        """The first ``k`` rows in the order of :meth:`sort` (by default the ``k`` largest,
+        nulls last), in that order; ties keep input order. Bounded runs only."""
+        columns = _names(by)
+        flags = _flags(descending, len(columns))
+        return self._then(SortNode(self._node, columns, flags, nulls_last, k))
+
+    def distinct(self, *columns: str) -> Stream:
+        """The first row (in input order) of each distinct value of ``columns`` (of whole rows
+        if none are named), in input order; nulls compare equal. Bounded runs only."""
+        return self._then(DistinctNode(self._node, tuple(columns)))
+
     def key_by(self, *keys: str) -> KeyedStream:
-        """Partition state by these columns for the window or process function that follows
-        (also after a window: results carry event time ``window_end``)."""
+        """Partition state by these columns for the window, aggregation (:meth:`KeyedStream.agg`)
+        or process function that follows (also after a window: results carry event time
+        ``window_end``)."""
         return KeyedStream(self._pipeline, KeyByNode(self._node, tuple(keys)), tuple(keys))
 
     def window(
@@ -232,7 +303,7 @@ class Stream:
 
 
 class KeyedStream(Stream):
-    """A stream whose windows and state are kept per key."""
+    """A stream whose windows, aggregations and state are kept per key."""
 
     def __init__(self, pipeline: Pipeline, node: PlanNode, keys: tuple[str, ...]) -> None:
         super().__init__(pipeline, node)
@@ -274,6 +345,29 @@ class KeyedStream(Stream):
         schema = _schema(output_schema, "process")
         return self._then(ProcessNode(self._node, self.keys, fn, schema, ordering))
 
+    def agg(self, *aggs: Agg) -> Stream:
+        """Aggregate per key over all time (no window): an updating table.
+
+        Results: the key columns, one column per aggregation (named as for windows),
+        ``is_update``. A bounded run gives one row per key, ordered by key. The streaming
+        runtime emits, after every micro-batch, the new value of each key the batch changed
+        (``is_update=True`` once the key has been emitted before): an upsert sink keyed by the
+        key columns (``SQLiteSink(..., mode="upsert", key=[...])``) holds the latest value,
+        which equals the bounded result. ``first``/``last`` order by event time when the
+        stream has one (ties: source partition, then position), else by arrival. The results
+        have no event time. State: one row per key, kept for the whole run (snapshotted with
+        every checkpoint).
+
+        >>> from strom import MemorySink, MemorySource, Pipeline, agg, run_bounded
+        >>> p = Pipeline()
+        >>> rows = [{"user": "a", "x": 1}, {"user": "b", "x": 2}, {"user": "a", "x": 3}]
+        >>> p.source(MemorySource([rows])).key_by("user").agg(agg.sum("x")).sink(t := MemorySink())
+        >>> run_bounded(p)
+        >>> t.to_frame().rows()  # key, sum_x, is_update
+        [('a', 4, False), ('b', 2, False)]
+        """
+        return self._then(KeyedAggNode(self._node, self.keys, _aggregations(aggs)))
+
 
 class WindowedStream:
     """A windowed stream awaiting its aggregations."""
@@ -298,13 +392,8 @@ class WindowedStream:
         """Results: key columns, ``window_start``, ``window_end``, one column per aggregation
         (named by the aggregation: ``agg.mean("t")`` is ``mean_t``, ``agg.mean("t",
         name="avg")`` or ``agg.mean("t").alias("avg")`` is ``avg``), ``is_update``."""
-        checked: list[Aggregation] = []
-        for a in aggs:
-            if not isinstance(a, Aggregation):
-                raise PlanError(f"agg() takes strom.pipeline.agg aggregations, got {a!r}")
-            checked.append(a)
         node = WindowAggNode(
-            self._node, self._keys, self._spec, tuple(checked), self._lateness, self._emit
+            self._node, self._keys, self._spec, _aggregations(aggs), self._lateness, self._emit
         )
         return WindowResult(self._pipeline, node)
 
@@ -338,6 +427,42 @@ class IntervalJoinResult(Stream):
 
 def _names(columns: str | Sequence[str]) -> tuple[str, ...]:
     return (columns,) if isinstance(columns, str) else tuple(columns)
+
+
+def _aggregations(aggs: tuple[Agg, ...]) -> tuple[Aggregation, ...]:
+    checked: list[Aggregation] = []
+    for a in aggs:
+        if not isinstance(a, Aggregation):
+            raise PlanError(f"agg() takes strom.pipeline.agg aggregations, got {a!r}")
+        checked.append(a)
+    return tuple(checked)
+
+
+def _join_keys(
+    method: str,
+    on: str | Sequence[str] | None,
+    left_on: str | Sequence[str] | None,
+    right_on: str | Sequence[str] | None,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if on is not None and (left_on is not None or right_on is not None):
+        raise PlanError(f"{method}(): pass on=, or left_on= and right_on=, not both")
+    if on is not None:
+        left_on = right_on = on
+    if left_on is None or right_on is None:
+        raise PlanError(f"{method}(): pass on= or both left_on= and right_on=")
+    lkeys, rkeys = _names(left_on), _names(right_on)
+    if not lkeys or len(lkeys) != len(rkeys):
+        raise PlanError(
+            f"{method}(): left_on {list(lkeys)} and right_on {list(rkeys)} must name "
+            "the same number (at least one) of key columns"
+        )
+    return lkeys, rkeys
+
+
+def _flags(descending: bool | Sequence[bool], count: int) -> tuple[bool, ...]:
+    if isinstance(descending, bool):
+        return (descending,) * count
+    return tuple(bool(d) for d in descending)
 
 
 def _schema(schema: SchemaLike, method: str) -> pl.Schema:

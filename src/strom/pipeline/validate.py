@@ -12,15 +12,20 @@ from typing import assert_never
 import polars as pl
 
 from strom.engine import transforms  # a module: engine.transforms imports the plan back
-from strom.engine.constants import WINDOW_COLUMNS
-from strom.engine.schemas import late_schema, window_schema
+from strom.engine.aggregations import Aggregation
+from strom.engine.constants import IS_UPDATE, WINDOW_COLUMNS
+from strom.engine.schemas import keyed_agg_schema, late_schema, window_schema
 from strom.pipeline.plan import (
+    JOIN_HOWS,
     JOIN_TIME,
+    DistinctNode,
     ExprNode,
     FilterNode,
     IntervalJoinLateNode,
     IntervalJoinNode,
+    JoinNode,
     KeyByNode,
+    KeyedAggNode,
     LateNode,
     LookupJoinNode,
     MapBatchesNode,
@@ -31,6 +36,7 @@ from strom.pipeline.plan import (
     ProcessNode,
     SelectNode,
     SinkNode,
+    SortNode,
     SourceNode,
     UnionNode,
     WindowAggNode,
@@ -86,6 +92,16 @@ def _check(
             return up, ts
         case WindowAggNode():
             return _check_window(node, up, ts, where), "window_end"
+        case KeyedAggNode():
+            return _check_keyed_agg(node, up, where), None
+        case JoinNode():
+            return _check_join(node, schemas, where), timestamps[node.left]
+        case SortNode():
+            _check_sort(node, up, where)
+            return up, ts
+        case DistinctNode():
+            _require_columns(up, node.subset, where + "distinct column")
+            return up, ts
         case LateNode():
             ts = timestamps.get(node.input.inputs[0])
             input_schema = schemas.get(node.input.inputs[0]) if up is not None else None
@@ -168,36 +184,65 @@ def _check_window(
                 f"{where}key column {key!r} clashes with the window's own output column of that "
                 f"name; rename it first, e.g. .with_columns(pl.col({key!r}).alias('my_{key}'))"
             )
-    _check_output_names(node, where)
+    _check_output_names(node.keys, node.aggs, WINDOW_COLUMNS, "the window's", where)
     if isinstance(node.window, Session) and node.window.gap_ms <= 0:
         raise PlanError(f"{where}session gap must be positive")
     if up is None:
         return None
     _require_columns(up, (ts,), where + "timestamp column")
     _require_columns(up, node.keys, where + "key column")
-    columns = tuple(a.column for a in node.aggs if a.column is not None)
-    _require_columns(up, columns, where + "aggregated column")
-    for a in node.aggs:
-        reason = None if a.column is None else a.input_error(up[a.column])
-        if reason is not None:
-            raise PlanError(f"{where}{reason}: column {a.column!r} of {a!r}")
+    _check_agg_inputs(node.aggs, up, where)
     return window_schema(node.keys, node.aggs, up)
 
 
-def _check_output_names(node: WindowAggNode, where: str) -> None:
-    """Every aggregation's output name is its own: no two alike, none a key or window column."""
+def _check_agg_inputs(aggs: tuple[Aggregation, ...], up: pl.Schema, where: str) -> None:
+    columns = tuple(a.column for a in aggs if a.column is not None)
+    _require_columns(up, columns, where + "aggregated column")
+    for a in aggs:
+        reason = None if a.column is None else a.input_error(up[a.column])
+        if reason is not None:
+            raise PlanError(f"{where}{reason}: column {a.column!r} of {a!r}")
+
+
+def _check_keyed_agg(node: KeyedAggNode, up: pl.Schema | None, where: str) -> pl.Schema | None:
+    if not node.keys:
+        raise PlanError(f"{where}agg() without a window needs a key: call .key_by(...) first")
+    if not node.aggs:
+        raise PlanError(f"{where}.agg(...) needs at least one aggregation, e.g. agg.count()")
+    if IS_UPDATE in node.keys:
+        raise PlanError(
+            f"{where}key column {IS_UPDATE!r} clashes with the result's own column of that "
+            f"name; rename it first, e.g. .with_columns(pl.col({IS_UPDATE!r}).alias('my_key'))"
+        )
+    _check_output_names(node.keys, node.aggs, (IS_UPDATE,), "the result's", where)
+    if up is None:
+        return None
+    _require_columns(up, node.keys, where + "key column")
+    _check_agg_inputs(node.aggs, up, where)
+    return keyed_agg_schema(node.keys, node.aggs, up)
+
+
+def _check_output_names(
+    keys: tuple[str, ...],
+    aggs: tuple[Aggregation, ...],
+    reserved: tuple[str, ...],
+    owner: str,
+    where: str,
+) -> None:
+    """Every aggregation's output name is its own: no two alike, none a key or a column the
+    result has anyway (``reserved``)."""
     seen: dict[str, str] = {}
-    for a in node.aggs:
+    for a in aggs:
         fix = f"name it with agg.{a.label}(..., name='...') or .alias('...')"
-        if a.name in node.keys:
+        if a.name in keys:
             raise PlanError(
                 f"{where}aggregation {a!r} would produce column {a.name!r}, which is a key "
                 f"column; {fix}"
             )
-        if a.name in WINDOW_COLUMNS:
+        if a.name in reserved:
             raise PlanError(
-                f"{where}aggregation {a!r} would produce column {a.name!r}, one of the window's "
-                f"own columns {list(WINDOW_COLUMNS)}; {fix}"
+                f"{where}aggregation {a!r} would produce column {a.name!r}, one of {owner} "
+                f"own columns {list(reserved)}; {fix}"
             )
         if a.name in seen:
             raise PlanError(
@@ -205,6 +250,66 @@ def _check_output_names(node: WindowAggNode, where: str) -> None:
                 f"{a.name!r}; {fix}"
             )
         seen[a.name] = repr(a)
+
+
+def _check_join(
+    node: JoinNode, schemas: dict[Node, pl.Schema | None], where: str
+) -> pl.Schema | None:
+    if node.how not in JOIN_HOWS:
+        raise PlanError(f"{where}how must be one of {list(JOIN_HOWS)}, not {node.how!r}")
+    if not isinstance(node.suffix, str) or not node.suffix:
+        raise PlanError(f"{where}suffix must be a non-empty string, not {node.suffix!r}")
+    if node.ttl_ms is not None and node.ttl_ms <= 0:
+        raise PlanError(f"{where}ttl_ms must be positive (or None in bounded runs)")
+    if not node.left_on or len(node.left_on) != len(node.right_on):
+        raise PlanError(
+            f"{where}left_on {list(node.left_on)} and right_on {list(node.right_on)} must name "
+            "the same number (at least one) of key columns"
+        )
+    for keys in (node.left_on, node.right_on):
+        if len(set(keys)) != len(keys):
+            raise PlanError(f"{where}key columns {list(keys)} name a column twice")
+    left, right = schemas[node.left], schemas[node.right]
+    _require_columns(left, node.left_on, f"{where}left key column")
+    _require_columns(right, node.right_on, f"{where}right key column")
+    if left is None or right is None:
+        return None
+    for lk, rk in zip(node.left_on, node.right_on, strict=True):
+        if left[lk] != right[rk]:
+            raise PlanError(
+                f"{where}left key {lk!r} is {left[lk]} but right key {rk!r} is {right[rk]}; "
+                "cast one so both have the same type"
+            )
+    try:
+        renamed = node.output_columns(list(left), list(right))
+    except ValueError as exc:
+        raise PlanError(f"{where}{exc}") from exc
+    return pl.Schema({**left, **{name: right[c] for c, name in renamed.items()}})
+
+
+def _check_sort(node: SortNode, up: pl.Schema | None, where: str) -> None:
+    if not node.by:
+        raise PlanError(f"{where}sort() needs at least one column")
+    if len(node.descending) != len(node.by):
+        raise PlanError(
+            f"{where}descending has {len(node.descending)} value(s) for {len(node.by)} column(s)"
+        )
+    if node.limit is not None and (
+        not isinstance(node.limit, int) or isinstance(node.limit, bool) or node.limit < 0
+    ):
+        raise PlanError(f"{where}k must be a non-negative integer, not {node.limit!r}")
+    _require_columns(up, node.by, where + "sort column")
+    if up is not None:
+        for column in node.by:
+            reason = _unorderable(up[column])
+            if reason is not None:
+                raise PlanError(f"{where}sort column {column!r} {reason}")
+
+
+def _unorderable(dtype: pl.DataType) -> str | None:
+    if dtype in (pl.Null, pl.Object) or isinstance(dtype, pl.Struct | pl.List | pl.Array):
+        return f"has type {dtype}, which has no order"
+    return None
 
 
 def _check_lookup(node: LookupJoinNode, up: pl.Schema | None, where: str) -> pl.Schema | None:

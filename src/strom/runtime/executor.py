@@ -55,10 +55,13 @@ from strom.engine.contracts import (
     WaitingSource,
 )
 from strom.pipeline.plan import (
+    DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
     IntervalJoinNode,
+    JoinNode,
     KeyByNode,
+    KeyedAggNode,
     LateNode,
     LookupJoinNode,
     MapBatchesNode,
@@ -69,6 +72,7 @@ from strom.pipeline.plan import (
     ProcessNode,
     SelectNode,
     SinkNode,
+    SortNode,
     SourceNode,
     UnionNode,
     WindowAggNode,
@@ -76,9 +80,11 @@ from strom.pipeline.plan import (
     walk,
 )
 from strom.pipeline.stream import Pipeline
+from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Duration, Session, event_time_ms, to_ms
 from strom.runtime.checkpoints import CheckpointedRun, CheckpointStore
 from strom.runtime.interval_join import IntervalJoinOperator
+from strom.runtime.keyed_agg import KeyedAggOperator
 from strom.runtime.lookup import LookupJoinOperator
 from strom.runtime.operators import (
     Operator,
@@ -88,6 +94,7 @@ from strom.runtime.operators import (
 )
 from strom.runtime.process_operator import ProcessOperator
 from strom.runtime.snapshots import ExecutorSnapshot
+from strom.runtime.ttl_join import TTLJoinOperator
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.sessions import SessionOperator
@@ -163,6 +170,27 @@ class StreamingExecutor:
                 op = LookupJoinOperator(name, node, self.clock)
             case WindowAggNode():
                 op = self._make_window(node, name)
+            case KeyedAggNode():
+                op = KeyedAggOperator(name, node, self.plan.timestamps.get(node.input))
+            case JoinNode():
+                if node.ttl_ms is None:
+                    raise PlanError(
+                        f"{name}: a streaming join() needs ttl_ms= (how long each row is held; "
+                        "without it the state would grow without bound), or use interval_join() "
+                        "(matches within an event-time interval, state purged by the "
+                        "watermark) or lookup_join() (enrich from a SQLite/PostgreSQL table)"
+                    )
+                schemas = (self.plan.schemas.get(node.left), self.plan.schemas.get(node.right))
+                ttl_join = TTLJoinOperator(name, node, self.clock, self._tracker(node), schemas)
+                self._operators[node.left].outputs.append(ttl_join.ports[0])
+                self._operators[node.right].outputs.append(ttl_join.ports[1])
+                return ttl_join
+            case SortNode() | DistinctNode():
+                what = "sort() and top_k()" if isinstance(node, SortNode) else "distinct()"
+                raise PlanError(
+                    f"{name}: {what} run in bounded runs only (a stream never ends, so it has "
+                    "no last row to order or deduplicate by); run the pipeline with run_bounded"
+                )
             case KeyByNode() | UnionNode():
                 op = Operator(name)
             case SinkNode():

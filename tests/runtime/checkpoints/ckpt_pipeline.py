@@ -1,8 +1,9 @@
 """The pipeline the checkpoint tests run with ``strom run --checkpoint-dir`` (and kill).
 
 A seeded GeneratorSource (3 partitions, ``CKPT_BATCHES`` batches each, slightly out of order)
-feeds a keyed tumbling window and a keyed process function (state and event-time timers); each
-writes to a :class:`StagedFileSink` under ``CKPT_OUT``. ``CKPT_VARIANT=changed`` builds the same
+feeds a keyed tumbling window, a keyed process function (state and event-time timers) and a
+keyed aggregation without a window (an updating table); each writes to a
+:class:`StagedFileSink` under ``CKPT_OUT``. ``CKPT_VARIANT=changed`` builds the same
 pipeline with another window size (a checkpoint of the first must be refused);
 ``CKPT_DECIDER=1`` makes the process function's sink decide each checkpoint's commit.
 """
@@ -69,4 +70,6 @@ def build_pipeline() -> Pipeline:
     events.key_by("key").process(RunningMax(), output_schema=OUTPUT).sink(
         process_sink(out / "process")
     )
+    table = events.key_by("key").agg(agg.count(), agg.sum("v"), agg.last("v"))
+    table.sink(StagedFileSink(out / "table"))
     return p

@@ -26,7 +26,7 @@ from strom.runtime.checkpoints import CheckpointStore
 
 PIPELINE = Path(__file__).with_name("ckpt_pipeline.py")
 BATCHES = 200
-SINKS = ("windows", "process")
+SINKS = ("windows", "process", "table")
 
 
 def _env(out: Path, **extra: str) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """Worker ``i`` of ``N``'s plan: its share of every source, every keyed input through a shuffle.
 
-:func:`split_plan` cuts the plan before every keyed operator (windows, process functions,
-interval joins): the rows entering it go to a :class:`~strom.runtime.distributed.shuffle.Shuffle`
-writer by key, and the operator reads this worker's partitions of the cut instead. Two keyed
-operators re-keying one stream by the same columns share a cut. The rewritten plan is an
+:func:`split_plan` cuts the plan before every keyed operator (windows, keyed aggregations,
+process functions, interval joins; equi-joins too, which the streaming runtime then refuses):
+the rows entering it go to a :class:`~strom.runtime.distributed.shuffle.Shuffle` writer by key,
+and the operator reads this worker's partitions of the cut instead. Two keyed operators
+re-keying one stream by the same columns share a cut. The rewritten plan is an
 ordinary plan, run by one :class:`~strom.runtime.executor.StreamingExecutor`.
 """
 
@@ -16,10 +17,13 @@ from typing import Any, assert_never
 
 from strom.connectors.kafka.transaction import TransactionScope
 from strom.pipeline.plan import (
+    DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
     IntervalJoinNode,
+    JoinNode,
     KeyByNode,
+    KeyedAggNode,
     LateNode,
     LookupJoinNode,
     MapBatchesNode,
@@ -29,6 +33,7 @@ from strom.pipeline.plan import (
     ProcessNode,
     SelectNode,
     SinkNode,
+    SortNode,
     SourceNode,
     UnionNode,
     WindowAggNode,
@@ -112,9 +117,9 @@ def _keyed_inputs(node: PlanNode) -> list[tuple[PlanNode, tuple[str, ...]]]:
         return n.input if isinstance(n, KeyByNode) else n
 
     match node:
-        case WindowAggNode() | ProcessNode():
+        case WindowAggNode() | ProcessNode() | KeyedAggNode():
             return [(base(node.input), node.keys)]
-        case IntervalJoinNode():
+        case IntervalJoinNode() | JoinNode():
             return [(base(node.left), node.left_on), (base(node.right), node.right_on)]
         case (
             SourceNode()
@@ -129,6 +134,8 @@ def _keyed_inputs(node: PlanNode) -> list[tuple[PlanNode, tuple[str, ...]]]:
             | IntervalJoinLateNode()
             | UnionNode()
             | SinkNode()
+            | SortNode()
+            | DistinctNode()
         ):
             return []
         case _:

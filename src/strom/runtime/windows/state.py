@@ -151,15 +151,19 @@ class WindowState:
 
     # -- results -----------------------------------------------------------------------------
 
-    def results(self, ids: IdArray, size_ms: int | None) -> pl.DataFrame:
+    def results(
+        self, ids: IdArray, size_ms: int | None, *, window_columns: bool = True
+    ) -> pl.DataFrame:
         """Result rows for ``ids`` (in that order); marks them emitted and clean. Window starts
-        are ``end - size_ms``, or each row's own start when ``size_ms`` is None (sessions)."""
+        are ``end - size_ms``, or each row's own start when ``size_ms`` is None (sessions);
+        without ``window_columns`` (a keyed aggregation, no window) there are none."""
         schema = self.out_schema
-        end = self.end[ids]
-        start = self.start[ids] if size_ms is None else end - size_ms
         columns = [v.series(k, ids) for k, v in zip(self.key_names, self.keys, strict=True)]
-        columns.append(pl.Series("window_start", start, dtype=pl.Int64))
-        columns.append(pl.Series("window_end", end, dtype=pl.Int64))
+        if window_columns:
+            end = self.end[ids]
+            start = self.start[ids] if size_ms is None else end - size_ms
+            columns.append(pl.Series("window_start", start, dtype=pl.Int64))
+            columns.append(pl.Series("window_end", end, dtype=pl.Int64))
         for slots in self.slots:
             columns.append(slots.output(ids, schema[slots.agg.name]))
         columns.append(pl.Series("is_update", self.emitted[ids], dtype=pl.Boolean))
