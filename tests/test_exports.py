@@ -13,6 +13,7 @@ import sys
 import pytest
 
 PUBLIC = {
+    "strom.ml": ["DEFAULT_TRUSTED", "ModelError", "ModelStore", "ModelVersion", "SkopsModel"],
     "strom": [
         "Broker",
         "BrokerConfig",
@@ -164,7 +165,7 @@ def test_import_strom_loads_no_optional_weight() -> None:
     """``import strom`` (the whole public face) loads neither numba nor an extra."""
     code = (
         "import sys, strom\n"
-        "heavy = [m for m in ('numba', 'llvmlite', 'psycopg', 'pyspark', 'duckdb', 'sklearn')"
+        "heavy = [m for m in ('numba', 'llvmlite', 'psycopg', 'pyspark', 'duckdb', 'sklearn', 'skops')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
