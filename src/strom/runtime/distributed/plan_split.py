@@ -25,6 +25,7 @@ from strom.pipeline.plan import (
     MapNode,
     Plan,
     PlanNode,
+    PredictNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -127,6 +128,7 @@ def _keyed_inputs(node: PlanNode) -> list[tuple[PlanNode, tuple[str, ...]]]:
             | LateNode()
             | IntervalJoinLateNode()
             | UnionNode()
+            | PredictNode()
             | SinkNode()
         ):
             return []
