@@ -13,7 +13,16 @@ import sys
 import pytest
 
 PUBLIC = {
-    "strom.ml": ["DEFAULT_TRUSTED", "ModelError", "ModelStore", "ModelVersion", "SkopsModel"],
+    "strom.ml": [
+        "DEFAULT_TRUSTED",
+        "FEATURE_TIME",
+        "FeatureView",
+        "ModelError",
+        "ModelStore",
+        "ModelVersion",
+        "SkopsModel",
+        "training_set",
+    ],
     "strom": [
         "Broker",
         "BrokerConfig",

@@ -12,8 +12,19 @@ Importing this package loads neither scikit-learn nor skops: they are imported w
 written or read (``pip install 'strom[ml]'``).
 """
 
+from strom.ml.features import FeatureView
 from strom.ml.metadata import ModelError, ModelVersion
 from strom.ml.skops_model import DEFAULT_TRUSTED, SkopsModel
 from strom.ml.store import ModelStore
+from strom.ml.training import FEATURE_TIME, training_set
 
-__all__ = ["DEFAULT_TRUSTED", "ModelError", "ModelStore", "ModelVersion", "SkopsModel"]
+__all__ = [
+    "DEFAULT_TRUSTED",
+    "FEATURE_TIME",
+    "FeatureView",
+    "ModelError",
+    "ModelStore",
+    "ModelVersion",
+    "SkopsModel",
+    "training_set",
+]
