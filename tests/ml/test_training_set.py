@@ -175,3 +175,18 @@ def test_training_set_bad_input() -> None:
         training_set(labels, features, keys="card", label_time="t", ttl=-1)
     with pytest.raises(ValueError, match=r"columns \['count'\] are in both"):
         training_set(labels.with_columns(count=1), features, keys="card", label_time="t", ttl=1)
+
+
+def test_the_readme_example_runs() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "ModelStore" in b]
+    scope: dict[str, Any] = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    out = scope["sink"].to_frame()
+    assert out.height == 4 and set(out["model_version"]) == {1}
+    assert set(out["feature_version"]) == {scope["view"].version}
+    train = scope["train"]  # the 25 s label sees only the window that ended at 20 s
+    assert train.filter(pl.col("ts") == 25_000)["feature_time"].to_list() == [20_000]
