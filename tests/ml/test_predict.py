@@ -201,3 +201,24 @@ def test_a_batch_the_model_raises_on_goes_to_dead_letters(store: ModelStore) -> 
         assert [json.loads(r)["id"] for r in letters["raw"]] == expected_bad
         good = sink.to_frame()["id"].to_list()
         assert sorted(good + expected_bad) == list(range(200))  # the pipeline went on
+
+
+class _CountingStore(ModelStore):
+    """A store that counts how often a version is read and verified from its files."""
+
+    loads = 0
+
+    def _load(self, name: str, version: int):  # type: ignore[no-untyped-def]
+        type(self).loads += 1
+        return super()._load(name, version)
+
+
+def test_the_model_is_loaded_once_per_process(fraud_store: ModelStore) -> None:
+    store = _CountingStore(fraud_store.root)
+    events = _events(400)
+    sink = MemorySink()
+    pipeline = _pipeline(store, _source(events, 10, 4), sink)
+    executor = StreamingExecutor(pipeline)  # validates: the one load
+    executor.run()
+    assert sink.to_frame().height == 400
+    assert _CountingStore.loads == 1
