@@ -31,6 +31,7 @@ from typing import assert_never
 
 import polars as pl
 
+from strom.connectors.deadletter import DeadLetterOutput, batch_dead_letters
 from strom.engine.constants import LEFT_TS, PART, RIGHT_TS, SEQ, SESSION, TS
 from strom.engine.contracts import BoundedSource
 from strom.engine.joins import join_found, join_frames, right_side, value_schema
@@ -38,6 +39,7 @@ from strom.engine.keyed_process import KeyedProcessCore
 from strom.engine.relational import distinct_frames, keyed_agg_frames, sort_frames
 from strom.engine.relational import join_frames as equi_join_frames
 from strom.engine.schemas import late_schema, window_schema
+from strom.engine.scoring import score_frame
 from strom.engine.sessions import cut_sessions
 from strom.engine.transforms import apply_exprs, apply_transform, rows_to_frame
 from strom.pipeline.plan import (
@@ -55,6 +57,7 @@ from strom.pipeline.plan import (
     Node,
     Plan,
     PlanNode,
+    PredictNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -133,6 +136,8 @@ class BoundedRunner:
                 side = node.input.inputs[0 if node.side == "left" else 1]
                 schema = pl.concat([lf for _, lf in self._evaluate(side)]).collect_schema()
                 return [(-1, pl.LazyFrame(schema=schema))]
+            case PredictNode():
+                return self._predict(node)
             case KeyByNode() | SinkNode():
                 return self._evaluate(node.input)
             case UnionNode():
@@ -171,6 +176,35 @@ class BoundedRunner:
             found = pl.DataFrame(schema={node.table.key: key_dtype, **schema})
         right = right_side(node, found, key_dtype, schema)
         return [(p, join_found(lf, right, node.on)) for p, lf in parts]
+
+    def _predict(self, node: PredictNode) -> Partitions:
+        """One model call per partition, with the version ``node.ref`` names when the run
+        starts; a partition the model raises on goes whole to the dead-letter output."""
+        model = node.models.load(node.model, node.models.resolve(node.model, node.ref))
+        feature_version = node.feature_version or model.feature_version
+        ts_column = self.plan.timestamps.get(node.input)
+        dead = DeadLetterOutput(node.dead_letter, f"predict {node.model!r}")
+        out: Partitions = []
+        try:
+            for p, lf in self._evaluate(node.input):
+                frame = lf.collect()
+                try:
+                    scored = score_frame(model, frame, node.output, feature_version)
+                except Exception as exc:  # the partition's failure, not the run's
+                    reason = (
+                        f"model {model.name!r} v{model.version} raised {type(exc).__name__}: {exc}"
+                    )
+                    ts = (
+                        None
+                        if ts_column is None
+                        else event_time_ms(ts_column, frame.schema[ts_column])
+                    )
+                    dead.write(batch_dead_letters(frame, reason, ts))
+                    scored = score_frame(model, frame.clear(), node.output, feature_version)
+                out.append((p, scored.lazy()))
+        finally:
+            dead.close()
+        return out
 
     def _interval_join(self, node: IntervalJoinNode) -> pl.LazyFrame:
         frames: list[pl.DataFrame] = []

@@ -21,6 +21,7 @@ _COMMANDS = {
     "bench": "strom.cli.bench:bench",
     "run": "strom.cli.run:run",
     "checkpoints": "strom.cli.checkpoints:checkpoints",
+    "models": "strom.cli.models:models",
 }
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "DEAD_LETTER_SCHEMA",
     "DeadLetterOutput",
     "DecidingDeadLetterOutput",
+    "batch_dead_letters",
     "dead_letter_frame",
     "dead_letter_output",
 ]
@@ -58,6 +59,29 @@ def dead_letter_frame(
             "raw": list(raws),
         },
         schema=DEAD_LETTER_SCHEMA,
+    )
+
+
+def batch_dead_letters(
+    batch: pl.DataFrame, reason: str, timestamp: pl.Expr | None = None
+) -> pl.DataFrame:
+    """Dead-letter rows for decoded rows that a step downstream could not process (a model
+    that raised on their batch): one per row, all with ``reason``. Topic, partition and offset
+    come from a ``KafkaSource``'s ``_topic``/``_partition``/``_offset`` columns when the rows
+    still have them, the timestamp from ``timestamp`` (epoch ms), ``raw`` is the row as JSON."""
+
+    def column(name: str, dtype: pl.DataType) -> pl.Expr:
+        if name in batch.columns:
+            return pl.col(name).cast(dtype, strict=False)
+        return pl.lit(None, dtype=dtype)
+
+    return batch.select(
+        pl.lit(reason, dtype=pl.String).alias("reason"),
+        column("_topic", pl.String()).alias("topic"),
+        column("_partition", pl.Int32()).alias("partition"),
+        column("_offset", pl.Int64()).alias("offset"),
+        (pl.lit(None) if timestamp is None else timestamp).cast(pl.Int64).alias("timestamp"),
+        pl.struct(pl.all()).struct.json_encode().cast(pl.Binary).alias("raw"),
     )
 
 

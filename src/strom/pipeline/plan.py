@@ -14,6 +14,7 @@ import polars as pl
 
 from strom.engine.aggregations import Aggregation
 from strom.engine.contracts import LookupTable, Sink, Source
+from strom.engine.scoring import ModelProvider
 from strom.pipeline.process import FlatMapFn, MapFn, Ordering, ProcessFunction
 from strom.pipeline.windows import WindowSpec
 
@@ -291,6 +292,20 @@ class UnionNode(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class PredictNode(UnaryNode):
+    """Scores each row with ``models``' model ``model`` as ``ref`` names it (a version or an
+    alias), into Float64 column ``output``, plus ``model_name``, ``model_version`` and
+    ``feature_version``; a batch the model raises on goes to ``dead_letter``."""
+
+    models: ModelProvider
+    model: str
+    ref: str | int
+    output: str
+    feature_version: str | None
+    dead_letter: Sink | None
+
+
+@dataclass(frozen=True, eq=False)
 class SinkNode(UnaryNode):
     sink: Sink
 
@@ -314,6 +329,7 @@ PlanNode: TypeAlias = (
     | IntervalJoinLateNode
     | LateNode
     | UnionNode
+    | PredictNode
     | SinkNode
 )
 """Every concrete plan node (the closed set a backend's ``match`` must cover)."""

@@ -13,6 +13,7 @@ import polars as pl
 from strom.engine.aggregation import Agg
 from strom.engine.aggregations import Aggregation
 from strom.engine.contracts import LookupTable, Sink, Source
+from strom.engine.scoring import ModelProvider
 from strom.pipeline.plan import (
     JOIN_HOWS,
     DistinctNode,
@@ -30,6 +31,7 @@ from strom.pipeline.plan import (
     MapNode,
     Plan,
     PlanNode,
+    PredictNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -284,6 +286,33 @@ class Stream:
         """The first row (in input order) of each distinct value of ``columns`` (of whole rows
         if none are named), in input order; nulls compare equal. Bounded runs only."""
         return self._then(DistinctNode(self._node, tuple(columns)))
+
+    def predict(
+        self,
+        models: ModelProvider,
+        model: str,
+        *,
+        output: str = "score",
+        ref: str | int = "production",
+        feature_version: str | None = None,
+        dead_letter: Sink | None = None,
+    ) -> Stream:
+        """Score every row with ``model`` from ``models`` (a ``strom.ml.ModelStore``), as
+        ``ref`` names it: an alias (default ``"production"``), ``"latest"`` or a version.
+
+        Adds ``output`` (Float64), ``model_name``, ``model_version`` and ``feature_version``
+        (default: the one the model was trained on) to every row; the other columns pass
+        through, so a ``KafkaSource``'s ``_topic``/``_partition``/``_offset`` name the event
+        behind each score. Building the plan loads and verifies the model: a missing or
+        mistyped feature column, or a model that cannot be trusted or read, is a
+        :class:`PlanError` naming it. The model is called once per micro-batch; a batch it
+        raises on goes to ``dead_letter`` (rows of ``DEAD_LETTER_SCHEMA``, the reason naming
+        the model version and the error) and the pipeline goes on. A promotion reaches a
+        running pipeline between two batches, or, once the run takes checkpoints, at the next
+        checkpoint: no batch is scored by two versions (see ``strom.runtime.predict``).
+        """
+        node = PredictNode(self._node, models, model, ref, output, feature_version, dead_letter)
+        return self._then(node)
 
     def key_by(self, *keys: str) -> KeyedStream:
         """Partition state by these columns for the window, aggregation (:meth:`KeyedStream.agg`)

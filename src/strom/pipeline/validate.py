@@ -15,6 +15,7 @@ from strom.engine import transforms  # a module: engine.transforms imports the p
 from strom.engine.aggregations import Aggregation
 from strom.engine.constants import IS_UPDATE, WINDOW_COLUMNS
 from strom.engine.schemas import keyed_agg_schema, late_schema, window_schema
+from strom.engine.scoring import PREDICTION_COLUMNS, check_features, prediction_schema
 from strom.pipeline.plan import (
     JOIN_HOWS,
     JOIN_TIME,
@@ -33,6 +34,7 @@ from strom.pipeline.plan import (
     Node,
     Plan,
     PlanNode,
+    PredictNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -113,6 +115,8 @@ def _check(
             return schemas.get(side), timestamps.get(side)
         case UnionNode():
             return _check_union(node, schemas, timestamps, where)
+        case PredictNode():
+            return _check_predict(node, up, where), ts
         case SinkNode():
             return up, ts
         case _:
@@ -424,3 +428,30 @@ def _check_union(
             )
     schema = known[0] if len(known) == len(branch_schemas) else None
     return schema, branch_ts.pop()
+
+
+def _check_predict(node: PredictNode, up: pl.Schema | None, where: str) -> pl.Schema | None:
+    """Load and verify the model now (a bad model fails the build, not the run), and check the
+    stream carries its features."""
+    where = f"{where}model {node.model!r}: "
+    if not node.output or node.output in PREDICTION_COLUMNS:
+        raise PlanError(f"{where}output={node.output!r} must be a new column name")
+    try:
+        model = node.models.load(node.model, node.models.resolve(node.model, node.ref))
+    except (ValueError, OSError, ImportError) as exc:
+        raise PlanError(f"{where}{exc}") from exc
+    trained, serving = model.feature_version, node.feature_version
+    if trained is not None and serving is not None and trained != serving:
+        raise PlanError(
+            f"{where}v{model.version} was trained on features of version {trained!r}, but the "
+            f"stream's are {serving!r}: rebuild the training set or the feature view"
+        )
+    if up is None:
+        return None
+    reason = check_features(model, up)
+    if reason is not None:
+        raise PlanError(where + reason)
+    taken = [c for c in (node.output, *PREDICTION_COLUMNS) if c in up]
+    if taken:
+        raise PlanError(f"{where}columns {taken} already exist in the stream; rename them first")
+    return prediction_schema(up, node.output)

@@ -69,6 +69,7 @@ from strom.pipeline.plan import (
     Node,
     Plan,
     PlanNode,
+    PredictNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -92,6 +93,7 @@ from strom.runtime.operators import (
     StatefulSinkOperator,
     TransformOperator,
 )
+from strom.runtime.predict import PredictOperator
 from strom.runtime.process_operator import ProcessOperator
 from strom.runtime.snapshots import ExecutorSnapshot
 from strom.runtime.ttl_join import TTLJoinOperator
@@ -193,6 +195,8 @@ class StreamingExecutor:
                 )
             case KeyByNode() | UnionNode():
                 op = Operator(name)
+            case PredictNode():
+                op = PredictOperator(name, node, self.plan.timestamps.get(node.input))
             case SinkNode():
                 if isinstance(node.sink, StatefulSink):
                     op = StatefulSinkOperator(name, node.sink)
@@ -415,8 +419,12 @@ class StreamingExecutor:
             operator.rebase_clock(shift)
 
     def sinks(self) -> list[Sink]:
-        """Every sink of the run: the plan's, then the sources' own (dead-letter outputs)."""
+        """Every sink of the run: the plan's, the operators' and the sources' own (dead-letter
+        outputs)."""
         out = [op.sink for op in self._operators.values() if isinstance(op, SinkOperator)]
+        for op in self._operators.values():
+            if isinstance(op, SideOutputs):  # an operator's dead letters (predict)
+                out.extend(op.side_sinks())
         for node in self.plan.sources():
             if isinstance(node.source, SideOutputs):
                 out.extend(node.source.side_sinks())
@@ -458,12 +466,12 @@ def _same_names(what: str, here: set[str], there: set[str]) -> None:
 
 def _stateless_downstream(operator: Operator) -> bool:
     """Whether every operator fed by ``operator`` (transitively) is a stateless transform, a
-    pass-through (key_by, union) or a sink: none of them reads a batch's partition or progress,
-    so batches of several partitions may be merged."""
+    pass-through (key_by, union), a scoring step or a sink: none of them reads a batch's
+    partition or progress, so batches of several partitions may be merged."""
     pending = list(operator.outputs)
     while pending:
         op = pending.pop()
-        if type(op) not in (Operator, TransformOperator, SinkOperator):
+        if type(op) not in (Operator, TransformOperator, PredictOperator, SinkOperator):
             return False
         pending.extend(op.outputs)
     return True

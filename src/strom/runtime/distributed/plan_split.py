@@ -30,6 +30,7 @@ from strom.pipeline.plan import (
     MapNode,
     Plan,
     PlanNode,
+    PredictNode,
     ProcessNode,
     SelectNode,
     SinkNode,
@@ -133,6 +134,7 @@ def _keyed_inputs(node: PlanNode) -> list[tuple[PlanNode, tuple[str, ...]]]:
             | LateNode()
             | IntervalJoinLateNode()
             | UnionNode()
+            | PredictNode()
             | SinkNode()
             | SortNode()
             | DistinctNode()

@@ -1,0 +1,159 @@
+"""Feature views: one keyed window aggregation, run bounded for training and streaming to serve.
+
+A :class:`FeatureView` is a definition, not data: the keys, the window, the aggregations and
+the event-time column, over inputs whose columns have known types. :attr:`FeatureView.version`
+is a hash of exactly that (the input columns it reads and their types included), so a model
+trained on a view's features and a stream serving them can be compared by version: a changed
+window, aggregation or input type is another version.
+
+The same view is applied to a stream (:meth:`FeatureView.apply`: streaming or bounded, the
+engine guarantees equal results for on-time events) and computed over history
+(:meth:`FeatureView.compute`: the bounded runner). Each result row is one key's window; its
+value is known once the window has closed, at ``window_end``: that is the time
+:func:`strom.ml.training_set` treats it as available.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from strom.connectors.memory import MemorySink, MemorySource
+from strom.engine.aggregation import Agg
+from strom.engine.contracts import Source
+from strom.pipeline.plan import SinkNode
+from strom.pipeline.stream import Pipeline, Stream, WindowResult
+from strom.pipeline.validate import PlanError, validate
+from strom.pipeline.windows import WindowSpec
+
+__all__ = ["FeatureView"]
+
+
+@dataclass(frozen=True)
+class FeatureView:
+    """Features per ``keys`` from ``aggs`` over ``window``, on event time ``timestamp``, from
+    inputs whose columns have the types of ``input_schema`` (the columns the view reads must be
+    in it; others are ignored).
+
+    >>> from strom import Tumbling, agg
+    >>> view = FeatureView("card_10s", keys=("card",), window=Tumbling(10_000),
+    ...                    aggs=(agg.count(), agg.sum("amount")), timestamp="ts",
+    ...                    input_schema={"card": pl.String, "amount": pl.Float64, "ts": pl.Int64})
+    >>> events = pl.DataFrame({"card": ["a", "a", "b"], "amount": [5.0, 7.0, 1.0],
+    ...                        "ts": [1_000, 4_000, 12_000]})
+    >>> view.compute_frame(events).select("card", "window_end", "count", "sum_amount").rows()
+    [('a', 10000, 2, 12.0), ('b', 20000, 1, 1.0)]
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    window: WindowSpec
+    aggs: tuple[Agg, ...]
+    timestamp: str
+    input_schema: Mapping[str, pl.DataType | type[pl.DataType]]
+    allowed_lateness_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            raise PlanError(f"feature view {self.name!r}: keys=(...) names no key column")
+        if not self.aggs:
+            raise PlanError(f"feature view {self.name!r}: aggs=(...) names no aggregation")
+        schema = self.schema
+        missing = [c for c in self.columns if c not in schema]
+        if missing:
+            raise PlanError(
+                f"feature view {self.name!r} reads columns {missing}, which input_schema "
+                f"{list(schema)} does not have"
+            )
+
+    @property
+    def schema(self) -> pl.Schema:
+        return pl.Schema(self.input_schema)
+
+    @property
+    def columns(self) -> list[str]:
+        """The input columns the view reads: keys, event time, aggregated columns."""
+        used = [*self.keys, self.timestamp, *(a.column for a in self.aggs if a.column)]
+        return list(dict.fromkeys(used))
+
+    @property
+    def feature_names(self) -> list[str]:
+        """The feature columns of a result row (one per aggregation)."""
+        return [a.name for a in self.aggs]
+
+    def definition(self) -> dict[str, Any]:
+        """What :attr:`version` hashes: the definition and the types of the columns read."""
+        schema = self.schema
+        return {
+            "keys": list(self.keys),
+            "window": {"type": type(self.window).__name__, **dataclasses.asdict(self.window)},
+            "aggs": [[type(a).__name__, *map(_plain, dataclasses.astuple(a))] for a in self.aggs],
+            "timestamp": self.timestamp,
+            "allowed_lateness_ms": self.allowed_lateness_ms,
+            "inputs": {c: str(schema[c]) for c in self.columns},
+        }
+
+    @property
+    def version(self) -> str:
+        """A hash of :meth:`definition` (16 hex digits): equal definitions, equal versions."""
+        text = json.dumps(self.definition(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def apply(self, stream: Stream) -> WindowResult:
+        """The view's aggregation of ``stream`` (whose columns must have the view's types, when
+        known before running): ``keys``, ``window_start``, ``window_end``, the features,
+        ``is_update``."""
+        schema = validate((SinkNode(stream.node, MemorySink()),)).schemas.get(stream.node)
+        if schema is not None:
+            expected = self.schema
+            for column in self.columns:
+                if column not in schema:
+                    raise PlanError(
+                        f"feature view {self.name!r}: the stream has no column {column!r} "
+                        f"(columns: {list(schema)})"
+                    )
+                if schema[column] != expected[column]:
+                    raise PlanError(
+                        f"feature view {self.name!r} v{self.version}: column {column!r} is "
+                        f"{schema[column]} in the stream, {expected[column]} in the definition"
+                    )
+        keyed = stream.key_by(*self.keys)
+        return keyed.window(self.window, allowed_lateness_ms=self.allowed_lateness_ms).agg(
+            *self.aggs
+        )
+
+    def compute(self, source: Source, *, max_out_of_orderness_ms: int = 0) -> pl.DataFrame:
+        """The view over all of ``source`` (a bounded source: files, memory, a bounded Kafka
+        topic), run by the bounded runner: every window once, final."""
+        from strom.bounded import run_bounded
+
+        sink = MemorySink()
+        p = Pipeline()
+        stream = p.source(
+            source, timestamp=self.timestamp, max_out_of_orderness_ms=max_out_of_orderness_ms
+        )
+        self.apply(stream).sink(sink)
+        plan = p.plan()
+        run_bounded(plan)
+        frame = sink.to_frame()
+        schema = plan.schemas.get(plan.sinks[0])
+        if frame.height == 0 and schema is not None:
+            return pl.DataFrame(schema=schema)
+        return frame
+
+    def compute_frame(self, events: pl.DataFrame | Sequence[pl.DataFrame]) -> pl.DataFrame:
+        """:meth:`compute` over frames in memory (one source partition each)."""
+        frames = [events] if isinstance(events, pl.DataFrame) else list(events)
+        if not frames:
+            raise ValueError(f"feature view {self.name!r}: compute_frame() of no frames")
+        return self.compute(MemorySource([[f] for f in frames], schema=frames[0].schema))
+
+
+def _plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
