@@ -1,0 +1,137 @@
+"""The driver's worker processes, supervised by hand: a pipe and a sentinel per worker.
+
+Not ``ProcessPoolExecutor``: a worker killed there breaks the whole pool. Here a dead worker is
+one event (its sentinel becomes ready, its pipe reads EOF): the driver fails its task's attempt
+and starts a replacement, and every other worker goes on.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from strom.batch.worker import Reply, worker_main
+
+_SPAWN = multiprocessing.get_context("spawn")
+
+
+@dataclass(eq=False)
+class Worker:
+    process: BaseProcess
+    conn: Connection
+    busy: Any = None
+    """What the driver gave it (None: idle)."""
+    tasks_run: int = field(default=0)
+
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None
+        return self.process.pid
+
+
+@dataclass(frozen=True)
+class Event:
+    """A worker answered (``reply``), or died (``reply`` None, ``exitcode`` set)."""
+
+    worker: Worker
+    reply: Reply | None
+    exitcode: int | None = None
+
+
+@contextmanager
+def _environment(threads: int) -> Iterator[None]:
+    """Workers start with Polars limited to ``threads`` (read once, at its import)."""
+    old = os.environ.get("POLARS_MAX_THREADS")
+    os.environ["POLARS_MAX_THREADS"] = str(threads)
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["POLARS_MAX_THREADS"]
+        else:
+            os.environ["POLARS_MAX_THREADS"] = old
+
+
+class Pool:
+    def __init__(self, count: int, jobs_blob: bytes, threads: int) -> None:
+        self._blob = jobs_blob
+        self._threads = threads
+        self.workers: list[Worker] = []
+        for _ in range(count):
+            self.start()
+
+    def start(self) -> Worker:
+        driver_end, worker_end = _SPAWN.Pipe(duplex=True)
+        process = _SPAWN.Process(
+            target=worker_main, args=(worker_end, self._blob), daemon=True, name="strom-worker"
+        )
+        with _environment(self._threads):
+            process.start()
+        worker_end.close()
+        worker = Worker(process, driver_end)
+        self.workers.append(worker)
+        return worker
+
+    def idle(self) -> list[Worker]:
+        return [w for w in self.workers if w.busy is None]
+
+    def running(self) -> list[Worker]:
+        return [w for w in self.workers if w.busy is not None]
+
+    def send(self, worker: Worker, what: Any, message: Any) -> None:
+        worker.busy = what
+        with suppress(BrokenPipeError, OSError):  # it died: its sentinel reports it
+            worker.conn.send(message)
+
+    def wait(self, timeout: float) -> list[Event]:
+        handles: list[Any] = [w.conn for w in self.workers]
+        handles += [w.process.sentinel for w in self.workers]
+        ready = set(wait(handles, timeout))
+        events: list[Event] = []
+        for worker in list(self.workers):
+            if worker.conn in ready:
+                try:
+                    events.append(Event(worker, worker.conn.recv()))
+                    continue
+                except (EOFError, OSError):
+                    pass
+                worker.process.join(5)
+            signalled = worker.conn in ready or worker.process.sentinel in ready
+            if signalled and not worker.process.is_alive():
+                self._remove(worker)
+                events.append(Event(worker, None, worker.process.exitcode))
+        return events
+
+    def retire(self, worker: Worker) -> None:
+        """Stop an idle worker (e.g. one whose memory grew past its share)."""
+        self._remove(worker)
+        with suppress(BrokenPipeError, OSError):
+            worker.conn.send(None)
+        worker.process.join(10)
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        worker.conn.close()
+
+    def close(self) -> None:
+        """Stop every worker: idle ones are asked to, busy ones killed."""
+        for worker in list(self.workers):
+            if worker.busy is None:
+                self.retire(worker)
+            else:
+                self._remove(worker)
+                if worker.process.pid is not None and worker.process.is_alive():
+                    os.kill(worker.pid, signal.SIGKILL)
+                worker.process.join()
+                worker.conn.close()
+
+    def _remove(self, worker: Worker) -> None:
+        if worker in self.workers:
+            self.workers.remove(worker)
