@@ -43,9 +43,12 @@ from strom.batch.memory import Budget, parse_size, tree_rss
 from strom.batch.planner import SinkJob, lower
 from strom.batch.pool import Event, Pool
 from strom.batch.progress import Progress
-from strom.batch.tasks import MapTask, ReduceTask, ShuffleInput, Task, pack
+from strom.batch.tasks import MapTask, ReduceTask, ShuffleInput, Task, coalesce, pack
 from strom.pipeline.plan import Plan
 from strom.pipeline.stream import Pipeline
+
+MAX_BUCKETS = 4096
+"""Shuffle buckets of a job at most (each map task writes one file per non-empty bucket)."""
 
 
 class TaskFailed(RuntimeError):
@@ -151,7 +154,8 @@ class LocalEngine:
         buckets = 1
         if spec.window is not None:
             estimate = sum(t.size for t in maps) * spec.window.fanout
-            buckets = max(self.budget.workers, -(-estimate // self.budget.task_input))
+            buckets = max(self.budget.workers, -(-estimate // self.budget.reduce_input))
+            buckets = min(buckets, MAX_BUCKETS)
         context = Context(str(self.work_dir), buckets, self.on_bad_file)
         committer = context.committer(spec.output, spec.index)
         committer.start()
@@ -163,18 +167,24 @@ class LocalEngine:
         self.progress.stage_done(map_stage)
         final: list[Task] = list(maps)
         if spec.window is not None:
+            sizes = [0] * buckets
+            for m in maps:
+                for b, path in done[m.id].shuffle.items():
+                    sizes[b] += os.path.getsize(path)
+            groups = coalesce(sizes, self.budget.reduce_input)
             reduces = [
                 ReduceTask(
-                    f"j{spec.index}-reduce-{b:05d}",
+                    f"j{spec.index}-reduce-{n:05d}",
                     spec.index,
-                    b,
+                    tuple(group),
                     tuple(
                         ShuffleInput(m.id, done[m.id].shuffle[b])
+                        for b in group
                         for m in maps
                         if b in done[m.id].shuffle
                     ),
                 )
-                for b in range(buckets)
+                for n, group in enumerate(groups)
             ]
             reduce_stage = f"job {spec.index} reduce"
             self.progress.stage_started(reduce_stage, len(reduces), 0)
@@ -186,8 +196,8 @@ class LocalEngine:
             sink = job.sink
             sink.open()
             try:
-                for path in published:
-                    sink.write(pl.read_ipc(path))
+                for output in published:
+                    sink.write(pl.read_ipc(output))
             finally:
                 sink.close()
         return sum(done[t.id].rows for t in final)

@@ -7,8 +7,8 @@ per (keys, window) by the aggregations' partial expressions (Polars' streaming e
 aggregation needs row order), then written to one shuffle file per bucket. **Map** (jobs
 without a window): the rows go straight to the task's output file.
 
-**Reduce**: a bucket's shuffle files, read in map-task order; partial rows are folded into the
-columnar window state the streaming runtime uses (:mod:`strom.runtime.windows.state`, the
+**Reduce**: its buckets' shuffle files, in (bucket, map task) order; partial rows are folded
+into the columnar window state the streaming runtime uses (:mod:`strom.runtime.windows.state`, the
 aggregations' own merge rules), one (map task, partition) chunk at a time, so the results are
 the same values the single-process runner computes, and the same on every attempt. Results are
 sorted as that runner sorts them, then the post-window steps run and the output is written.

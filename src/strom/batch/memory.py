@@ -28,9 +28,10 @@ _UNITS = {
 
 MIB = 1024**2
 
-PROCESS_BASE = 96 * MIB
-"""What one Python process with strom and Polars loaded holds before any data (~75 MiB
-measured, with room): the driver's share and each worker's fixed cost."""
+PROCESS_BASE = 100 * MIB
+"""What one Python process with strom and Polars loaded holds between tasks (measured: 80 MiB
+for the driver, 101 MiB for a worker after its first task): the driver's share (with the
+multiprocessing resource tracker's 12 MiB) and each worker's fixed cost."""
 MIN_TASK_MEMORY = 24 * MIB
 """The least working memory a worker may be given beyond :data:`PROCESS_BASE`."""
 MAX_TASK_INPUT = 128 * MIB
@@ -100,12 +101,14 @@ def tree_rss(pid: int) -> int:
 @dataclass(frozen=True)
 class Budget:
     """How ``memory`` bytes are shared: ``workers`` processes, each given ``per_worker`` bytes
-    (RSS, its fixed cost included) and map tasks of at most ``task_input`` bytes of files."""
+    (RSS, its fixed cost included), map tasks of at most ``task_input`` bytes of files and
+    reduce tasks of at most ``reduce_input`` bytes of shuffle files."""
 
     memory: int
     workers: int
     per_worker: int
     task_input: int
+    reduce_input: int
 
     @classmethod
     def plan(cls, memory: int, workers: int) -> Budget:
@@ -123,5 +126,10 @@ class Budget:
         per_worker = (memory - PROCESS_BASE) // workers
         # Polars holds a few times a morsel's compressed bytes while decoding: a task's
         # files take at most a third of its working memory.
-        task_input = max(MIB, min(MAX_TASK_INPUT, (per_worker - PROCESS_BASE) // 3))
-        return cls(memory, workers, per_worker, task_input)
+        # measured peaks over PROCESS_BASE: a map task ~3.6x its files' bytes (decoding and
+        # the partial aggregation), a reduce task ~3.5x its shuffle bytes (the partials, their
+        # concatenation and the window state built from them); a margin on both
+        working = per_worker - PROCESS_BASE
+        task_input = max(MIB, min(MAX_TASK_INPUT, working // 4))
+        reduce_input = max(MIB, working // 5)
+        return cls(memory, workers, per_worker, task_input, reduce_input)

@@ -45,18 +45,26 @@ class Event:
     exitcode: int | None = None
 
 
+_JEMALLOC = "dirty_decay_ms:0,muzzy_decay_ms:0"
+"""Polars' allocator (jemalloc) returns freed pages at once instead of ~10 s later, so a
+worker's RSS falls back between tasks (measured: 154 -> 101 MiB after a 15 MB map task)."""
+
+
 @contextmanager
 def _environment(threads: int) -> Iterator[None]:
-    """Workers start with Polars limited to ``threads`` (read once, at its import)."""
-    old = os.environ.get("POLARS_MAX_THREADS")
-    os.environ["POLARS_MAX_THREADS"] = str(threads)
+    """Workers start with Polars limited to ``threads`` and its allocator returning memory
+    promptly (both read once, when Polars loads)."""
+    settings = {"POLARS_MAX_THREADS": str(threads), "_RJEM_MALLOC_CONF": _JEMALLOC}
+    old = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["POLARS_MAX_THREADS"]
-        else:
-            os.environ["POLARS_MAX_THREADS"] = old
+        for name, value in old.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 class Pool:

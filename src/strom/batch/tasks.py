@@ -58,18 +58,41 @@ class ShuffleInput:
 
 @dataclass(frozen=True)
 class ReduceTask:
-    """Reduce task ``id`` of job ``job``: bucket ``bucket``, from every map task's file."""
+    """Reduce task ``id`` of job ``job``: ``buckets`` (consecutive), from every map task's
+    files of them."""
 
     id: str
     job: int
-    bucket: int
+    buckets: tuple[int, ...]
     inputs: tuple[ShuffleInput, ...] = field(default=())
 
     def describe(self) -> str:
-        return f"task {self.id} (bucket {self.bucket} of {len(self.inputs)} shuffle file(s))"
+        first, last = self.buckets[0], self.buckets[-1]
+        which = f"bucket {first}" if first == last else f"buckets {first}-{last}"
+        return f"task {self.id} ({which}, {len(self.inputs)} shuffle file(s))"
 
 
 Task = MapTask | ReduceTask
+
+
+def coalesce(sizes: Sequence[int], target: int) -> list[list[int]]:
+    """Consecutive non-empty buckets grouped so that each group's shuffle bytes stay within
+    ``target`` (a larger bucket is a group alone): the map stage writes buckets for the worst
+    case, and the reduce stage runs as many tasks as the actual partials need."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for bucket, size in enumerate(sizes):
+        if size == 0:
+            continue
+        if current and total + size > target:
+            groups.append(current)
+            current, total = [], 0
+        current.append(bucket)
+        total += size
+    if current:
+        groups.append(current)
+    return groups
 
 
 def file_size(path: str) -> int:
