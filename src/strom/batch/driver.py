@@ -169,8 +169,8 @@ class LocalEngine:
         if spec.window is not None:
             sizes = [0] * buckets
             for m in maps:
-                for b, path in done[m.id].shuffle.items():
-                    sizes[b] += os.path.getsize(path)
+                for b, size in done[m.id].shuffle_bytes.items():
+                    sizes[b] += size
             groups = coalesce(sizes, self.budget.reduce_input)
             reduces = [
                 ReduceTask(

@@ -87,6 +87,8 @@ class TaskResult:
     bytes_read: int = 0
     shuffle: dict[int, str] = field(default_factory=dict)
     """Map tasks of window jobs: each non-empty bucket's shuffle file."""
+    shuffle_bytes: dict[int, int] = field(default_factory=dict)
+    """The size of each of those files."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """Files skipped as bad: (path, reason)."""
     rss: int = 0
@@ -176,7 +178,8 @@ def _map(
     shuffle = write_buckets(
         partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
     )
-    return TaskResult(rows=rows, bytes_read=bytes_read, shuffle=shuffle)
+    sizes = {b: os.path.getsize(path) for b, path in shuffle.items()}
+    return TaskResult(rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes)
 
 
 def _partials(
