@@ -39,11 +39,19 @@ import cloudpickle
 import polars as pl
 
 from strom.batch.execute import BadFilePolicy, Context, TaskResult
-from strom.batch.memory import Budget, parse_size, tree_rss
+from strom.batch.memory import MIB, Budget, parse_size, tree_rss
 from strom.batch.planner import SinkJob, lower
 from strom.batch.pool import Event, Pool
 from strom.batch.progress import Progress
-from strom.batch.tasks import MapTask, ReduceTask, ShuffleInput, Task, coalesce, pack
+from strom.batch.tasks import (
+    MapTask,
+    ReduceTask,
+    ShuffleInput,
+    Task,
+    coalesce,
+    file_size,
+    pack,
+)
 from strom.pipeline.plan import Plan
 from strom.pipeline.stream import Pipeline
 
@@ -150,7 +158,11 @@ class LocalEngine:
 
     def _run_job(self, pool: Pool, job: SinkJob) -> int:
         spec = job.spec
-        maps = pack(spec.index, spec.branches, self.budget.task_input)
+        total = sum(file_size(path) for b in spec.branches for path in b.source.paths)
+        # at least ~4 tasks per worker when the input is small, so that every worker has work
+        # and a retry recomputes little; at most the budget's bytes per task
+        target = min(self.budget.task_input, max(MIB, total // (4 * self.budget.workers)))
+        maps = pack(spec.index, spec.branches, target)
         buckets = 1
         if spec.window is not None:
             estimate = sum(t.size for t in maps) * spec.window.fanout
