@@ -185,3 +185,47 @@ def test_unsupported_nodes_are_plan_errors(events) -> None:
     q.source(MemorySource([[{"ts": 1, "k": 1}]]), timestamp="ts").sink(MemorySink())
     with pytest.raises(PlanError, match="reads FileSource"):
         run_local(q, workers=1, memory="1GiB")
+
+
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_first_and_last_break_ties_across_tasks_as_the_single_process_runner(
+    events, partitions: int
+) -> None:
+    # ~14 MB in 24 files: a partition's files are cut into several tasks, and event times tie
+    directory = events(files=24, rows=40_000, keys=5)
+
+    def build(sink: MemorySink) -> Pipeline:
+        p = Pipeline()
+        source = FileSource(str(directory / "*.parquet"), "parquet", partitions=partitions)
+        p.source(source, timestamp="ts").key_by("k").window(Tumbling(20_000)).agg(
+            agg.first("v"), agg.last("v"), agg.first("cat", name="first_cat"), agg.count()
+        ).sink(sink)
+        return p
+
+    (job,) = lower(build(MemorySink()).plan())
+    assert len(pack(0, job.spec.branches, 2 * 1024**2)) >= 2 * partitions
+    single, parallel = both(build)
+    assert single.equals(parallel)
+
+
+def test_a_global_window_into_sqlite(events, tmp_path: Path) -> None:
+    import sqlite3
+
+    from strom import SQLiteSink
+
+    directory = events(files=5)
+    database = tmp_path / "out.db"
+
+    def build(sink: MemorySink | SQLiteSink) -> Pipeline:
+        p = Pipeline()
+        stream = p.source(FileSource(str(directory / "*.parquet"), "parquet"), timestamp="ts")
+        stream.window(Tumbling(50_000)).agg(agg.count(), agg.max("v")).sink(sink)
+        return p
+
+    run_local(build(SQLiteSink(database, "windows")), workers=2, memory="2GiB")
+    single = MemorySink()
+    run_bounded(build(single))
+    with sqlite3.connect(database) as db:
+        rows = db.execute("select window_start, count, max_v from windows").fetchall()
+    expected = single.to_frame().select("window_start", "count", "max_v").rows()
+    assert sorted(rows) == sorted(expected)
