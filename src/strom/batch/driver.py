@@ -138,9 +138,11 @@ class LocalEngine:
         started = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         (self.work_dir / "bad_files.ndjson").unlink(missing_ok=True)
-        blob = cloudpickle.dumps({job.spec.index: job.spec for job in self.jobs})
+        jobs_file = self.work_dir / "jobs.pickle"
+        with jobs_file.open("wb") as f:
+            cloudpickle.dump({job.spec.index: job.spec for job in self.jobs}, f)
         threads = max(1, (os.cpu_count() or 1) // self.budget.workers)
-        pool = Pool(self.budget.workers, blob, threads)
+        pool = Pool(self.budget.workers, str(jobs_file), threads)
         try:
             for job in self.jobs:
                 self.report.rows_out.append(self._run_job(pool, job))
@@ -183,7 +185,9 @@ class LocalEngine:
             for m in maps:
                 for b, size in done[m.id].shuffle_bytes.items():
                     sizes[b] += size
-            groups = coalesce(sizes, self.budget.reduce_input)
+            # at least one reduce task per worker (when there are buckets enough)
+            share = -(-sum(sizes) // self.budget.workers)
+            groups = coalesce(sizes, max(1, min(self.budget.reduce_input, share)))
             reduces = [
                 ReduceTask(
                     f"j{spec.index}-reduce-{n:05d}",

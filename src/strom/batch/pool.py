@@ -68,8 +68,11 @@ def _environment(threads: int) -> Iterator[None]:
 
 
 class Pool:
-    def __init__(self, count: int, jobs_blob: bytes, threads: int) -> None:
-        self._blob = jobs_blob
+    """``count`` workers of the jobs in file ``jobs_file`` (cloudpickle bytes: passed by path,
+    since a large argument would make each start wait for its child to boot)."""
+
+    def __init__(self, count: int, jobs_file: str, threads: int) -> None:
+        self._jobs_file = jobs_file
         self._threads = threads
         self.workers: list[Worker] = []
         for _ in range(count):
@@ -78,7 +81,10 @@ class Pool:
     def start(self) -> Worker:
         driver_end, worker_end = _SPAWN.Pipe(duplex=True)
         process = _SPAWN.Process(
-            target=worker_main, args=(worker_end, self._blob), daemon=True, name="strom-worker"
+            target=worker_main,
+            args=(worker_end, self._jobs_file),
+            daemon=True,
+            name="strom-worker",
         )
         with _environment(self._threads):
             process.start()
@@ -129,16 +135,20 @@ class Pool:
         worker.conn.close()
 
     def close(self) -> None:
-        """Stop every worker: idle ones are asked to, busy ones killed."""
-        for worker in list(self.workers):
+        """Stop every worker: idle ones are asked to (all at once), busy ones killed."""
+        workers, self.workers = self.workers, []
+        for worker in workers:
             if worker.busy is None:
-                self.retire(worker)
-            else:
-                self._remove(worker)
-                if worker.process.pid is not None and worker.process.is_alive():
-                    os.kill(worker.pid, signal.SIGKILL)
+                with suppress(BrokenPipeError, OSError):
+                    worker.conn.send(None)
+            elif worker.process.is_alive():
+                os.kill(worker.pid, signal.SIGKILL)
+        for worker in workers:
+            worker.process.join(10)
+            if worker.process.is_alive():
+                worker.process.kill()
                 worker.process.join()
-                worker.conn.close()
+            worker.conn.close()
 
     def _remove(self, worker: Worker) -> None:
         if worker in self.workers:

@@ -1,8 +1,8 @@
 """A worker process: receives tasks over its pipe, runs them, answers with the outcome.
 
 Started by the driver with the ``spawn`` method (a fresh interpreter: no Polars thread pool is
-forked). It gets the jobs once, as cloudpickle bytes (so functions defined in a pipeline file
-travel by value), then loops: ``(job index, task, attempt, context)`` in, one
+forked). It reads the jobs once, from a cloudpickle file the driver wrote (so functions defined in a
+pipeline file travel by value), then loops: ``(job index, task, attempt, context)`` in, one
 :data:`Reply` out. It ends when the driver sends ``None`` or its end of the pipe closes (the
 driver is gone), so a worker never outlives its driver for longer than the task it is running.
 """
@@ -26,9 +26,10 @@ Reply = tuple[Any, ...]
 ``("error", message, traceback)``."""
 
 
-def worker_main(conn: Connection, jobs_blob: bytes) -> None:
+def worker_main(conn: Connection, jobs_file: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides when a run stops
-    jobs: dict[int, JobSpec] = cloudpickle.loads(jobs_blob)
+    with open(jobs_file, "rb") as f:
+        jobs: dict[int, JobSpec] = cloudpickle.load(f)
     while True:
         try:
             message = conn.recv()
