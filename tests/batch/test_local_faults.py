@@ -79,25 +79,33 @@ def test_a_failed_task_is_recomputed(events, tmp_path: Path, kind: str) -> None:
 
 
 class LoseShuffleFile(Progress):
-    """Deletes one shuffle file when the map stage is done (before any reduce task reads)."""
+    """Deletes (or tears) one shuffle file when the map stage is done, before any reduce task
+    reads it."""
 
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, how: str) -> None:
         super().__init__()
         self.work_dir = work_dir
+        self.how = how
         self.deleted: list[Path] = []
 
     def stage_done(self, stage: str) -> None:
         super().stage_done(stage)
         if stage.endswith(" map"):
             victim = sorted(self.work_dir.glob("job-*/shuffle/*.arrow"))[0]
-            victim.unlink()
+            if self.how == "delete":
+                victim.unlink()
+            else:
+                victim.write_bytes(victim.read_bytes()[:100])
             self.deleted.append(victim)
 
 
-def test_a_lost_shuffle_file_is_recomputed_from_its_map_task(events, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["delete", "tear"])
+def test_a_lost_shuffle_file_is_recomputed_from_its_map_task(
+    events, tmp_path: Path, how: str
+) -> None:
     glob = str(events(files=8) / "*.parquet")
     work = tmp_path / "work"
-    progress = LoseShuffleFile(work)
+    progress = LoseShuffleFile(work, how)
     result, report = local(glob, progress=progress, work_dir=work)
     assert len(progress.deleted) == 1
     assert report.retries == 1  # type: ignore[attr-defined]  # the map task, once

@@ -5,9 +5,9 @@ Guarantees:
 
 - **Lineage.** The driver keeps the task graph of every job (map tasks over files; reduce tasks
   over the map tasks' shuffle files). A task whose attempt fails (an exception, its worker
-  killed) runs again on the same inputs; a reduce task that finds a shuffle file gone sends
-  the map task that wrote it back to run again, then runs itself. Each task has at most
-  ``max_task_attempts`` attempts; then the run fails with :class:`TaskFailed` naming the task
+  killed) runs again on the same inputs; a reduce task that finds a shuffle file gone (or
+  torn) sends the map task that wrote it back to run again, then runs itself. Each task has at
+  most ``max_task_attempts`` attempts; then the run fails with :class:`TaskFailed` naming the task
   and its files. Tasks are deterministic and reduce tasks fold their inputs in a fixed order,
   so a run with retries gives the same result as one without.
 - **Commit.** Outputs are written under temporary names, committed per task, then per job

@@ -211,10 +211,12 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
     lost = missing(paths)
     if lost:
         raise LostShuffle(lost)
-    try:
-        frames = [pl.read_ipc(p).with_columns(pl.lit(i).alias(_CHUNK)) for i, p in enumerate(paths)]
-    except FileNotFoundError as exc:  # deleted between the check and the read
-        raise LostShuffle(missing(paths) or [str(exc)]) from exc
+    frames: list[pl.DataFrame] = []
+    for i, path in enumerate(paths):
+        try:
+            frames.append(pl.read_ipc(path).with_columns(pl.lit(i).alias(_CHUNK)))
+        except Exception as exc:  # gone, or torn: either way its map task must run again
+            raise LostShuffle([path]) from exc
     bytes_read = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
     result = _fold(window, frames)
     out = _steps(result.lazy(), job.post)
