@@ -131,12 +131,15 @@ class LocalEngine:
         self.on_bad_file: BadFilePolicy = on_bad_file
         self.progress = progress or Progress()
         self._own_work_dir = work_dir is None
-        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="strom-batch-"))
-        self.report = RunReport(workers=self.budget.workers, work_dir=str(self.work_dir))
+        self.work_dir = Path(work_dir) if work_dir is not None else Path()
+        self.report = RunReport(workers=self.budget.workers)
 
     def run(self) -> RunReport:
         started = time.monotonic()
+        if self._own_work_dir:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="strom-batch-"))
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.report.work_dir = str(self.work_dir)
         (self.work_dir / "bad_files.ndjson").unlink(missing_ok=True)
         jobs_file = self.work_dir / "jobs.pickle"
         with jobs_file.open("wb") as f:
@@ -149,6 +152,7 @@ class LocalEngine:
         finally:
             pool.close()
             self.progress.close()
+            jobs_file.unlink(missing_ok=True)
             for job in self.jobs:
                 shutil.rmtree(self.work_dir / f"job-{job.spec.index}" / "shuffle", True)
             if self._own_work_dir and not self.report.bad_files:

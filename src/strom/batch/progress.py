@@ -67,10 +67,6 @@ class Progress:
         stats.bytes += bytes_read
         self._render(stats, "task")
 
-    def task_undone(self, stage: str) -> None:
-        """A finished task's output was lost: it counts as not done again."""
-        self.stages[stage].done -= 1
-
     def retried(self, stage: str, task: str, reason: str) -> None:
         self.stages[stage].retries += 1
         self._render(self.stages[stage], "retry", task=task, reason=reason)
