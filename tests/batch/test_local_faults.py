@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from local_engine_data import write_events
 from polars.testing import assert_frame_equal
 
 from strom import MemorySink, Pipeline, Tumbling, agg, run_bounded
@@ -68,14 +69,21 @@ def local(glob: str, fault: Fault | None = None, **kw: object) -> tuple[pl.DataF
     return sink.to_frame().sort(ORDER), report
 
 
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, pl.DataFrame]:
+    """Eight files, and a clean run's result over them (shared by the fault tests)."""
+    glob = str(write_events(tmp_path_factory.mktemp("faults") / "events", files=8) / "*.parquet")
+    return glob, expected(glob)
+
+
 @pytest.mark.parametrize("kind", ["raise", "kill"])
-def test_a_failed_task_is_recomputed(events, tmp_path: Path, kind: str) -> None:
-    glob = str(events(files=8) / "*.parquet")
+def test_a_failed_task_is_recomputed(clean, tmp_path: Path, kind: str) -> None:
+    glob, want = clean
     markers = tmp_path / "markers"
     markers.mkdir()
     result, report = local(glob, Fault(markers, kind, times=2))
     assert report.retries == 2  # type: ignore[attr-defined]
-    assert result.equals(expected(glob))
+    assert result.equals(want)
 
 
 class LoseShuffleFile(Progress):
@@ -101,16 +109,16 @@ class LoseShuffleFile(Progress):
 
 @pytest.mark.parametrize("how", ["delete", "tear"])
 def test_a_lost_shuffle_file_is_recomputed_from_its_map_task(
-    events, tmp_path: Path, how: str
+    clean, tmp_path: Path, how: str
 ) -> None:
-    glob = str(events(files=8) / "*.parquet")
+    glob, want = clean
     work = tmp_path / "work"
     progress = LoseShuffleFile(work, how)
     result, report = local(glob, progress=progress, work_dir=work)
     assert len(progress.deleted) == 1
     assert report.retries == 1  # type: ignore[attr-defined]  # the map task, once
     assert progress.stages["job 0 map"].retries == 0
-    assert result.equals(expected(glob))
+    assert result.equals(want)
 
 
 def test_attempts_exhausted_name_the_task_and_its_files(events, tmp_path: Path) -> None:
