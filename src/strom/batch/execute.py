@@ -186,19 +186,22 @@ def _partials(
     window: WindowStage, branch: Branch, lf: pl.LazyFrame, first: FileInput
 ) -> pl.DataFrame:
     acc = Accumulators(window.aggs)
+    exprs = acc.partial_exprs()
     ts_dtype = window.input_schema[window.ts_column]
     lf = lf.with_columns(
         pl.lit(first.partition, pl.Int64).alias(PART),
-        (pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)).alias(SEQ),
         event_time_ms(window.ts_column, ts_dtype).alias(TS),
     )
+    if any(SEQ in e.meta.root_names() for e in exprs):  # first/last, quantile samples
+        seq = pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)
+        lf = lf.with_columns(seq.alias(SEQ))
     # a null event time would drop out of hopping windows silently: count it, fill it, fail
     lf = lf.with_columns(pl.col(TS).is_null().alias(_NULLS), pl.col(TS).fill_null(0))
     assigned = assign_windows_lazy(lf, window.window, TS)
     if acc.needs_order:
         assigned = assigned.sort(TS, SEQ)
     partials = assigned.group_by([*window.keys, "window_end"], maintain_order=acc.needs_order).agg(
-        *acc.partial_exprs(), pl.len().alias(_ROWS), pl.col(_NULLS).sum()
+        *exprs, pl.len().alias(_ROWS), pl.col(_NULLS).sum()
     )
     frame = partials.collect(engine="in-memory" if acc.needs_order else "streaming")
     return frame.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
