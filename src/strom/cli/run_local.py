@@ -16,9 +16,6 @@ from typing import Any, TypeVar
 
 import click
 
-from strom.batch import BadFileError, TaskFailed, run_local
-from strom.batch.memory import format_size, parse_size
-from strom.batch.progress import make_progress
 from strom.pipeline import Pipeline, PlanError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -86,6 +83,11 @@ def run_local_engine(
     progress: str,
     work_dir: Path | None,
 ) -> None:
+    # imported here: a streaming `strom run` does not load the batch engine
+    from strom.batch import BadFileError, TaskFailed, run_local
+    from strom.batch.memory import format_size, parse_size
+    from strom.batch.progress import make_progress
+
     try:
         size = parse_size(memory)
     except ValueError as exc:
