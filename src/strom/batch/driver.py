@@ -222,14 +222,14 @@ class LocalEngine:
                 sink.close()
         return sum(done[t.id].rows for t in final)
 
-    def _bad_file(self, stage: str, task: Task, path: str, reason: str) -> None:
+    def record_bad_file(self, stage: str, task: Task, path: str, reason: str) -> None:
         record = {"file": path, "reason": reason, "task": task.id}
         self.report.bad_files.append(record)
         with (self.work_dir / "bad_files.ndjson").open("a") as out:
             out.write(json.dumps(record) + "\n")
         self.progress.skipped(stage, path, reason)
 
-    def _sample_memory(self) -> None:
+    def sample_memory(self) -> None:
         self.report.peak_rss = max(self.report.peak_rss, tree_rss(os.getpid()))
 
 
@@ -270,7 +270,7 @@ class _Schedule:
                 self.pool.send(worker, task, (self.job, task, attempt, self.context))
             for event in self.pool.wait(0.2):
                 self._handle(stage, event, pending, waiting, finished, stage_ids, maps or {})
-            self.engine._sample_memory()
+            self.engine.sample_memory()
         return finished
 
     def _handle(
@@ -303,7 +303,7 @@ class _Schedule:
                     task.id, attempt
                 )
             for path, reason in result.skipped:
-                engine._bad_file(stage, task, path, reason)
+                engine.record_bad_file(stage, task, path, reason)
             self.results[task.id] = result
             if task.id in stage_ids:
                 finished[task.id] = result
