@@ -114,6 +114,17 @@ PUBLIC = {
         "run_streaming",
     ],
     "strom.bounded": ["BoundedRunner", "run_bounded"],
+    "strom.batch": [
+        "BadFileError",
+        "JsonProgress",
+        "LocalEngine",
+        "PlainProgress",
+        "Progress",
+        "RichProgress",
+        "RunReport",
+        "TaskFailed",
+        "run_local",
+    ],
     # the contracts every connector and stateful operator implements (for connector authors)
     "strom.engine.contracts": [
         "AtLeastOnceSink",

@@ -83,3 +83,8 @@ def test_classic_quick_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     values = [json.loads(line) for line in out.stdout.splitlines()]
     assert [v["value"] for v in values] == list(range(10))
     assert all(isinstance(v["timestamp"], float) for v in values)
+
+
+def test_local_engine_example() -> None:
+    (block,) = [b for b in _python_blocks() if "run_local" in b]
+    exec(compile(block, "README.md", "exec"), {})

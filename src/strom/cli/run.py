@@ -4,7 +4,9 @@ The file is executed (``runpy``, with ``__name__ == "__strom_run__"``, its direc
 ``sys.path``) and must define a module-level ``pipeline`` (a :class:`strom.pipeline.Pipeline`)
 or a ``build_pipeline()`` function returning one. The plan is validated before anything runs.
 
-Every pipeline runs on the streaming executor: when every source ends (bounded sources), the
+``--engine local`` runs a bounded pipeline on the local batch engine instead
+(:mod:`strom.cli.run_local`: worker processes, task retry, bounded memory). Otherwise every
+pipeline runs on the streaming executor: when every source ends (bounded sources), the
 watermark reaches its maximum, every window fires and the run finishes — the same results the
 bounded runner computes, with per-operator metrics. Otherwise it streams until SIGINT/SIGTERM or
 ``--max-seconds``; then sinks and sources are closed (sinks flush), windows still open are not
@@ -39,12 +41,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from strom.cli.run_local import local_options, run_local_engine
 from strom.cli.signals import stop_on_signals
 from strom.cli.supervisor import EXIT_NO_RESTART, supervise
 from strom.connectors import KafkaSource
@@ -94,8 +97,9 @@ SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=1,
-    help="Worker processes sharing the sources' partitions (re-keying goes through Kafka).",
+    default=None,
+    help="Worker processes sharing the sources' partitions (re-keying goes through Kafka); "
+    "with --engine local, its task processes (default: the cores).",
 )
 @click.option(
     "--worker-index",
@@ -154,11 +158,12 @@ SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
     default=None,
     help="Partitions of new repartition topics (default: the most of any source, >= workers).",
 )
+@local_options
 def run(
     pipeline_file: Path,
     bootstrap_server: str | None,
     max_seconds: float | None,
-    workers: int,
+    workers: int | None,
     worker_index: int | None,
     run_id: str | None,
     app_id: str | None,
@@ -168,10 +173,20 @@ def run(
     keep_checkpoints: int,
     max_restarts: int,
     repartition_partitions: int | None,
+    **local: Any,
 ) -> None:
     """Run the pipeline defined in FILE until its sources end or it is stopped."""
     if bootstrap_server is not None:
         os.environ["STROM_BOOTSTRAP"] = bootstrap_server
+    if local["engine"] == "local":
+        if checkpoint_dir is not None or worker_index is not None or max_seconds is not None:
+            raise click.UsageError(
+                "--engine local runs a bounded pipeline to its end, with task retry instead of "
+                "checkpoints: --checkpoint-dir, --worker-index and --max-seconds do not apply"
+            )
+        run_local_engine(load_pipeline(pipeline_file), pipeline_file, workers, **local)
+        return
+    workers = workers or 1
     app = app_id or pipeline_file.stem
     interval_ms = parse_duration_ms(checkpoint_interval, "--checkpoint-interval")
     options = _CheckpointOptions(checkpoint_dir, interval_ms, guarantee, keep_checkpoints)

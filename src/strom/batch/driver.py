@@ -1,0 +1,348 @@
+"""The driver: splits each job into tasks, schedules them on worker processes, retries them
+from their inputs (lineage), and commits the outputs.
+
+Guarantees:
+
+- **Lineage.** The driver keeps the task graph of every job (map tasks over files; reduce tasks
+  over the map tasks' shuffle files). A task whose attempt fails (an exception, its worker
+  killed) runs again on the same inputs; a reduce task that finds a shuffle file gone (or
+  torn) sends the map task that wrote it back to run again, then runs itself. Each task has at
+  most ``max_task_attempts`` attempts; then the run fails with :class:`TaskFailed` naming the task
+  and its files. Tasks are deterministic and reduce tasks fold their inputs in a fixed order,
+  so a run with retries gives the same result as one without.
+- **Commit.** Outputs are written under temporary names, committed per task, then per job
+  (:mod:`strom.batch.commit`, ``_SUCCESS``); a :class:`~strom.connectors.files.FileSink`'s
+  directory is the output itself, other sinks get each committed output as one batch when the
+  job commits (at-least-once, like the sinks themselves).
+- **Memory.** ``memory`` is shared as :class:`~strom.batch.memory.Budget` says: map tasks hold
+  at most ``task_input`` bytes of files, shuffles go to disk (Arrow IPC), reduce buckets are
+  sized to a worker's share, and a worker whose RSS grows past its share is replaced between
+  tasks.
+- **Bad files.** ``on_bad_file="fail"`` fails the run with :class:`BadFileError` naming the
+  file and the reason; ``"skip"`` leaves the file out and lists it in the report (and in
+  ``<work_dir>/bad_files.ndjson``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cloudpickle
+import polars as pl
+
+from strom.batch.execute import BadFilePolicy, Context, TaskResult
+from strom.batch.memory import MIB, Budget, parse_size, tree_rss
+from strom.batch.planner import SinkJob, lower
+from strom.batch.pool import Event, Pool
+from strom.batch.progress import Progress
+from strom.batch.tasks import (
+    MapTask,
+    ReduceTask,
+    ShuffleInput,
+    Task,
+    coalesce,
+    file_size,
+    pack,
+)
+from strom.pipeline.plan import Plan
+from strom.pipeline.stream import Pipeline
+
+MAX_BUCKETS = 4096
+"""Shuffle buckets of a job at most (each map task writes one file per non-empty bucket)."""
+
+
+class TaskFailed(RuntimeError):
+    """A task failed on every one of its attempts."""
+
+
+class BadFileError(RuntimeError):
+    """An input file cannot be read (with ``on_bad_file="fail"``)."""
+
+
+@dataclass
+class RunReport:
+    """What a run did: rows written per sink, retries, skipped files, peak memory."""
+
+    rows_out: list[int] = field(default_factory=list)
+    tasks: int = 0
+    retries: int = 0
+    bad_files: list[dict[str, str]] = field(default_factory=list)
+    peak_rss: int = 0
+    workers: int = 0
+    wall_s: float = 0.0
+    work_dir: str = ""
+    """Shuffle files and ``bad_files.ndjson``; a temporary one is removed unless files were
+    skipped."""
+
+
+def run_local(
+    pipeline: Pipeline | Plan,
+    *,
+    workers: int | None = None,
+    memory: int | str = "4GiB",
+    max_task_attempts: int = 4,
+    on_bad_file: BadFilePolicy = "fail",
+    progress: Progress | None = None,
+    work_dir: str | Path | None = None,
+) -> RunReport:
+    """Run a bounded pipeline on the local engine (worker processes, task retry, shuffles on
+    disk, bounded memory); see :mod:`strom.batch`."""
+    plan = pipeline.plan() if isinstance(pipeline, Pipeline) else pipeline
+    engine = LocalEngine(
+        plan,
+        workers=workers,
+        memory=memory,
+        max_task_attempts=max_task_attempts,
+        on_bad_file=on_bad_file,
+        progress=progress,
+        work_dir=work_dir,
+    )
+    return engine.run()
+
+
+class LocalEngine:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        workers: int | None = None,
+        memory: int | str = "4GiB",
+        max_task_attempts: int = 4,
+        on_bad_file: BadFilePolicy = "fail",
+        progress: Progress | None = None,
+        work_dir: str | Path | None = None,
+    ) -> None:
+        if max_task_attempts < 1:
+            raise ValueError("max_task_attempts must be >= 1")
+        if on_bad_file not in ("fail", "skip"):
+            raise ValueError(f"on_bad_file must be 'fail' or 'skip', not {on_bad_file!r}")
+        self.jobs: list[SinkJob] = lower(plan)  # PlanError before any process starts
+        size = parse_size(memory) if isinstance(memory, str) else memory
+        self.budget = Budget.plan(size, workers or os.cpu_count() or 1)
+        self.max_attempts = max_task_attempts
+        self.on_bad_file: BadFilePolicy = on_bad_file
+        self.progress = progress or Progress()
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(work_dir) if work_dir is not None else Path()
+        self.report = RunReport(workers=self.budget.workers)
+
+    def run(self) -> RunReport:
+        started = time.monotonic()
+        if self._own_work_dir:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="strom-batch-"))
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.report.work_dir = str(self.work_dir)
+        (self.work_dir / "bad_files.ndjson").unlink(missing_ok=True)
+        jobs_file = self.work_dir / "jobs.pickle"
+        with jobs_file.open("wb") as f:
+            cloudpickle.dump({job.spec.index: job.spec for job in self.jobs}, f)
+        threads = max(1, (os.cpu_count() or 1) // self.budget.workers)
+        pool = Pool(self.budget.workers, str(jobs_file), threads)
+        try:
+            for job in self.jobs:
+                self.report.rows_out.append(self._run_job(pool, job))
+        finally:
+            pool.close()
+            self.progress.close()
+            jobs_file.unlink(missing_ok=True)
+            for job in self.jobs:
+                shutil.rmtree(self.work_dir / f"job-{job.spec.index}" / "shuffle", True)
+            if self._own_work_dir and not self.report.bad_files:
+                shutil.rmtree(self.work_dir, ignore_errors=True)
+        self.report.wall_s = time.monotonic() - started
+        return self.report
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def _run_job(self, pool: Pool, job: SinkJob) -> int:
+        spec = job.spec
+        total = sum(file_size(path) for b in spec.branches for path in b.source.paths)
+        # at least ~4 tasks per worker when the input is small, so that every worker has work
+        # and a retry recomputes little; at most the budget's bytes per task
+        target = min(self.budget.task_input, max(MIB, total // (4 * self.budget.workers)))
+        maps = pack(spec.index, spec.branches, target)
+        buckets = 1
+        if spec.window is not None:
+            estimate = sum(t.size for t in maps) * spec.window.fanout
+            buckets = max(self.budget.workers, -(-estimate // self.budget.reduce_input))
+            buckets = min(buckets, MAX_BUCKETS)
+        context = Context(str(self.work_dir), buckets, self.on_bad_file)
+        committer = context.committer(spec.output, spec.index)
+        committer.start()
+        shutil.rmtree(context.shuffle_dir(spec.index), ignore_errors=True)
+        schedule = _Schedule(self, pool, context, spec.index)
+        map_stage = f"job {spec.index} map"
+        self.progress.stage_started(map_stage, len(maps), sum(t.size for t in maps))
+        done = schedule.run(map_stage, maps)
+        self.progress.stage_done(map_stage)
+        final: list[Task] = list(maps)
+        if spec.window is not None:
+            sizes = [0] * buckets
+            for m in maps:
+                for b, size in done[m.id].shuffle_bytes.items():
+                    sizes[b] += size
+            # at least one reduce task per worker (when there are buckets enough)
+            share = -(-sum(sizes) // self.budget.workers)
+            groups = coalesce(sizes, max(1, min(self.budget.reduce_input, share)))
+            reduces = [
+                ReduceTask(
+                    f"j{spec.index}-reduce-{n:05d}",
+                    spec.index,
+                    tuple(group),
+                    tuple(
+                        ShuffleInput(m.id, done[m.id].shuffle[b])
+                        for b in group
+                        for m in maps
+                        if b in done[m.id].shuffle
+                    ),
+                )
+                for n, group in enumerate(groups)
+            ]
+            reduce_stage = f"job {spec.index} reduce"
+            self.progress.stage_started(reduce_stage, len(reduces), 0)
+            done.update(schedule.run(reduce_stage, reduces, maps={m.id: m for m in maps}))
+            self.progress.stage_done(reduce_stage)
+            final = list(reduces)
+        published = committer.commit_job([t.id for t in final])
+        if spec.output.directory is None:
+            sink = job.sink
+            sink.open()
+            try:
+                for output in published:
+                    sink.write(pl.read_ipc(output))
+            finally:
+                sink.close()
+        return sum(done[t.id].rows for t in final)
+
+    def record_bad_file(self, stage: str, task: Task, path: str, reason: str) -> None:
+        record = {"file": path, "reason": reason, "task": task.id}
+        self.report.bad_files.append(record)
+        with (self.work_dir / "bad_files.ndjson").open("a") as out:
+            out.write(json.dumps(record) + "\n")
+        self.progress.skipped(stage, path, reason)
+
+    def sample_memory(self) -> None:
+        self.report.peak_rss = max(self.report.peak_rss, tree_rss(os.getpid()))
+
+
+class _Schedule:
+    """Runs one stage's tasks to completion on the pool (re-running lost map tasks)."""
+
+    def __init__(self, engine: LocalEngine, pool: Pool, context: Context, job: int) -> None:
+        self.engine = engine
+        self.pool = pool
+        self.context = context
+        self.job = job
+        self.attempts: Counter[str] = Counter()
+        self.results: dict[str, TaskResult] = {}
+
+    def run(
+        self,
+        stage: str,
+        tasks: list[MapTask] | list[ReduceTask],
+        maps: dict[str, MapTask] | None = None,
+    ) -> dict[str, TaskResult]:
+        pending: deque[Task] = deque(tasks)
+        waiting: list[ReduceTask] = []  # reduce tasks waiting for a lost map output
+        stage_ids = {t.id for t in tasks}
+        finished: dict[str, TaskResult] = {}
+        while pending or waiting or self.pool.running():
+            if (
+                waiting
+                and not any(isinstance(t, MapTask) for t in pending)
+                and not any(isinstance(w.busy, MapTask) for w in self.pool.running())
+            ):
+                pending.extend(waiting)
+                waiting.clear()
+            for worker in self.pool.idle():
+                if not pending:
+                    break
+                task = pending.popleft()
+                attempt = self.attempts[task.id]
+                self.pool.send(worker, task, (self.job, task, attempt, self.context))
+            for event in self.pool.wait(0.2):
+                self._handle(stage, event, pending, waiting, finished, stage_ids, maps or {})
+            self.engine.sample_memory()
+        return finished
+
+    def _handle(
+        self,
+        stage: str,
+        event: Event,
+        pending: deque[Task],
+        waiting: list[ReduceTask],
+        finished: dict[str, TaskResult],
+        stage_ids: set[str],
+        maps: dict[str, MapTask],
+    ) -> None:
+        engine, worker = self.engine, event.worker
+        task: Task = worker.busy
+        worker.busy = None
+        reply = event.reply
+        if reply is None:  # the worker died
+            self.pool.start()
+            code = event.exitcode
+            name = signal.Signals(-code).name if code is not None and code < 0 else None
+            why = f"signal {name}" if name else f"exit code {code}"
+            self._failed(stage, task, pending, f"its worker process died ({why})")
+            return
+        kind = reply[0]
+        if kind == "ok":
+            result: TaskResult = reply[1]
+            attempt = self.attempts[task.id]
+            if isinstance(task, ReduceTask) or engine.jobs[self.job].spec.window is None:
+                self.context.committer(engine.jobs[self.job].spec.output, self.job).commit_task(
+                    task.id, attempt
+                )
+            for path, reason in result.skipped:
+                engine.record_bad_file(stage, task, path, reason)
+            self.results[task.id] = result
+            if task.id in stage_ids:
+                finished[task.id] = result
+                engine.report.tasks += 1
+                engine.progress.task_done(stage, result.rows, result.bytes_read)
+            if result.rss > engine.budget.per_worker:
+                self.pool.retire(worker)
+                self.pool.start()
+        elif kind == "bad_file":
+            _, path, reason = reply
+            raise BadFileError(f"bad input file {path}: {reason} (in {task.describe()})")
+        elif kind == "lost":
+            assert isinstance(task, ReduceTask)
+            lost = set(reply[1])
+            for shuffle in task.inputs:
+                if shuffle.path in lost:
+                    producer = maps[shuffle.map_task]
+                    if producer in pending:
+                        continue
+                    self._count_attempt(
+                        producer, f"its shuffle file {shuffle.path} was lost", stage
+                    )
+                    pending.appendleft(producer)
+            waiting.append(task)
+        else:
+            _, message, _traceback = reply
+            self._failed(stage, task, pending, message)
+
+    def _failed(self, stage: str, task: Task, pending: deque[Task], reason: str) -> None:
+        self._count_attempt(task, reason, stage)
+        pending.append(task)
+
+    def _count_attempt(self, task: Task, reason: str, stage: str) -> None:
+        self.attempts[task.id] += 1
+        used = self.attempts[task.id]
+        if used >= self.engine.max_attempts:
+            raise TaskFailed(
+                f"{task.describe()} failed {used} time(s) (--max-task-attempts "
+                f"{self.engine.max_attempts}); last: {reason}"
+            )
+        self.engine.report.retries += 1
+        self.engine.progress.retried(stage, task.id, reason)

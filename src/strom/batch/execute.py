@@ -1,0 +1,287 @@
+"""What a worker does with one task: pure functions of the task, its attempt and its inputs.
+
+**Map** (window jobs): the task's files, cast to the source's schema, through the branch's
+stateless steps; each row gets its event time, its source partition and an order key
+(:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are assigned their windows and pre-aggregated
+per (keys, window) by the aggregations' partial expressions (Polars' streaming engine when no
+aggregation needs row order), then written to one shuffle file per bucket. **Map** (jobs
+without a window): the rows go straight to the task's output file.
+
+**Reduce**: its buckets' shuffle files, in (bucket, map task) order; partial rows are folded
+into the columnar window state the streaming runtime uses (:mod:`strom.runtime.windows.state`, the
+aggregations' own merge rules), one (map task, partition) chunk at a time, so the results are
+the same values the single-process runner computes, and the same on every attempt. Results are
+sorted as that runner sorts them, then the post-window steps run and the output is written.
+
+A file that fails to read is found by reading the task's files one at a time: with
+``on_bad_file="fail"`` it is a :class:`BadFile` (the driver stops the job naming it); with
+``"skip"`` the task runs again without it and reports it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from strom.batch.commit import OutputCommitter
+from strom.batch.planner import Branch, JobSpec, Output, WindowStage
+from strom.batch.shuffle import missing, write_buckets
+from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask
+from strom.connectors.files import FileSource
+from strom.engine.constants import PART, SEQ, TS
+from strom.engine.transforms import apply_exprs, apply_transform
+from strom.pipeline.plan import FilterNode, SelectNode, StatelessNode, WithColumnsNode
+from strom.pipeline.windows import assign_windows_lazy, event_time_ms
+from strom.runtime.windows.accumulators import Accumulators
+from strom.runtime.windows.state import WindowState
+
+BadFilePolicy = Literal["fail", "skip"]
+_ROWS = "__strom_rows"
+_NULLS = "__strom_null_ts"
+_CHUNK = "__strom_chunk"
+
+
+class BadFile(Exception):
+    """A file of the task cannot be read as its source's format and schema."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class LostShuffle(Exception):
+    """Shuffle files a reduce task needs are gone: their map tasks must run again."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        super().__init__(f"shuffle file(s) missing: {', '.join(paths)}")
+        self.paths = list(paths)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a job's files go, and how its tasks treat bad files."""
+
+    work_dir: str
+    buckets: int
+    on_bad_file: BadFilePolicy
+
+    def shuffle_dir(self, job: int) -> Path:
+        return Path(self.work_dir) / f"job-{job}" / "shuffle"
+
+    def committer(self, output: Output, job: int) -> OutputCommitter:
+        if output.directory is None:
+            return OutputCommitter(Path(self.work_dir) / f"job-{job}" / "output", "arrow")
+        return OutputCommitter(Path(output.directory), output.format)
+
+
+@dataclass
+class TaskResult:
+    rows: int = 0
+    bytes_read: int = 0
+    shuffle: dict[int, str] = field(default_factory=dict)
+    """Map tasks of window jobs: each non-empty bucket's shuffle file."""
+    shuffle_bytes: dict[int, int] = field(default_factory=dict)
+    """The size of each of those files."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Files skipped as bad: (path, reason)."""
+    rss: int = 0
+
+
+def run_task(
+    job: JobSpec, task: MapTask | ReduceTask, attempt: int, context: Context
+) -> TaskResult:
+    if isinstance(task, ReduceTask):
+        return _reduce(job, task, attempt, context)
+    files = list(task.files)
+    skipped: list[tuple[str, str]] = []
+    while True:
+        try:
+            result = _map(job, task, files, attempt, context)
+        except Exception as exc:
+            bad = _find_bad(job.branches[task.branch].source, files)
+            if bad is None:
+                raise
+            if context.on_bad_file == "fail":
+                raise BadFile(bad.path, _reason(exc, bad)) from exc
+            skipped.append((bad.path, _reason(exc, bad)))
+            files.remove(bad)
+            continue
+        result.skipped = skipped
+        return result
+
+
+def _reason(exc: Exception, bad: FileInput) -> str:
+    return f"{type(exc).__name__}: {exc}".replace(bad.path, "<file>")[:500]
+
+
+def _find_bad(source: FileSource, files: Sequence[FileInput]) -> FileInput | None:
+    """The first of ``files`` that fails to read whole (decoding every value) on its own."""
+    for f in files:
+        try:
+            _scan(source, [f.path]).select(pl.all().null_count()).collect(engine="streaming")
+        except Exception:
+            return f
+    return None
+
+
+def _scan(source: FileSource, paths: list[str]) -> pl.LazyFrame:
+    """``paths`` read as ``source`` reads its partitions: its format, cast to its schema."""
+    if source.format == "parquet":
+        lf = pl.scan_parquet(paths)
+    elif source.format == "csv":
+        lf = pl.scan_csv(paths)
+    else:
+        lf = pl.scan_ndjson(paths)
+    schema = source.schema()
+    assert schema is not None
+    return lf.select(pl.col(n).cast(t) for n, t in schema.items())
+
+
+def _steps(lf: pl.LazyFrame, steps: Sequence[StatelessNode]) -> pl.LazyFrame:
+    for step in steps:
+        if isinstance(step, FilterNode | WithColumnsNode | SelectNode):
+            lf = apply_exprs(step, lf)
+        else:  # map_batches / map: a function of the rows it is given, run on them all
+            lf = apply_transform(step, lf.collect()).lazy()
+    return lf
+
+
+def _map(
+    job: JobSpec, task: MapTask, files: list[FileInput], attempt: int, context: Context
+) -> TaskResult:
+    branch = job.branches[task.branch]
+    bytes_read = sum(f.size for f in files)
+    if not files:
+        return TaskResult(bytes_read=0)
+    lf = _steps(_scan(branch.source, [f.path for f in files]), branch.steps)
+    if job.window is None:
+        committer = context.committer(job.output, job.index)
+        rows = _write_output(lf, committer.attempt_path(task.id, attempt), job.output.format)
+        return TaskResult(rows=rows, bytes_read=bytes_read)
+    partials = _partials(job.window, branch, lf, files[0])
+    rows = int(partials.get_column(_ROWS).sum())
+    nulls = int(partials.get_column(_NULLS).sum())
+    if nulls:
+        raise ValueError(
+            f"{nulls} rows have a null event time in column {job.window.ts_column!r}; "
+            "filter or fill them before the window"
+        )
+    partials = partials.drop(_ROWS, _NULLS)
+    group = [*job.window.keys, "window_end"]
+    shuffle = write_buckets(
+        partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
+    )
+    sizes = {b: os.path.getsize(path) for b, path in shuffle.items()}
+    return TaskResult(rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes)
+
+
+def _partials(
+    window: WindowStage, branch: Branch, lf: pl.LazyFrame, first: FileInput
+) -> pl.DataFrame:
+    acc = Accumulators(window.aggs)
+    exprs = acc.partial_exprs()
+    ts_dtype = window.input_schema[window.ts_column]
+    lf = lf.with_columns(
+        pl.lit(first.partition, pl.Int64).alias(PART),
+        event_time_ms(window.ts_column, ts_dtype).alias(TS),
+    )
+    if any(SEQ in e.meta.root_names() for e in exprs):  # first/last, quantile samples
+        seq = pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)
+        lf = lf.with_columns(seq.alias(SEQ))
+    # a null event time would drop out of hopping windows silently: count it, fill it, fail
+    lf = lf.with_columns(pl.col(TS).is_null().alias(_NULLS), pl.col(TS).fill_null(0))
+    assigned = assign_windows_lazy(lf, window.window, TS)
+    if acc.needs_order:
+        assigned = assigned.sort(TS, SEQ)
+    partials = assigned.group_by([*window.keys, "window_end"], maintain_order=acc.needs_order).agg(
+        *exprs, pl.len().alias(_ROWS), pl.col(_NULLS).sum()
+    )
+    frame = partials.collect(engine="in-memory" if acc.needs_order else "streaming")
+    return frame.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
+
+
+def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> TaskResult:
+    window = job.window
+    assert window is not None
+    paths = [i.path for i in task.inputs]
+    lost = missing(paths)
+    if lost:
+        raise LostShuffle(lost)
+    frames: list[pl.DataFrame] = []
+    for i, path in enumerate(paths):
+        try:
+            frames.append(pl.read_ipc(path).with_columns(pl.lit(i).alias(_CHUNK)))
+        except Exception as exc:  # gone, or torn: either way its map task must run again
+            raise LostShuffle([path]) from exc
+    bytes_read = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
+    result = _fold(window, frames)
+    out = _steps(result.lazy(), job.post)
+    committer = context.committer(job.output, job.index)
+    rows = _write_output(out, committer.attempt_path(task.id, attempt), job.output.format)
+    return TaskResult(rows=rows, bytes_read=bytes_read)
+
+
+def _fold(window: WindowStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Every partial row merged into its group's state; the groups' results, sorted."""
+    acc = Accumulators(window.aggs)
+    state = WindowState.for_batches(
+        window.keys, window.aggs, window.input_schema, acc.partial_exprs(), window.out_schema
+    )
+    size = window.window.size_ms
+    if not frames:
+        return pl.DataFrame(schema=window.out_schema)
+    partials = pl.concat(frames, how="vertical")
+    group = [*window.keys, "window_end"]
+    gid = (partials.select(pl.struct(group).rank("dense")).to_series().to_numpy() - 1).astype(
+        np.int64
+    )
+    count = int(gid.max()) + 1 if gid.size else 0
+    ids = state.allocate(count)
+    assert (ids == np.arange(count)).all()  # a fresh state hands out 0..count-1
+    held = np.zeros(count, bool)
+    parts = state.read(partials)
+    ends = partials.get_column("window_end").to_numpy().astype(np.int64)
+    chunk = partials.get_column(_CHUNK).to_numpy()
+    part = partials.get_column(PART).to_numpy()
+    order = np.lexsort((part, chunk))  # stable: rows keep their order within a chunk
+    keys = np.stack([chunk[order], part[order]], axis=1)
+    cuts = np.flatnonzero((keys[1:] != keys[:-1]).any(axis=1)) + 1
+    for pos in np.split(order, cuts):
+        if pos.size == 0:
+            continue
+        rows = gid[pos]
+        new = ~held[rows]
+        partition = int(part[pos[0]])
+        if new.any():
+            state.put(rows[new], ends[pos[new]], partials, parts, pos[new], partition)
+        if not new.all():
+            state.merge(rows[~new], parts, pos[~new], partition)
+        held[rows] = True
+    result = state.results(np.arange(count, dtype=np.int64), size)
+    return result.sort(["window_end", "window_start", *window.keys])
+
+
+def _write_output(lf: pl.LazyFrame, path: Path, format: str) -> int:
+    """Write ``lf`` to ``path`` (streaming where Polars can); returns its rows (nothing is
+    written for none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if format == "parquet":
+        lf.sink_parquet(path)
+        rows = int(pl.scan_parquet(path).select(pl.len()).collect().item())
+    elif format == "ndjson":
+        lf.sink_ndjson(path)
+        with path.open("rb") as f:
+            rows = sum(1 for line in f if line.strip())
+    else:
+        lf.sink_ipc(path)
+        rows = int(pl.scan_ipc(path).select(pl.len()).collect().item())
+    if rows == 0:
+        path.unlink()
+    return rows

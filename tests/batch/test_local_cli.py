@@ -1,0 +1,68 @@
+"""``strom run --engine local``: progress for machines, and exit codes that name the problem."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+
+PIPELINE = """
+from strom import FileSink, Pipeline, {window}, agg
+from strom.connectors import FileSource
+
+pipeline = Pipeline()
+events = pipeline.source(FileSource({glob!r}, "parquet"), timestamp="ts")
+events.key_by("k").window({window}(10_000)).agg(agg.count(), agg.sum("v")).sink(
+    FileSink({out!r}, "parquet")
+)
+"""
+
+
+def strom_run(tmp_path: Path, directory: Path, *args: str, window: str = "Tumbling"):
+    pipeline = tmp_path / "pipeline.py"
+    out = tmp_path / "out"
+    glob = str(directory / "*.parquet")
+    pipeline.write_text(PIPELINE.format(glob=glob, out=str(out), window=window))
+    command = [sys.executable, "-m", "strom", "run", str(pipeline), "--engine", "local"]
+    command += ["--workers", "2", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    return done, out
+
+
+def test_json_progress_and_the_result(events, tmp_path: Path) -> None:
+    directory = events(files=6)
+    done, out = strom_run(tmp_path, directory, "--progress", "json")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    stages = {r["stage"] for r in records}
+    assert stages == {"job 0 map", "job 0 reduce"}
+    last_map = [r for r in records if r["stage"] == "job 0 map" and r["event"] == "done"][-1]
+    assert last_map["done"] == last_map["tasks"] >= 1
+    assert last_map["rows"] == 6 * 3_000 and last_map["skipped"] == 0
+    assert "peak RSS of the process tree" in done.stderr
+    expected = pl.read_parquet(directory / "*.parquet").height
+    assert pl.read_parquet(out / "part-*.parquet").get_column("count").sum() == expected
+
+
+def test_a_bad_file_exits_non_zero_naming_it(events, tmp_path: Path) -> None:
+    directory = events(files=4)
+    bad = directory / "part-00002.parquet"
+    bad.write_bytes(b"PAR1 this is not parquet")
+    done, out = strom_run(tmp_path, directory, "--progress", "plain")
+    assert done.returncode == 1
+    assert f"bad input file {bad}" in done.stderr
+    assert not (out / "_SUCCESS").exists()
+    done, out = strom_run(tmp_path, directory, "--on-bad-file", "skip", "--progress", "plain")
+    assert done.returncode == 0, done.stderr
+    assert f"skipped bad file {bad}" in done.stderr and "bad-file report:" in done.stderr
+    assert (out / "_SUCCESS").exists()
+
+
+def test_an_unsupported_plan_says_so(events, tmp_path: Path) -> None:
+    done, _ = strom_run(tmp_path, events(files=1), window="Session")
+    assert done.returncode == 1
+    assert "invalid pipeline for --engine local" in done.stderr
+    assert "session windows" in done.stderr
