@@ -16,6 +16,10 @@ completed checkpoint in DIR resumes from it, with no flag. ``--guarantee exactly
 default) refuses at-least-once sinks before anything runs; ``at-least-once`` accepts them.
 Single-process runs only for now: with ``--workers`` it is a usage error.
 
+``--engine spark [--master local[2]]`` runs the plan as Spark jobs instead
+(:mod:`strom.cli.spark_run`, :mod:`strom.spark`): bounded sources only, no ``--workers`` or
+checkpoints (Spark spreads the work and retries failed tasks itself).
+
 ``--workers N`` (N > 1) starts N worker processes (:mod:`strom.cli.supervisor`), each running
 ``--worker-index i`` of the same file (:mod:`strom.runtime.distributed.workers`): worker
 ``i`` reads the partitions ``p % N == i`` of every source, and every keyed operator reads its keys
@@ -127,6 +131,24 @@ SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
     help="How many of the newest checkpoints are kept.",
 )
 @click.option(
+    "--engine",
+    type=click.Choice(["streaming", "spark"]),
+    default="streaming",
+    show_default=True,
+    help="streaming: strom's own executor; spark: the plan as Spark jobs (bounded sources).",
+)
+@click.option(
+    "--master",
+    default="local[2]",
+    show_default=True,
+    help="With --engine spark: local[N], local[N,F] (F attempts per task), spark://..., yarn.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=True,
+    help="With --engine spark: show the stages' task progress.",
+)
+@click.option(
     "--repartition-partitions",
     type=click.IntRange(min=1),
     default=None,
@@ -145,8 +167,21 @@ def run(
     guarantee: Guarantee,
     keep_checkpoints: int,
     repartition_partitions: int | None,
+    engine: str = "streaming",
+    master: str = "local[2]",
+    progress: bool = True,
 ) -> None:
     """Run the pipeline defined in FILE until its sources end or it is stopped."""
+    if engine == "spark":
+        if workers > 1 or worker_index is not None or checkpoint_dir is not None:
+            raise click.UsageError(
+                "--engine spark takes neither --workers nor --checkpoint-dir: Spark spreads "
+                "the work over its executors and retries failed tasks itself"
+            )
+        from strom.cli.spark_run import run_on_spark
+
+        run_on_spark(load_pipeline(pipeline_file), pipeline_file, master, progress)
+        return
     if bootstrap_server is not None:
         os.environ["STROM_BOOTSTRAP"] = bootstrap_server
     app = app_id or pipeline_file.stem
