@@ -35,8 +35,10 @@ ROW_BITS = 40
 row order (files of up to 2**40 rows), which is all ``first``/``last`` compare."""
 
 FAIL_ENV = "STROM_SPARK_FAIL_ONCE"
-"""Test hook: a path; the first task attempt that finds no file there creates it and fails, so
+"""Test hook: a path; the first task attempt that finds no file there creates it and raises, so
 Spark's task retry can be shown to give the same result (see the tests)."""
+KILL_ENV = "STROM_SPARK_KILL_ONCE"
+"""Test hook: as :data:`FAIL_ENV`, but the task's Python worker process exits abruptly."""
 
 _NOWHERE = SourceNode(MemorySource([[]], schema=pl.Schema()), None, name="spark-task")
 
@@ -52,14 +54,18 @@ def detached(node: StatelessNode) -> StatelessNode:
 
 
 def _maybe_fail() -> None:
-    marker = os.environ.get(FAIL_ENV)
-    if marker:
+    for env in (FAIL_ENV, KILL_ENV):
+        marker = os.environ.get(env)
+        if not marker:
+            continue
         try:
             with open(marker, "x"):
                 pass
         except FileExistsError:
-            return
-        raise RuntimeError(f"injected task failure ({FAIL_ENV}={marker})")
+            continue
+        if env == KILL_ENV:
+            os._exit(3)  # the worker dies mid-task, as a killed one does
+        raise RuntimeError(f"injected task failure ({env}={marker})")
 
 
 def _batches(frame: pl.DataFrame, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
