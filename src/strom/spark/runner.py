@@ -65,7 +65,7 @@ def run_spark(
 
 def _write_files(sink: FileSink, frame: Frame) -> None:
     writer = frame.df.write.mode("append")
-    directory = str(sink.directory)
+    directory = str(sink.directory.absolute())  # the JVM's working directory is not ours
     if sink.format == "parquet":
         writer.parquet(directory)
     else:

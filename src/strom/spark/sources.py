@@ -60,8 +60,9 @@ def _order_schema(schema: pl.Schema) -> pl.Schema:
 def _parquet(
     spark: SparkSession, source: FileSource, schema: pl.Schema, parts: list[int], where: str
 ) -> DataFrame:
-    df = spark.read.parquet(*source.paths)
-    index = {os.path.abspath(p): i for i, p in enumerate(source.paths)}
+    paths = [os.path.abspath(p) for p in source.paths]  # the JVM's working directory is not ours
+    df = spark.read.parquet(*paths)
+    index = {p: i for i, p in enumerate(paths)}
     # Spark names each file by a URI; _metadata.file_path and inputFiles() encode it alike
     keys: dict[str, int] = {}
     for uri in df.inputFiles():
@@ -95,7 +96,8 @@ def _polars_files(
     files = len(source.paths)
     # enough tasks for every core, at most _FILES_PER_TASK files each
     tasks = min(files, max(spark.sparkContext.defaultParallelism, -(-files // _FILES_PER_TASK)))
-    reader = FileReader(source.paths, parts, source.format, schema, to_arrow_schema(out))
+    paths = [os.path.abspath(p) for p in source.paths]  # tasks run in Spark's directories
+    reader = FileReader(paths, parts, source.format, schema, to_arrow_schema(out))
     return spark.range(0, files, 1, numPartitions=tasks).mapInArrow(reader, out)
 
 
