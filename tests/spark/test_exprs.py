@@ -11,6 +11,8 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
+pytest.importorskip("pyspark", reason="Spark tests need pyspark: pip install 'strom[spark]'")
+
 SCHEMA = pl.Schema(
     {"i": pl.Int64(), "j": pl.Int64(), "f": pl.Float64(), "b": pl.Boolean(), "s": pl.String()}
 )

@@ -15,7 +15,6 @@ and ``map`` drop them (their output rows are not the input's).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -34,12 +33,6 @@ ROW_BITS = 40
 """A file's row ``i`` has ``SEQ = file_index << ROW_BITS | i``: increasing in path order, then
 row order (files of up to 2**40 rows), which is all ``first``/``last`` compare."""
 
-FAIL_ENV = "STROM_SPARK_FAIL_ONCE"
-"""Test hook: a path; the first task attempt that finds no file there creates it and raises, so
-Spark's task retry can be shown to give the same result (see the tests)."""
-KILL_ENV = "STROM_SPARK_KILL_ONCE"
-"""Test hook: as :data:`FAIL_ENV`, but the task's Python worker process exits abruptly."""
-
 _NOWHERE = SourceNode(MemorySource([[]], schema=pl.Schema()), None, name="spark-task")
 
 
@@ -51,21 +44,6 @@ def with_order(schema: pl.Schema) -> pl.Schema:
 def detached(node: StatelessNode) -> StatelessNode:
     """``node`` cut off from its upstream plan, so pickling it ships only the node itself."""
     return dataclasses.replace(node, input=_NOWHERE)
-
-
-def _maybe_fail() -> None:
-    for env in (FAIL_ENV, KILL_ENV):
-        marker = os.environ.get(env)
-        if not marker:
-            continue
-        try:
-            with open(marker, "x"):
-                pass
-        except FileExistsError:
-            continue
-        if env == KILL_ENV:
-            os._exit(3)  # the worker dies mid-task, as a killed one does
-        raise RuntimeError(f"injected task failure ({env}={marker})")
 
 
 def _batches(frame: pl.DataFrame, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -84,7 +62,6 @@ class PolarsStep:
     ordered: bool
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        _maybe_fail()
         keep_order = self.ordered and not isinstance(self.node, SelectNode)
         schema = with_order(self.input_schema) if self.ordered else self.input_schema
         for batch in batches:
@@ -111,7 +88,6 @@ class FileReader:
     arrow_schema: pa.Schema
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        _maybe_fail()
         for batch in batches:
             for index in batch.column(0).to_pylist():
                 frame = self._read(self.paths[index])
