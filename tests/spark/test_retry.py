@@ -1,10 +1,11 @@
-"""Spark's own task retry, through ``strom run FILE --engine spark --master local[2,4]`` (in
-process, on the shared session): a ``map_batches`` task that raises and one whose Python worker
-dies mid-task are tried again by Spark, recomputed from the source files, and the files written
-equal the bounded runner's result."""
+"""Spark's own task retry and the progress display, through ``strom run FILE --engine spark
+--master local[2,4]`` (in process, on the shared session): a ``map_batches`` task that raises
+and one whose Python worker dies mid-task are tried again by Spark, recomputed from the source
+files, and the files written equal the bounded runner's result."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from strom.cli.run import load_pipeline
 
 PIPELINE = '''
 import os
+import re
 from pathlib import Path
 
 import polars as pl
@@ -70,13 +72,15 @@ def test_failed_tasks_are_retried_by_spark_with_the_same_result(
     file.write_text(PIPELINE)
     monkeypatch.setenv("RETRY_DIR", str(tmp_path))
     monkeypatch.setenv("RETRY_OUT", "spark")
-    args = ["run", str(file), "--engine", "spark", "--master", "local[2,4]", "--no-progress"]
+    args = ["run", str(file), "--engine", "spark", "--master", "local[2,4]"]
     result = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "raised").exists() and (tmp_path / "killed").exists()
     assert "failed attempt(s) retried" in result.output
     retried = int(result.output.split(" failed attempt(s) retried")[0].rsplit(" ", 1)[-1])
     assert retried >= 2, result.output
+    # not a terminal: the progress display prints one line per finished stage
+    assert re.search(r"stage \d+ \(.*\): (\d+)/\1 tasks, \d+ failed", result.output), result.output
     monkeypatch.setenv("RETRY_OUT", "bounded")
     run_bounded(load_pipeline(file))
     got = pl.read_parquet(tmp_path / "spark" / "*.parquet")
