@@ -103,9 +103,7 @@ class Lowering:
     def _lower(self, node: PlanNode) -> Frame:
         match node:
             case SourceNode():
-                df = read_source(self.spark, node, self._first_partition[node])
-                schema = node.source.schema()
-                assert schema is not None
+                df, schema = read_source(self.spark, node, self._first_partition[node])
                 return Frame(df, schema, True)
             case FilterNode() | WithColumnsNode() | SelectNode():
                 return self._exprs(node, self.frame(node.input))

@@ -33,8 +33,11 @@ _FILES_PER_TASK = 64
 """CSV/NDJSON files per Spark task at most (so 20,000 small files are not 20,000 tasks)."""
 
 
-def read_source(spark: SparkSession, node: SourceNode, first_partition: int) -> DataFrame:
-    """``node``'s rows with their columns in its schema's Spark types, plus PART and SEQ."""
+def read_source(
+    spark: SparkSession, node: SourceNode, first_partition: int
+) -> tuple[DataFrame, pl.Schema]:
+    """``node``'s rows with their columns in its schema's Spark types, plus PART and SEQ; and
+    that schema (a bounded source that declares none has its first partition's)."""
     source = node.source
     schema = source.schema()
     where = f"source {node.name!r}"
@@ -43,8 +46,8 @@ def read_source(spark: SparkSession, node: SourceNode, first_partition: int) -> 
         count = source.partition_count()
         parts = [first_partition + i % count for i in range(len(source.paths))]
         if source.format == "parquet":
-            return _parquet(spark, source, schema, parts, where)
-        return _polars_files(spark, source, schema, parts, where)
+            return _parquet(spark, source, schema, parts, where), schema
+        return _polars_files(spark, source, schema, parts, where), schema
     if not isinstance(source, BoundedSource):
         raise PlanError(
             f"{where} ({type(source).__name__}) is not bounded: the Spark backend reads files "
@@ -103,7 +106,7 @@ def _polars_files(
 
 def _driver_scan(
     spark: SparkSession, source: BoundedSource, first_partition: int, where: str
-) -> DataFrame:
+) -> tuple[DataFrame, pl.Schema]:
     frames = [
         source.scan_partition(i)
         .collect()
@@ -118,4 +121,4 @@ def _driver_scan(
         [f.select(pl.col(n).cast(t) for n, t in _order_schema(schema).items()) for f in frames]
     )
     out = spark_schema(_order_schema(schema), where)
-    return spark.createDataFrame(frame.to_arrow().cast(to_arrow_schema(out)), schema=out)
+    return spark.createDataFrame(frame.to_arrow().cast(to_arrow_schema(out)), schema=out), schema
