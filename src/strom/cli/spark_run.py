@@ -28,7 +28,12 @@ def run_on_spark(pipeline: Pipeline, path: Path, master: str, progress: bool) ->
         raise click.ClickException(f"{path}: invalid pipeline: {exc}") from exc
     started = time.monotonic()
     click.echo(f"starting Spark on {master} ...", err=True)
-    spark = spark_session(master, app_name=f"strom {path.stem}")
+    try:
+        spark = spark_session(master, app_name=f"strom {path.stem}")
+    except Exception as exc:  # no Java, a bad --master, an unreachable cluster
+        raise click.ClickException(
+            f"starting Spark on {master} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     ready = time.monotonic()
     click.echo(
         f"running {path} on Spark {spark.version} ({len(plan.sources())} source(s), "
