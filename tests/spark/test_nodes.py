@@ -188,3 +188,28 @@ def test_unsupported_nodes_fail_before_running_naming_them(
 def test_import_strom_does_not_import_pyspark() -> None:
     code = "import sys, strom, strom.cli.main; assert 'pyspark' not in sys.modules, 'pyspark'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_plan_without_first_or_last_reads_no_row_order(spark: Any, tmp_path: Path) -> None:
+    """Without first/last, Parquet is read without ``_metadata`` (row indices cost time)."""
+    from strom.spark.lower import Lowering
+
+    for i in range(3):
+        LEFT.with_columns(pl.col("ts") + i).write_parquet(tmp_path / f"in-{i}.parquet")
+
+    def build(sink: MemorySink) -> Pipeline:
+        p = Pipeline()
+        files = FileSource(str(tmp_path / "in-*.parquet"), "parquet", partitions=2)
+        src = p.source(files, timestamp="ts")
+        src.key_by("k").window(Tumbling(5_000)).agg(agg.count(), agg.mean("v")).sink(sink)
+        return p
+
+    on_spark, bounded = MemorySink(), MemorySink()
+    plan = build(on_spark).plan()
+    frame = Lowering(plan, spark).frame(plan.sinks[0].input)
+    assert "_metadata" not in frame.df._jdf.queryExecution().optimizedPlan().toString()
+    from strom.spark import run_spark
+
+    run_spark(plan, spark)
+    run_bounded(build(bounded))
+    assert_frame_equal(on_spark.to_frame(), bounded.to_frame())

@@ -29,6 +29,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 
+from strom.engine.aggregations import First, Last
 from strom.engine.constants import LEFT_TS, LOOKUP_KEY, PART, RIGHT_TS, SEQ
 from strom.engine.joins import right_side, value_schema
 from strom.engine.schemas import late_schema, window_schema
@@ -92,6 +93,13 @@ class Lowering:
         for source in plan.sources():
             self._first_partition[source] = offset
             offset += source.source.partition_count()
+        self._needs_order = any(
+            isinstance(a, First | Last)
+            for n in plan.nodes()
+            if isinstance(n, WindowAggNode)
+            for a in n.aggs
+        )
+        """Some window takes first/last: sources carry their rows' order (PART, SEQ)."""
         self.native: list[str] = []
         """Each lowered expression node's label and how it ran (for reports and tests)."""
 
@@ -103,8 +111,10 @@ class Lowering:
     def _lower(self, node: PlanNode) -> Frame:
         match node:
             case SourceNode():
-                df, schema = read_source(self.spark, node, self._first_partition[node])
-                return Frame(df, schema, True)
+                part = self._first_partition[node]
+                df, schema = read_source(self.spark, node, part, self._needs_order)
+                frame = Frame(df, schema, True)
+                return frame if self._needs_order else frame.unordered()
             case FilterNode() | WithColumnsNode() | SelectNode():
                 return self._exprs(node, self.frame(node.input))
             case MapBatchesNode() | MapNode():
