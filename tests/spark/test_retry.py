@@ -87,3 +87,12 @@ def test_failed_tasks_are_retried_by_spark_with_the_same_result(
     want = pl.read_parquet(tmp_path / "bounded" / "*.parquet")
     order = ["window_start", "k"]
     assert_frame_equal(got.sort(order), want.sort(order))
+
+
+def test_spark_takes_no_workers_or_checkpoints(tmp_path: Path) -> None:
+    file = tmp_path / "pipeline.py"
+    file.write_text("raise SystemExit('not loaded')\n")
+    for extra in (["--workers", "2"], ["--checkpoint-dir", str(tmp_path / "c")]):
+        result = CliRunner().invoke(cli, ["run", str(file), "--engine", "spark", *extra])
+        assert result.exit_code == 2
+        assert "--engine spark takes neither --workers nor --checkpoint-dir" in result.output
