@@ -18,7 +18,6 @@ the same as a run without the failure.
 
 from __future__ import annotations
 
-import polars as pl
 from pyspark.sql import SparkSession
 
 from strom.connectors.files import FileSink
@@ -70,8 +69,3 @@ def _write_files(sink: FileSink, frame: Frame) -> None:
         writer.parquet(directory)
     else:
         writer.option("ignoreNullFields", "false").json(directory)
-
-
-def collect(frame: Frame) -> pl.DataFrame:
-    """``frame``'s rows on the driver, in its Polars schema."""
-    return to_polars(frame.unordered().df.toArrow(), frame.schema)
