@@ -26,6 +26,8 @@ if ((dev)); then
         [[ -x $pg_bin/initdb && -x $pg_bin/pg_ctl ]] && pg_found=1
     done
     ((pg_found)) || missing+=(postgresql)
+    # Java: the Spark backend's tests run PySpark in local mode (they skip, saying so, without).
+    command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
     if ((${#missing[@]})); then
         echo "setup: installing Debian packages: ${missing[*]}"
         apt_install "${missing[@]}"

@@ -160,6 +160,8 @@ PUBLIC = {
     ],
     "strom.broker": ["Broker", "BrokerConfig", "BrokerRuntime"],
     "strom.testing": ["Broker"],
+    # the Spark backend (the spark extra; ``import strom`` does not load it)
+    "strom.spark": ["run_spark", "spark_session"],
 }
 
 

@@ -21,6 +21,11 @@ With ``--workers``, each worker checkpoints itself into ``DIR/worker-<i>``
 and checkpoint, :mod:`strom.runtime.distributed.workers`), and a worker that dies is restarted
 from its last checkpoint, up to ``--max-restarts`` times in all, while the others run on.
 
+``--engine spark [--master local[2]]`` runs the plan as Spark jobs instead (``--progress none``
+hides the stages' bars)
+(:mod:`strom.cli.spark_run`, :mod:`strom.spark`): bounded sources only, no ``--workers`` or
+checkpoints (Spark spreads the work and retries failed tasks itself).
+
 ``--workers N`` (N > 1) starts N worker processes (:mod:`strom.cli.supervisor`), each running
 ``--worker-index i`` of the same file (:mod:`strom.runtime.distributed.workers`): worker
 ``i`` reads the partitions ``p % N == i`` of every source, and every keyed operator reads its keys
@@ -153,6 +158,12 @@ SUPERVISOR_ENV = "STROM_SUPERVISOR_PID"
     "checkpoints) before the run fails.",
 )
 @click.option(
+    "--master",
+    default="local[2]",
+    show_default=True,
+    help="With --engine spark: local[N], local[N,F] (F attempts per task), spark://..., yarn.",
+)
+@click.option(
     "--repartition-partitions",
     type=click.IntRange(min=1),
     default=None,
@@ -173,9 +184,21 @@ def run(
     keep_checkpoints: int,
     max_restarts: int,
     repartition_partitions: int | None,
+    master: str,
     **local: Any,
 ) -> None:
     """Run the pipeline defined in FILE until its sources end or it is stopped."""
+    if local["engine"] == "spark":
+        if workers is not None or worker_index is not None or checkpoint_dir is not None:
+            raise click.UsageError(
+                "--engine spark takes neither --workers nor --checkpoint-dir: Spark spreads "
+                "the work over its executors and retries failed tasks itself"
+            )
+        from strom.cli.spark_run import run_on_spark
+
+        progress = local["progress"] != "none"
+        run_on_spark(load_pipeline(pipeline_file), pipeline_file, master, progress)
+        return
     if bootstrap_server is not None:
         os.environ["STROM_BOOTSTRAP"] = bootstrap_server
     if local["engine"] == "local":

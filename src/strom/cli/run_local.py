@@ -26,10 +26,11 @@ def local_options(command: F) -> F:
     options = [
         click.option(
             "--engine",
-            type=click.Choice(["stream", "local"]),
+            type=click.Choice(["stream", "local", "spark"]),
             default="stream",
             show_default=True,
-            help="stream: the streaming executor; local: the batch engine (bounded pipelines).",
+            help="stream: the streaming executor; local: the batch engine (bounded pipelines); "
+            "spark: the plan as Spark jobs (bounded sources; strom[spark]).",
         ),
         click.option(
             "--memory",
@@ -57,7 +58,7 @@ def local_options(command: F) -> F:
             type=click.Choice(["auto", "rich", "plain", "json", "none"]),
             default="auto",
             show_default=True,
-            help="--engine local: progress per stage (auto: a bar on a terminal).",
+            help="--engine local or spark: progress per stage (auto: a bar on a terminal).",
         ),
         click.option(
             "--work-dir",
