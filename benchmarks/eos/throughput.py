@@ -29,7 +29,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from benchmarks.eos.worker import Mode
@@ -55,6 +55,8 @@ class ThroughputParams:
     partitions: int = 4
     rate: int = 100_000
     seed: int = 42
+    warm_up: bool = True
+    """One untimed run first (the OS's caches; numba's kernels are loaded in every run)."""
     batch_records: int = 10_000
     """Per partition poll (``KafkaSource``'s default): a round is then short enough for
     100 ms checkpoints to mean something (checkpoints are taken between rounds)."""
@@ -83,7 +85,8 @@ def run(params: ThroughputParams, emit: Emit) -> None:
             counter = iter(range(1 << 30))
             for query in params.queries:
                 rows = expected(query, events).height
-                _one(query, "none", 0, params, broker, work, next(counter), rows)  # warm-up
+                if params.warm_up:
+                    _one(query, "none", 0, params, broker, work, next(counter), rows)
                 runs: list[dict[str, Any]] = []
                 for round_ in range(params.rounds):
                     for mode, interval in configs:
@@ -181,15 +184,15 @@ def count_committed(bootstrap: str, topic: str, timeout_s: float = 60.0) -> int:
     try:
         partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        count, at_end = 0, set()
+        count, at_end = 0, set[int]()
         deadline = time.monotonic() + timeout_s
         while len(at_end) < len(partitions) and time.monotonic() < deadline:
             for message in consumer.consume(10_000, 0.5):
                 error = message.error()
                 if error is None:
                     count += 1
-                elif error.code() == -191:  # _PARTITION_EOF: caught up with the LSO
-                    at_end.add(message.partition())
+                elif error.code() == KafkaError._PARTITION_EOF:  # caught up with the LSO
+                    at_end.add(int(message.partition() or 0))
         if len(at_end) < len(partitions):
             raise RuntimeError(f"{topic}: read_committed did not reach the end of every partition")
         return count
@@ -235,12 +238,15 @@ def summarize(
                 "eos_over_alo_per_core": ratio,
                 "eos_over_alo_per_core_rounds": [round(x, 3) for x in core],
                 "eos_over_alo_wall": round(statistics.median(wall), 3) if wall else None,
-                "alo_over_none_per_core": _over(median(list(alo.values()), "events_per_core_s"),
-                                                median(base, "events_per_core_s")),  # fmt: skip
+                "alo_over_none_per_core": _over(
+                    median(list(alo.values()), "events_per_core_s"),
+                    median(base, "events_per_core_s"),
+                ),
                 "eos_checkpoints": median(list(eos.values()), "checkpoints"),
                 "eos_pause_ms_max": median(list(eos.values()), "pause_ms_max"),
                 "target": TARGET_RATIO if interval == 1_000 else None,
-                "meets_target": None if interval != 1_000 or ratio is None
+                "meets_target": None
+                if interval != 1_000 or ratio is None
                 else ratio >= TARGET_RATIO,
                 "correct": all(r.get("correct") for r in ok if r["params"]["query"] == query)
                 and len(ok) == len(runs),
