@@ -110,11 +110,11 @@ def markdown(lines: list[Line], title: str) -> str:
         for x in costs:
             p = x["params"]
             if "failed" in x:
-                out.append(f"| {_n(p['target_mb'])} MB | {_n(p['keys'])} | failed: "
+                out.append(f"| {p['target_mb']:g} MB | {_n(p['keys'])} | failed: "
                            f"{x['failed']} |")  # fmt: skip
                 continue
             out.append(
-                f"| {_n(p['target_mb'])} MB | {_n(p['keys'])} | {_n(x['state_mb'], 1)} "
+                f"| {p['target_mb']:g} MB | {_n(p['keys'])} | {_n(x['state_mb'], 1)} "
                 f"| {_n(x['pause_ms'], 1)} | {_n(x['write_ms'], 1)} | {_n(x['duration_ms'], 1)} "
                 f"| {_n(x['recovery_ms'], 1)} | {_n(x['peak_rss_mb'])} |"
             )
