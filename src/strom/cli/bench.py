@@ -48,7 +48,7 @@ def _load(module: str) -> Any:
 
 
 @click.command()
-@click.argument("which", type=click.Choice(["broker", "nexmark", "latency", "all"]))
+@click.argument("which", type=click.Choice(["broker", "nexmark", "latency", "eos", "all"]))
 @click.option("--quick", is_flag=True, help="A short run (a few minutes per suite).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @click.option(
@@ -65,7 +65,8 @@ def _load(module: str) -> Any:
 def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: bool) -> None:
     """Measure strom beside its peers in one run; results also go to --results-dir.
 
-    ``all`` runs the broker suite, then Nexmark, then latency."""
+    ``all`` runs the broker suite, then Nexmark, then latency, then ``eos`` (what exactly-once
+    costs: throughput against at-least-once, latency per guarantee, checkpoint cost)."""
     console = Console(stderr=as_json)
     suffix = "-quick" if quick else ""
     if which in ("broker", "all"):
@@ -94,6 +95,13 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: b
         path = results_dir / f"{name}.md"
         report.write_markdown(lines, path, "Latency" + (" (quick)" if quick else "") + " benchmark")
         _done(console, as_json, _latency_table(lines), path)
+    if which in ("eos", "all"):
+        suite = _load("benchmarks.eos.runner")
+        report = _load("benchmarks.eos.report")
+        lines = _run(suite.run, quick, as_json, console)
+        path = results_dir / f"eos{'-quick' if quick else ''}.md"
+        report.write(lines, path, "Exactly-once" + (" (quick)" if quick else "") + " benchmark")
+        _done(console, as_json, _eos_table(lines), path)
 
 
 def _run(
@@ -123,6 +131,8 @@ def _done(console: Console, as_json: bool, table: Table, path: Path) -> None:
 
 def _describe(line: Line) -> str:
     query = line.get("params", {}).get("query", "")
+    if line["benchmark"].startswith("eos."):
+        return _describe_eos(line)
     if line["benchmark"] == "latency.idle":
         return f"{line['system']} idle: {line['idle_cpu_pct']} % CPU"
     if "skipped" in line:
@@ -242,5 +252,55 @@ def _latency_table(lines: list[Line]) -> Table:
             str(x["max_ms"]),
             f"{x['received']:,}/{x['expected']:,}",
             str(x["engine_cpu_s"]),
+        )
+    return table
+
+
+def _describe_eos(line: Line) -> str:
+    p = line.get("params", {})
+    kind = line["benchmark"]
+    if "failed" in line:
+        return f"{kind} {p}: failed ({line['failed']})"
+    if kind == "eos.load":
+        return f"eos: {line['events_loaded']:,} Nexmark events loaded in {line['load_s']} s"
+    if kind == "eos.run":
+        return (
+            f"{p['query']} {p['mode']} interval={p['interval_ms']}: "
+            f"{line['events_per_core_s']:,} events/core-s, {line['checkpoints']} checkpoints, "
+            f"correct={line['correct']}"
+        )
+    if kind == "eos.throughput":
+        return (
+            f"{p['query']} at {p['interval_ms']} ms: EOS/ALO per core "
+            f"{line['eos_over_alo_per_core']} (rounds {line['eos_over_alo_per_core_rounds']})"
+        )
+    if kind == "eos.latency":
+        return (
+            f"latency {p['mode']} at {p['rate']:,}/s: p50 {line['p50_ms']} ms, "
+            f"p99 {line['p99_ms']} ms, {line['received']:,}/{line['expected']:,} received"
+        )
+    return (
+        f"checkpoint {line['state_mb']} MB: pause {line['pause_ms']} ms, duration "
+        f"{line['duration_ms']} ms, recovery {line['recovery_ms']} ms"
+    )
+
+
+def _eos_table(lines: list[Line]) -> Table:
+    table = Table(title="exactly-once over at-least-once (events per core-second)")
+    for column in ("query", "interval", "none", "ALO", "EOS", "EOS/ALO", "target", "ok"):
+        table.add_column(column)
+    for x in lines:
+        if x["benchmark"] != "eos.throughput":
+            continue
+        p = x["params"]
+        table.add_row(
+            p["query"],
+            f"{p['interval_ms']} ms",
+            str(x["none_events_per_core_s"]),
+            str(x["alo_events_per_core_s"]),
+            str(x["eos_events_per_core_s"]),
+            str(x["eos_over_alo_per_core"]),
+            "-" if x["target"] is None else f">= {x['target']}",
+            str(x["correct"]),
         )
     return table

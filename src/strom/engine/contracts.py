@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import polars as pl
+import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
 __all__ = [
     "END_OF_PARTITION",
@@ -461,24 +462,39 @@ class OperatorState:
         )
 
     def to_bytes(self) -> bytes:
-        blobs: list[bytes] = []
+        return b"".join(self.to_parts())
+
+    def to_parts(self) -> list[Buffer]:
+        """:meth:`to_bytes` as consecutive pieces, not joined (a writer writes them in turn:
+        a state of a gigabyte is then not copied once more, holding the GIL, to be written)."""
+        blobs: list[Buffer] = []
         for frame in self.frames.values():
             buffer = io.BytesIO()
             frame.write_ipc(buffer)
-            blobs.append(buffer.getvalue())
+            blobs.append(buffer.getbuffer())
         header = {"kind": self.kind, "version": self.version, "meta": dict(self.meta),
                   "frames": list(self.frames)}  # fmt: skip
-        return pack(_STATE_MAGIC, header, blobs)
+        return pack_parts(_STATE_MAGIC, header, blobs)
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> OperatorState:
+    def from_bytes(cls, data: Buffer) -> OperatorState:
+        """The state :meth:`to_bytes` made. Frames are read in place (Arrow IPC read with no
+        copy), so they hold on to ``data``; restoring copies them into the operator's own
+        arrays."""
         header, blobs = unpack(_STATE_MAGIC, data, "an operator state")
         try:
             names = header["frames"]
-            frames = {n: pl.read_ipc(io.BytesIO(b)) for n, b in zip(names, blobs, strict=True)}
+            frames = {n: _read_frame(b) for n, b in zip(names, blobs, strict=True)}
             return cls(str(header["kind"]), int(header["version"]), frames, header["meta"])
-        except (KeyError, TypeError, ValueError, pl.exceptions.PolarsError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, pl.exceptions.PolarsError, OSError,
+                pa.ArrowException) as exc:  # fmt: skip
             raise StateError(f"not a readable operator state: {exc}") from exc
+
+
+def _read_frame(blob: memoryview) -> pl.DataFrame:
+    frame = pl.from_arrow(pa.ipc.open_file(pa.py_buffer(blob)).read_all())
+    assert isinstance(frame, pl.DataFrame)
+    return frame
 
 
 @runtime_checkable
@@ -527,22 +543,30 @@ class StatefulSink(Protocol):
 # -- bytes ---------------------------------------------------------------------------------------
 
 _STATE_MAGIC = b"STROMOPS"
+#: Bytes, or a view of them (states are written and read in pieces, not copied).
+Buffer: TypeAlias = bytes | bytearray | memoryview
 _HEADER = struct.Struct("<8sII")  # magic, header length, blob count
 
 
-def pack(magic: bytes, header: Mapping[str, Any], blobs: Sequence[bytes]) -> bytes:
+def pack(magic: bytes, header: Mapping[str, Any], blobs: Sequence[Buffer]) -> bytes:
     """``magic`` (8 bytes), header length and blob count (u32 LE), the JSON ``header``, then each
     blob as its length (u64 LE) and bytes: states and snapshots as one self-describing blob."""
+    return b"".join(pack_parts(magic, header, blobs))
+
+
+def pack_parts(magic: bytes, header: Mapping[str, Any], blobs: Sequence[Buffer]) -> list[Buffer]:
+    """:func:`pack`'s bytes as pieces to write one after the other (the blobs not copied)."""
     text = json.dumps(header, allow_nan=False, separators=(",", ":")).encode()
-    parts = [_HEADER.pack(magic, len(text), len(blobs)), text]
+    parts: list[Buffer] = [_HEADER.pack(magic, len(text), len(blobs)), text]
     for blob in blobs:
-        parts += [struct.pack("<Q", len(blob)), blob]
-    return b"".join(parts)
+        parts += [struct.pack("<Q", memoryview(blob).nbytes), blob]
+    return parts
 
 
-def unpack(magic: bytes, data: bytes, what: str) -> tuple[dict[str, Any], list[bytes]]:
-    """The header and blobs :func:`pack` made; :class:`StateError` for anything else."""
-    view = memoryview(data)
+def unpack(magic: bytes, data: Buffer, what: str) -> tuple[dict[str, Any], list[memoryview]]:
+    """The header and blobs :func:`pack` made (the blobs are views of ``data``, not copies);
+    :class:`StateError` for anything else."""
+    view = memoryview(data).cast("B")
     if len(view) < _HEADER.size or bytes(view[:8]) != magic:
         raise StateError(f"these bytes are not {what} (they do not start with {magic!r})")
     _, size, count = _HEADER.unpack_from(view)
@@ -555,7 +579,7 @@ def unpack(magic: bytes, data: bytes, what: str) -> tuple[dict[str, Any], list[b
             at += 8
             if at + length > len(view):
                 raise ValueError("truncated")
-            blobs.append(bytes(view[at : at + length]))
+            blobs.append(view[at : at + length])
             at += length
     except (ValueError, struct.error) as exc:
         raise StateError(f"{what}: truncated or damaged bytes ({exc})") from exc

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from strom.engine.contracts import OperatorState, Position, StateError, pack, unpack
+from strom.engine.contracts import Buffer, OperatorState, Position, StateError, pack, unpack
 
 __all__ = ["ExecutorSnapshot", "check_definition", "seq_from_meta", "seq_to_meta"]
 
@@ -66,7 +66,7 @@ class ExecutorSnapshot:
         return pack(_MAGIC, header, [s.to_bytes() for s in self.states.values()])
 
     @classmethod
-    def from_bytes(cls, data: bytes) -> ExecutorSnapshot:
+    def from_bytes(cls, data: Buffer) -> ExecutorSnapshot:
         header, blobs = unpack(_MAGIC, data, "an executor snapshot")
         try:
             ids, positions = header["states"], header["positions"]

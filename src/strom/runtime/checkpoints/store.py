@@ -38,7 +38,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from strom.engine.contracts import JSON, Guarantee, OperatorState, Position, StateError
+from strom.engine.contracts import (
+    JSON,
+    Buffer,
+    Guarantee,
+    OperatorState,
+    Position,
+    StateError,
+)
 from strom.runtime.snapshots import ExecutorSnapshot
 
 __all__ = ["CheckpointError", "CheckpointStore", "Manifest", "StateFile"]
@@ -219,10 +226,9 @@ class CheckpointStore:
         tmp.mkdir()
         files = []
         for index, (operator, state) in enumerate(snapshot.states.items()):
-            data = state.to_bytes()
             name = f"state-{index:03d}.bin"
-            _write_durable(tmp / name, data)
-            files.append(StateFile(operator, name, len(data), hashlib.sha256(data).hexdigest()))
+            size, digest = _write_parts_durable(tmp / name, state.to_parts())
+            files.append(StateFile(operator, name, size, digest))
         manifest = Manifest(
             checkpoint_id,
             wall_time_ms,
@@ -366,6 +372,21 @@ def _write_durable(path: Path, data: bytes) -> None:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _write_parts_durable(path: Path, parts: Sequence[Buffer]) -> tuple[int, str]:
+    """Write ``parts`` one after the other (never joined: a large state is not copied again)
+    and fsync; returns the file's size and sha256."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("xb") as handle:
+        for part in parts:
+            handle.write(part)
+            digest.update(part)
+            size += memoryview(part).nbytes
+        handle.flush()
+        os.fsync(handle.fileno())
+    return size, digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -188,6 +188,13 @@ class WindowState:
 
     # -- snapshots ---------------------------------------------------------------------------
 
+    def live_ids(self) -> IdArray:
+        """Every held row's id, ascending (ids allocated and not released since)."""
+        held = np.ones(self.size, bool)
+        for chunk in self._free:
+            held[chunk] = False
+        return np.flatnonzero(held)
+
     def dump(self, ids: IdArray) -> tuple[pl.DataFrame, pl.DataFrame]:
         """Rows ``ids`` as two row-aligned frames: the key columns (their input types), and
         ``start``, ``end``, ``emitted``, ``dirty`` plus every aggregation's slot columns."""

@@ -1,0 +1,1 @@
+"""What exactly-once costs: throughput, latency and checkpoint cost (``strom bench eos``)."""
