@@ -233,3 +233,17 @@ def test_exactly_once_dead_letters_survive_the_end_of_a_bounded_source(
     with sqlite3.connect(db) as conn:
         raws = sorted(r[0] for r in conn.execute("SELECT raw FROM dead_letters"))
     assert raws == sorted(b"not json %d" % i for i in range(5))
+
+
+def test_a_first_checkpoint_before_any_record_to_a_new_topic(strom_broker: Broker) -> None:
+    """The checkpoint record is an offset of the sink topic's partition 0: opening the sink
+    asks for the topic (created on first use), so a checkpoint before its first record works."""
+    sink = _sink(strom_broker.bootstrap_servers, topic="fresh", tid="fresh.out")
+    sink.open()
+    try:
+        sink.recover(None)
+        sink.pre_commit(1)
+        sink.commit(1)
+        assert sink.committed_checkpoint() == 1
+    finally:
+        sink.close()

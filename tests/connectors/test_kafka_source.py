@@ -293,15 +293,23 @@ def test_batches_respect_max_batch_records(
     source = kafka_source(
         bootstrap, "many", schema={"n": pl.Int64}, bounded=True, max_batch_records=7
     )
-    # polled directly: the executor may merge a round's batches for a stateless pipeline; polls
-    # never wait, so an empty one is followed by the source's wait (as the executor does)
-    batches = []
-    for reader in [source.open_partition(i) for i in range(2)]:
-        while (item := reader.poll()) is not END_OF_PARTITION:
-            if item is not None:
+    # polled directly, as the executor does (it may merge a round's batches for a stateless
+    # pipeline): every unfinished partition once per round, then the source's wait if a round
+    # found nothing (polls never wait). Reading one partition to its end before the other
+    # could stall: the fetcher stops fetching while max_batch_records wait in any buffer.
+    batches: list[pl.DataFrame] = []
+    readers = [source.open_partition(i) for i in range(2)]
+    while readers:
+        found = False
+        for reader in list(readers):
+            item = reader.poll()
+            if item is END_OF_PARTITION:
+                readers.remove(reader)
+            elif item is not None:
                 batches.append(item)
-            else:
-                source.wait(0.05)
+                found = True
+        if readers and not found:
+            source.wait(0.05)
     assert max(b.height for b in batches) <= 7
     assert sorted(pl.concat(batches)["n"].to_list()) == list(range(100))
 

@@ -116,6 +116,7 @@ class SinkTransactions:
         self.committed: int | None = None  # the last checkpoint whose transaction committed
         self._held: list[_Record] = []
         self._call("initialize the transactional producer", self.producer.init_transactions)
+        self._ensure_topic()
 
     def begin(self) -> None:
         if not self.open:
@@ -271,6 +272,24 @@ class SinkTransactions:
                     raise fenced_error(self._what(), self.transactional_id) from exc
                 raise KafkaConnectorError(f"{self._what()}: cannot produce: {exc}") from exc
         self.producer.poll(0)
+
+    def _ensure_topic(self) -> None:
+        """The checkpoint record is an offset of ``topic``'s partition 0, which a broker only
+        takes for an existing topic: ask for its metadata now (a cluster that creates topics
+        on first use creates it), rather than fail the first checkpoint if it comes before
+        the first record."""
+        try:
+            metadata = self.producer.list_topics(self.topic, timeout=CONNECT_TIMEOUT_S)
+        except KafkaException as exc:
+            raise KafkaConnectorError(f"{self._what()}: cannot read metadata: {exc}") from exc
+        found = metadata.topics.get(self.topic)
+        if found is None or found.error is not None or not found.partitions:
+            reason = "missing" if found is None or found.error is None else found.error.str()
+            raise KafkaConnectorError(
+                f"{self._what()}: topic {self.topic!r} does not exist at "
+                f"{self.bootstrap_servers} and was not created on first use ({reason}): create "
+                "it first (strom topics create, or your cluster's tooling)"
+            )
 
     def raise_if_fatal(self) -> None:
         """Raise if the producer is fenced or failed fatally."""
