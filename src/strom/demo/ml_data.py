@@ -92,7 +92,7 @@ def lay_out(shuttle: pl.DataFrame, devices: int, seed: int) -> Layout:
     frame = frame.with_columns(ts=T0 + pl.col("gap").cum_sum().over("device")).drop("gap")
     frame = frame.select(*READING, "anomaly").sort("ts", "seq")
     cut = int(frame["ts"].quantile(1 - LIVE_SHARE))  # type: ignore[arg-type]
-    cut -= (cut - T0) % WINDOW_MS  # on a window boundary: no window spans history and live
+    cut -= cut % WINDOW_MS  # a window boundary (windows align to the epoch): none spans the cut
     names = sorted(frame["device"].unique())
     table = pl.DataFrame(
         {

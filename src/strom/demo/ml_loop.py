@@ -245,6 +245,7 @@ def stream_live(
 
     thread = threading.Thread(target=produce, name="strom-demo-ml-producer", daemon=True)
     executor = StreamingExecutor(pipeline)
+    executor.step()  # open the pipeline (sources, sinks, the model) before the first event
     started = time.time()
     thread.start()
     try:

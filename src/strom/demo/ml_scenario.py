@@ -122,12 +122,17 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
         + ", ".join(f"{s} {a}/{n}" for s, n, a, _ in by_site)
     )
     switch = ml_check.version_runs(outcome.predictions)
+    per_version = ", ".join(
+        f"v{v} {ml_check.quality(layout.live, rows)['roc_auc']:.3f}"
+        for (v,), rows in outcome.predictions.group_by("model_version", maintain_order=True)
+    )
     result.lines = [
         ("windows scored", f"{outcome.predictions.height} in {live.seconds:.1f} s"),
         ("labelled anomalous", f"{int(quality['anomalous'])}"),
         ("precision", f"{quality['precision']:.3f}"),
         ("recall", f"{quality['recall']:.3f}"),
         ("ROC AUC", f"{quality['roc_auc']:.3f}"),
+        ("ROC AUC per version", per_version),
         ("latency p50", f"{np.percentile(latency, 50):.1f} ms"),
         ("latency p99", f"{np.percentile(latency, 99):.1f} ms"),
         ("version switch", f"{switch} (promoted after {live.promoted_after} windows)"),
