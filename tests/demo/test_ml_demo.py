@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 pytest.importorskip("sklearn")
@@ -17,7 +18,7 @@ pytest.importorskip("river")
 from strom import Broker
 from strom.demo import ml_check, ml_data
 from strom.demo.check import read_table
-from strom.ml import ModelStore
+from strom.ml import ModelStore, training_set
 
 STROM = shutil.which("strom") or str(Path(sys.executable).with_name("strom"))
 ROWS, DEVICES, SEED = 8_000, 12, 5
@@ -91,3 +92,21 @@ def test_a_tampered_result_fails_the_checks(demo_dir: tuple[Path, str]) -> None:
     assert "model versions in write order go v1 x2 -> v2 x1 -> v1" in text, text
     assert "the online feature table is not each device's latest offline window" in text, text
     assert "dead letters" in text, text
+
+
+def test_the_training_check_recounts_from_the_raw_readings() -> None:
+    from strom.demo import ml_loop
+
+    layout = ml_data.lay_out(ml_data.load_shuttle(3_000), 6, 1)
+    features = ml_loop.VIEW.compute_frame(layout.history.select(*ml_data.READING))
+    labels = ml_loop.window_labels(layout.history).drop("window_start")
+    data = training_set(labels, features, keys="device", label_time="label_time",
+                        ttl=ml_data.WINDOW_MS, columns=ml_loop.FEATURES)  # fmt: skip
+    assert ml_check.verify_training(layout.history, data) == []
+    # features of the window after the label (a leak), or a wrong value: both caught
+    leaked = data.with_columns(pl.col("label_time") - ml_data.WINDOW_MS)
+    assert ml_check.verify_training(layout.history, leaked) != []
+    wrong = data.with_columns(pl.col("max_f1") + (pl.int_range(pl.len()) == 0))
+    assert ml_check.verify_training(layout.history, wrong) == [
+        "1 training row(s) differ from the raw readings' recount"
+    ]

@@ -2,6 +2,8 @@
 
 Checks (one sentence per mismatch; the demo exits 1 on any):
 
+- **point in time**: every training row's features recounted with Polars alone from the raw
+  history readings of its device in the window before its label's time (none at or after it);
 - only readings produced late went late, and each malformed record is one dead letter;
 - **online == offline features**: every scored window's features equal the view computed
   offline (bounded, over the same live readings minus the late ones), window for window, and the
@@ -29,7 +31,14 @@ import polars as pl
 
 from strom import KafkaSource
 from strom.demo.check import read_table
-from strom.demo.ml_data import OUT_OF_ORDER_MS, PARTITIONS, READING, LiveRecords
+from strom.demo.ml_data import (
+    OUT_OF_ORDER_MS,
+    PARTITIONS,
+    READING,
+    SENSORS,
+    WINDOW_MS,
+    LiveRecords,
+)
 from strom.demo.ml_loop import ALERTS_TOPIC, FEATURES, MODEL, THRESHOLD, VIEW, window_labels
 from strom.ml import ModelStore
 
@@ -77,6 +86,29 @@ def offline_features(live: pl.DataFrame, late_seqs: set[int]) -> pl.DataFrame:
     """The view over the live readings the stream counted (all but the late ones), bounded."""
     counted = live.filter(~pl.col("seq").is_in(sorted(late_seqs)))
     return VIEW.compute_frame(counted.select(*READING))
+
+
+def verify_training(history: pl.DataFrame, data: pl.DataFrame) -> list[str]:
+    """Recount each training row's features from the readings in ``[label_time - window,
+    label_time)`` of its device (no strom code); every difference is a problem."""
+    start = pl.col("ts") - pl.col("ts") % WINDOW_MS
+    recount = history.group_by("device", (start + WINDOW_MS).alias("label_time")).agg(
+        pl.len().cast(pl.Int64).alias("readings"),
+        *(pl.col(s).mean().alias(f"mean_{s}") for s in SENSORS),
+        *(pl.col(s).max().alias(f"max_{s}") for s in SENSORS),
+    )
+    joined = data.join(recount, on=["device", "label_time"], how="left", suffix="_raw")
+    problems = []
+    if joined["readings_raw"].null_count() or (joined["feature_time"] > joined["label_time"]).any():
+        problems.append("training rows whose features are not from the window before the label")
+    a = joined.select(FEATURES).to_numpy()
+    b = joined.select(f"{f}_raw" for f in FEATURES).to_numpy()
+    differ = ~np.isclose(a, b, rtol=1e-9, atol=1e-9).all(axis=1)
+    if differ.any():
+        problems.append(
+            f"{int(differ.sum())} training row(s) differ from the raw readings' recount"
+        )
+    return problems
 
 
 def verify(

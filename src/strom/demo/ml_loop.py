@@ -94,7 +94,7 @@ def backfill(folder: Path, devices: list[str], progress: Callable[[], None]) -> 
 class Trained:
     """The training set and the two registered versions (v1 production, v2 staging)."""
 
-    rows: int
+    data: pl.DataFrame  # device, label_time, anomaly, the features, feature_time
     positives: int
     first: int
     second: int
@@ -142,7 +142,7 @@ def train(store: ModelStore, history: pl.DataFrame, features: pl.DataFrame, seed
         )
         versions.append(meta.version)
         aucs[meta.version] = auc
-    return Trained(data.height, int(data["anomaly"].sum()), versions[0], versions[1], aucs)
+    return Trained(data, int(data["anomaly"].sum()), versions[0], versions[1], aucs)
 
 
 def write_devices(db: Path, devices: pl.DataFrame) -> None:

@@ -75,7 +75,7 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
     store = ModelStore(workdir / "models")
     trained = ml_loop.train(store, layout.history, features, config.seed)
     console.print(
-        f"3. training set: {trained.rows} windows ({trained.positives} anomalous), point in "
+        f"3. training set: {trained.data.height} windows ({trained.positives} anomalous), point in "
         f"time; registered {ml_loop.MODEL} v{trained.first} (logistic regression, production, "
         f"holdout ROC AUC {trained.holdout_auc[trained.first]:.3f}) and v{trained.second} "
         f"(random forest, staging, {trained.holdout_auc[trained.second]:.3f})"
@@ -112,7 +112,10 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
             )  # fmt: skip
         outcome = ml_check.read_outcome(db, bootstrap)
 
-    result.problems = ml_check.verify(store, layout.live, records, outcome, trained.first)
+    result.problems = [
+        *ml_check.verify_training(layout.history, trained.data),
+        *ml_check.verify(store, layout.live, records, outcome, trained.first),
+    ]
     quality = ml_check.quality(layout.live, outcome.predictions)
     scored = pl.concat(live.scored)
     latency = ml_check.latency_ms(records, live.sent_s, scored)
