@@ -18,7 +18,13 @@ pytest.importorskip("river")
 from strom import Broker
 from strom.demo import ml_check, ml_data
 from strom.demo.check import read_table
+from strom.demo.ml_db import Database
 from strom.ml import ModelStore, training_set
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))  # the PostgreSQL fixtures
+from postgres_server import postgres_dsn, postgres_server
+
+__all__ = ["postgres_dsn", "postgres_server"]  # fixtures used here
 
 STROM = shutil.which("strom") or str(Path(sys.executable).with_name("strom"))
 ROWS, DEVICES, SEED = 8_000, 12, 5
@@ -71,7 +77,7 @@ def test_a_tampered_result_fails_the_checks(demo_dir: tuple[Path, str]) -> None:
     store = ModelStore(workdir / "models")
     db = workdir / "ml.db"
     with Broker(workdir / "broker") as broker:  # the run's log, reopened: the alerts topic
-        outcome = ml_check.read_outcome(db, broker.bootstrap_servers)
+        outcome = ml_check.read_outcome(Database(db), broker.bootstrap_servers)
     assert ml_check.verify(store, layout.live, records, outcome, 1) == []
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE predictions SET score = score / 2 + 0.01 WHERE rowid = 1")
@@ -110,3 +116,21 @@ def test_the_training_check_recounts_from_the_raw_readings() -> None:
     assert ml_check.verify_training(layout.history, wrong) == [
         "1 training row(s) differ from the raw readings' recount"
     ]
+
+
+def test_strom_demo_ml_writes_its_tables_to_postgres(postgres_dsn: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [STROM, "demo", "ml", "--rows", "4000", "--devices", "6", "--live-seconds", "2",
+         "--postgres", postgres_dsn, "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "JOIN devices in PostgreSQL" in done.stdout
+    assert "checks passed: online == offline features" in done.stdout
+    assert not (tmp_path / "ml.db").exists()
+    import psycopg
+
+    with psycopg.connect(postgres_dsn) as conn:
+        online = conn.execute("SELECT count(*) FROM device_features").fetchone()
+        scored = conn.execute("SELECT count(DISTINCT model_version) FROM predictions").fetchone()
+    assert online == (6,) and scored == (2,)

@@ -94,13 +94,24 @@ def demo(
 )
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the layout.")
 @click.option(
+    "--postgres",
+    metavar="DSN",
+    default=None,
+    help="Write the tables to this PostgreSQL database instead of SQLite (strom[postgres]).",
+)
+@click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
     help="Where files, models and ml.db go (default: a temporary directory, removed at the end).",
 )
 def demo_ml(
-    devices: int, rows: int | None, live_seconds: float, seed: int, data_dir: Path | None
+    devices: int,
+    rows: int | None,
+    live_seconds: float,
+    seed: int,
+    postgres: str | None,
+    data_dir: Path | None,
 ) -> None:
     """NASA Shuttle sensor readings: history in Parquet files, features backfilled, a model
     trained point in time and registered; the live part through Kafka, the same features
@@ -109,7 +120,9 @@ def demo_ml(
     from strom.demo.ml_scenario import MLDemoConfig, run_ml_demo  # keep `strom --help` fast
 
     out = console()
-    config = MLDemoConfig(devices=devices, seed=seed, rows=rows, live_seconds=live_seconds)
+    config = MLDemoConfig(
+        devices=devices, seed=seed, rows=rows, live_seconds=live_seconds, postgres=postgres
+    )
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         result = run_ml_demo(config, data_dir, out)

@@ -21,16 +21,12 @@ that window's prediction.
 from __future__ import annotations
 
 import itertools
-import sqlite3
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from strom import KafkaSource
-from strom.demo.check import read_table
 from strom.demo.ml_data import (
     OUT_OF_ORDER_MS,
     PARTITIONS,
@@ -39,6 +35,7 @@ from strom.demo.ml_data import (
     WINDOW_MS,
     LiveRecords,
 )
+from strom.demo.ml_db import Database
 from strom.demo.ml_loop import ALERTS_TOPIC, FEATURES, MODEL, THRESHOLD, VIEW, window_labels
 from strom.ml import ModelStore
 
@@ -65,9 +62,9 @@ class Outcome:
     alerts: pl.DataFrame
 
 
-def read_outcome(db: Path, bootstrap: str) -> Outcome:
+def read_outcome(db: Database, bootstrap: str) -> Outcome:
     def table(name: str) -> pl.DataFrame:
-        found = read_table(db, name)
+        found = db.read(name)
         return found if found is not None else pl.DataFrame()
 
     late = table("late_readings")
@@ -214,11 +211,9 @@ def latency_ms(records: LiveRecords, sent_s: np.ndarray, scored: pl.DataFrame) -
     return latency
 
 
-def join_with_devices(db: Path) -> list[tuple[object, ...]]:
-    """Alerts per site and model: the predictions joined with the devices table, in SQL."""
-    with closing(sqlite3.connect(db)) as conn:
-        return conn.execute(
-            "SELECT d.site, count(*), sum(p.score >= ?), round(avg(p.score), 3) "
-            "FROM predictions p JOIN devices d USING (device) GROUP BY d.site ORDER BY d.site",
-            (THRESHOLD,),
-        ).fetchall()
+def join_with_devices(db: Database) -> list[tuple[object, ...]]:
+    """Windows and alerts per site: the predictions joined with the devices table, in SQL."""
+    return db.query(
+        f"SELECT d.site, count(*), sum(CASE WHEN p.score >= {THRESHOLD} THEN 1 ELSE 0 END) "
+        "FROM predictions p JOIN devices d USING (device) GROUP BY d.site ORDER BY d.site"
+    )

@@ -11,11 +11,9 @@ last two minutes look anomalous?").
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +26,6 @@ from strom import (
     KafkaSink,
     KafkaSource,
     Pipeline,
-    SQLiteSink,
     StreamingExecutor,
     Tumbling,
     agg,
@@ -41,6 +38,7 @@ from strom.demo.ml_data import (
     WINDOW_MS,
     LiveRecords,
 )
+from strom.demo.ml_db import Database
 from strom.demo.view import CallbackSink
 from strom.ml import FeatureView, ModelStore, training_set
 
@@ -145,28 +143,21 @@ def train(store: ModelStore, history: pl.DataFrame, features: pl.DataFrame, seed
     return Trained(data, int(data["anomaly"].sum()), versions[0], versions[1], aucs)
 
 
-def write_devices(db: Path, devices: pl.DataFrame) -> None:
-    """The ``devices`` table (device, site, model) the predictions are joined with in SQL."""
-    with closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute("CREATE TABLE devices (device TEXT PRIMARY KEY, site TEXT, model TEXT)")
-        conn.executemany("INSERT INTO devices VALUES (?, ?, ?)", devices.rows())
-
-
 def build(
-    bootstrap: str, store: ModelStore, db: Path, on_scores: Callable[[pl.DataFrame], None]
+    bootstrap: str, store: ModelStore, db: Database, on_scores: Callable[[pl.DataFrame], None]
 ) -> tuple[Pipeline, KafkaSource]:
-    """Kafka → the view → online features (SQLite, upserted per device) and scores (SQLite,
-    every window; ``on_scores``), alerts → Kafka, late readings and dead letters → SQLite."""
+    """Kafka → the view → online features (``db``, upserted per device) and scores (``db``,
+    every window; ``on_scores``), alerts → Kafka, late readings and dead letters → ``db``."""
     source = KafkaSource(bootstrap, READINGS_TOPIC, schema=READING, max_batch_records=MAX_BATCH,
-                         dead_letter=SQLiteSink(db, "dead_letters"))  # fmt: skip
+                         dead_letter=db.sink("dead_letters"))  # fmt: skip
     p = Pipeline()
     readings = p.source(source, timestamp="ts", max_out_of_orderness_ms=OUT_OF_ORDER_MS)
     # the END_DEVICE markers only move the watermark past the last windows
     windows = VIEW.apply(readings.select(*READING).filter(pl.col("device") != END_DEVICE))
-    windows.sink(SQLiteSink(db, "device_features", key=["device"], mode="upsert"))
-    windows.late().sink(SQLiteSink(db, "late_readings"))
+    windows.sink(db.sink("device_features", key=["device"]))
+    windows.late().sink(db.sink("late_readings"))
     scores = windows.predict(store, MODEL, output="score", feature_version=VIEW.version)
-    scores.sink(SQLiteSink(db, "predictions"))
+    scores.sink(db.sink("predictions"))
     scores.sink(CallbackSink(on_scores))
     alerts = scores.filter(pl.col("score") >= THRESHOLD)
     alerts.select("device", "window_start", "window_end", "score", "model_version").sink(
@@ -202,7 +193,7 @@ class LiveRun:
 def stream_live(
     bootstrap: str,
     store: ModelStore,
-    db: Path,
+    db: Database,
     records: LiveRecords,
     *,
     seconds: float,

@@ -11,6 +11,7 @@ real and what is synthetic.
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from strom.demo import ml_check, ml_data, ml_loop
+from strom.demo.ml_db import Database
 from strom.demo.view import summary_table
 from strom.ml import ModelStore
 
@@ -34,6 +36,7 @@ class MLDemoConfig:
     seed: int = 7
     rows: int | None = None
     live_seconds: float = 15.0
+    postgres: str | None = None  # a DSN: the tables go to PostgreSQL instead of SQLite
 
 
 @dataclass
@@ -52,6 +55,8 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
 
     started = time.perf_counter()
     result = MLDemoResult()
+    for part in ("history", "models", "broker"):  # a rerun in the same directory starts afresh
+        shutil.rmtree(workdir / part, ignore_errors=True)
     shuttle = ml_data.load_shuttle(config.rows)
     layout = ml_data.lay_out(shuttle, config.devices, config.seed)
     console.print(
@@ -81,9 +86,9 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
         f"(random forest, staging, {trained.holdout_auc[trained.second]:.3f})"
     )
 
-    db = workdir / "ml.db"
-    db.unlink(missing_ok=True)
-    ml_loop.write_devices(db, layout.devices)
+    (workdir / "ml.db").unlink(missing_ok=True)
+    db = Database(workdir / "ml.db", config.postgres)
+    db.write_devices(layout.devices)
     records = ml_data.live_records(layout.live, layout.devices, config.seed)
     with Broker(workdir / "broker") as broker:
         bootstrap = broker.bootstrap_servers
@@ -121,8 +126,8 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
     latency = ml_check.latency_ms(records, live.sent_s, scored)
     by_site = ml_check.join_with_devices(db)
     console.print(
-        "   alerts per site (predictions JOIN devices in SQLite): "
-        + ", ".join(f"{s} {a}/{n}" for s, n, a, _ in by_site)
+        f"   alerts per site (predictions JOIN devices in {db}): "
+        + ", ".join(f"{s} {a}/{n}" for s, n, a in by_site)
     )
     switch = ml_check.version_runs(outcome.predictions)
     per_version = ", ".join(
