@@ -97,7 +97,8 @@ def demo(
     "--postgres",
     metavar="DSN",
     default=None,
-    help="Write the tables to this PostgreSQL database instead of SQLite (strom[postgres]).",
+    help="Write the tables to this PostgreSQL database (or schema: its search_path) instead of "
+    "SQLite; it must not hold them yet (strom[postgres]).",
 )
 @click.option(
     "--data-dir",

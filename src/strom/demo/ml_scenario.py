@@ -4,9 +4,10 @@
 with the bounded engine; 3. a point-in-time training set, two models registered (v1
 production, v2 staging); 4. an in-process broker, the live part through Kafka (out of order,
 late, malformed), the same view streaming, scored by ``production``, predictions and online
-features into SQLite, alerts into Kafka, v2 promoted mid-stream; 5. quality, latency, the version
-switch and the checks (:mod:`strom.demo.ml_check`). See :mod:`strom.demo.ml_data` for what is
-real and what is synthetic.
+features into SQLite (or PostgreSQL: :mod:`strom.demo.ml_db`), alerts into Kafka, v2 promoted
+mid-stream; 5. quality, latency, the version switch and the checks
+(:mod:`strom.demo.ml_check`). See :mod:`strom.demo.ml_data` for what is real and what is
+synthetic.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
         *ml_check.verify_training(layout.history, trained.data),
         *ml_check.verify(store, layout.live, records, outcome, trained.first),
     ]
+    if outcome.predictions.height == 0 or not live.scored:
+        for problem in result.problems:
+            console.print(f"[red]mismatch:[/] {problem}")
+        return result
     quality = ml_check.quality(layout.live, outcome.predictions)
     scored = pl.concat(live.scored)
     latency = ml_check.latency_ms(records, live.sent_s, scored)
