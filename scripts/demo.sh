@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# README's first command: install everything and run the main job, `strom demo`.
+# README's first command: install everything and run the main jobs: `strom demo` (the IoT
+# scenario: broker, streaming windows, SQLite) and `strom demo ml` (the real-time ML loop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/strom demo "$@"
+.venv/bin/strom demo "$@"
+exec .venv/bin/strom demo ml
