@@ -122,8 +122,8 @@ def _asof_join(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySin
     events, features = _source(p, data[0], "events"), _source(p, data[1], "features")
     joined = events.asof_join(features, on="k", ttl=600)
     joined.sink(sinks[0])
-    joined.late_events().sink(sinks[1])
-    joined.late_features().sink(sinks[2])
+    joined.late_events().union(joined.late_features()).sink(sinks[1])
+    joined.key_by("k").window(Tumbling(1_000)).agg(agg.count()).sink(sinks[2])  # after it
 
 
 def _keyed_agg(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -> None:

@@ -324,3 +324,39 @@ def test_both_sides_need_event_time() -> None:
         ev.asof_join(fe, ttl=1)
     with pytest.raises(PlanError, match="different pipelines"):
         ev.asof_join(_two(Pipeline())[1], on="k", ttl=1)
+
+
+@SETTINGS
+@given(card_events(), st.booleans())
+def test_a_window_after_the_join_counts_none_of_its_rows_late(
+    data: tuple[Partitions, int], step: bool
+) -> None:
+    """The join passes on each partition's progress no further than its own watermark, so a
+    window after it has not moved past the events the join still holds."""
+    parts, ooo = data
+
+    def build() -> tuple[Pipeline, MemorySink, MemorySink]:
+        p = Pipeline()
+        live = p.source(MemorySource(parts, schema=CARDS), timestamp="ts",
+                        max_out_of_orderness_ms=ooo)  # fmt: skip
+        features = live.key_by("card").window(Tumbling(2_000)).agg(agg.sum("amount"))
+        events = live.with_columns(paid=pl.col("amount") * 2) if step else live
+        joined = events.asof_join(features, on="card", ttl=None, columns=["sum_amount"])
+        after = (
+            joined.key_by("card").window(Tumbling(3_000)).agg(agg.count(), agg.max("sum_amount"))
+        )
+        after.sink(out := MemorySink())
+        after.late().sink(late := MemorySink())
+        return p, out, late
+
+    p, streamed, late = build()
+    StreamingExecutor(p, clock=lambda: 0.0).run()
+    bp, bounded, _ = build()
+    run_bounded(bp)
+    assert not late.batches
+    order = ["card", "window_start"]
+    got = pl.concat(streamed.batches).sort(order) if streamed.batches else None
+    want = pl.concat(bounded.batches).sort(order) if bounded.batches else None
+    assert (got is None) == (want is None)
+    if got is not None and want is not None:
+        assert_frame_equal(got, want)

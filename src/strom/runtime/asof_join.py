@@ -22,9 +22,11 @@ progress completes; the right input's watermark moves only once they have arrive
   and not even that once ``a < W - ttl``.
 
 So the output is the bounded runner's join of the rows that are not late, and each event is
-emitted once, when the watermark passes it (with its event time ``>= W``: on time for an
-event-time step after the join whose watermark is the join's). State: two frames, the events
-held and the feature rows held, each with its event time in ms.
+emitted once, when the watermark passes it, with its event time ``>= W``. Progress is passed on
+clipped to ``W`` (a partition's largest event time to ``W`` plus its bound, its end only once it
+has ended on both inputs), so an event-time step after the join (a window) never counts the
+join's rows as late. State: two frames, the events held and the feature rows held, each with
+its event time in ms, and both inputs' watermarks (what was passed on follows from them).
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ class AsofJoinOperator(Operator):
         self.late_outputs: dict[JoinSide, list[Operator]] = {"left": [], "right": []}
         self._state: dict[JoinSide, pl.DataFrame | None] = {"left": None, "right": None}
         self._schemas: dict[JoinSide, pl.Schema | None] = {"left": None, "right": None}
+        # what downstream has been told (see _forward): not state, a function of the trackers'
+        self._covers = {side: set(t.bounds()) for side, t in self.trackers.items()}
+        self._bounds = {**trackers[0].bounds(), **trackers[1].bounds()}
+        self._seen: dict[int, int] = {}
+        self._finished: dict[JoinSide, set[int]] = {"left": set(), "right": set()}
+        self._forwarded: dict[int, tuple[int | None, bool]] = {}
 
     @property
     def watermark(self) -> int:
@@ -150,8 +158,39 @@ class AsofJoinOperator(Operator):
         if after > before:
             self._release(partition, after)
             self._purge(after)
+        seen = self._seen.get(partition)
+        if max_event_time is not None and (seen is None or max_event_time > seen):
+            self._seen[partition] = max_event_time
+        if finished:
+            self._finished[side].add(partition)
+        self._forward(partition, now_ms, always=True, active=max_event_time is not None)
+        if after > before:  # partitions held back before may go further now
+            for other in self._bounds:
+                if other != partition:
+                    self._forward(other, now_ms, always=False)
+
+    def _forward(self, partition: int, now_ms: float, *, always: bool, active: bool = True) -> None:
+        """Pass ``partition``'s progress on, no further than this join's watermark: its
+        largest event time clipped to ``watermark + bound``, and ended only once it has ended
+        on every input it feeds. Without the clip a partition's progress would reach the
+        steps after the join through one input before the join could release the events it
+        lets through (its other input lagging), and they would count them as late."""
+        watermark, seen = self.watermark, self._seen.get(partition)
+        clipped = seen
+        if seen is not None and watermark < MAX_WATERMARK:
+            clipped = min(seen, watermark + self._bounds[partition])
+        ended = all(
+            partition in self._finished[side] for side in _SIDES if partition in self._covers[side]
+        )
+        state = (clipped, ended)
+        previous = self._forwarded.get(partition)
+        if not always and previous == state:
+            return
+        self._forwarded[partition] = state
+        if not active and previous is not None and previous[0] == clipped:
+            clipped = None  # no data: not activity downstream either (idle timeouts)
         for out in (*self.outputs, *self.late_outputs["left"], *self.late_outputs["right"]):
-            out.on_progress(partition, max_event_time, now_ms, finished)
+            out.on_progress(partition, clipped, now_ms, ended)
 
     def _release(self, partition: int, watermark: int) -> None:
         """Join and emit the events the watermark has passed (``t < watermark``)."""
@@ -239,8 +278,14 @@ class AsofJoinOperator(Operator):
         an operator defined like this one)."""
         state.check(KIND, 1, self.name)
         check_definition(state, self.definition(), self.name)
+        self._seen, self._forwarded = {}, {}
         for side in _SIDES:
-            self.trackers[side].restore(state.meta["watermarks"][side])
+            watermarks = state.meta["watermarks"][side]
+            self.trackers[side].restore(watermarks)
+            self._finished[side] = {int(p) for p, _, _, ended in watermarks["partitions"] if ended}
+            for p, seen, _, _ in watermarks["partitions"]:
+                if seen is not None and int(seen) > self._seen.get(int(p), MIN_WATERMARK):
+                    self._seen[int(p)] = int(seen)
             frame = state.frames.get(side)
             self._schemas[side] = (
                 None
