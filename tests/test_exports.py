@@ -58,6 +58,7 @@ PUBLIC = {
     "strom.pipeline": [
         "END_OF_PARTITION",
         "Agg",
+        "AsofJoinResult",
         "BoundedSource",
         "EndOfPartition",
         "Hopping",

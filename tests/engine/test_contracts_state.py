@@ -118,6 +118,14 @@ def _join(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -
     joined.late_right().sink(sinks[2])
 
 
+def _asof_join(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -> None:
+    events, features = _source(p, data[0], "events"), _source(p, data[1], "features")
+    joined = events.asof_join(features, on="k", ttl=600)
+    joined.sink(sinks[0])
+    joined.late_events().union(joined.late_features()).sink(sinks[1])
+    joined.key_by("k").window(Tumbling(1_000)).agg(agg.count()).sink(sinks[2])  # after it
+
+
 def _keyed_agg(p: Pipeline, data: tuple[Batches, Batches], sinks: list[MemorySink]) -> None:
     _source(p, data[0], "events").key_by("k", "s").agg(*AGGS, *SKETCHES).sink(sinks[0])
 
@@ -137,6 +145,7 @@ KINDS: dict[str, Callable[..., None]] = {
     "session": _windows(Session(700), emit="update"),
     "keyed-process": _process,
     "interval-join": _join,
+    "asof-join": _asof_join,
     "keyed-agg": _keyed_agg,
     "ttl-join-left": _ttl_join("left"),
     "ttl-join-semi": _ttl_join("semi"),
@@ -241,7 +250,7 @@ def test_a_state_of_another_kind_or_version_is_refused() -> None:
     newer = OperatorState("time_window", 2, window_state.frames, window_state.meta)
     with pytest.raises(StateError, match="not time_window state version 2"):
         _only(_run("tumbling", (ONE, ONE))[0]).restore(newer)
-    for kind in ("keyed-process", "interval-join", "keyed-agg", "ttl-join-left"):
+    for kind in ("keyed-process", "interval-join", "keyed-agg", "ttl-join-left", "asof-join"):
         with pytest.raises(StateError, match="not time_window state"):
             next(iter(_run(kind, (ONE, ONE))[0].stateful_operators().values())).restore(
                 window_state

@@ -7,6 +7,7 @@ every result has ``is_update=False``, and each window appears once.
 
 Interval joins are one Polars join of both whole inputs, then the time filter: every match,
 no late rows (their late outputs are empty), so they equal a streaming run with nothing late.
+As-of joins likewise are one Polars ``join_asof`` of both whole inputs.
 
 Keyed aggregations without a window are one group-by over the whole input (one row per key,
 ordered by key); equi-joins one hash join of both whole inputs; sort, top-k and distinct one
@@ -32,6 +33,7 @@ from typing import assert_never
 import polars as pl
 
 from strom.connectors.deadletter import DeadLetterOutput, batch_dead_letters
+from strom.engine.asof import AT, asof_frames
 from strom.engine.constants import LEFT_TS, PART, RIGHT_TS, SEQ, SESSION, TS
 from strom.engine.contracts import BoundedSource
 from strom.engine.joins import join_found, join_frames, right_side, value_schema
@@ -43,6 +45,7 @@ from strom.engine.scoring import score_frame
 from strom.engine.sessions import cut_sessions
 from strom.engine.transforms import apply_exprs, apply_transform, rows_to_frame
 from strom.pipeline.plan import (
+    AsofJoinNode,
     DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
@@ -132,6 +135,8 @@ class BoundedRunner:
                 return self._lookup_join(node)
             case IntervalJoinNode():
                 return [(-1, self._interval_join(node))]
+            case AsofJoinNode():
+                return [(-1, self._asof_join(node).lazy())]
             case IntervalJoinLateNode():
                 side = node.input.inputs[0 if node.side == "left" else 1]
                 schema = pl.concat([lf for _, lf in self._evaluate(side)]).collect_schema()
@@ -228,6 +233,28 @@ class BoundedRunner:
             [c for c in right.columns if c != RIGHT_TS],
         )
         return join_frames(node, left.lazy(), right.lazy(), kept, renamed)
+
+    def _asof_join(self, node: AsofJoinNode) -> pl.DataFrame:
+        """One as-of join of both whole inputs (each in partition order): every event, no
+        late rows (their late outputs are empty)."""
+        frames: list[pl.DataFrame] = []
+        for child in (node.left, node.right):
+            ts_column = self.plan.timestamps.get(child)
+            assert ts_column is not None  # validated
+            frame = pl.concat([lf for _, lf in self._evaluate(child)], how="vertical").collect()
+            ts = frame.get_column(ts_column)
+            if ts.null_count():
+                raise ValueError(
+                    f"{ts.null_count()} rows have a null event time in column {ts_column!r}; "
+                    "filter or fill them before the as-of join"
+                )
+            frames.append(
+                frame.with_columns(event_time_ms(ts_column, ts.dtype).cast(pl.Int64).alias(AT))
+            )
+        left, right = frames
+        left_columns = [c for c in left.columns if c != AT]
+        names = node.output_columns(left_columns, [c for c in right.columns if c != AT])
+        return asof_frames(node, left, right, left_columns, names)
 
     def _input_schema(self, node: WindowAggNode) -> pl.Schema:
         parts = self._evaluate(node.input)

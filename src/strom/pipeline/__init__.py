@@ -31,6 +31,7 @@ from strom.pipeline.process import (
     ValueState,
 )
 from strom.pipeline.stream import (
+    AsofJoinResult,
     IntervalJoinResult,
     KeyedStream,
     Pipeline,
@@ -44,6 +45,7 @@ from strom.pipeline.windows import Hopping, Session, Tumbling, WindowSpec
 __all__ = [
     "END_OF_PARTITION",
     "Agg",
+    "AsofJoinResult",
     "BoundedSource",
     "EndOfPartition",
     "Hopping",

@@ -270,9 +270,65 @@ class IntervalJoinNode(Node):
 
 
 @dataclass(frozen=True, eq=False)
+class AsofJoinNode(Node):
+    """Each ``left`` row (an event) joined to the ``right`` row (a feature row) with equal keys
+    that was available latest at the event's time: the largest right event time ``a <= t``
+    (the right stream's event time is when its row became available: a window result's
+    ``window_end``), nothing if ``t - a > ttl_ms`` (``None``: no limit). A left join: every
+    left row once; no match gives nulls. Right rows of equal keys and time: the one that came
+    last counts. Null keys never match.
+
+    Output columns (:meth:`output_columns`): every left column, then ``columns`` of the right
+    (``None``: every right column but its keys), a name taken by a left column getting
+    ``suffix``. Event time: the left input's. Its late outputs are
+    :class:`IntervalJoinLateNode` of this node (``left``: events, ``right``: feature rows).
+    """
+
+    left: PlanNode
+    right: PlanNode
+    left_on: tuple[str, ...]
+    right_on: tuple[str, ...]
+    ttl_ms: int | None
+    columns: tuple[str, ...] | None = None
+    suffix: str = "_right"
+
+    @property
+    def inputs(self) -> tuple[PlanNode, ...]:
+        return (self.left, self.right)
+
+    def output_columns(self, left: Sequence[str], right: Sequence[str]) -> dict[str, str]:
+        """Each kept right column's output name, in order.
+
+        Raises ``ValueError`` naming the column when two output columns would share a name,
+        or a column of ``columns`` is not a right column.
+        """
+        if self.columns is None:
+            wanted = [c for c in right if c not in self.right_on]
+        else:
+            missing = [c for c in self.columns if c not in right]
+            if missing:
+                raise ValueError(
+                    f"columns {missing} are not columns of the right stream {list(right)}"
+                )
+            wanted = list(self.columns)
+        taken = set(left)
+        names = {c: c + self.suffix if c in taken else c for c in wanted}
+        seen = set(taken)
+        for column, name in names.items():
+            if name in seen:
+                raise ValueError(
+                    f"right column {column!r} would be named {name!r}, which is already an "
+                    "output column; pass another suffix= or rename it"
+                )
+            seen.add(name)
+        return names
+
+
+@dataclass(frozen=True, eq=False)
 class IntervalJoinLateNode(UnaryNode):
-    """Rows of one ``side`` of ``input`` (an :class:`IntervalJoinNode`) that arrived too late
-    to be joined: behind the join's watermark, where partners may already have been purged."""
+    """Rows of one ``side`` of ``input`` (an :class:`IntervalJoinNode` or an
+    :class:`AsofJoinNode`) that arrived too late to be joined: behind the join's watermark,
+    where partners may already have been purged (or, for an as-of join, joined without them)."""
 
     side: JoinSide
 
@@ -326,6 +382,7 @@ PlanNode: TypeAlias = (
     | SortNode
     | DistinctNode
     | IntervalJoinNode
+    | AsofJoinNode
     | IntervalJoinLateNode
     | LateNode
     | UnionNode

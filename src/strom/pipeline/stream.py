@@ -16,6 +16,7 @@ from strom.engine.contracts import LookupTable, Sink, Source
 from strom.engine.scoring import ModelProvider
 from strom.pipeline.plan import (
     JOIN_HOWS,
+    AsofJoinNode,
     DistinctNode,
     EmitMode,
     FilterNode,
@@ -211,6 +212,46 @@ class Stream:
         lower, upper = _optional_ms(lower_ms, "lower_ms"), _optional_ms(upper_ms, "upper_ms")
         node = IntervalJoinNode(self._node, right._node, lkeys, rkeys, lower, upper, suffix)
         return IntervalJoinResult(self._pipeline, node)
+
+    def asof_join(
+        self,
+        features: Stream,
+        *,
+        on: str | Sequence[str] | None = None,
+        left_on: str | Sequence[str] | None = None,
+        right_on: str | Sequence[str] | None = None,
+        ttl: Duration | None,
+        columns: Sequence[str] | None = None,
+        suffix: str = "_right",
+    ) -> AsofJoinResult:
+        """Join every event to the latest row of ``features`` with equal keys (``on``, or
+        ``left_on``/``right_on``) that was available at the event's time, not older than
+        ``ttl`` (``None``: no limit); nulls if there is none (a left join, every event once).
+
+        A feature row is available from its stream's event time (a window's ``window_end``:
+        it ends, then it is known), so the row joined is the one with the largest event time
+        ``<= `` the event's: no feature made of later events, the point-in-time rule of
+        ``strom.ml.training_set``. Output: every event column, then ``columns`` of the
+        features (default: all but the keys; a name already taken gets ``suffix``). Event
+        time: the events'. Of feature rows with equal keys and time, the last to arrive counts
+        (bounded: the last in partition order).
+
+        The streaming runtime holds each event until the watermark passes its time, then joins
+        it to the final rows (see ``strom.runtime.asof_join``): the result equals the bounded
+        runner's over the rows that are not late. Rows behind the join's watermark on arrival
+        are late and not joined: events go to :meth:`AsofJoinResult.late_events`, feature rows
+        (a window's ``is_update`` re-emissions after allowed lateness) to
+        :meth:`AsofJoinResult.late_features`; the bounded runner has none.
+        """
+        if not isinstance(features, Stream):
+            raise PlanError(f"asof_join() takes another Stream, got {features!r}")
+        if features._pipeline is not self._pipeline:
+            raise PlanError("asof_join() of streams from different pipelines")
+        lkeys, rkeys = _join_keys("asof_join", on, left_on, right_on)
+        kept = None if columns is None else _names(columns)
+        ttl_ms = _optional_ms(ttl, "ttl")
+        node = AsofJoinNode(self._node, features._node, lkeys, rkeys, ttl_ms, kept, suffix)
+        return AsofJoinResult(self._pipeline, node)
 
     def join(
         self,
@@ -513,3 +554,16 @@ def _ms(value: Duration, name: str) -> int:
 
 def _optional_ms(value: Duration | None, name: str) -> int | None:
     return None if value is None else _ms(value, name)
+
+
+class AsofJoinResult(Stream):
+    """As-of join results; :meth:`late_events`/:meth:`late_features` are the rows that arrived
+    too late to be joined (streaming runtime only; the bounded runner has none)."""
+
+    def late_events(self) -> Stream:
+        """Events that arrived behind the join's watermark, unchanged. Never dropped silently."""
+        return self._then(IntervalJoinLateNode(self._node, "left"))
+
+    def late_features(self) -> Stream:
+        """Feature rows that arrived behind the join's watermark, unchanged (not joined)."""
+        return self._then(IntervalJoinLateNode(self._node, "right"))

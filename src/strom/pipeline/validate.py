@@ -19,6 +19,7 @@ from strom.engine.scoring import PREDICTION_COLUMNS, check_features, prediction_
 from strom.pipeline.plan import (
     JOIN_HOWS,
     JOIN_TIME,
+    AsofJoinNode,
     DistinctNode,
     ExprNode,
     FilterNode,
@@ -110,6 +111,8 @@ def _check(
             return None if input_schema is None else late_schema(input_schema), ts
         case IntervalJoinNode():
             return _check_interval_join(node, schemas, timestamps, where)
+        case AsofJoinNode():
+            return _check_asof_join(node, schemas, timestamps, where), timestamps[node.left]
         case IntervalJoinLateNode():
             side = node.input.inputs[0 if node.side == "left" else 1]
             return schemas.get(side), timestamps.get(side)
@@ -406,6 +409,50 @@ def _check_interval_join(
     out.update({name: right[c] for c, name in renamed.items()})
     out[JOIN_TIME] = pl.Int64()
     return pl.Schema(out), JOIN_TIME
+
+
+def _check_asof_join(
+    node: AsofJoinNode,
+    schemas: dict[Node, pl.Schema | None],
+    timestamps: dict[Node, str | None],
+    where: str,
+) -> pl.Schema | None:
+    if node.ttl_ms is not None and (
+        not isinstance(node.ttl_ms, int) or isinstance(node.ttl_ms, bool) or node.ttl_ms < 0
+    ):
+        raise PlanError(f"{where}ttl must be >= 0 milliseconds (or None: no limit)")
+    if not isinstance(node.suffix, str) or not node.suffix:
+        raise PlanError(f"{where}suffix must be a non-empty string, not {node.suffix!r}")
+    for keys in (node.left_on, node.right_on):
+        if len(set(keys)) != len(keys):
+            raise PlanError(f"{where}key columns {list(keys)} name a column twice")
+    left, right = schemas[node.left], schemas[node.right]
+    for side, child, schema, keys in (
+        ("left", node.left, left, node.left_on),
+        ("right", node.right, right, node.right_on),
+    ):
+        ts = timestamps[child]
+        if ts is None:
+            what = "events" if side == "left" else "features (when each row became available)"
+            raise PlanError(
+                f"{where}asof_join() needs event time on both sides; the {side} stream of "
+                f"{what} has none: pass timestamp='column' to p.source(...) and keep that column"
+            )
+        _require_columns(schema, keys, f"{where}{side} key column")
+        _require_columns(schema, (ts,), f"{where}{side} timestamp column")
+    if left is None or right is None:
+        return None
+    for lk, rk in zip(node.left_on, node.right_on, strict=True):
+        if left[lk] != right[rk]:
+            raise PlanError(
+                f"{where}left key {lk!r} is {left[lk]} but right key {rk!r} is {right[rk]}; "
+                "cast one so both have the same type"
+            )
+    try:
+        renamed = node.output_columns(list(left), list(right))
+    except ValueError as exc:
+        raise PlanError(f"{where}{exc}") from exc
+    return pl.Schema({**left, **{name: right[c] for c, name in renamed.items()}})
 
 
 def _check_union(

@@ -55,6 +55,7 @@ from strom.engine.contracts import (
     WaitingSource,
 )
 from strom.pipeline.plan import (
+    AsofJoinNode,
     DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
@@ -83,6 +84,7 @@ from strom.pipeline.plan import (
 from strom.pipeline.stream import Pipeline
 from strom.pipeline.validate import PlanError
 from strom.pipeline.windows import Duration, Session, event_time_ms, to_ms
+from strom.runtime.asof_join import AsofJoinOperator
 from strom.runtime.checkpoints import CheckpointedRun, CheckpointStore
 from strom.runtime.interval_join import IntervalJoinOperator
 from strom.runtime.keyed_agg import KeyedAggOperator
@@ -212,6 +214,16 @@ class StreamingExecutor:
                 self._operators[node.left].outputs.append(join.ports[0])
                 self._operators[node.right].outputs.append(join.ports[1])
                 return join
+            case AsofJoinNode():
+                events_ts = self.plan.timestamps[node.left]
+                features_ts = self.plan.timestamps[node.right]
+                assert events_ts is not None and features_ts is not None  # validated
+                trackers = (self._tracker(node.left), self._tracker(node.right))
+                schema = self.plan.schemas.get(node.right)
+                asof = AsofJoinOperator(name, node, (events_ts, features_ts), trackers, schema)
+                self._operators[node.left].outputs.append(asof.ports[0])
+                self._operators[node.right].outputs.append(asof.ports[1])
+                return asof
             case LateNode():
                 window = self._operators[node.input]
                 assert isinstance(window, WindowOperatorBase)
@@ -219,7 +231,7 @@ class StreamingExecutor:
                 return op
             case IntervalJoinLateNode():
                 join_op = self._operators[node.input]
-                assert isinstance(join_op, IntervalJoinOperator)
+                assert isinstance(join_op, IntervalJoinOperator | AsofJoinOperator)
                 join_op.late_outputs[node.side].append(op := Operator(name))
                 return op
             case _:

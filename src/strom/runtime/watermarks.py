@@ -76,6 +76,10 @@ class WatermarkTracker:
         }
         self.current = MIN_WATERMARK
 
+    def bounds(self) -> dict[int, int]:
+        """Each partition's out-of-orderness bound (ms), by global index."""
+        return {p: c.out_of_orderness_ms for p, c in self._clocks.items()}
+
     def observe(self, partition: int, max_event_time: int | None, now_ms: float) -> None:
         """Partition ``partition`` delivered data whose largest event time is ``max_event_time``
         (``None``: a batch with no rows, or no batch at all, which does not count as activity)."""

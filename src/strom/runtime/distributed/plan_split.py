@@ -1,7 +1,8 @@
 """Worker ``i`` of ``N``'s plan: its share of every source, every keyed input through a shuffle.
 
 :func:`split_plan` cuts the plan before every keyed operator (windows, keyed aggregations,
-process functions, interval joins; equi-joins too, which the streaming runtime then refuses):
+process functions, interval and as-of joins; equi-joins too, which the streaming runtime then
+refuses):
 the rows entering it go to a :class:`~strom.runtime.distributed.shuffle.Shuffle` writer by key,
 and the operator reads this worker's partitions of the cut instead. Two keyed operators
 re-keying one stream by the same columns share a cut. The rewritten plan is an
@@ -17,6 +18,7 @@ from typing import Any, assert_never
 
 from strom.connectors.kafka.transaction import TransactionScope
 from strom.pipeline.plan import (
+    AsofJoinNode,
     DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
@@ -120,7 +122,7 @@ def _keyed_inputs(node: PlanNode) -> list[tuple[PlanNode, tuple[str, ...]]]:
     match node:
         case WindowAggNode() | ProcessNode() | KeyedAggNode():
             return [(base(node.input), node.keys)]
-        case IntervalJoinNode() | JoinNode():
+        case IntervalJoinNode() | JoinNode() | AsofJoinNode():
             return [(base(node.left), node.left_on), (base(node.right), node.right_on)]
         case (
             SourceNode()
