@@ -23,6 +23,7 @@ from strom.engine.aggregations import Aggregation
 from strom.engine.contracts import Sink
 from strom.engine.schemas import window_schema
 from strom.pipeline.plan import (
+    AsofJoinNode,
     DistinctNode,
     FilterNode,
     IntervalJoinLateNode,
@@ -207,6 +208,7 @@ def _branches(node: PlanNode, first: dict[SourceNode, int]) -> list[Branch]:
             | SortNode()
             | DistinctNode()
             | PredictNode()
+            | AsofJoinNode()
         ):
             raise PlanError(
                 f"{node.label}: not supported by the local engine yet; run the pipeline without "

@@ -36,6 +36,7 @@ from strom.engine.schemas import late_schema, window_schema
 from strom.engine.transforms import apply_exprs
 from strom.pipeline.plan import (
     JOIN_TIME,
+    AsofJoinNode,
     DistinctNode,
     ExprNode,
     FilterNode,
@@ -161,7 +162,14 @@ class Lowering:
                 return self._empty(self.frame(side).schema)
             case LookupJoinNode():
                 return self._lookup_join(node)
-            case KeyedAggNode() | JoinNode() | SortNode() | DistinctNode() | PredictNode():
+            case (
+                KeyedAggNode()
+                | JoinNode()
+                | SortNode()
+                | DistinctNode()
+                | PredictNode()
+                | AsofJoinNode()
+            ):
                 raise PlanError(
                     f"{node.label}: not supported by the Spark backend yet; run the pipeline "
                     "with the bounded runner (strom run without --engine spark)"
