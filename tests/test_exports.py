@@ -188,11 +188,13 @@ def test_top_level_names_are_the_subpackages_objects() -> None:
 
 
 def test_import_strom_loads_no_optional_weight() -> None:
-    """``import strom`` (the whole public face) loads neither numba nor an extra."""
+    """``import strom`` (the whole public face), the CLI's ``run`` and a local-engine worker load
+    neither numba, pyarrow (~30 MiB a process, which the local engine's memory budget feels) nor
+    an extra."""
     code = (
-        "import sys, strom\n"
-        "heavy = [m for m in ('numba', 'llvmlite', 'psycopg', 'pyspark', 'duckdb', 'sklearn',"
-        " 'skops') if m in sys.modules]\n"
+        "import sys, strom, strom.cli.main, strom.cli.run, strom.batch.worker\n"
+        "heavy = [m for m in ('numba', 'llvmlite', 'pyarrow', 'psycopg', 'pyspark', 'duckdb',"
+        " 'sklearn', 'skops') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

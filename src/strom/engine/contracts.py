@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import polars as pl
-import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 
 __all__ = [
     "END_OF_PARTITION",
@@ -481,6 +480,8 @@ class OperatorState:
         """The state :meth:`to_bytes` made. Frames are read in place (Arrow IPC read with no
         copy), so they hold on to ``data``; restoring copies them into the operator's own
         arrays."""
+        import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]  # lazy: ~30 MiB
+
         header, blobs = unpack(_STATE_MAGIC, data, "an operator state")
         try:
             names = header["frames"]
@@ -492,6 +493,8 @@ class OperatorState:
 
 
 def _read_frame(blob: memoryview) -> pl.DataFrame:
+    import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
+
     frame = pl.from_arrow(pa.ipc.open_file(pa.py_buffer(blob)).read_all())
     assert isinstance(frame, pl.DataFrame)
     return frame
