@@ -41,7 +41,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 if ((dev)); then
     .venv/bin/python -m pip install -q -e '.[dev]'
-else  # the ml extra: `strom demo ml` (README's first command) trains and scores models
+else  # the ml extra: `strom demo` (README's first command) trains and scores models
     .venv/bin/python -m pip install -q -e '.[ml]'
 fi
 echo "setup: ready ($(.venv/bin/strom --version))"

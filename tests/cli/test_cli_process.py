@@ -1,4 +1,5 @@
-"""The installed ``strom`` executable: signals end a consumer cleanly; the demo runs end to end."""
+"""The installed ``strom`` executable: signals end a consumer cleanly; the demos run end to end
+(the ML one in ``tests/demo/test_ml_demo.py``) or say what they miss."""
 
 from __future__ import annotations
 
@@ -39,9 +40,17 @@ def test_sigterm_commits_and_leaves(strom: Run, strom_broker: Broker, topic: str
     assert again.stdout == ""  # everything printed before SIGTERM was committed
 
 
-def test_demo() -> None:
+def test_demo_without_the_ml_extra_says_what_to_install() -> None:
+    hide = "import sys; sys.modules['skops'] = None; from strom.cli.main import cli; cli(['demo'])"
+    done = subprocess.run([sys.executable, "-c", hide], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "needs strom's ml extra (skops missing): pip install 'strom[ml]'" in done.stderr
+    assert "strom demo iot" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_demo_iot() -> None:
     done = subprocess.run(
-        [STROM, "demo", "--events", "3000", "--devices", "10"],
+        [STROM, "demo", "iot", "--events", "3000", "--devices", "10"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -1,4 +1,4 @@
-"""``strom demo ml`` runs the whole loop and checks itself; its checks catch a tampered result."""
+"""``strom demo`` runs the whole ML loop and checks itself; its checks catch a tampered result."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def test_the_shuttle_data_is_the_bundled_one_and_the_layout_is_seeded(tmp_path: 
 def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     workdir = tmp_path_factory.mktemp("demo-ml")
     done = subprocess.run(
-        [STROM, "demo", "ml", "--rows", str(ROWS), "--devices", str(DEVICES), "--seed",
+        [STROM, "demo", "--rows", str(ROWS), "--devices", str(DEVICES), "--seed",
          str(SEED), "--live-seconds", "3", "--data-dir", str(workdir)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
@@ -60,7 +60,7 @@ def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return workdir, done.stdout
 
 
-def test_strom_demo_ml_runs_the_loop_and_its_checks_pass(demo_dir: tuple[Path, str]) -> None:
+def test_strom_demo_runs_the_ml_loop_and_its_checks_pass(demo_dir: tuple[Path, str]) -> None:
     _, out = demo_dir
     assert "history written to" in out and "Parquet files (per device and hour)" in out
     assert "registered shuttle v1" in out and "v2 promoted halfway" in out
@@ -118,9 +118,9 @@ def test_the_training_check_recounts_from_the_raw_readings() -> None:
     ]
 
 
-def test_strom_demo_ml_writes_its_tables_to_postgres(postgres_dsn: str, tmp_path: Path) -> None:
+def test_strom_demo_writes_its_tables_to_postgres(postgres_dsn: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [STROM, "demo", "ml", "--rows", "4000", "--devices", "6", "--live-seconds", "2",
+        [STROM, "demo", "--rows", "4000", "--devices", "6", "--live-seconds", "2",
          "--postgres", postgres_dsn, "--data-dir", str(tmp_path)],
         capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The end-to-end IoT scenario behind ``strom demo``: generator, pipeline, check and view."""
+"""The end-to-end IoT scenario behind ``strom demo iot``: generator, pipeline, check and view."""
 
 from strom.demo.check import Outcome, verify
 from strom.demo.generator import DemoConfig, Generated, devices, generate

@@ -54,8 +54,7 @@ def shuttle_path() -> Path:
     spec = importlib.util.find_spec("river")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            "strom demo ml reads NASA's Shuttle data bundled in river's wheel: "
-            "pip install 'strom[ml]'"
+            "strom demo reads NASA's Shuttle data bundled in river's wheel: pip install 'strom[ml]'"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "shuttle.csv.gz"
     if not path.is_file():

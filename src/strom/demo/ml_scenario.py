@@ -1,4 +1,4 @@
-"""``run_ml_demo``: the whole real-time ML loop on NASA's Shuttle sensor data (``strom demo ml``).
+"""``run_ml_demo``: the whole real-time ML loop on NASA's Shuttle sensor data (``strom demo``).
 
 1. history → one Parquet file per device and hour; 2. the feature view backfilled over them
 with the bounded engine; 3. a point-in-time training set, two models registered (v1
