@@ -15,6 +15,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
+from strom._fs import fsync_path
+
 TEMPORARY = "_temporary"
 SUCCESS = "_SUCCESS"
 
@@ -64,13 +66,5 @@ class OutputCommitter:
                 stale.unlink()
         shutil.rmtree(self.staging, ignore_errors=True)
         (self.directory / SUCCESS).touch()
-        _fsync_directory(self.directory)
+        fsync_path(self.directory)
         return published
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

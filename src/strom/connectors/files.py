@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import glob as globlib
 import logging
-import os
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
 
+from strom._fs import fsync_path
 from strom.connectors.staged_files import StagedFiles
 from strom.engine.contracts import (
     END_OF_PARTITION,
@@ -216,9 +216,9 @@ class FileSink(AtLeastOnceSink):
             self._recovered("pre_commit").pre_commit(checkpoint_id)
             return
         for path in sorted(self._unsynced):
-            _fsync(path)
+            fsync_path(path)
         if self._unsynced:
-            _fsync(self.directory)
+            fsync_path(self.directory)
         self._unsynced.clear()
 
     def commit(self, checkpoint_id: int) -> None:
@@ -259,14 +259,6 @@ class FileSink(AtLeastOnceSink):
         if self._staged is None:
             raise RuntimeError(f"FileSink.{what}() before recover()")
         return self._staged
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _part_number(name: str) -> int:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
+from strom._fs import fsync_path
 from strom.engine.contracts import FencedError
 
 __all__ = ["StagedFiles"]
@@ -78,7 +79,7 @@ class StagedFiles:
             for m in markers:
                 if m.token == owner and m.checkpoint <= checkpoint_id:
                     staged._publish(m)
-        _fsync(directory)
+        fsync_path(directory)
         for name in staged._names():
             if staged._pending_re.fullmatch(name) or staged._tmp_re.fullmatch(name):
                 (directory / name).unlink(missing_ok=True)
@@ -104,14 +105,14 @@ class StagedFiles:
         """fsync the files written since the last pre-commit; record them as the checkpoint's."""
         self._fence()
         for path in self._unsynced:
-            _fsync(path)
+            fsync_path(path)
         self._unsynced.clear()
         if self._first < self._next:
             name = f".{self.writer}.{self.token}.{checkpoint_id}.precommit"
             body = json.dumps({"first": self._first, "last": self._next - 1}).encode()
             _write_whole(self.directory / name, body)
             self._first = self._next
-        _fsync(self.directory)
+        fsync_path(self.directory)
 
     def commit(self, checkpoint_id: int) -> None:
         """Rename the files of this process's pre-commits ``<= checkpoint_id`` (idempotent)."""
@@ -123,7 +124,7 @@ class StagedFiles:
             self._publish(m)
             self._published = max(self._published, m.last)
         if done:
-            _fsync(self.directory)
+            fsync_path(self.directory)
         for m in done:
             m.path.unlink(missing_ok=True)
 
@@ -204,12 +205,4 @@ def _write_whole(path: Path, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(temporary, path)
-    _fsync(path.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(path.parent)

@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 
 import polars as pl
 
+from strom._fs import fsync_path
 from strom.engine.scoring import FeatureSpec
 from strom.ml.metadata import ModelError, ModelVersion
 from strom.ml.skops_model import (
@@ -323,7 +324,7 @@ class ModelStore:
                         os.chmod(tmp / file, 0o644)
                     continue
                 raise
-            _fsync_dir(target.parent)
+            fsync_path(target.parent)
             return numbered
 
     def _check_loadable(self, folder: Path, meta: ModelVersion) -> None:
@@ -391,7 +392,7 @@ class ModelStore:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        _fsync_dir(folder)
+        fsync_path(folder)
 
     @contextlib.contextmanager
     def _lock(self, name: str) -> Iterator[None]:
@@ -404,14 +405,6 @@ class ModelStore:
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _libraries() -> dict[str, str]:

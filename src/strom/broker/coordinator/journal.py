@@ -26,7 +26,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MAX_RECORD_BYTES", "JournalFile", "encode", "fsync_dir", "rewrite", "scan"]
+from strom._fs import fsync_path
+
+__all__ = ["MAX_RECORD_BYTES", "JournalFile", "encode", "rewrite", "scan"]
 
 _HEADER = struct.Struct(">II")
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -63,14 +65,6 @@ def scan(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return records, pos
 
 
-def fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def rewrite(path: Path, records: Iterable[dict[str, Any]]) -> int:
     """Atomically replace ``path`` with exactly ``records``; return the new file's size."""
     tmp = path.with_name(path.name + ".tmp")
@@ -83,7 +77,7 @@ def rewrite(path: Path, records: Iterable[dict[str, Any]]) -> int:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
     return size
 
 
@@ -131,7 +125,7 @@ class JournalFile:
         records: list[dict[str, Any]] = []
         if not self.path.exists():
             self.path.touch()
-            fsync_dir(self.path.parent)
+            fsync_path(self.path.parent)
         else:
             data = self.path.read_bytes()
             records, good = scan(data)

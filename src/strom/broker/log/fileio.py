@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-__all__ = ["DeferredCloser", "atomic_write", "fsync_dir", "pread_all", "pwrite_all"]
+from strom._fs import fsync_path
+
+__all__ = ["DeferredCloser", "atomic_write", "pread_all", "pwrite_all"]
 
 _CHUNK: Final = 1 << 20
 
@@ -37,15 +39,6 @@ def pwrite_all(fd: int, data: bytes | bytearray | memoryview, pos: int) -> None:
         pos += n
 
 
-def fsync_dir(path: Path) -> None:
-    """Make creations, renames and deletions inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves either the old or the new content."""
     tmp = path.with_name(path.name + ".tmp")
@@ -56,7 +49,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 class DeferredCloser:

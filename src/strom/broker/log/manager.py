@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from strom._fs import fsync_path
 from strom.broker.log.config import LogConfig
 from strom.broker.log.errors import (
     InvalidPartitionsError,
@@ -35,7 +36,7 @@ from strom.broker.log.errors import (
     TopicExistsError,
     UnknownTopicError,
 )
-from strom.broker.log.fileio import DeferredCloser, atomic_write, fsync_dir
+from strom.broker.log.fileio import DeferredCloser, atomic_write
 from strom.broker.log.partition import AppendResult, PartitionLog
 
 __all__ = ["LogManager", "TopicInfo", "validate_topic_name"]
@@ -164,7 +165,7 @@ class LogManager:
     def _discard(self, path: Path, tag: str) -> None:
         gone = path.with_name(f"{path.name}.{tag}.deleted")
         os.replace(path, gone)
-        fsync_dir(self.data_dir)
+        fsync_path(self.data_dir)
         shutil.rmtree(gone, ignore_errors=True)
 
     # -- topics ----------------------------------------------------------------------------

@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from strom._fs import fsync_path
 from strom.broker.log.config import LogConfig
 from strom.broker.log.errors import LogStorageError, OffsetOutOfRangeError, RecordTooLargeError
-from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all
+from strom.broker.log.fileio import DeferredCloser, pread_all
 from strom.broker.log.retention import SegmentStats, segments_to_delete
 from strom.broker.log.segment import CLEAN_MARKER, Segment, open_segments, scan_batches
 from strom.broker.log.transactions import (
@@ -330,7 +331,7 @@ class PartitionLog:
             index_interval_bytes=self.config.index_interval_bytes,
         )
         try:
-            fsync_dir(self.directory)
+            fsync_path(self.directory)
         except OSError:
             segment.delete(self._closer, 0)
             raise
@@ -503,7 +504,7 @@ class PartitionLog:
                 write_snapshot(self.directory, self.log_end_offset, self._producers)
                 remove_snapshots(self.directory, self.log_start_offset, self.log_end_offset)
                 os.close(os.open(self.directory / CLEAN_MARKER, os.O_WRONLY | os.O_CREAT, 0o644))
-                fsync_dir(self.directory)
+                fsync_path(self.directory)
             except OSError as exc:
                 error = exc
         if self._owns_closer:

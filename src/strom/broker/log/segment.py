@@ -26,7 +26,8 @@ from typing import Final
 
 import crc32c
 
-from strom.broker.log.fileio import DeferredCloser, fsync_dir, pread_all, pwrite_all
+from strom._fs import fsync_path
+from strom.broker.log.fileio import DeferredCloser, pread_all, pwrite_all
 from strom.broker.log.index import OffsetIndex, TimeIndex
 from strom.broker.log.txnindex import TxnIndex
 from strom.kafka.protocol.records import HEADER_SIZE, BatchHeader, parse_header
@@ -420,8 +421,8 @@ def open_segments(directory: Path, index_interval_bytes: int) -> list[Segment]:
             seg.seal(sync=False)
         if clean:
             marker.unlink()
-        fsync_dir(directory)
-        fsync_dir(directory.parent)
+        fsync_path(directory)
+        fsync_path(directory.parent)
     except BaseException:
         for seg in segments:
             seg.close()

@@ -22,6 +22,7 @@ import os
 import uuid
 from pathlib import Path
 
+from strom._fs import fsync_path
 from strom.runtime.checkpoints.store import CheckpointError, CheckpointStore
 
 __all__ = ["RUN_FILE", "check_single_process", "run_identity", "worker_store"]
@@ -67,11 +68,7 @@ def run_identity(path: Path, *, workers: int, app_id: str, run_id: str | None) -
             pass
         finally:
             temporary.unlink()
-        directory = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the name survives a power cut
-        finally:
-            os.close(directory)
+        fsync_path(path)  # the name survives a power cut
     try:
         stored = json.loads(file.read_text())
         stored_id, stored_workers, stored_app = (

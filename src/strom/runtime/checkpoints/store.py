@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from strom._fs import fsync_path
 from strom.engine.contracts import (
     JSON,
     Buffer,
@@ -244,9 +245,9 @@ class CheckpointStore:
         )
         body = {k: v for k, v in manifest.to_json().items() if k not in ("committed", "size")}
         _write_durable(tmp / MANIFEST, json.dumps(body, indent=1, allow_nan=False).encode())
-        _fsync_dir(tmp)
+        fsync_path(tmp)
         os.rename(tmp, final)
-        _fsync_dir(self.path)
+        fsync_path(self.path)
         return manifest
 
     def mark_committed(self, manifest: Manifest) -> Manifest:
@@ -254,7 +255,7 @@ class CheckpointStore:
         the sink, which is the authority)."""
         self._check_locked()
         _write_durable(manifest.path / COMMITTED, b"")
-        _fsync_dir(manifest.path)
+        fsync_path(manifest.path)
         return _read_manifest(manifest.path)
 
     def retain(self, keep: int) -> list[int]:
@@ -284,7 +285,7 @@ class CheckpointStore:
         entry = self.path / _name(checkpoint_id)
         doomed = self.path / f"{_TMP}deleted-{entry.name}-{uuid.uuid4().hex[:8]}"
         os.rename(entry, doomed)  # atomic: the checkpoint is gone, whatever happens next
-        _fsync_dir(self.path)
+        fsync_path(self.path)
         shutil.rmtree(doomed, ignore_errors=True)
 
     def _check_locked(self) -> None:
@@ -387,14 +388,6 @@ def _write_parts_durable(path: Path, parts: Sequence[Buffer]) -> tuple[int, str]
         handle.flush()
         os.fsync(handle.fileno())
     return size, digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def now_ms() -> int:
