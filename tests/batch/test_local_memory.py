@@ -1,8 +1,8 @@
 """The local engine holds its memory budget on an input several times larger than it.
 
 ``strom run --engine local --memory 288MiB`` over ~900 MB of uncompressed Parquet (3.1x the
-budget); the test samples the RSS of the whole process tree (the driver, its workers and the
-multiprocessing resource tracker) every 10 ms while it runs.
+budget); the test samples the memory (PSS) of the whole process tree (the driver, its workers
+and the multiprocessing resource tracker) every 10 ms while it runs.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from strom.batch.memory import parse_size, tree_rss
+from strom.batch.memory import parse_size, tree_pss
 
 PIPELINE = """
 from strom import FileSink, Pipeline, Tumbling, agg
@@ -56,12 +56,12 @@ def test_an_input_three_times_the_memory_budget_completes_within_it(tmp_path: Pa
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     peak = 0
     while process.poll() is None:
-        peak = max(peak, tree_rss(process.pid))
+        peak = max(peak, tree_pss(process.pid))
         time.sleep(0.01)
     _, stderr = process.communicate()
     assert process.returncode == 0, stderr
     assert total >= 3 * budget
-    assert 0 < peak < budget, f"peak RSS {peak / 2**20:.0f} MiB over {total / 2**20:.0f} MiB"
+    assert 0 < peak < budget, f"peak PSS {peak / 2**20:.0f} MiB over {total / 2**20:.0f} MiB"
     assert (out / "_SUCCESS").exists()
     result = pl.read_parquet(out / "part-*.parquet")
     assert result.height == 60 * 1_000

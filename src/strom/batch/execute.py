@@ -91,7 +91,8 @@ class TaskResult:
     """The size of each of those files."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """Files skipped as bad: (path, reason)."""
-    rss: int = 0
+    pss: int = 0
+    """The worker's memory (PSS) after the task."""
 
 
 def run_task(
