@@ -4,9 +4,8 @@ Polars (lazy, streaming engine) and DuckDB, on the same Parquet files in the sam
 20 M rows in 2,000 Parquet files (~250 MB), grouped by a key of 100 or 100,000 values: count,
 sum and mean (in strom: a keyed tumbling window spanning all time, the plan API's aggregation).
 Each system runs in its own process; the parent times it (wall time after imports, reported by
-the child) and samples the memory (PSS, :func:`strom.batch.memory.pss`) of the child's whole
-process tree every 10 ms. Every answer is
-checked against DuckDB's.
+the child) and samples the anonymous memory (:func:`strom.batch.memory.resident`) of the child's
+whole process tree every 10 ms. Every answer is checked against DuckDB's.
 
 Run: ``python -m benchmarks.batch_files [--quick]`` (quick: 200 files, 2 M rows); writes
 ``benchmarks/results/batch-files.md``.
@@ -27,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from benchmarks.report import machine_summary
-from strom.batch.memory import tree_pss
+from strom.batch.memory import tree_resident
 
 __all__ = ["main"]
 
@@ -101,13 +100,13 @@ def measure(system: str, glob: str, key: str) -> dict[str, Any]:
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     peak = 0
     while process.poll() is None:
-        peak = max(peak, tree_pss(process.pid))
+        peak = max(peak, tree_resident(process.pid))
         time.sleep(0.01)
     out, _ = process.communicate()
     if process.returncode != 0:
         return {"system": system, "failed": process.returncode}
     record: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    return {"system": system, "peak_pss_mib": peak / 2**20, **record}
+    return {"system": system, "peak_resident_mib": peak / 2**20, **record}
 
 
 def main() -> None:
@@ -126,10 +125,10 @@ def main() -> None:
         f"# Batch: {files:,} Parquet files, {rows:,} rows, {size / 1e6:.0f} MB",
         "",
         f"Taken {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine_summary()}.",
-        "Wall time after imports; peak PSS of the process tree (sampled every 10 ms); "
+        "Wall time after imports; peak anonymous memory of the process tree (sampled every 10 ms); "
         "`correct`: the answer equals DuckDB's.",
         "",
-        "| groups | system | wall s | peak PSS MiB | correct |",
+        "| groups | system | wall s | peak anon MiB | correct |",
         "|---|---|---|---|---|",
     ]
     for groups, key in KEYS.items():
@@ -142,7 +141,7 @@ def main() -> None:
             correct = r["digest"] == reference
             lines.append(
                 f"| {groups:,} | {r['system']} | {r['wall_s']:.2f} | "
-                f"{r['peak_pss_mib']:.0f} | {correct} |"
+                f"{r['peak_resident_mib']:.0f} | {correct} |"
             )
             print(json.dumps({"groups": groups, **r}), flush=True)
     name = "batch-files-quick.md" if args.quick else "batch-files.md"

@@ -42,7 +42,7 @@ def test_json_progress_and_the_result(events, tmp_path: Path) -> None:
     last_map = [r for r in records if r["stage"] == "job 0 map" and r["event"] == "done"][-1]
     assert last_map["done"] == last_map["tasks"] >= 1
     assert last_map["rows"] == 6 * 3_000 and last_map["skipped"] == 0
-    assert "peak memory (PSS) of the process tree" in done.stderr
+    assert "peak memory (anonymous) of the process tree" in done.stderr
     expected = pl.read_parquet(directory / "*.parquet").height
     assert pl.read_parquet(out / "part-*.parquet").get_column("count").sum() == expected
 

@@ -1,12 +1,13 @@
 """The local engine holds its memory budget on an input several times larger than it.
 
 ``strom run --engine local --memory 288MiB`` over ~900 MB of uncompressed Parquet (3.1x the
-budget); the test samples the memory (PSS) of the whole process tree (the driver, its workers
+budget); the test samples the memory (anonymous) of the whole process tree (the driver, its workers
 and the multiprocessing resource tracker) every 10 ms while it runs.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from strom.batch.memory import parse_size, tree_pss
+from strom.batch.memory import parse_size, resident, tree_resident
 
 PIPELINE = """
 from strom import FileSink, Pipeline, Tumbling, agg
@@ -56,13 +57,27 @@ def test_an_input_three_times_the_memory_budget_completes_within_it(tmp_path: Pa
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
     peak = 0
     while process.poll() is None:
-        peak = max(peak, tree_pss(process.pid))
+        peak = max(peak, tree_resident(process.pid))
         time.sleep(0.01)
     _, stderr = process.communicate()
     assert process.returncode == 0, stderr
     assert total >= 3 * budget
-    assert 0 < peak < budget, f"peak PSS {peak / 2**20:.0f} MiB over {total / 2**20:.0f} MiB"
+    assert 0 < peak < budget, f"peak memory {peak / 2**20:.0f} MiB over {total / 2**20:.0f} MiB"
     assert (out / "_SUCCESS").exists()
     result = pl.read_parquet(out / "part-*.parquet")
     assert result.height == 60 * 1_000
     assert result.get_column("count").sum() == files * rows
+
+
+def test_resident_memory_counts_what_a_process_allocates() -> None:
+    """``resident`` reads a process's anonymous memory: it grows by what the process allocates,
+    stays within its RSS, and a process that is gone reads as 0."""
+    before = resident(os.getpid())
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # 64 MiB, every page touched
+    after = resident(os.getpid())
+    statm_rss = int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    assert before > 0 and after - before >= 60 * 2**20 and after <= statm_rss
+    del block
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    assert resident(gone.pid) == 0

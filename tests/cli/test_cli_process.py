@@ -48,6 +48,12 @@ def test_demo_without_the_ml_extra_says_what_to_install() -> None:
     assert "strom demo iot" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_demo_options_before_iot_are_refused() -> None:
+    done = subprocess.run([STROM, "demo", "--seed", "1", "iot"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "--seed is an option of the ML loop" in done.stderr, done.stderr
+
+
 def test_demo_iot() -> None:
     done = subprocess.run(
         [STROM, "demo", "iot", "--events", "3000", "--devices", "10"],

@@ -16,7 +16,7 @@ Guarantees:
   job commits (at-least-once, like the sinks themselves).
 - **Memory.** ``memory`` is shared as :class:`~strom.batch.memory.Budget` says: map tasks hold
   at most ``task_input`` bytes of files, shuffles go to disk (Arrow IPC), reduce buckets are
-  sized to a worker's share, and a worker whose memory (PSS) grows past its share is replaced
+  sized to a worker's share, and a worker whose memory (anonymous) grows past its share is replaced
   between tasks.
 - **Bad files.** ``on_bad_file="fail"`` fails the run with :class:`BadFileError` naming the
   file and the reason; ``"skip"`` leaves the file out and lists it in the report (and in
@@ -39,7 +39,7 @@ import cloudpickle
 import polars as pl
 
 from strom.batch.execute import BadFilePolicy, Context, TaskResult
-from strom.batch.memory import MIB, Budget, parse_size, tree_pss
+from strom.batch.memory import MIB, Budget, parse_size, tree_resident
 from strom.batch.planner import SinkJob, lower
 from strom.batch.pool import Event, Pool
 from strom.batch.progress import Progress
@@ -75,7 +75,7 @@ class RunReport:
     tasks: int = 0
     retries: int = 0
     bad_files: list[dict[str, str]] = field(default_factory=list)
-    peak_pss: int = 0
+    peak_resident: int = 0
     workers: int = 0
     wall_s: float = 0.0
     work_dir: str = ""
@@ -230,7 +230,7 @@ class LocalEngine:
         self.progress.skipped(stage, path, reason)
 
     def sample_memory(self) -> None:
-        self.report.peak_pss = max(self.report.peak_pss, tree_pss(os.getpid()))
+        self.report.peak_resident = max(self.report.peak_resident, tree_resident(os.getpid()))
 
 
 class _Schedule:
@@ -309,7 +309,7 @@ class _Schedule:
                 finished[task.id] = result
                 engine.report.tasks += 1
                 engine.progress.task_done(stage, result.rows, result.bytes_read)
-            if result.pss > engine.budget.per_worker:
+            if result.resident > engine.budget.per_worker:
                 self.pool.retire(worker)
                 self.pool.start()
         elif kind == "bad_file":

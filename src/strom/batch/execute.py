@@ -91,8 +91,8 @@ class TaskResult:
     """The size of each of those files."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
     """Files skipped as bad: (path, reason)."""
-    pss: int = 0
-    """The worker's memory (PSS) after the task."""
+    resident: int = 0
+    """The worker's memory (:func:`~strom.batch.memory.resident`) after the task."""
 
 
 def run_task(

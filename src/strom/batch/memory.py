@@ -1,12 +1,14 @@
 """Memory: sizes as users write them, the resident memory of a process tree, and the budget.
 
-A process's memory is its PSS (proportional set size, ``/proc/<pid>/smaps_rollup``): its
-private pages plus its share of the pages it shares, so the tree's memory (the sum over its
-processes) counts the Polars library the driver and the workers all map about once. Their RSS
-would count it once per process, and by an amount that depends on the page cache, not on the
-job: the same library's resident pages measured 11 MiB in one checkout and 26 MiB in a fresh
-one. Where ``smaps_rollup`` is missing (kernels before 4.14) the RSS stands in; on other systems
-memory reads as 0 and no limit is enforced.
+A process's memory is what it holds that the kernel cannot reclaim: its anonymous and
+shared-memory pages (``RssAnon`` + ``RssShmem`` in ``/proc/<pid>/status``). File-backed pages
+(library code such as Polars', memory-mapped input) are page cache the kernel drops under
+pressure, and their resident amount depends on the page cache, not on the job (the same Polars
+library measured 11 MiB resident in one checkout and 26 MiB in a fresh one), so they are left
+out; the fixed cost of a process is :data:`PROCESS_BASE`. Workers are spawned, so no two
+processes of the tree share anonymous pages and the tree's memory is the sum of its processes'.
+Where ``status`` lacks those fields the RSS stands in; on other systems memory reads as 0 and no
+limit is enforced.
 """
 
 from __future__ import annotations
@@ -64,15 +66,14 @@ def format_size(size: float) -> str:
     return f"{int(size)} B"
 
 
-def pss(pid: int) -> int:
-    """Process ``pid``'s PSS in bytes (its RSS if the kernel has no ``smaps_rollup``; 0 if the
-    process is gone or ``/proc`` is not there)."""
+def resident(pid: int) -> int:
+    """Process ``pid``'s anonymous and shared-memory resident bytes (its RSS if ``status`` does
+    not say; 0 if the process is gone or ``/proc`` is not there)."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-            for line in f:
-                if line.startswith(b"Pss:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+        with open(f"/proc/{pid}/status", "rb") as f:
+            fields = dict(line.split(b":", 1) for line in f if b":" in line)
+        return (int(fields[b"RssAnon"].split()[0]) + int(fields[b"RssShmem"].split()[0])) * 1024
+    except (OSError, ValueError, IndexError, KeyError):
         pass
     try:
         with open(f"/proc/{pid}/statm", "rb") as f:
@@ -97,15 +98,15 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def tree_pss(pid: int) -> int:
-    """The summed PSS of ``pid`` and all of its descendants."""
+def tree_resident(pid: int) -> int:
+    """The summed :func:`resident` memory of ``pid`` and all of its descendants."""
     total, stack, seen = 0, [pid], set()
     while stack:
         current = stack.pop()
         if current in seen:
             continue
         seen.add(current)
-        total += pss(current)
+        total += resident(current)
         stack.extend(children(current))
     return total
 
@@ -113,8 +114,8 @@ def tree_pss(pid: int) -> int:
 @dataclass(frozen=True)
 class Budget:
     """How ``memory`` bytes are shared: ``workers`` processes, each given ``per_worker`` bytes
-    (PSS, its fixed cost included), map tasks of at most ``task_input`` bytes of files and
-    reduce tasks of at most ``reduce_input`` bytes of shuffle files."""
+    (:func:`resident`, its fixed cost included), map tasks of at most ``task_input`` bytes of
+    files and reduce tasks of at most ``reduce_input`` bytes of shuffle files."""
 
     memory: int
     workers: int

@@ -18,7 +18,7 @@ from typing import Any
 import cloudpickle
 
 from strom.batch.execute import BadFile, LostShuffle, run_task
-from strom.batch.memory import pss
+from strom.batch.memory import resident
 from strom.batch.planner import JobSpec
 
 Reply = tuple[Any, ...]
@@ -41,7 +41,7 @@ def worker_main(conn: Connection, jobs_file: str) -> None:
         reply: Reply
         try:
             result = run_task(jobs[job_index], task, attempt, context)
-            result.pss = pss(os.getpid())
+            result.resident = resident(os.getpid())
             reply = ("ok", result)
         except BadFile as exc:
             reply = ("bad_file", exc.path, exc.reason)

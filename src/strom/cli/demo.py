@@ -70,6 +70,16 @@ def demo(
 
     `strom demo iot`: the IoT scenario (broker, event-time windows, a table join, SQLite)."""
     if ctx.invoked_subcommand is not None:
+        given = [
+            name
+            for name in ctx.params
+            if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT
+        ]
+        if given:
+            raise click.UsageError(
+                f"--{given[0].replace('_', '-')} is an option of the ML loop (`strom demo`); "
+                f"`strom demo {ctx.invoked_subcommand}` takes its own options after its name"
+            )
         return
     missing = [m for m in _ML_EXTRA if importlib.util.find_spec(m) is None]
     if missing:

@@ -37,7 +37,7 @@ def local_options(command: F) -> F:
             default="4GiB",
             show_default=True,
             metavar="SIZE",
-            help="--engine local: the memory (PSS, see README) the driver and its workers share.",
+            help="--engine local: the memory (anonymous, see README) the driver and workers share.",
         ),
         click.option(
             "--max-task-attempts",
@@ -113,8 +113,8 @@ def run_local_engine(
     rows = ", ".join(f"{n:,}" for n in report.rows_out)
     click.echo(
         f"done in {report.wall_s:.2f}s: {report.tasks} tasks on {report.workers} workers, "
-        f"{report.retries} retries, rows written per sink: {rows}; peak memory (PSS) of the "
-        f"process tree {format_size(report.peak_pss)} (--memory {format_size(size)})",
+        f"{report.retries} retries, rows written per sink: {rows}; peak memory (anonymous) of the "
+        f"process tree {format_size(report.peak_resident)} (--memory {format_size(size)})",
         err=True,
     )
     for bad in report.bad_files:
