@@ -6,7 +6,7 @@ A stateless node's output is a function of each batch alone, so running it per m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, assert_never
 
 import polars as pl
@@ -39,21 +39,37 @@ def apply_exprs(node: ExprNode, frame: Frame) -> Frame:
 
 def apply_transform(node: StatelessNode, batch: pl.DataFrame) -> pl.DataFrame:
     """Apply a stateless node to one batch."""
+    return compile_transform(node)(batch)
+
+
+def compile_transform(node: StatelessNode) -> Callable[[pl.DataFrame], pl.DataFrame]:
+    """The node as a function of one batch, prepared once: a streaming operator calls it per
+    micro-batch, where a query's fixed cost in Polars (tens of µs to a few hundred, whatever the
+    batch's size) is most of the work, so what can skip a query does."""
     match node:
+        case SelectNode() if node.exprs and all(e.meta.is_column() for e in node.exprs):
+            # bare columns, as select("a", "b") gives: picked, not queried (the same frame,
+            # and the same errors: a missing column, a name selected twice)
+            names = [e.meta.output_name() for e in node.exprs]
+            return lambda batch: pl.DataFrame([batch.get_column(n) for n in names])
         case FilterNode() | WithColumnsNode() | SelectNode():
-            return apply_exprs(node, batch)
+            return lambda batch: apply_exprs(node, batch)
         case MapBatchesNode():
-            result = node.fn(batch)
-            if not isinstance(result, pl.DataFrame):
-                raise TypeError(
-                    f"map_batches function {node.fn!r} returned {type(result).__name__}, "
-                    "not a polars DataFrame"
-                )
-            return result
+            return lambda batch: _map_batches(node, batch)
         case MapNode():
-            return apply_map(node, batch)
+            return lambda batch: apply_map(node, batch)
         case _:
             assert_never(node)
+
+
+def _map_batches(node: MapBatchesNode, batch: pl.DataFrame) -> pl.DataFrame:
+    result = node.fn(batch)
+    if not isinstance(result, pl.DataFrame):
+        raise TypeError(
+            f"map_batches function {node.fn!r} returned {type(result).__name__}, "
+            "not a polars DataFrame"
+        )
+    return result
 
 
 def apply_map(node: MapNode, batch: pl.DataFrame) -> pl.DataFrame:

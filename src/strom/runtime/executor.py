@@ -494,8 +494,10 @@ def _emit_merged(operator: Operator, batches: list[tuple[int, pl.DataFrame]]) ->
     order; one by one if they do not stack (a source breaking the one-schema contract keeps
     the behaviour it had: each batch passed on as it is)."""
     if len(batches) > 1:
+        merged = batches[0][1]
         try:
-            merged = pl.concat([b for _, b in batches], how="vertical", rechunk=False)
+            for _, batch in batches[1:]:  # vstack: a tenth of pl.concat's fixed cost
+                merged = merged.vstack(batch)
         except (pl.exceptions.SchemaError, pl.exceptions.ShapeError):
             pass
         else:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from strom.engine.contracts import Metrics, MetricsProvider, OperatorState, Sink, StatefulSink
-from strom.engine.transforms import apply_transform
+from strom.engine.transforms import compile_transform
 from strom.pipeline.plan import (
     StatelessNode,
 )
@@ -85,10 +85,11 @@ class TransformOperator(Operator):
     def __init__(self, name: str, node: StatelessNode) -> None:
         super().__init__(name)
         self.node = node
+        self._apply = compile_transform(node)
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
         self.counters.rows_in += batch.height
-        self.emit(partition, apply_transform(self.node, batch))
+        self.emit(partition, self._apply(batch))
 
 
 class SinkOperator(Operator):
