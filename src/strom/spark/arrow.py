@@ -24,7 +24,7 @@ import pyarrow as pa  # type: ignore[import-untyped,unused-ignore]
 from strom.connectors.files import FileFormat
 from strom.connectors.memory import MemorySource
 from strom.engine.constants import PART, SEQ
-from strom.engine.transforms import apply_transform
+from strom.engine.transforms import compile_transform
 from strom.pipeline.plan import SelectNode, SourceNode, StatelessNode
 from strom.spark.types import to_polars
 
@@ -64,12 +64,13 @@ class PolarsStep:
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         keep_order = self.ordered and not isinstance(self.node, SelectNode)
         schema = with_order(self.input_schema) if self.ordered else self.input_schema
+        apply = compile_transform(self.node)  # prepared once per partition, not per batch
         for batch in batches:
             frame = to_polars(pa.Table.from_batches([batch]), schema)
             if keep_order:
-                out = apply_transform(self.node, frame)  # filter/with_columns keep every column
+                out = apply(frame)  # filter/with_columns keep every column
             else:
-                out = apply_transform(self.node, frame.drop(ORDER, strict=False))
+                out = apply(frame.drop(ORDER, strict=False))
                 if self.ordered:
                     out = out.hstack(frame.select(ORDER))
             yield from _batches(out, self.arrow_schema)
