@@ -7,8 +7,8 @@ Each system runs in its own process; the parent times it (wall time after import
 the child) and samples the anonymous memory (:func:`strom.batch.memory.resident`) of the child's
 whole process tree every 10 ms. Every answer is checked against DuckDB's.
 
-Run: ``python -m benchmarks.batch_files [--quick]`` (quick: 200 files, 2 M rows); writes
-``benchmarks/results/batch-files.md``.
+Run: ``strom bench batch`` (after TPC-H) or ``python -m benchmarks.batch_files [--quick]``
+(quick: 200 files, 2 M rows); writes ``benchmarks/results/batch-files[-quick].md``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import polars as pl
 from benchmarks.report import machine_summary
 from strom.batch.memory import tree_resident
 
-__all__ = ["main"]
+__all__ = ["main", "run", "write_markdown"]
 
 SYSTEMS = ("strom local", "strom bounded", "polars", "duckdb")
 KEYS = {100: "k100", 100_000: "k100k"}
@@ -109,20 +110,28 @@ def measure(system: str, glob: str, key: str) -> dict[str, Any]:
     return {"system": system, "peak_resident_mib": peak / 2**20, **record}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--child", nargs=3, metavar=("SYSTEM", "GLOB", "KEY"))
-    args = parser.parse_args()
-    if args.child:
-        child(*args.child)
-        return
-    files, rows = (200, 2_000_000) if args.quick else (2_000, 20_000_000)
+def run(quick: bool, emit: Callable[[dict[str, Any]], None]) -> None:
+    """Both group-bys on every system; ``emit`` gets one line per run
+    (``benchmark="batch.groupby"``, ``correct``: the digest equals DuckDB's)."""
+    files, rows = (200, 2_000_000) if quick else (2_000, 20_000_000)
     directory = generate(CACHE / f"{files}-{rows}", files, rows)
     glob = str(directory / "*.parquet")
     size = sum(f.stat().st_size for f in directory.glob("*.parquet"))
-    lines = [
-        f"# Batch: {files:,} Parquet files, {rows:,} rows, {size / 1e6:.0f} MB",
+    for groups, key in KEYS.items():
+        results = [measure(s, glob, key) for s in SYSTEMS]
+        reference = next(r for r in results if r["system"] == "duckdb").get("digest")
+        for r in results:
+            params = {"files": files, "rows": rows, "mb": round(size / 1e6), "groups": groups}
+            if "failed" not in r:
+                r["correct"] = r.pop("digest") == reference
+            emit({"benchmark": "batch.groupby", "params": params, **r})
+
+
+def write_markdown(lines: list[dict[str, Any]], path: Path) -> None:
+    """The run's lines as the ``batch-files`` report."""
+    p = lines[0]["params"]
+    out = [
+        f"# Batch: {p['files']:,} Parquet files, {p['rows']:,} rows, {p['mb']} MB",
         "",
         f"Taken {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {machine_summary()}.",
         "Wall time after imports; peak anonymous memory of the process tree (sampled every 10 ms); "
@@ -131,22 +140,37 @@ def main() -> None:
         "| groups | system | wall s | peak anon MiB | correct |",
         "|---|---|---|---|---|",
     ]
-    for groups, key in KEYS.items():
-        results = [measure(s, glob, key) for s in SYSTEMS]
-        reference = next(r for r in results if r["system"] == "duckdb").get("digest")
-        for r in results:
-            if "failed" in r:
-                lines.append(f"| {groups:,} | {r['system']} | failed ({r['failed']}) | | |")
-                continue
-            correct = r["digest"] == reference
-            lines.append(
-                f"| {groups:,} | {r['system']} | {r['wall_s']:.2f} | "
-                f"{r['peak_resident_mib']:.0f} | {correct} |"
-            )
-            print(json.dumps({"groups": groups, **r}), flush=True)
+    for r in lines:
+        groups = r["params"]["groups"]
+        if "failed" in r:
+            out.append(f"| {groups:,} | {r['system']} | failed ({r['failed']}) | | |")
+            continue
+        out.append(
+            f"| {groups:,} | {r['system']} | {r['wall_s']:.2f} | "
+            f"{r['peak_resident_mib']:.0f} | {r['correct']} |"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--child", nargs=3, metavar=("SYSTEM", "GLOB", "KEY"))
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    lines: list[dict[str, Any]] = []
+
+    def emit(line: dict[str, Any]) -> None:
+        lines.append(line)
+        print(json.dumps(line), flush=True)
+
+    run(args.quick, emit)
     name = "batch-files-quick.md" if args.quick else "batch-files.md"
     out = Path(__file__).parent / "results" / name
-    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_markdown(lines, out)
     print(f"wrote {out}")
 
 

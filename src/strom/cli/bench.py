@@ -48,7 +48,7 @@ def _load(module: str) -> Any:
 
 
 @click.command()
-@click.argument("which", type=click.Choice(["broker", "nexmark", "latency", "eos", "all"]))
+@click.argument("which", type=click.Choice(["broker", "nexmark", "latency", "eos", "batch", "all"]))
 @click.option("--quick", is_flag=True, help="A short run (a few minutes per suite).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @click.option(
@@ -66,7 +66,9 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: b
     """Measure strom beside its peers in one run; results also go to --results-dir.
 
     ``all`` runs the broker suite, then Nexmark, then latency, then ``eos`` (what exactly-once
-    costs: throughput against at-least-once, latency per guarantee, checkpoint cost)."""
+    costs: throughput against at-least-once, latency per guarantee, checkpoint cost), then
+    ``batch`` (TPC-H Q1, Q3, Q5, Q6, Q12, Q18 beside Polars, DuckDB and PySpark; quick: scale
+    factor 1, else 10; then the 2,000-file group-by)."""
     console = Console(stderr=as_json)
     suffix = "-quick" if quick else ""
     if which in ("broker", "all"):
@@ -102,6 +104,16 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: b
         path = results_dir / f"eos{'-quick' if quick else ''}.md"
         report.write(lines, path, "Exactly-once" + (" (quick)" if quick else "") + " benchmark")
         _done(console, as_json, _eos_table(lines), path)
+    if which in ("batch", "all"):
+        tpch = _load("benchmarks.tpch.runner")
+        lines = _run(tpch.run, quick, as_json, console)
+        paths = _load("benchmarks.tpch.report").write(lines, quick=quick, directory=results_dir)
+        _done(console, as_json, _batch_table(lines), paths[0])
+        files = _load("benchmarks.batch_files")
+        lines = _run(files.run, quick, as_json, console)
+        path = results_dir / f"batch-files{suffix}.md"
+        files.write_markdown(lines, path)
+        _done(console, as_json, _batch_table(lines), path)
 
 
 def _run(
@@ -133,6 +145,8 @@ def _describe(line: Line) -> str:
     query = line.get("params", {}).get("query", "")
     if line["benchmark"].startswith("eos."):
         return _describe_eos(line)
+    if line["benchmark"].startswith("batch."):
+        return _describe_batch(line)
     if line["benchmark"] == "latency.idle":
         return f"{line['system']} idle: {line['idle_cpu_pct']} % CPU"
     if "skipped" in line:
@@ -303,4 +317,27 @@ def _eos_table(lines: list[Line]) -> Table:
             "-" if x["target"] is None else f">= {x['target']}",
             str(x["correct"]),
         )
+    return table
+
+
+def _describe_batch(line: Line) -> str:
+    what = line.get("query") or f"group-by {line['params']['groups']:,} keys"
+    if "unsupported" in line or "failed" in line:
+        reason = line.get("unsupported") or line.get("failed")
+        return f"{what} {line['system']}: {str(reason).split(';')[0]}"
+    return f"{what} {line['system']}: {line['wall_s']:.2f} s, correct={line['correct']}"
+
+
+def _batch_table(lines: list[Line]) -> Table:
+    table = Table(title="batch (wall seconds after imports)")
+    for column in ("query", "system", "wall s", "peak MiB", "ok"):
+        table.add_column(column)
+    for x in lines:
+        what = x.get("query") or f"{x['params']['groups']:,} groups"
+        if "wall_s" not in x:
+            reason = str(x.get("unsupported") or x.get("failed"))
+            table.add_row(what, x["system"], reason.split(";")[0][:60], "", "-")
+            continue
+        peak = x.get("peak_mib", x.get("peak_resident_mib", 0.0))
+        table.add_row(what, x["system"], f"{x['wall_s']:.2f}", f"{peak:,.0f}", str(x["correct"]))
     return table
