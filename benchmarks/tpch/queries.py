@@ -108,7 +108,6 @@ def strom_q5(table: Table) -> Stream:
 
 
 def strom_q6(table: Table) -> Stream:
-    # strom has no key-less aggregation yet: one constant key stands in for "all rows"
     return (
         table("lineitem")
         .filter(
@@ -117,12 +116,9 @@ def strom_q6(table: Table) -> Stream:
             & (pl.col("l_quantity") < _d("24"))
         )
         .with_columns(
-            revenue=pl.col("l_extendedprice").cast(pl.Decimal(38, 4)) * pl.col("l_discount"),
-            all=pl.lit(0),
+            revenue=pl.col("l_extendedprice").cast(pl.Decimal(38, 4)) * pl.col("l_discount")
         )
-        .key_by("all")
         .agg(agg.sum("revenue", name="revenue"))
-        .select("revenue")
     )
 
 

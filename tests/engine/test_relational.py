@@ -155,6 +155,31 @@ def test_streaming_keyed_agg_final_table_equals_the_bounded_group_by(parts: Part
     assert op.state_size() == expected.height
 
 
+@SETTINGS
+@given(partitions)
+def test_an_aggregation_over_the_whole_stream_equals_sql_without_group_by(parts: Parts) -> None:
+    def build(sink: MemorySink) -> Pipeline:
+        p = Pipeline()
+        p.source(MemorySource(parts, schema=SCHEMA), timestamp="ts").agg(*AGGS).sink(sink)
+        return p
+
+    run_bounded(build(bounded := MemorySink()))
+    run_streaming(build(streamed := MemorySink()))
+    table = _table(parts)
+    if table.height == 0:  # unlike SQL, no row at all
+        assert not bounded.batches and not streamed.batches
+        return
+    got = bounded.to_frame()
+    assert got.columns[-1] == "is_update" and got.height == 1 and not got["is_update"].any()
+    expected = _sql(f"SELECT {DUCKDB_AGGS} FROM t", t=table)
+    _close(got.drop("is_update"), expected.cast(got.drop("is_update").schema))  # type: ignore[arg-type]
+    # streaming: one row per micro-batch that had rows, every one after the first an update,
+    # the last one the bounded row
+    updates = streamed.to_frame()
+    assert updates["is_update"].to_list() == [False] + [True] * (updates.height - 1)
+    _close(updates.tail(1).with_columns(is_update=False), got)
+
+
 KEY_SCHEMA = pl.Schema({
     "x": pl.Float64(),
     "day": pl.Date(),

@@ -28,6 +28,8 @@ RIGHT_TS = "__strom_right_ts"
 """The two sides' event times (epoch ms) while an interval join pairs them."""
 LOOKUP_KEY = "__strom_lookup_key"
 """The table's key column while a lookup join joins its rows to the stream's."""
+GLOBAL_KEY = "__strom_global"
+"""The one constant key of an aggregation over the whole stream (:meth:`Stream.agg`)."""
 
 MIN_WATERMARK = -(2**63)
 """The watermark before any event (nothing is known to have arrived)."""

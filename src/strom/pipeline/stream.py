@@ -12,6 +12,7 @@ import polars as pl
 
 from strom.engine.aggregation import Agg
 from strom.engine.aggregations import Aggregation
+from strom.engine.constants import GLOBAL_KEY, IS_UPDATE
 from strom.engine.contracts import LookupTable, Sink, Source
 from strom.engine.scoring import ModelProvider
 from strom.pipeline.plan import (
@@ -327,6 +328,27 @@ class Stream:
         """The first row (in input order) of each distinct value of ``columns`` (of whole rows
         if none are named), in input order; nulls compare equal. Bounded runs only."""
         return self._then(DistinctNode(self._node, tuple(columns)))
+
+    def agg(self, *aggs: Agg) -> Stream:
+        """Aggregate the whole stream, without a key or a window: one row, the aggregations
+        (named as for :meth:`KeyedStream.agg`) and ``is_update``.
+
+        It is :meth:`KeyedStream.agg` over one constant key, so it runs wherever that runs: a
+        bounded run gives the one row of the whole input; the streaming runtime emits the new
+        value after every micro-batch (an updating table of one row). Unlike SQL's aggregate
+        without ``GROUP BY``, an empty input gives no row (not a row of zero counts and nulls).
+
+        >>> from strom import MemorySink, MemorySource, Pipeline, agg, run_bounded
+        >>> p = Pipeline()
+        >>> rows = [{"x": 1}, {"x": 2}, {"x": 4}]
+        >>> p.source(MemorySource([rows])).agg(agg.sum("x"), agg.max("x")).sink(t := MemorySink())
+        >>> run_bounded(p)
+        >>> t.to_frame().rows()  # sum_x, max_x, is_update
+        [(7, 4, False)]
+        """
+        checked = _aggregations(aggs)
+        one = self.with_columns(pl.lit(True).alias(GLOBAL_KEY)).key_by(GLOBAL_KEY)
+        return one.agg(*checked).select(*(a.name for a in checked), IS_UPDATE)
 
     def predict(
         self,
