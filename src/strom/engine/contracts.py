@@ -15,7 +15,7 @@ import enum
 import io
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
@@ -38,6 +38,7 @@ __all__ = [
     "PollResult",
     "Position",
     "PositionError",
+    "ProjectingSource",
     "SharesDecision",
     "SideOutputs",
     "Sink",
@@ -149,6 +150,17 @@ class WaitingSource(Protocol):
         """Return as soon as a poll of one of its partitions may return something (True), and
         after ``timeout_s`` at the latest (False: still nothing). True at once if a poll would
         return something now."""
+        ...
+
+
+@runtime_checkable
+class ProjectingSource(Protocol):
+    """A source that can leave columns no step of the plan reads out of its batches (the
+    streaming executor tells it which: :func:`strom.engine.projection.read_columns`)."""
+
+    def project(self, columns: Collection[str] | None) -> None:
+        """Batches polled from now on need only ``columns`` (None: every column); the source
+        may build more of them, never fewer."""
         ...
 
 

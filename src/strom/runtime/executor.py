@@ -46,6 +46,7 @@ from strom.engine.contracts import (
     Metrics,
     MetricsProvider,
     Position,
+    ProjectingSource,
     SideOutputs,
     Sink,
     SourcePartition,
@@ -54,6 +55,7 @@ from strom.engine.contracts import (
     StatefulSink,
     WaitingSource,
 )
+from strom.engine.projection import read_columns
 from strom.pipeline.plan import (
     AsofJoinNode,
     DistinctNode,
@@ -264,7 +266,10 @@ class StreamingExecutor:
         self._opened = True
         for op in self._operators.values():
             op.open()
+        projection = read_columns(self.plan)
         for source, partitions in self._partitions.items():
+            if isinstance(source.source, ProjectingSource):
+                source.source.project(projection[source])
             operator = self._operators[source]
             coalesce = _stateless_downstream(operator)
             for local, global_index in enumerate(partitions):

@@ -102,6 +102,12 @@ class BatchDecoder:
         self.headers = headers
         self._flat: FlatJsonSchema | None = None  # the compiled JSON fast path, when it applies
         self._flat_checked = False
+        self.metadata: frozenset[str] = self.all_metadata()
+        """The metadata columns batches carry (:meth:`KafkaSource.project` may narrow them)."""
+
+    def all_metadata(self) -> frozenset[str]:
+        """Every metadata column of this decoder's batches."""
+        return frozenset([*METADATA_SCHEMA, *(["_headers"] if self.headers else [])])
 
     def decode(self, raw: RawRecords) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
         """``(rows, dead_letters)``; either is ``None`` when it would be empty."""
@@ -141,16 +147,21 @@ class BatchDecoder:
         if n == 0:
             return None, None
         # hstack, not with_columns: a fraction of the per-batch cost (the names cannot clash)
-        meta = [
-            pl.Series("_key", columns.key_array()),
-            pl.Series("_topic", [topic], dtype=pl.String()).new_from_index(0, n),
-            pl.Series("_partition", np.full(n, partition, np.int32)),
-            pl.Series("_offset", columns.offsets),
-            pl.Series("_timestamp", columns.timestamp_array()),
-        ]
-        if self.headers:
+        wanted = self.metadata
+        meta = []
+        if "_key" in wanted:
+            meta.append(pl.Series("_key", columns.key_array()))
+        if "_topic" in wanted:
+            meta.append(pl.Series("_topic", [topic], dtype=pl.String()).new_from_index(0, n))
+        if "_partition" in wanted:
+            meta.append(pl.Series("_partition", np.full(n, partition, np.int32)))
+        if "_offset" in wanted:
+            meta.append(pl.Series("_offset", columns.offsets))
+        if "_timestamp" in wanted:
+            meta.append(pl.Series("_timestamp", columns.timestamp_array()))
+        if "_headers" in wanted:
             meta.append(pl.Series("_headers", columns.header_lists(), dtype=HEADERS_DTYPE))
-        return body.hstack(meta), None
+        return (body.hstack(meta) if meta else body), None
 
     def _parse_clean(self, columns: RecordColumns) -> pl.DataFrame | None:
         """The values parsed in bulk (the compiled flat parser, else one Polars call), or
@@ -203,7 +214,7 @@ class BatchDecoder:
         if self.headers:
             headers = pick(raw.headers) if raw.headers is not None else [None] * n
             meta["_headers"] = pl.Series("_headers", headers, dtype=HEADERS_DTYPE)
-        return meta
+        return {name: column for name, column in meta.items() if name in self.metadata}
 
 
 def _raw_records(topic: str, partition: int, columns: RecordColumns, headers: bool) -> RawRecords:

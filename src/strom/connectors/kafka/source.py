@@ -173,6 +173,7 @@ class KafkaSource:
         if headers:
             out["_headers"] = HEADERS_DTYPE
         self._schema = pl.Schema(out)
+        self._values = frozenset(value_schema)
         self._headers = headers
         required = [c for c in value_schema if c not in set(optional_fields)]
         self._decoder = BatchDecoder(value_format, value_schema, required, headers)
@@ -215,6 +216,14 @@ class KafkaSource:
             raise IndexError(f"{self.topic!r} has partitions 0..{count - 1}, not {index}")
         return _KafkaPartition(self, index, self._fetcher.open(index).generation)
 
+    def project(self, columns: Collection[str] | None) -> None:
+        """Build only the metadata columns among ``columns`` (None: all of them) in the batches
+        polled from now on; the value's fields are always decoded. The streaming executor calls
+        it with what its plan reads (:func:`strom.engine.projection.read_columns`): a pipeline
+        that never reads ``_key`` or ``_offset`` does not pay for building them."""
+        every = self._decoder.all_metadata()
+        self._decoder.metadata = every if columns is None else every & frozenset(columns)
+
     def scan_partition(self, index: int) -> pl.LazyFrame:
         """Partition ``index`` up to its current high watermark, whole (needs ``bounded=True``)."""
         if not self.bounded:
@@ -228,7 +237,9 @@ class KafkaSource:
             if item is not None and item.height:
                 frames.append(item)
         if not frames:
-            return pl.LazyFrame(schema=self._schema)
+            kept = self._decoder.metadata
+            schema = {n: t for n, t in self._schema.items() if n in kept or n in self._values}
+            return pl.LazyFrame(schema=schema)
         return pl.concat(frames, how="vertical").lazy()
 
     def wait(self, timeout_s: float) -> bool:
