@@ -21,13 +21,18 @@ events.key_by("k").window({window}(10_000)).agg(agg.count(), agg.sum("v")).sink(
 """
 
 
-def strom_run(tmp_path: Path, directory: Path, *args: str, window: str = "Tumbling"):
+def strom_run(
+    tmp_path: Path,
+    directory: Path,
+    *args: str,
+    window: str = "Tumbling",
+    engine: tuple[str, ...] = ("--engine", "local", "--workers", "2"),
+):
     pipeline = tmp_path / "pipeline.py"
     out = tmp_path / "out"
     glob = str(directory / "*.parquet")
     pipeline.write_text(PIPELINE.format(glob=glob, out=str(out), window=window))
-    command = [sys.executable, "-m", "strom", "run", str(pipeline), "--engine", "local"]
-    command += ["--workers", "2", *args]
+    command = [sys.executable, "-m", "strom", "run", str(pipeline), *engine, *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=240)
     return done, out
 
@@ -66,3 +71,28 @@ def test_an_unsupported_plan_says_so(events, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "invalid pipeline for --engine local" in done.stderr
     assert "session windows" in done.stderr
+
+
+def test_the_default_engine_is_local_for_what_it_runs_and_streaming_otherwise(
+    events, tmp_path: Path
+) -> None:
+    directory = events(files=3)
+    expected = pl.read_parquet(directory / "*.parquet").height
+    done, out = strom_run(tmp_path, directory, "--progress", "none", engine=())
+    assert done.returncode == 0, done.stderr
+    assert "engine: local (a bounded pipeline over files)" in done.stderr
+    assert pl.read_parquet(out / "part-*.parquet").get_column("count").sum() == expected
+    # a plan the batch engine does not run goes to the streaming executor, saying why
+    (tmp_path / "session").mkdir()
+    done, out = strom_run(tmp_path / "session", directory, window="Session", engine=())
+    assert done.returncode == 0, done.stderr
+    assert "engine: stream (not for the batch engine:" in done.stderr
+    assert "session windows" in done.stderr
+    # (streaming drops the files' out-of-order events as late: fewer, never more)
+    assert 0 < pl.read_parquet(out / "*.parquet").get_column("count").sum() <= expected
+    # so does a run that asks for streaming
+    (tmp_path / "streamed").mkdir()
+    done, out = strom_run(tmp_path / "streamed", directory, "--max-seconds", "60", engine=())
+    assert done.returncode == 0, done.stderr
+    assert "engine: stream (--max-seconds given)" in done.stderr
+    assert 0 < pl.read_parquet(out / "*.parquet").get_column("count").sum() <= expected

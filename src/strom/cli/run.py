@@ -5,12 +5,14 @@ The file is executed (``runpy``, with ``__name__ == "__strom_run__"``, its direc
 or a ``build_pipeline()`` function returning one. The plan is validated before anything runs.
 
 ``--engine local`` runs a bounded pipeline on the local batch engine instead
-(:mod:`strom.cli.run_local`: worker processes, task retry, bounded memory). Otherwise every
-pipeline runs on the streaming executor: when every source ends (bounded sources), the
-watermark reaches its maximum, every window fires and the run finishes — the same results the
-bounded runner computes, with per-operator metrics. Otherwise it streams until SIGINT/SIGTERM or
-``--max-seconds``; then sinks and sources are closed (sinks flush), windows still open are not
-emitted, and the metrics print.
+(:mod:`strom.cli.run_local`: worker processes, task retry, bounded memory); ``--engine auto``,
+the default, picks it for every pipeline it can run (every source a file) unless
+``--checkpoint-dir``, ``--worker-index`` or ``--max-seconds`` ask for streaming, and says which
+it picked. Otherwise every pipeline runs on the streaming executor: when every source ends
+(bounded sources), the watermark reaches its maximum, every window fires and the run finishes —
+the same results the bounded runner computes, with per-operator metrics. Otherwise it streams
+until SIGINT/SIGTERM or ``--max-seconds``; then sinks and sources are closed (sinks flush),
+windows still open are not emitted, and the metrics print.
 
 ``--checkpoint-dir DIR`` takes a checkpoint every ``--checkpoint-interval`` and a final one when
 the input ends or the run is stopped (:mod:`strom.runtime.checkpoints`); a run that finds a
@@ -52,7 +54,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from strom.cli.run_local import local_options, run_local_engine
+from strom.cli.run_local import local_options, pick_engine, run_local_engine
 from strom.cli.signals import stop_on_signals
 from strom.cli.supervisor import EXIT_NO_RESTART, supervise
 from strom.connectors import KafkaSource
@@ -201,13 +203,27 @@ def run(
         return
     if bootstrap_server is not None:
         os.environ["STROM_BOOTSTRAP"] = bootstrap_server
+    loaded: Pipeline | None = None
+    if local["engine"] == "auto":
+        asked = [
+            name
+            for name, value in (
+                ("--checkpoint-dir", checkpoint_dir),
+                ("--worker-index", worker_index),
+                ("--max-seconds", max_seconds),
+            )
+            if value is not None
+        ]
+        loaded = load_pipeline(pipeline_file)
+        local["engine"], why = pick_engine(loaded, asked)
+        click.echo(f"engine: {local['engine']} ({why})", err=True)
     if local["engine"] == "local":
         if checkpoint_dir is not None or worker_index is not None or max_seconds is not None:
             raise click.UsageError(
                 "--engine local runs a bounded pipeline to its end, with task retry instead of "
                 "checkpoints: --checkpoint-dir, --worker-index and --max-seconds do not apply"
             )
-        run_local_engine(load_pipeline(pipeline_file), pipeline_file, workers, **local)
+        run_local_engine(loaded or load_pipeline(pipeline_file), pipeline_file, workers, **local)
         return
     workers = workers or 1
     app = app_id or pipeline_file.stem
@@ -242,7 +258,7 @@ def run(
             check_single_process(checkpoint_dir)
         except CheckpointError as exc:
             raise click.ClickException(str(exc)) from exc
-    plan, executor = _prepare(load_pipeline(pipeline_file), pipeline_file)
+    plan, executor = _prepare(loaded or load_pipeline(pipeline_file), pipeline_file)
     partitions = sum(s.source.partition_count() for s in plan.sources())
     runner: _Runner = executor
     if checkpoint_dir is not None:

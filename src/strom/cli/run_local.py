@@ -1,5 +1,7 @@
 """``strom run FILE --engine local``: a bounded pipeline on the local batch engine.
 
+``--engine auto`` (the default) picks it for every pipeline it runs (:func:`pick_engine`).
+
 Options: ``--workers N`` (default: the cores), ``--memory 4GiB`` (the process tree's budget),
 ``--max-task-attempts 4``, ``--on-bad-file fail|skip``, ``--progress auto|rich|plain|json|none``
 (``auto``: a bar on a terminal, plain lines otherwise) and ``--work-dir`` (shuffle files and the
@@ -26,11 +28,12 @@ def local_options(command: F) -> F:
     options = [
         click.option(
             "--engine",
-            type=click.Choice(["stream", "local", "spark"]),
-            default="stream",
+            type=click.Choice(["auto", "stream", "local", "spark"]),
+            default="auto",
             show_default=True,
-            help="stream: the streaming executor; local: the batch engine (bounded pipelines); "
-            "spark: the plan as Spark jobs (bounded sources; strom[spark]).",
+            help="auto: local for a pipeline the batch engine runs (every source a file), else "
+            "stream; stream: the streaming executor; local: the batch engine (bounded "
+            "pipelines); spark: the plan as Spark jobs (bounded sources; strom[spark]).",
         ),
         click.option(
             "--memory",
@@ -70,6 +73,21 @@ def local_options(command: F) -> F:
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def pick_engine(pipeline: Pipeline, streaming_options: list[str]) -> tuple[str, str]:
+    """``--engine auto``: ``("local", why)`` when the batch engine runs this pipeline (every
+    source a file, every step one it lowers) and no option asks for streaming, else
+    ``("stream", why)``."""
+    if streaming_options:
+        return "stream", f"{', '.join(streaming_options)} given"
+    from strom.batch.planner import lower  # only the planner: no worker starts here
+
+    try:
+        lower(pipeline.plan())
+    except PlanError as exc:
+        return "stream", f"not for the batch engine: {exc}"
+    return "local", "a bounded pipeline over files"
 
 
 def run_local_engine(
