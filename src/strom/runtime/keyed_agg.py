@@ -26,6 +26,7 @@ from strom.engine.contracts import OperatorState
 from strom.engine.relational import needs_positions, order_time
 from strom.engine.schemas import keyed_agg_schema
 from strom.pipeline.plan import KeyedAggNode
+from strom.runtime.keys import row_keys
 from strom.runtime.operators import Operator
 from strom.runtime.snapshots import check_definition, seq_from_meta, seq_to_meta
 from strom.runtime.windows.accumulators import Accumulators
@@ -33,7 +34,6 @@ from strom.runtime.windows.slots import IdArray
 from strom.runtime.windows.state import WindowState
 
 KIND = "keyed_agg"
-_NAN = float("nan")
 
 
 class KeyedAggOperator(Operator):
@@ -88,7 +88,7 @@ class KeyedAggOperator(Operator):
         state = self.state
         assert state is not None
         parts = state.read(partials)
-        keys = self._key_values(partials)
+        keys = row_keys(partials, self.keys)
         count = partials.height
         found = np.fromiter(map(self.index.get, keys, repeat(-1)), np.int64, count=count)
         new = found < 0
@@ -104,20 +104,6 @@ class KeyedAggOperator(Operator):
             old = ~new
             state.merge(found[old], parts, pos[old], partition)
         return found
-
-    def _key_values(self, frame: pl.DataFrame) -> list[Any]:
-        """The dict key of each row: a value, or a tuple of values for several key columns."""
-        columns = []
-        for k in self.keys:
-            values = frame.get_column(k).to_list()
-            if frame.schema[k].is_float():
-                # NaN != NaN, so every NaN would be a new key; one shared NaN object is found
-                # by identity, making NaN one key, as it is one group to Polars' group_by
-                values = [_NAN if v != v else v for v in values]
-            columns.append(values)
-        if len(columns) == 1:
-            return columns[0]
-        return list(zip(*columns, strict=True))
 
     def state_size(self) -> int:
         """Keys held."""
@@ -158,7 +144,7 @@ class KeyedAggOperator(Operator):
         if self.state is not None:
             keys = state.frame("keys")
             ids = self.state.load(keys, state.frame("rows"))
-            self.index = dict(zip(self._key_values(keys), ids.tolist(), strict=True))
+            self.index = dict(zip(row_keys(keys, self.keys), ids.tolist(), strict=True))
 
 
 def _plain(value: object) -> object:

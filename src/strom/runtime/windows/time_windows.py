@@ -28,6 +28,7 @@ from strom.engine.constants import SEQ, TS
 from strom.engine.contracts import OperatorState
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
+from strom.runtime.keys import row_keys
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.slots import IdArray
@@ -124,7 +125,7 @@ class TimeWindowOperator(WindowOperatorBase):
         state = self.state
         assert state is not None
         parts = state.read(partials)
-        keys = self._key_values(partials)
+        keys = row_keys(partials, self.keys)
         out: list[IdArray] = []
         for ends in ends_per_round:
             ids = np.empty(partials.height, np.int64)
@@ -187,15 +188,6 @@ class TimeWindowOperator(WindowOperatorBase):
             old = ~new
             state.merge(found[old], parts, pos[old], partition)
         ids[pos] = found
-
-    def _key_values(self, partials: pl.DataFrame) -> list[Any]:
-        """The dict key of each partial row: a value, a tuple of values, or ``()``."""
-        if not self.keys:
-            return [()] * partials.height
-        columns = [partials.get_column(k).to_list() for k in self.keys]
-        if len(columns) == 1:
-            return columns[0]
-        return list(zip(*columns, strict=True))
 
     def _fire(self, watermark: int) -> None:
         state = self.state
@@ -264,7 +256,7 @@ class TimeWindowOperator(WindowOperatorBase):
             assert self.state is not None  # rows imply an input schema
             keys = state.frame("keys")
             ids = self.state.load(keys, state.frame("rows"))
-            values = _dict_keys(keys, self.keys) if keys.width else [()] * ids.size
+            values = row_keys(keys, self.keys) if keys.width else [()] * ids.size
             # a fresh state allocates ids 0, 1, ...: a range zips faster than a list of ints
             first = int(ids[0]) if ids.size else 0
             fresh = bool((ids == np.arange(first, first + ids.size)).all())
@@ -278,16 +270,3 @@ class TimeWindowOperator(WindowOperatorBase):
             self._held = at
         self._fire_heap = [int(e) for e in state.meta["fire"]]
         self._purge_heap = [int(e) for e in state.meta["purge"]]
-
-
-def _dict_keys(frame: pl.DataFrame, names: Sequence[str]) -> Sequence[Any]:
-    """The windows' dict keys of ``frame``'s rows, equal to what
-    :meth:`TimeWindowOperator._key_values` makes of a batch (a value, or a tuple of values).
-    One integer key column without nulls goes through NumPy (the same ints, made faster)."""
-    if len(names) == 1:
-        column = frame.get_column(names[0])
-        if column.dtype.is_integer() and not column.null_count():
-            return list(column.to_numpy().tolist())
-        return column.to_list()
-    columns = [frame.get_column(k).to_list() for k in names]
-    return list(zip(*columns, strict=True))
