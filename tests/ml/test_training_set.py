@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strom import MemorySink, MemorySource, Pipeline, Tumbling, agg, run_streaming
+from strom import MemorySink, MemorySource, Pipeline, Tumbling, agg, run_bounded, run_streaming
 from strom.ml import FeatureView, training_set
 from strom.pipeline import Hopping, PlanError
 
@@ -143,6 +143,37 @@ def test_the_view_streaming_equals_the_view_bounded(events: list[tuple[str, int,
         assert streamed.height == 0
         return
     assert streamed.sort(order).equals(bounded.sort(order))
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events_st, st.integers(0, 40_000))
+def test_enrich_streaming_equals_bounded_equals_the_training_set(
+    events: list[tuple[str, int, int]], ttl: int
+) -> None:
+    """The events as their own labels: what ``view.enrich`` serves each event in a stream is
+    what ``training_set`` gives it offline."""
+    view = _view()
+    frame = _events(events).sort("ts").with_columns(pl.int_range(pl.len()).alias("id"))
+
+    def enriched(run: Any) -> pl.DataFrame:
+        p = Pipeline()
+        batches = [frame.slice(i, 7) for i in range(0, frame.height, 7)] or [frame]
+        payments = p.source(MemorySource([batches], schema=frame.schema), timestamp="ts")
+        view.enrich(payments, ttl=ttl).sink(sink := MemorySink())
+        run(p)
+        return sink.to_frame().sort("id") if sink.batches else pl.DataFrame()
+
+    streamed, bounded = enriched(run_streaming), enriched(run_bounded)
+    if frame.height == 0:
+        assert streamed.height == bounded.height == 0
+        return
+    assert streamed.equals(bounded)
+    offline = training_set(
+        frame, view.compute_frame(frame), keys="card", label_time="ts", ttl=ttl
+    ).sort("id")
+    assert bounded.columns == [*frame.columns, "window_end", *view.feature_names]
+    got = bounded.rename({"window_end": "feature_time"}).select(offline.columns)
+    assert got.equals(offline)
 
 
 def test_version_follows_the_definition_and_input_types() -> None:

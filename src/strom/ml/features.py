@@ -28,9 +28,9 @@ from strom.connectors.memory import MemorySink, MemorySource
 from strom.engine.aggregation import Agg
 from strom.engine.contracts import Source
 from strom.pipeline.plan import SinkNode
-from strom.pipeline.stream import Pipeline, Stream, WindowResult
+from strom.pipeline.stream import AsofJoinResult, Pipeline, Stream, WindowResult
 from strom.pipeline.validate import PlanError, validate
-from strom.pipeline.windows import WindowSpec
+from strom.pipeline.windows import Duration, WindowSpec
 
 __all__ = ["FeatureView"]
 
@@ -127,6 +127,34 @@ class FeatureView:
         return keyed.window(self.window, allowed_lateness_ms=self.allowed_lateness_ms).agg(
             *self.aggs
         )
+
+    def enrich(
+        self, events: Stream, *, ttl: Duration | None, features: Stream | None = None
+    ) -> AsofJoinResult:
+        """Every event of ``events`` with the view's features of its keys as of its time: the
+        view applied to ``features`` (default: to ``events`` themselves), as-of joined
+        (:meth:`Stream.asof_join`) on the view's keys to the latest window that had ended by
+        the event's time and is at most ``ttl`` old, else nulls. Output: the event's columns,
+        ``window_end`` (when the joined value became available) and the features. The rule of
+        :func:`strom.ml.training_set`, so a model scores live what it was trained on; streaming
+        and bounded runs give equal rows (late events and feature rows go to the result's
+        ``late_events()`` / ``late_features()``).
+
+        >>> from strom import MemorySink, MemorySource, Pipeline, Tumbling, agg, run_bounded
+        >>> view = FeatureView("card_10s", keys=("card",), window=Tumbling(10_000),
+        ...                    aggs=(agg.sum("amount"),), timestamp="ts",
+        ...                    input_schema={"card": pl.String, "amount": pl.Int64, "ts": pl.Int64})
+        >>> p = Pipeline()
+        >>> rows = [{"card": "a", "ts": t, "amount": 5} for t in (1_000, 4_000, 12_000)]
+        >>> payments = p.source(MemorySource([rows]), timestamp="ts")
+        >>> view.enrich(payments, ttl=30_000).sink(out := MemorySink())
+        >>> run_bounded(p)
+        >>> out.to_frame().sort("ts").rows()  # card, ts, amount, window_end, sum_amount
+        [('a', 1000, 5, None, None), ('a', 4000, 5, None, None), ('a', 12000, 5, 10000, 10)]
+        """
+        windows = self.apply(events if features is None else features)
+        columns = ["window_end", *self.feature_names]
+        return events.asof_join(windows, on=list(self.keys), ttl=ttl, columns=columns)
 
     def compute(self, source: Source, *, max_out_of_orderness_ms: int = 0) -> pl.DataFrame:
         """The view over all of ``source`` (a bounded source: files, memory, a bounded Kafka
