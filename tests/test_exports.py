@@ -88,6 +88,7 @@ PUBLIC = {
         "DEAD_LETTER_SCHEMA",
         "ConsoleSink",
         "FileFormat",
+        "FileReadError",
         "FileSink",
         "FileSource",
         "GeneratorSource",

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from strom.bounded import run_bounded
-from strom.connectors import FileSink, FileSource, MemorySink, MemorySource
+from strom.connectors import FileReadError, FileSink, FileSource, MemorySink, MemorySource
 from strom.pipeline import Hopping, Pipeline, Source, agg
 from strom.runtime import run_streaming
 
@@ -79,3 +79,32 @@ def test_a_restarted_parquet_sink_adds_files_and_replaces_none(tmp_path: Path) -
     names = sorted(p.name for p in out.iterdir())
     assert names == ["part-00000.parquet", "part-00001.parquet"]  # no temporary file is left
     assert sorted(pl.read_parquet(out / "*.parquet")["n"].to_list()) == [1, 2, 3]
+
+
+BAD_FILES = {
+    "parquet": b"PAR1 this is not parquet",
+    "csv": b"ts,k,v\n1,a,not-a-number\n",  # v is Float64 in the other files
+    "ndjson": b'{"ts": 1, "k": "a", "v": 1.0}\n{"ts": 2, "k": \n',  # truncated JSON
+}
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv", "ndjson"])
+@pytest.mark.parametrize("runner", [run_bounded, run_streaming])
+def test_a_bad_file_among_many_is_named(tmp_path: Path, fmt: str, runner: object) -> None:
+    for i in range(40):
+        frame = pl.DataFrame({"ts": [i], "k": ["a"], "v": [float(i)]})
+        path = tmp_path / f"part-{i:03d}.{fmt}"
+        {"parquet": frame.write_parquet, "csv": frame.write_csv, "ndjson": frame.write_ndjson}[fmt](
+            path
+        )
+    bad = tmp_path / f"part-017.{fmt}"
+    bad.write_bytes(BAD_FILES[fmt])
+    p = Pipeline()
+    source = FileSource(str(tmp_path / f"*.{fmt}"), fmt, partitions=3)  # type: ignore[arg-type]
+    p.source(source).key_by("k").agg(agg.sum("v")).sink(MemorySink())
+    assert callable(runner)
+    with pytest.raises(FileReadError, match=f"cannot read input file {bad}: ") as caught:
+        runner(p)
+    assert caught.value.path == str(bad) and caught.value.reason
+    assert source.find_unreadable() is not None
+    assert source.find_unreadable([str(tmp_path / f"part-003.{fmt}")]) is None

@@ -33,6 +33,7 @@ from typing import assert_never
 import polars as pl
 
 from strom.connectors.deadletter import DeadLetterOutput, batch_dead_letters
+from strom.connectors.files import FileReadError, FileSource
 from strom.engine.asof import AT, asof_frames
 from strom.engine.constants import LEFT_TS, PART, RIGHT_TS, SEQ, SESSION, TS
 from strom.engine.contracts import BoundedSource
@@ -96,7 +97,10 @@ class BoundedRunner:
     def run(self) -> None:
         for sink_node in self.plan.sinks:
             frames = [lf for _, lf in self._evaluate(sink_node.input)]
-            result = pl.concat(pl.collect_all(frames), how="vertical") if frames else None
+            try:
+                result = pl.concat(pl.collect_all(frames), how="vertical") if frames else None
+            except pl.exceptions.PolarsError as exc:
+                raise self._unreadable_file() or exc from exc
             sink = sink_node.sink
             sink.open()
             try:
@@ -104,6 +108,16 @@ class BoundedRunner:
                     sink.write(result)
             finally:
                 sink.close()
+
+    def _unreadable_file(self) -> FileReadError | None:
+        """After a failed query: the first input file that does not read on its own, if any
+        (the query's error rarely names the file among thousands)."""
+        for node in self.plan.sources():
+            if isinstance(node.source, FileSource):
+                bad = node.source.find_unreadable()
+                if bad is not None:
+                    return bad
+        return None
 
     def _evaluate(self, node: PlanNode) -> Partitions:
         if node not in self._memo:

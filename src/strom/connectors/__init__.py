@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from strom.connectors.console import ConsoleSink
 from strom.connectors.deadletter import DEAD_LETTER_SCHEMA
-from strom.connectors.files import FileFormat, FileSink, FileSource
+from strom.connectors.files import FileFormat, FileReadError, FileSink, FileSource
 from strom.connectors.generator import GeneratorSource
 from strom.connectors.kafka.common import KafkaConnectorError
 from strom.connectors.kafka.sink import KafkaSink
@@ -30,6 +30,7 @@ __all__ = [
     "DEAD_LETTER_SCHEMA",
     "ConsoleSink",
     "FileFormat",
+    "FileReadError",
     "FileSink",
     "FileSource",
     "GeneratorSource",

@@ -34,6 +34,15 @@ def _check_format(fmt: str) -> FileFormat:
     raise ValueError(f"unknown file format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
+class FileReadError(RuntimeError):
+    """An input file cannot be read: ``path`` and ``reason`` (the reader's error)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"cannot read input file {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 class FileSource:
     """Every file matching ``glob`` (sorted by path), spread round-robin over ``partitions``.
 
@@ -82,8 +91,24 @@ class FileSource:
         )
 
     def _read(self, path: str) -> pl.DataFrame:
-        frame = self._scan([path]).collect()
-        return frame.select(pl.col(n).cast(t) for n, t in self._schema.items())
+        try:
+            frame = self._scan([path]).collect()
+            return frame.select(pl.col(n).cast(t) for n, t in self._schema.items())
+        except pl.exceptions.PolarsError as exc:
+            raise FileReadError(path, f"{type(exc).__name__}: {exc}") from exc
+
+    def find_unreadable(self, paths: list[str] | None = None) -> FileReadError | None:
+        """The error of the first of ``paths`` (default: all of the source's files) that does
+        not read whole (every value decoded, cast to the source's schema) on its own, or
+        ``None``. A run over many files calls it after a failure, to name the file."""
+        for path in self.paths if paths is None else paths:
+            try:
+                self._scan([path]).select(
+                    pl.col(n).cast(t).null_count() for n, t in self._schema.items()
+                ).collect(engine="streaming")
+            except Exception as exc:  # the reader's own error, whatever it is, names the cause
+                return FileReadError(path, f"{type(exc).__name__}: {exc}")
+        return None
 
     def close(self) -> None:
         """Nothing to release (each file is read whole by its poll)."""
