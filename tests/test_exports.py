@@ -145,6 +145,7 @@ PUBLIC = {
         "PollResult",
         "Position",
         "PositionError",
+        "ProjectingSource",
         "SharesDecision",
         "SideOutputs",
         "Sink",
