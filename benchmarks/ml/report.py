@@ -57,13 +57,15 @@ def _ms(value: Any) -> str:
 
 def latency_rows(lines: list[dict[str, Any]]) -> list[str]:
     out = [
-        "| system | events/s | p50 ms | p99 ms | max ms | predicted / windows | engine CPU s |",
+        "| system | events/s | p50 ms | p99 ms | max ms | predicted / windows (window ends) "
+        "| engine CPU s |",
         "|---|---|---|---|---|---|---|",
     ]
     for x in _latency(lines):
         out.append(
             f"| {x['system']} | {x['params']['rate']:,} | {_ms(x['p50_ms'])} | "
-            f"{_ms(x['p99_ms'])} | {_ms(x['max_ms'])} | {x['received']:,} / {x['expected']:,} | "
+            f"{_ms(x['p99_ms'])} | {_ms(x['max_ms'])} | {x['received']:,} / {x['expected']:,} "
+            f"({x['window_ends']:,}) | "
             f"{x['engine_cpu_s']:.2f} |"
         )
     return out
@@ -107,7 +109,11 @@ def markdown(lines: list[dict[str, Any]], title: str) -> str:
         "end, so latency = the time the prediction is received minus `window_end`: the wait for "
         "a reading past the window's end (strom: on every partition; Quix: on the window's "
         "partition; Bytewax: its clock follows system time), the engine, two broker hops. "
-        "`engine CPU s` is the engine process's CPU time during the phase.",
+        "The windows of every device sharing an end close together, so a phase has only as many "
+        "independent latencies as window ends: p99 is close to the worst window end. A window "
+        "missing from `predicted` had all its readings dropped as late (Bytewax drops a reading "
+        "its clock has passed). `engine CPU s` is the engine process's CPU time during the "
+        "phase.",
         "",
         *latency_rows(lines),
         "",

@@ -380,6 +380,7 @@ def summarize(
                 "seconds": phase.seconds,
                 "sent_per_s": round(phase.sent / max(1e-9, (phase.end_ms - phase.start_ms) / 1000)),
                 "expected": len(mine),
+                "window_ends": len({w[1] for w in mine}),
                 "received": got,
                 "lost": len(mine) - got,
                 "p50_ms": round(percentile(latencies, 50), 2) if got else None,
@@ -406,21 +407,22 @@ def _latency(
             _engine_process(engine.argv(bootstrap, topics, work, None), log) as proc,
         ):
             deadline = time.monotonic() + params.warm_up_timeout_s
+            warm: list[Sent] = []
             while load.received() == 0:  # the engine is up and scores closed windows
                 if proc.poll() is not None:
                     raise RuntimeError(f"the engine exited with {proc.returncode}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"no prediction within {params.warm_up_timeout_s:g} s")
-                load.send(200, 1.0)
-            load.send(1_000, 2.0)  # the engine's first batches of some size, untimed
+                warm.append(load.send(200, 1.0))
+            warm.append(load.send(1_000, 2.0))  # the engine's first batches of some size, untimed
             phases: list[Sent] = []
             for rate in params.rates:
                 before = process_cpu_s(proc.pid)
                 phases.append(load.send(rate, params.seconds))
                 cpu.append(process_cpu_s(proc.pid) - before)
-            # readings past the last phase's windows close them; then wait for the predictions
-            tail = load.send(200, 3 * data.WINDOW_MS / 1000)
-            expected = len(set().union(*(p.windows for p in phases))) + len(tail.windows)
+            # readings past the last phase's windows close them; then wait for every prediction
+            warm.append(load.send(200, 3 * data.WINDOW_MS / 1000))
+            expected = len(frozenset().union(*(p.windows for p in [*warm, *phases])))
             _drain(load, expected, params.drain_timeout_s)
             if proc.poll() is not None:
                 raise RuntimeError(f"the engine exited with {proc.returncode}")
@@ -452,7 +454,7 @@ def _latency(
 
 
 def _drain(load: _Load, expected: int, timeout_s: float) -> None:
-    """Until the consumer holds ``expected`` records, nothing came for 3 s, or ``timeout_s``."""
+    """Until the consumer holds ``expected`` records, nothing came for 5 s, or ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     last, last_change = load.received(), time.monotonic()
     while load.received() < expected and time.monotonic() < deadline:
@@ -460,5 +462,5 @@ def _drain(load: _Load, expected: int, timeout_s: float) -> None:
         now = load.received()
         if now != last:
             last, last_change = now, time.monotonic()
-        elif time.monotonic() - last_change > 3.0:
+        elif time.monotonic() - last_change > 5.0:
             return

@@ -54,6 +54,7 @@ def test_summarize_assigns_each_window_to_the_phase_it_ends_in() -> None:
     first, second = runner.summarize(phases, received)
     assert (first["expected"], first["received"], first["lost"]) == (2, 2, 0)
     assert (first["p50_ms"], first["max_ms"]) == (10.0, 30.0)
+    assert first["window_ends"] == second["window_ends"] == 2
     assert (second["expected"], second["received"], second["lost"]) == (2, 1, 1)
     assert second["p99_ms"] == 20.0  # the first arrival of (3, 1500) counts, not the second
 
