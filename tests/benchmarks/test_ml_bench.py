@@ -4,6 +4,7 @@ predictions come out and are checked against the reference."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,9 @@ import numpy as np
 import polars as pl
 import pytest
 from benchmarks.ml import data, report, runner
+from click.testing import CliRunner
+
+from strom.cli.bench import bench
 
 
 def _reference() -> pl.DataFrame:
@@ -69,11 +73,7 @@ def test_reference_features_are_the_view_in_polars() -> None:
         assert np.allclose(ours[column].to_numpy(), reference[column].to_numpy(), rtol=1e-12)
 
 
-def _run(with_peers: bool) -> list[dict[str, Any]]:
-    params = runner.SuiteParams(events=5_000, rates=(100, 300), seconds=1.0, partitions=2)
-    lines: list[dict[str, Any]] = []
-    runner.run_suite(params, lines.append, with_peers=with_peers)
-    return lines
+TINY = runner.SuiteParams(events=5_000, rates=(100, 300), seconds=1.0, partitions=2)
 
 
 def _assert_checked(lines: list[dict[str, Any]], systems: int) -> None:
@@ -92,13 +92,18 @@ def _assert_checked(lines: list[dict[str, Any]], systems: int) -> None:
         assert x["p50_ms"] <= x["p99_ms"] <= x["max_ms"]
 
 
-def test_suite_runs_strom_at_a_tiny_size(tmp_path: Path) -> None:
-    lines = _run(with_peers=False)
+def test_strom_bench_ml_runs_strom_at_a_tiny_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the CLI, with the quick parameters shrunk: the JSON lines and the report."""
+    monkeypatch.setattr(runner, "QUICK", TINY)
+    args = ["ml", "--quick", "--no-peers", "--json", "--results-dir", str(tmp_path)]
+    result = CliRunner().invoke(bench, args)
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(x) for x in result.stdout.splitlines() if x.startswith("{")]
     _assert_checked(lines, systems=1)
     assert all("meets_target" not in x for x in lines)  # judged at 5,000/s only
-    out = tmp_path / "ml.md"
-    report.write_markdown(lines, out, "ML")
-    text = out.read_text()
+    text = (tmp_path / "ml-quick-strom.md").read_text()
     assert "| strom" in text and "## Latency" in text
 
 
@@ -106,7 +111,8 @@ def test_suite_runs_strom_at_a_tiny_size(tmp_path: Path) -> None:
 @pytest.mark.timeout(3600)
 def test_suite_runs_the_peers_at_a_tiny_size() -> None:
     """Slow: the first run creates each peer's venv (with scikit-learn and skops) from PyPI."""
-    lines = _run(with_peers=True)
+    lines: list[dict[str, Any]] = []
+    runner.run_suite(TINY, lines.append, with_peers=True)
     skipped = [x for x in lines if "skipped" in x]
     if skipped:
         pytest.skip(f"a peer cannot run here: {skipped}")
