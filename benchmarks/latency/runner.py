@@ -127,7 +127,7 @@ def run_suite(params: SuiteParams, emit: Emit, with_peers: bool = True) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _create_topics(bootstrap: str, names: tuple[str, str], partitions: int) -> None:
+def _create_topics(bootstrap: str, names: tuple[str, ...], partitions: int) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})

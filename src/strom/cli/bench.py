@@ -48,7 +48,10 @@ def _load(module: str) -> Any:
 
 
 @click.command()
-@click.argument("which", type=click.Choice(["broker", "nexmark", "latency", "eos", "batch", "all"]))
+@click.argument(
+    "which",
+    type=click.Choice(["broker", "nexmark", "latency", "eos", "ml", "batch", "all"]),
+)
 @click.option("--quick", is_flag=True, help="A short run (a few minutes per suite).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result line.")
 @click.option(
@@ -60,15 +63,16 @@ def _load(module: str) -> Any:
 @click.option(
     "--no-peers",
     is_flag=True,
-    help="Nexmark and latency: strom alone (results go to <suite>[-quick]-strom.md).",
+    help="Nexmark, latency and ml: strom alone (results go to <suite>[-quick]-strom.md).",
 )
 def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: bool) -> None:
     """Measure strom beside its peers in one run; results also go to --results-dir.
 
     ``all`` runs the broker suite, then Nexmark, then latency, then ``eos`` (what exactly-once
     costs: throughput against at-least-once, latency per guarantee, checkpoint cost), then
-    ``batch`` (TPC-H Q1, Q3, Q5, Q6, Q12, Q18 beside Polars, DuckDB and PySpark; quick: scale
-    factor 1, else 10; then the 2,000-file group-by)."""
+    ``ml`` (window features + model scoring per core and latency, beside Quix and Bytewax),
+    then ``batch`` (TPC-H Q1, Q3, Q5, Q6, Q12, Q18 beside Polars, DuckDB and PySpark; quick:
+    scale factor 1, else 10; then the 2,000-file group-by)."""
     console = Console(stderr=as_json)
     suffix = "-quick" if quick else ""
     if which in ("broker", "all"):
@@ -104,6 +108,14 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: b
         path = results_dir / f"eos{'-quick' if quick else ''}.md"
         report.write(lines, path, "Exactly-once" + (" (quick)" if quick else "") + " benchmark")
         _done(console, as_json, _eos_table(lines), path)
+    if which in ("ml", "all"):
+        suite = _load("benchmarks.ml.runner")
+        report = _load("benchmarks.ml.report")
+        lines = _run(functools.partial(suite.run, peers=not no_peers), quick, as_json, console)
+        name = "ml" + ("-quick" if quick else "") + ("-strom" if no_peers else "")
+        path = results_dir / f"{name}.md"
+        report.write_markdown(lines, path, "ML" + (" (quick)" if quick else "") + " benchmark")
+        _done(console, as_json, _ml_table(lines), path)
     if which in ("batch", "all"):
         tpch = _load("benchmarks.tpch.runner")
         lines = _run(tpch.run, quick, as_json, console)
@@ -155,6 +167,8 @@ def _describe(line: Line) -> str:
         return f"{line['benchmark']} {line['system']}: n/a ({line['na']})"
     if "failed" in line:
         return f"{line['benchmark']} {line['system']}: failed ({line['failed']})"
+    if line["benchmark"].startswith("ml."):
+        return _describe_ml(line)
     if line["benchmark"].startswith("ceiling."):
         return f"{line['benchmark']}: {line['mb_per_s']:,.0f} MB/s"
     if line["benchmark"] == "latency":
@@ -317,6 +331,39 @@ def _eos_table(lines: list[Line]) -> Table:
             "-" if x["target"] is None else f">= {x['target']}",
             str(x["correct"]),
         )
+    return table
+
+
+def _describe_ml(line: Line) -> str:
+    if line["benchmark"] == "ml.throughput":
+        return (
+            f"ml {line['system']}: {line['events_per_s']:,} events/s, "
+            f"{line['events_per_core_s']:,} events/core-s, "
+            f"{line['predictions']:,}/{line['expected']:,} predictions, checked={line['checked']}"
+        )
+    return (
+        f"ml latency {line['system']} at {line['params']['rate']:,}/s: p50 {line['p50_ms']} ms, "
+        f"p99 {line['p99_ms']} ms, {line['received']:,}/{line['expected']:,} windows predicted"
+    )
+
+
+def _ml_table(lines: list[Line]) -> Table:
+    table = Table(title="ml: window features + scoring")
+    for column in ("system", "events/core-s", "checked", "rate", "p50 ms", "p99 ms", "predicted"):
+        table.add_column(column)
+    for x in lines:
+        if x["benchmark"] == "ml.throughput" and "cpu_s" in x:
+            table.add_row(x["system"], f"{x['events_per_core_s']:,}", str(x["checked"]), *[""] * 4)
+        elif x["benchmark"] == "ml.latency" and "received" in x:
+            table.add_row(
+                x["system"],
+                "",
+                "",
+                f"{x['params']['rate']:,}/s",
+                str(x["p50_ms"]),
+                str(x["p99_ms"]),
+                f"{x['received']:,}/{x['expected']:,}",
+            )
     return table
 
 
