@@ -1,17 +1,24 @@
 """What a worker does with one task: pure functions of the task, its attempt and its inputs.
 
-**Map** (window jobs): the task's files, cast to the source's schema, through the branch's
-stateless steps; each row gets its event time, its source partition and an order key
-(:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are assigned their windows and pre-aggregated
-per (keys, window) by the aggregations' partial expressions (Polars' streaming engine when no
-aggregation needs row order), then written to one shuffle file per bucket. **Map** (jobs
-without a window): the rows go straight to the task's output file.
+**Map** (window and keyed aggregation jobs): the task's files, cast to the source's schema,
+through the branch's stateless steps; each row gets its event time (a keyed aggregation's
+``first``/``last`` order time, :func:`~strom.engine.relational.order_time`), its source
+partition and an order key (:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are assigned their
+windows (if any) and pre-aggregated per (keys[, window]) by the aggregations' partial
+expressions (Polars' streaming engine when no aggregation needs row order), then written to one
+shuffle file per bucket. **Map** (join jobs): the task's rows that can be in the join's result
+(no right row with a null key; for semi and anti joins only the right side's distinct keys),
+bucketed by their join key, so every row of one key meets in one bucket. **Map** (jobs without
+a stage): the rows go straight to the task's output file.
 
-**Reduce**: its buckets' shuffle files, in (bucket, map task) order; partial rows are folded
-into the columnar window state the streaming runtime uses (:mod:`strom.runtime.windows.state`, the
-aggregations' own merge rules), one (map task, partition) chunk at a time, so the results are
-the same values the single-process runner computes, and the same on every attempt. Results are
-sorted as that runner sorts them, then the post-window steps run and the output is written.
+**Reduce** (aggregations): its buckets' shuffle files, in (bucket, map task) order; partial
+rows are folded into the columnar window state the streaming runtime uses
+(:mod:`strom.runtime.windows.state`, the aggregations' own merge rules), one (map task,
+partition) chunk at a time, so the results are the same values the single-process runner
+computes, and the same on every attempt. Results are sorted as that runner sorts them, then the
+post-stage steps run and the output is written. **Reduce** (joins): the buckets' left rows
+joined to their right rows by :func:`strom.engine.relational.equi_join` (the single-process
+runner's join, left order kept so that every attempt writes the same rows in the same order).
 
 A file that fails to read is found by reading the task's files one at a time: with
 ``on_bad_file="fail"`` it is a :class:`BadFile` (the driver stops the job naming it); with
@@ -30,11 +37,12 @@ import numpy as np
 import polars as pl
 
 from strom.batch.commit import OutputCommitter
-from strom.batch.planner import Branch, JobSpec, Output, WindowStage
+from strom.batch.planner import AggStage, JobSpec, JoinStage, Output, WindowStage
 from strom.batch.shuffle import missing, write_buckets
 from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask
 from strom.connectors.files import FileSource
 from strom.engine.constants import PART, SEQ, TS
+from strom.engine.relational import equi_join, order_time
 from strom.engine.transforms import apply_exprs, apply_transform
 from strom.pipeline.plan import FilterNode, SelectNode, StatelessNode, WithColumnsNode
 from strom.pipeline.windows import assign_windows_lazy, event_time_ms
@@ -86,7 +94,7 @@ class TaskResult:
     rows: int = 0
     bytes_read: int = 0
     shuffle: dict[int, str] = field(default_factory=dict)
-    """Map tasks of window jobs: each non-empty bucket's shuffle file."""
+    """Map tasks of jobs with a stage: each non-empty bucket's shuffle file."""
     shuffle_bytes: dict[int, int] = field(default_factory=dict)
     """The size of each of those files."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -162,20 +170,27 @@ def _map(
     if not files:
         return TaskResult(bytes_read=0)
     lf = _steps(_scan(branch.source, [f.path for f in files]), branch.steps)
-    if job.window is None:
+    stage = job.stage
+    if stage is None:
         committer = context.committer(job.output, job.index)
         rows = _write_output(lf, committer.attempt_path(task.id, attempt), job.output.format)
         return TaskResult(rows=rows, bytes_read=bytes_read)
-    partials = _partials(job.window, branch, lf, files[0])
-    rows = int(partials.get_column(_ROWS).sum())
-    nulls = int(partials.get_column(_NULLS).sum())
-    if nulls:
-        raise ValueError(
-            f"{nulls} rows have a null event time in column {job.window.ts_column!r}; "
-            "filter or fill them before the window"
-        )
-    partials = partials.drop(_ROWS, _NULLS)
-    group = [*job.window.keys, "window_end"]
+    group: list[str]
+    if isinstance(stage, JoinStage):
+        rows, partials = _join_rows(stage, branch.side, lf)
+        group = list(stage.side_keys(branch.side))
+    else:
+        partials = _partials(stage, lf, files[0])
+        rows = int(partials.get_column(_ROWS).sum())
+        nulls = int(partials.get_column(_NULLS).sum())
+        if nulls:
+            assert isinstance(stage, WindowStage)  # a keyed aggregation orders nulls first
+            raise ValueError(
+                f"{nulls} rows have a null event time in column {stage.ts_column!r}; "
+                "filter or fill them before the window"
+            )
+        partials = partials.drop(_ROWS, _NULLS)
+        group = _group(stage)
     shuffle = write_buckets(
         partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
     )
@@ -183,25 +198,34 @@ def _map(
     return TaskResult(rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes)
 
 
-def _partials(
-    window: WindowStage, branch: Branch, lf: pl.LazyFrame, first: FileInput
-) -> pl.DataFrame:
-    acc = Accumulators(window.aggs)
+def _group(stage: WindowStage | AggStage) -> list[str]:
+    """The columns a partial's group is: its keys, and its window's end."""
+    if isinstance(stage, WindowStage):
+        return [*stage.keys, "window_end"]
+    return list(stage.keys)
+
+
+def _partials(stage: WindowStage | AggStage, lf: pl.LazyFrame, first: FileInput) -> pl.DataFrame:
+    """The task's rows pre-aggregated per group (:func:`_group`) by the aggregations' partial
+    expressions, with :data:`PART` and the group's ``_ROWS`` and ``_NULLS`` (event times)."""
+    acc = Accumulators(stage.aggs)
     exprs = acc.partial_exprs()
-    ts_dtype = window.input_schema[window.ts_column]
-    lf = lf.with_columns(
-        pl.lit(first.partition, pl.Int64).alias(PART),
-        event_time_ms(window.ts_column, ts_dtype).alias(TS),
-    )
+    lf = lf.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
+    if isinstance(stage, WindowStage):
+        ts = event_time_ms(stage.ts_column, stage.input_schema[stage.ts_column])
+    else:  # as the single-process runner orders a keyed aggregation's first/last
+        ts = order_time(stage.ts_column, stage.input_schema)
+    lf = lf.with_columns(ts.alias(TS))
     if any(SEQ in e.meta.root_names() for e in exprs):  # first/last, quantile samples
         seq = pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)
         lf = lf.with_columns(seq.alias(SEQ))
     # a null event time would drop out of hopping windows silently: count it, fill it, fail
     lf = lf.with_columns(pl.col(TS).is_null().alias(_NULLS), pl.col(TS).fill_null(0))
-    assigned = assign_windows_lazy(lf, window.window, TS)
+    if isinstance(stage, WindowStage):
+        lf = assign_windows_lazy(lf, stage.window, TS)
     if acc.needs_order:
-        assigned = assigned.sort(TS, SEQ)
-    partials = assigned.group_by([*window.keys, "window_end"], maintain_order=acc.needs_order).agg(
+        lf = lf.sort(TS, SEQ)
+    partials = lf.group_by(_group(stage), maintain_order=acc.needs_order).agg(
         *exprs, pl.len().alias(_ROWS), pl.col(_NULLS).sum()
     )
     frame = partials.collect(engine="in-memory" if acc.needs_order else "streaming")
@@ -209,8 +233,8 @@ def _partials(
 
 
 def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> TaskResult:
-    window = job.window
-    assert window is not None
+    stage = job.stage
+    assert stage is not None
     paths = [i.path for i in task.inputs]
     lost = missing(paths)
     if lost:
@@ -222,24 +246,29 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
         except Exception as exc:  # gone, or torn: either way its map task must run again
             raise LostShuffle([path]) from exc
     bytes_read = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
-    result = _fold(window, frames)
+    if isinstance(stage, JoinStage):
+        sides = [i.side for i in task.inputs]
+        result = _join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
+    else:
+        result = _fold(stage, frames)
     out = _steps(result.lazy(), job.post)
     committer = context.committer(job.output, job.index)
     rows = _write_output(out, committer.attempt_path(task.id, attempt), job.output.format)
     return TaskResult(rows=rows, bytes_read=bytes_read)
 
 
-def _fold(window: WindowStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """Every partial row merged into its group's state; the groups' results, sorted."""
-    acc = Accumulators(window.aggs)
+def _fold(stage: WindowStage | AggStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Every partial row merged into its group's state; the groups' results, sorted as the
+    single-process runner sorts them."""
+    acc = Accumulators(stage.aggs)
     state = WindowState.for_batches(
-        window.keys, window.aggs, window.input_schema, acc.partial_exprs(), window.out_schema
+        stage.keys, stage.aggs, stage.input_schema, acc.partial_exprs(), stage.out_schema
     )
-    size = window.window.size_ms
     if not frames:
-        return pl.DataFrame(schema=window.out_schema)
+        return pl.DataFrame(schema=stage.out_schema)
+    window = stage.window if isinstance(stage, WindowStage) else None
     partials = pl.concat(frames, how="vertical")
-    group = [*window.keys, "window_end"]
+    group = _group(stage)
     gid = (partials.select(pl.struct(group).rank("dense")).to_series().to_numpy() - 1).astype(
         np.int64
     )
@@ -248,7 +277,11 @@ def _fold(window: WindowStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
     assert (ids == np.arange(count)).all()  # a fresh state hands out 0..count-1
     held = np.zeros(count, bool)
     parts = state.read(partials)
-    ends = partials.get_column("window_end").to_numpy().astype(np.int64)
+    ends = (
+        partials.get_column("window_end").to_numpy().astype(np.int64)
+        if window is not None
+        else np.zeros(partials.height, np.int64)
+    )
     chunk = partials.get_column(_CHUNK).to_numpy()
     part = partials.get_column(PART).to_numpy()
     order = np.lexsort((part, chunk))  # stable: rows keep their order within a chunk
@@ -265,8 +298,51 @@ def _fold(window: WindowStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
         if not new.all():
             state.merge(rows[~new], parts, pos[~new], partition)
         held[rows] = True
-    result = state.results(np.arange(count, dtype=np.int64), size)
-    return result.sort(["window_end", "window_start", *window.keys])
+    every = np.arange(count, dtype=np.int64)
+    if window is None:
+        result = state.results(every, None, window_columns=False)
+        return result.sort(list(stage.keys), nulls_last=False)
+    result = state.results(every, window.size_ms)
+    return result.sort(["window_end", "window_start", *stage.keys])
+
+
+def _join_rows(stage: JoinStage, side: int, lf: pl.LazyFrame) -> tuple[int, pl.DataFrame]:
+    """The task's rows (how many were read, and those the join needs) of input ``side``."""
+    frame = lf.collect(engine="streaming")
+    keys = list(stage.side_keys(side))
+    how = stage.node.how
+    if side == 1:
+        # a null key matches nothing (any of several key columns null): such a right row is
+        # in no join's result; semi and anti joins only ask whether a key exists
+        kept = frame.drop_nulls(keys)
+        if how in ("semi", "anti"):
+            kept = kept.select(keys).unique(maintain_order=True)
+    elif how in ("inner", "semi"):
+        kept = frame.drop_nulls(keys)  # an unmatched left row is not in these results
+    else:
+        kept = frame
+    return frame.height, kept
+
+
+def _join_bucket(
+    stage: JoinStage, frames: Sequence[pl.DataFrame], sides: Sequence[int]
+) -> pl.DataFrame:
+    """The join of one bucket's left rows with its right rows (every row of a key meets in
+    its bucket): the one join every backend runs (:func:`strom.engine.relational.equi_join`),
+    left order kept, so each attempt writes the same rows in the same order."""
+    node = stage.node
+    right_schema = stage.right_schema
+    if node.how in ("semi", "anti"):
+        right_schema = pl.Schema({k: right_schema[k] for k in node.right_on})
+    left = _concat([f for f, s in zip(frames, sides, strict=True) if s == 0], stage.left_schema)
+    right = _concat([f for f, s in zip(frames, sides, strict=True) if s == 1], right_schema)
+    return equi_join(node, left, right, list(stage.left_schema), stage.renamed, node.how)
+
+
+def _concat(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    return pl.concat(frames, how="vertical")
 
 
 def _write_output(lf: pl.LazyFrame, path: Path, format: str) -> int:
