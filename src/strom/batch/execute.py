@@ -42,7 +42,7 @@ from strom.batch.shuffle import missing, write_buckets
 from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask
 from strom.connectors.files import FileSource
 from strom.engine.constants import PART, SEQ, TS
-from strom.engine.relational import equi_join, order_time
+from strom.engine.relational import equi_join, needs_positions, order_time
 from strom.engine.transforms import apply_exprs, apply_transform
 from strom.pipeline.plan import FilterNode, SelectNode, StatelessNode, WithColumnsNode
 from strom.pipeline.windows import assign_windows_lazy, event_time_ms
@@ -182,14 +182,15 @@ def _map(
     else:
         partials = _partials(stage, lf, files[0])
         rows = int(partials.get_column(_ROWS).sum())
-        nulls = int(partials.get_column(_NULLS).sum())
-        if nulls:
-            assert isinstance(stage, WindowStage)  # a keyed aggregation orders nulls first
-            raise ValueError(
-                f"{nulls} rows have a null event time in column {stage.ts_column!r}; "
-                "filter or fill them before the window"
-            )
-        partials = partials.drop(_ROWS, _NULLS)
+        if isinstance(stage, WindowStage):
+            nulls = int(partials.get_column(_NULLS).sum())
+            if nulls:
+                raise ValueError(
+                    f"{nulls} rows have a null event time in column {stage.ts_column!r}; "
+                    "filter or fill them before the window"
+                )
+            partials = partials.drop(_NULLS)
+        partials = partials.drop(_ROWS)
         group = _group(stage)
     shuffle = write_buckets(
         partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
@@ -207,27 +208,31 @@ def _group(stage: WindowStage | AggStage) -> list[str]:
 
 def _partials(stage: WindowStage | AggStage, lf: pl.LazyFrame, first: FileInput) -> pl.DataFrame:
     """The task's rows pre-aggregated per group (:func:`_group`) by the aggregations' partial
-    expressions, with :data:`PART` and the group's ``_ROWS`` and ``_NULLS`` (event times)."""
+    expressions, with :data:`PART`, the group's ``_ROWS`` and (windows) ``_NULLS``, its rows
+    with a null event time."""
     acc = Accumulators(stage.aggs)
     exprs = acc.partial_exprs()
-    lf = lf.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
+    counts = [pl.len().alias(_ROWS)]
     if isinstance(stage, WindowStage):
         ts = event_time_ms(stage.ts_column, stage.input_schema[stage.ts_column])
-    else:  # as the single-process runner orders a keyed aggregation's first/last
-        ts = order_time(stage.ts_column, stage.input_schema)
-    lf = lf.with_columns(ts.alias(TS))
+        # a null event time would drop out of hopping windows silently: count it, fill it, fail
+        lf = lf.with_columns(ts.alias(TS)).with_columns(
+            pl.col(TS).is_null().alias(_NULLS), pl.col(TS).fill_null(0)
+        )
+        counts.append(pl.col(_NULLS).sum())
+    elif needs_positions(stage.aggs):  # as the single-process runner orders first/last
+        lf = lf.with_columns(order_time(stage.ts_column, stage.input_schema).alias(TS))
+    # (a keyed aggregation without first/last is a plain group-by: no columns added)
+    if any(PART in e.meta.root_names() for e in exprs):  # quantile samples
+        lf = lf.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
     if any(SEQ in e.meta.root_names() for e in exprs):  # first/last, quantile samples
         seq = pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)
         lf = lf.with_columns(seq.alias(SEQ))
-    # a null event time would drop out of hopping windows silently: count it, fill it, fail
-    lf = lf.with_columns(pl.col(TS).is_null().alias(_NULLS), pl.col(TS).fill_null(0))
     if isinstance(stage, WindowStage):
         lf = assign_windows_lazy(lf, stage.window, TS)
     if acc.needs_order:
         lf = lf.sort(TS, SEQ)
-    partials = lf.group_by(_group(stage), maintain_order=acc.needs_order).agg(
-        *exprs, pl.len().alias(_ROWS), pl.col(_NULLS).sum()
-    )
+    partials = lf.group_by(_group(stage), maintain_order=acc.needs_order).agg(*exprs, *counts)
     frame = partials.collect(engine="in-memory" if acc.needs_order else "streaming")
     return frame.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
 
