@@ -168,20 +168,25 @@ def test_skipped_bad_files_are_reported_and_the_rest_is_the_result(events, tmp_p
     assert_frame_equal(result.select(order_free), want, check_exact=False, rel_tol=1e-12)
 
 
-# -- keyed aggregations and joins: their map and reduce tasks retry the same way ----------------
+# -- keyed aggregations, joins, top-k, distinct: their map and reduce tasks retry alike --
 
 
 def relational(
     kind: str, sink: MemorySink, glob: str, fault: Fault | None = None, where: str = "map"
 ) -> Pipeline:
-    """A keyed aggregation (``kind="agg"``) or a left join (``"join"``) of ``glob``'s events,
-    with ``fault`` in a map task (a step before the stage) or a reduce task (a step after)."""
+    """A keyed aggregation (``kind="agg"``), a left join (``"join"``), a top-k (``"topk"``) or a
+    distinct (``"distinct"``) of ``glob``'s events, with ``fault`` in a map task (a step before
+    the stage) or a reduce task (a step after)."""
     p = Pipeline()
     stream = p.source(FileSource(glob, "parquet", partitions=2), timestamp="ts")
     if fault is not None and where == "map":
         stream = stream.map_batches(fault, schema=SCHEMA)
     if kind == "agg":
         out = stream.key_by("k").agg(agg.count(), agg.sum("v"), agg.first("v"), agg.last("cat"))
+    elif kind == "topk":
+        out = stream.top_k(500, by=["cat", "k"])
+    elif kind == "distinct":
+        out = stream.distinct("k", "cat")
     else:
         right = p.source(FileSource(glob, "parquet"), name="right")
         right = right.filter(pl.col("ts") < 3_000).select("k", pl.col("v").alias("w"))
@@ -207,7 +212,7 @@ def clean_relational(clean: tuple[str, pl.DataFrame]) -> dict[str, pl.DataFrame]
     """Each kind's clean local result, checked against the single-process runner's."""
     glob, _ = clean
     results: dict[str, pl.DataFrame] = {}
-    for kind in ("agg", "join"):
+    for kind in ("agg", "join", "topk", "distinct"):
         result, _ = relational_run(kind, glob)
         sink = MemorySink()
         run_bounded(relational(kind, sink, glob))
@@ -225,9 +230,11 @@ def clean_relational(clean: tuple[str, pl.DataFrame]) -> dict[str, pl.DataFrame]
         ("agg", "reduce", "raise"),
         ("join", "map", "raise"),
         ("join", "reduce", "kill"),
+        ("topk", "reduce", "kill"),
+        ("distinct", "map", "raise"),
     ],
 )
-def test_keyed_agg_and_join_tasks_are_recomputed(
+def test_relational_tasks_are_recomputed(
     clean, clean_relational, tmp_path: Path, kind: str, where: str, how: str
 ) -> None:
     glob, _ = clean
@@ -242,8 +249,8 @@ def test_keyed_agg_and_join_tasks_are_recomputed(
     assert result.equals(clean_relational[kind])
 
 
-@pytest.mark.parametrize("kind", ["agg", "join"])
-def test_keyed_agg_and_join_recompute_a_lost_shuffle_file(
+@pytest.mark.parametrize("kind", ["agg", "join", "topk", "distinct"])
+def test_relational_tasks_recompute_a_lost_shuffle_file(
     clean, clean_relational, tmp_path: Path, kind: str
 ) -> None:
     glob, _ = clean

@@ -6,19 +6,17 @@ through the branch's stateless steps; each row gets its event time (a keyed aggr
 partition and an order key (:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are assigned their
 windows (if any) and pre-aggregated per (keys[, window]) by the aggregations' partial
 expressions (Polars' streaming engine when no aggregation needs row order), then written to one
-shuffle file per bucket. **Map** (join jobs): the task's rows that can be in the join's result
-(no right row with a null key; for semi and anti joins only the right side's distinct keys),
-bucketed by their join key, so every row of one key meets in one bucket. **Map** (jobs without
-a stage): the rows go straight to the task's output file.
+shuffle file per bucket. **Map** (joins, top-k, distinct: :mod:`strom.batch.relational`): the
+task's rows that can be in the result, bucketed by their join key or distinct value (top-k: one
+bucket). **Map** (jobs without a stage): the rows go straight to the task's output file.
 
 **Reduce** (aggregations): its buckets' shuffle files, in (bucket, map task) order; partial
 rows are folded into the columnar window state the streaming runtime uses
 (:mod:`strom.runtime.windows.state`, the aggregations' own merge rules), one (map task,
 partition) chunk at a time, so the results are the same values the single-process runner
 computes, and the same on every attempt. Results are sorted as that runner sorts them, then the
-post-stage steps run and the output is written. **Reduce** (joins): the buckets' left rows
-joined to their right rows by :func:`strom.engine.relational.equi_join` (the single-process
-runner's join, left order kept so that every attempt writes the same rows in the same order).
+post-stage steps run and the output is written. **Reduce** (joins, top-k, distinct): the
+single-process runner's definition over the buckets' rows (:mod:`strom.batch.relational`).
 
 A file that fails to read is found by reading the task's files one at a time: with
 ``on_bad_file="fail"`` it is a :class:`BadFile` (the driver stops the job naming it); with
@@ -37,12 +35,21 @@ import numpy as np
 import polars as pl
 
 from strom.batch.commit import OutputCommitter
-from strom.batch.planner import AggStage, JobSpec, JoinStage, Output, WindowStage
+from strom.batch.planner import (
+    AggStage,
+    DistinctStage,
+    JobSpec,
+    JoinStage,
+    Output,
+    TopKStage,
+    WindowStage,
+)
+from strom.batch.relational import join_bucket, join_rows, ordered_bucket, ordered_rows
 from strom.batch.shuffle import missing, write_buckets
 from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask
 from strom.connectors.files import FileSource
 from strom.engine.constants import PART, SEQ, TS
-from strom.engine.relational import equi_join, needs_positions, order_time
+from strom.engine.relational import needs_positions, order_time
 from strom.engine.transforms import apply_exprs, apply_transform
 from strom.pipeline.plan import FilterNode, SelectNode, StatelessNode, WithColumnsNode
 from strom.pipeline.windows import assign_windows_lazy, event_time_ms
@@ -177,8 +184,14 @@ def _map(
         return TaskResult(rows=rows, bytes_read=bytes_read)
     group: list[str]
     if isinstance(stage, JoinStage):
-        rows, partials = _join_rows(stage, branch.side, lf)
+        rows, partials = join_rows(stage, branch.side, lf)
         group = list(stage.side_keys(branch.side))
+    elif isinstance(stage, TopKStage):
+        rows, partials = ordered_rows(stage, lf, task.branch, files[0])
+        group = []  # one bucket: one reduce task merges every task's first k rows
+    elif isinstance(stage, DistinctStage):
+        rows, partials = ordered_rows(stage, lf, task.branch, files[0])
+        group = stage.subset
     else:
         partials = _partials(stage, lf, files[0])
         rows = int(partials.get_column(_ROWS).sum())
@@ -253,7 +266,9 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
     bytes_read = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
     if isinstance(stage, JoinStage):
         sides = [i.side for i in task.inputs]
-        result = _join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
+        result = join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
+    elif isinstance(stage, TopKStage | DistinctStage):
+        result = ordered_bucket(stage, [f.drop(_CHUNK) for f in frames])
     else:
         result = _fold(stage, frames)
     out = _steps(result.lazy(), job.post)
@@ -309,45 +324,6 @@ def _fold(stage: WindowStage | AggStage, frames: list[pl.DataFrame]) -> pl.DataF
         return result.sort(list(stage.keys), nulls_last=False)
     result = state.results(every, window.size_ms)
     return result.sort(["window_end", "window_start", *stage.keys])
-
-
-def _join_rows(stage: JoinStage, side: int, lf: pl.LazyFrame) -> tuple[int, pl.DataFrame]:
-    """The task's rows (how many were read, and those the join needs) of input ``side``."""
-    frame = lf.collect(engine="streaming")
-    keys = list(stage.side_keys(side))
-    how = stage.node.how
-    if side == 1:
-        # a null key matches nothing (any of several key columns null): such a right row is
-        # in no join's result; semi and anti joins only ask whether a key exists
-        kept = frame.drop_nulls(keys)
-        if how in ("semi", "anti"):
-            kept = kept.select(keys).unique(maintain_order=True)
-    elif how in ("inner", "semi"):
-        kept = frame.drop_nulls(keys)  # an unmatched left row is not in these results
-    else:
-        kept = frame
-    return frame.height, kept
-
-
-def _join_bucket(
-    stage: JoinStage, frames: Sequence[pl.DataFrame], sides: Sequence[int]
-) -> pl.DataFrame:
-    """The join of one bucket's left rows with its right rows (every row of a key meets in
-    its bucket): the one join every backend runs (:func:`strom.engine.relational.equi_join`),
-    left order kept, so each attempt writes the same rows in the same order."""
-    node = stage.node
-    right_schema = stage.right_schema
-    if node.how in ("semi", "anti"):
-        right_schema = pl.Schema({k: right_schema[k] for k in node.right_on})
-    left = _concat([f for f, s in zip(frames, sides, strict=True) if s == 0], stage.left_schema)
-    right = _concat([f for f, s in zip(frames, sides, strict=True) if s == 1], right_schema)
-    return equi_join(node, left, right, list(stage.left_schema), stage.renamed, node.how)
-
-
-def _concat(frames: list[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
-    if not frames:
-        return pl.DataFrame(schema=schema)
-    return pl.concat(frames, how="vertical")
 
 
 def _write_output(lf: pl.LazyFrame, path: Path, format: str) -> int:

@@ -7,9 +7,11 @@ per shuffle bucket. What the engine runs, per sink path (anything else is a
     FileSource -> stateless steps / key_by / union -> [stage -> stateless steps] -> sink
 
 where the one stage is a tumbling or hopping window aggregation (:class:`WindowStage`), a keyed
-aggregation without a window (:class:`AggStage`) or an equi-join of two such inputs
-(:class:`JoinStage`). A stage over another stage's results (a join of aggregations, say) is a
-PlanError: each sink path has one shuffle.
+aggregation without a window (:class:`AggStage`), an equi-join of two such inputs
+(:class:`JoinStage`), a top-k (:class:`TopKStage`: a sort with a limit) or a distinct
+(:class:`DistinctStage`). A stage over another stage's results (a join of aggregations, say) is
+a PlanError: each sink path has one shuffle. So is a sort without a limit (its one reduce task
+would hold the whole input).
 
 Every path from a source to the stage (or to the sink) is a :class:`Branch`: the source and
 the stateless steps applied to its rows in order, so a union is the branches of its inputs; a
@@ -117,7 +119,31 @@ class JoinStage:
         return self.node.left_on if side == 0 else self.node.right_on
 
 
-Stage = WindowStage | AggStage | JoinStage
+@dataclass(frozen=True)
+class TopKStage:
+    """The first ``node.limit`` rows of the branches' rows (``schema``) in ``node``'s order,
+    ties in input order (branch, partition, position)."""
+
+    node: SortNode
+    schema: pl.Schema
+    fanout = 1
+
+
+@dataclass(frozen=True)
+class DistinctStage:
+    """The first row, in input order, of each distinct ``subset`` value of the branches' rows
+    (``schema``; every column if ``node.subset`` is empty)."""
+
+    node: DistinctNode
+    schema: pl.Schema
+    fanout = 1
+
+    @property
+    def subset(self) -> list[str]:
+        return list(self.node.subset) or list(self.schema)
+
+
+Stage = WindowStage | AggStage | JoinStage | TopKStage | DistinctStage
 
 
 @dataclass(frozen=True)
@@ -174,6 +200,20 @@ def _lower_sink(plan: Plan, index: int, node: SinkNode, first: dict[SourceNode, 
                 break
             case KeyedAggNode():
                 stage = _keyed_agg(plan, current)
+                branches = _branches(current.input, first)
+                break
+            case SortNode():
+                stage = TopKStage(current, _schema(plan, current.input, "top_k"))
+                if current.limit is None:
+                    raise PlanError(
+                        "sort() without a limit: the local engine runs top_k(k, by=...) (each "
+                        "map task keeps its k first rows, one reduce task merges them); run a "
+                        "full sort without --engine local"
+                    )
+                branches = _branches(current.input, first)
+                break
+            case DistinctNode():
+                stage = DistinctStage(current, _schema(plan, current.input, "distinct"))
                 branches = _branches(current.input, first)
                 break
             case JoinNode():
@@ -273,7 +313,7 @@ def _branches(node: PlanNode, first: dict[SourceNode, int]) -> list[Branch]:
             return _branches(node.input, first)
         case UnionNode():
             return [b for branch in node.branches for b in _branches(branch, first)]
-        case WindowAggNode() | KeyedAggNode() | JoinNode():
+        case WindowAggNode() | KeyedAggNode() | JoinNode() | SortNode() | DistinctNode():
             raise PlanError(
                 f"{node.label} feeding another window, aggregation, join or a union: the local "
                 "engine runs one of them per sink path, last before the sink and its stateless "
@@ -285,8 +325,6 @@ def _branches(node: PlanNode, first: dict[SourceNode, int]) -> list[Branch]:
             | IntervalJoinNode()
             | IntervalJoinLateNode()
             | LateNode()
-            | SortNode()
-            | DistinctNode()
             | PredictNode()
             | AsofJoinNode()
         ):
