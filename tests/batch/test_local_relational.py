@@ -222,14 +222,14 @@ def test_a_stage_over_another_stage_is_a_plan_error(events) -> None:
     left = source(p, str(directory / "*.parquet"), timestamp="ts")
     totals = left.key_by("k").agg(agg.count())
     left.join(totals, on="k").sink(MemorySink())
-    with pytest.raises(PlanError, match="KeyedAgg feeding another"):
+    with pytest.raises(PlanError, match="KeyedAgg feeding another stage"):
         run_local(p, workers=1, memory="1GiB")
     q = Pipeline()
     stream = source(q, str(directory / "*.parquet"), timestamp="ts")
     stream.key_by("k").window(Tumbling(1_000)).agg(agg.count()).key_by("k").agg(
         agg.sum("count")
     ).sink(MemorySink())
-    with pytest.raises(PlanError, match="WindowAgg feeding another"):
+    with pytest.raises(PlanError, match="WindowAgg feeding another stage"):
         run_local(q, workers=1, memory="1GiB")
 
 

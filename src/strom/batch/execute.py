@@ -1,10 +1,10 @@
 """What a worker does with one task: pure functions of the task, its attempt and its inputs.
 
 **Map** (window and keyed aggregation jobs): the task's files, cast to the source's schema,
-through the branch's stateless steps; each row gets its event time (a keyed aggregation's
-``first``/``last`` order time, :func:`~strom.engine.relational.order_time`), its source
-partition and an order key (:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are assigned their
-windows (if any) and pre-aggregated per (keys[, window]) by the aggregations' partial
+through the branch's stateless steps; each row gets, where the stage needs them, its event time
+(a keyed aggregation's ``first``/``last`` order time, :func:`~strom.engine.relational.order_time`),
+its source partition and an order key (:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are
+assigned their windows (if any) and pre-aggregated per (keys[, window]) by the aggregations' partial
 expressions (Polars' streaming engine when no aggregation needs row order), then written to one
 shuffle file per bucket. **Map** (joins, top-k, distinct: :mod:`strom.batch.relational`): the
 task's rows that can be in the result, bucketed by their join key or distinct value (top-k: one
@@ -29,7 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, assert_never
 
 import numpy as np
 import polars as pl
@@ -183,28 +183,31 @@ def _map(
         rows = _write_output(lf, committer.attempt_path(task.id, attempt), job.output.format)
         return TaskResult(rows=rows, bytes_read=bytes_read)
     group: list[str]
-    if isinstance(stage, JoinStage):
-        rows, partials = join_rows(stage, branch.side, lf)
-        group = list(stage.side_keys(branch.side))
-    elif isinstance(stage, TopKStage):
-        rows, partials = ordered_rows(stage, lf, task.branch, files[0])
-        group = []  # one bucket: one reduce task merges every task's first k rows
-    elif isinstance(stage, DistinctStage):
-        rows, partials = ordered_rows(stage, lf, task.branch, files[0])
-        group = stage.subset
-    else:
-        partials = _partials(stage, lf, files[0])
-        rows = int(partials.get_column(_ROWS).sum())
-        if isinstance(stage, WindowStage):
-            nulls = int(partials.get_column(_NULLS).sum())
-            if nulls:
-                raise ValueError(
-                    f"{nulls} rows have a null event time in column {stage.ts_column!r}; "
-                    "filter or fill them before the window"
-                )
-            partials = partials.drop(_NULLS)
-        partials = partials.drop(_ROWS)
-        group = _group(stage)
+    match stage:
+        case JoinStage():
+            rows, partials = join_rows(stage, branch.side, lf)
+            group = list(stage.side_keys(branch.side))
+        case TopKStage():
+            rows, partials = ordered_rows(stage, lf, task.branch, files[0])
+            group = []  # one bucket: one reduce task merges every task's first k rows
+        case DistinctStage():
+            rows, partials = ordered_rows(stage, lf, task.branch, files[0])
+            group = stage.subset
+        case WindowStage() | AggStage():
+            partials = _partials(stage, lf, files[0])
+            rows = int(partials.get_column(_ROWS).sum())
+            if isinstance(stage, WindowStage):
+                nulls = int(partials.get_column(_NULLS).sum())
+                if nulls:
+                    raise ValueError(
+                        f"{nulls} rows have a null event time in column {stage.ts_column!r}; "
+                        "filter or fill them before the window"
+                    )
+                partials = partials.drop(_NULLS)
+            partials = partials.drop(_ROWS)
+            group = _group(stage)
+        case _:
+            assert_never(stage)
     shuffle = write_buckets(
         partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
     )
@@ -264,13 +267,16 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
         except Exception as exc:  # gone, or torn: either way its map task must run again
             raise LostShuffle([path]) from exc
     bytes_read = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
-    if isinstance(stage, JoinStage):
-        sides = [i.side for i in task.inputs]
-        result = join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
-    elif isinstance(stage, TopKStage | DistinctStage):
-        result = ordered_bucket(stage, [f.drop(_CHUNK) for f in frames])
-    else:
-        result = _fold(stage, frames)
+    match stage:
+        case JoinStage():
+            sides = [i.side for i in task.inputs]
+            result = join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
+        case TopKStage() | DistinctStage():
+            result = ordered_bucket(stage, [f.drop(_CHUNK) for f in frames])
+        case WindowStage() | AggStage():
+            result = _fold(stage, frames)
+        case _:
+            assert_never(stage)
     out = _steps(result.lazy(), job.post)
     committer = context.committer(job.output, job.index)
     rows = _write_output(out, committer.attempt_path(task.id, attempt), job.output.format)

@@ -263,9 +263,6 @@ def _window(plan: Plan, node: WindowAggNode) -> WindowStage:
 def _keyed_agg(plan: Plan, node: KeyedAggNode) -> AggStage:
     for a in node.aggs:
         if isinstance(a, ApproxQuantile):
-            # its sample is drawn by each event's position in its source partition, which a
-            # task reading some of a partition's files does not know: another sample would
-            # give another estimate than the single-process runner's
             raise PlanError(
                 f"agg.approx_quantile({a.column!r}, {a.q}) in a keyed aggregation: its sample "
                 "is drawn by each event's position in its source partition, which the local "
@@ -315,9 +312,9 @@ def _branches(node: PlanNode, first: dict[SourceNode, int]) -> list[Branch]:
             return [b for branch in node.branches for b in _branches(branch, first)]
         case WindowAggNode() | KeyedAggNode() | JoinNode() | SortNode() | DistinctNode():
             raise PlanError(
-                f"{node.label} feeding another window, aggregation, join or a union: the local "
-                "engine runs one of them per sink path, last before the sink and its stateless "
-                "steps; run the pipeline without --engine local"
+                f"{node.label} feeding another stage (window, aggregation, join, top-k, "
+                "distinct) or a union: the local engine runs one stage per sink path, last "
+                "before the sink and its stateless steps; run the pipeline without --engine local"
             )
         case (
             ProcessNode()
