@@ -96,3 +96,38 @@ def test_the_default_engine_is_local_for_what_it_runs_and_streaming_otherwise(
     assert done.returncode == 0, done.stderr
     assert "engine: stream (--max-seconds given)" in done.stderr
     assert 0 < pl.read_parquet(out / "*.parquet").get_column("count").sum() <= expected
+
+
+RELATIONAL = """
+from strom import FileSink, Pipeline, agg
+from strom.connectors import FileSource
+
+pipeline = Pipeline()
+events = pipeline.source(FileSource({glob!r}, "parquet"), timestamp="ts")
+events.key_by("k").agg(agg.count(), agg.last("v")).sink(FileSink({out!r} + "/totals", "parquet"))
+names = pipeline.source(FileSource({names!r}, "parquet"), name="names")
+events.join(names, on="k", how="left").sink(FileSink({out!r} + "/joined", "parquet"))
+"""
+
+
+def test_a_keyed_agg_and_a_join_from_the_command_line(events, tmp_path: Path) -> None:
+    directory = events(files=5)
+    pipeline, out = tmp_path / "pipeline.py", tmp_path / "out"
+    names = tmp_path / "names.parquet"
+    pl.DataFrame({"k": range(30), "name": [f"n{k}" for k in range(30)]}).write_parquet(names)
+    glob = str(directory / "*.parquet")
+    pipeline.write_text(RELATIONAL.format(glob=glob, names=str(names), out=str(out)))
+    command = [sys.executable, "-m", "strom", "run", str(pipeline), "--engine", "local"]
+    done = subprocess.run(
+        [*command, "--workers", "2", "--progress", "plain"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (out / "totals" / "_SUCCESS").exists() and (out / "joined" / "_SUCCESS").exists()
+    totals = pl.read_parquet(out / "totals" / "part-*.parquet")
+    assert totals.height == 40 and totals.get_column("count").sum() == 5 * 3_000
+    joined = pl.read_parquet(out / "joined" / "part-*.parquet")
+    assert joined.height == 5 * 3_000  # a left join: every event once, keys 30-39 unnamed
+    assert joined.filter(pl.col("name").is_null()).get_column("k").min() == 30

@@ -166,3 +166,97 @@ def test_skipped_bad_files_are_reported_and_the_rest_is_the_result(events, tmp_p
     order_free = ["k", "window_start", "window_end", "count", "sum_v"]
     want = expected(str(good / "*.parquet")).select(order_free)
     assert_frame_equal(result.select(order_free), want, check_exact=False, rel_tol=1e-12)
+
+
+# -- keyed aggregations, joins, top-k, distinct: their map and reduce tasks retry alike --
+
+
+def relational(
+    kind: str, sink: MemorySink, glob: str, fault: Fault | None = None, where: str = "map"
+) -> Pipeline:
+    """A keyed aggregation (``kind="agg"``), a left join (``"join"``), a top-k (``"topk"``) or a
+    distinct (``"distinct"``) of ``glob``'s events, with ``fault`` in a map task (a step before
+    the stage) or a reduce task (a step after)."""
+    p = Pipeline()
+    stream = p.source(FileSource(glob, "parquet", partitions=2), timestamp="ts")
+    if fault is not None and where == "map":
+        stream = stream.map_batches(fault, schema=SCHEMA)
+    if kind == "agg":
+        out = stream.key_by("k").agg(agg.count(), agg.sum("v"), agg.first("v"), agg.last("cat"))
+    elif kind == "topk":
+        out = stream.top_k(500, by=["cat", "k"])
+    elif kind == "distinct":
+        out = stream.distinct("k", "cat")
+    else:
+        right = p.source(FileSource(glob, "parquet"), name="right")
+        right = right.filter(pl.col("ts") < 3_000).select("k", pl.col("v").alias("w"))
+        out = stream.join(right, on="k", how="left")
+    if fault is not None and where == "reduce":
+        out = out.map_batches(fault)
+    out.sink(sink)
+    return p
+
+
+def relational_run(kind: str, glob: str, **kw: object) -> tuple[pl.DataFrame, object]:
+    sink = MemorySink()
+    fault = kw.pop("fault", None)
+    where = kw.pop("where", "map")
+    pipeline = relational(kind, sink, glob, fault, where)  # type: ignore[arg-type]
+    report = run_local(pipeline, workers=2, memory="2GiB", **kw)  # type: ignore[arg-type]
+    frame = sink.to_frame()
+    return frame.sort(frame.columns, nulls_last=True), report
+
+
+@pytest.fixture(scope="module")
+def clean_relational(clean: tuple[str, pl.DataFrame]) -> dict[str, pl.DataFrame]:
+    """Each kind's clean local result, checked against the single-process runner's."""
+    glob, _ = clean
+    results: dict[str, pl.DataFrame] = {}
+    for kind in ("agg", "join", "topk", "distinct"):
+        result, _ = relational_run(kind, glob)
+        sink = MemorySink()
+        run_bounded(relational(kind, sink, glob))
+        single = sink.to_frame()
+        single = single.sort(single.columns, nulls_last=True)
+        assert_frame_equal(result, single, check_exact=False, rel_tol=1e-12)
+        results[kind] = result
+    return results
+
+
+@pytest.mark.parametrize(
+    ("kind", "where", "how"),
+    [
+        ("agg", "map", "kill"),
+        ("agg", "reduce", "raise"),
+        ("join", "map", "raise"),
+        ("join", "reduce", "kill"),
+        ("topk", "reduce", "kill"),
+        ("distinct", "map", "raise"),
+    ],
+)
+def test_relational_tasks_are_recomputed(
+    clean, clean_relational, tmp_path: Path, kind: str, where: str, how: str
+) -> None:
+    glob, _ = clean
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    progress = Progress()
+    result, report = relational_run(
+        kind, glob, fault=Fault(markers, how), where=where, progress=progress
+    )
+    assert report.retries == 1  # type: ignore[attr-defined]
+    assert progress.stages[f"job 0 {where}"].retries == 1
+    assert result.equals(clean_relational[kind])
+
+
+@pytest.mark.parametrize("kind", ["agg", "join", "topk", "distinct"])
+def test_relational_tasks_recompute_a_lost_shuffle_file(
+    clean, clean_relational, tmp_path: Path, kind: str
+) -> None:
+    glob, _ = clean
+    work = tmp_path / "work"
+    progress = LoseShuffleFile(work, "delete")
+    result, report = relational_run(kind, glob, progress=progress, work_dir=work)
+    assert len(progress.deleted) == 1
+    assert report.retries == 1  # type: ignore[attr-defined]
+    assert result.equals(clean_relational[kind])

@@ -2,10 +2,12 @@
 
 ``strom run FILE --engine local`` (or :func:`run_local`) runs a bounded pipeline as jobs of
 tasks: map tasks over files packed to at most 128 MB each (less under a small ``memory``), a
-shuffle through Arrow IPC files, reduce tasks per bucket; failed tasks are recomputed from
+shuffle through Arrow IPC files, reduce tasks per bucket (windows, keyed aggregations, equi-joins,
+top-k, distinct: :mod:`strom.batch.planner` lists what runs); failed tasks are recomputed from
 their inputs (:mod:`strom.batch.driver` states the guarantees). Modules: ``planner`` (the plan
-lowered to jobs), ``tasks`` (packing files into tasks), ``execute`` (what a task does),
-``shuffle``, ``commit``, ``pool`` and ``worker`` (the processes), ``progress``, ``memory``.
+lowered to jobs), ``tasks`` (packing files into tasks), ``execute`` (what a task does; joins,
+top-k and distinct in ``relational``), ``shuffle``, ``commit``, ``pool`` and ``worker`` (the
+processes), ``progress``, ``memory``.
 """
 
 from strom.batch.driver import BadFileError, LocalEngine, RunReport, TaskFailed, run_local

@@ -170,8 +170,8 @@ class LocalEngine:
         target = min(self.budget.task_input, max(MIB, total // (4 * self.budget.workers)))
         maps = pack(spec.index, spec.branches, target)
         buckets = 1
-        if spec.window is not None:
-            estimate = sum(t.size for t in maps) * spec.window.fanout
+        if spec.stage is not None:
+            estimate = sum(t.size for t in maps) * spec.stage.fanout
             buckets = max(self.budget.workers, -(-estimate // self.budget.reduce_input))
             buckets = min(buckets, MAX_BUCKETS)
         context = Context(str(self.work_dir), buckets, self.on_bad_file)
@@ -184,7 +184,7 @@ class LocalEngine:
         done = schedule.run(map_stage, maps)
         self.progress.stage_done(map_stage)
         final: list[Task] = list(maps)
-        if spec.window is not None:
+        if spec.stage is not None:
             sizes = [0] * buckets
             for m in maps:
                 for b, size in done[m.id].shuffle_bytes.items():
@@ -198,7 +198,7 @@ class LocalEngine:
                     spec.index,
                     tuple(group),
                     tuple(
-                        ShuffleInput(m.id, done[m.id].shuffle[b])
+                        ShuffleInput(m.id, done[m.id].shuffle[b], spec.branches[m.branch].side)
                         for b in group
                         for m in maps
                         if b in done[m.id].shuffle
@@ -298,7 +298,7 @@ class _Schedule:
         if kind == "ok":
             result: TaskResult = reply[1]
             attempt = self.attempts[task.id]
-            if isinstance(task, ReduceTask) or engine.jobs[self.job].spec.window is None:
+            if isinstance(task, ReduceTask) or engine.jobs[self.job].spec.stage is None:
                 self.context.committer(engine.jobs[self.job].spec.output, self.job).commit_task(
                     task.id, attempt
                 )

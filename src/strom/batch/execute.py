@@ -1,17 +1,22 @@
 """What a worker does with one task: pure functions of the task, its attempt and its inputs.
 
-**Map** (window jobs): the task's files, cast to the source's schema, through the branch's
-stateless steps; each row gets its event time, its source partition and an order key
-(:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are assigned their windows and pre-aggregated
-per (keys, window) by the aggregations' partial expressions (Polars' streaming engine when no
-aggregation needs row order), then written to one shuffle file per bucket. **Map** (jobs
-without a window): the rows go straight to the task's output file.
+**Map** (window and keyed aggregation jobs): the task's files, cast to the source's schema,
+through the branch's stateless steps; each row gets, where the stage needs them, its event time
+(a keyed aggregation's ``first``/``last`` order time, :func:`~strom.engine.relational.order_time`),
+its source partition and an order key (:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`); rows are
+assigned their windows (if any) and pre-aggregated per (keys[, window]) by the aggregations' partial
+expressions (Polars' streaming engine when no aggregation needs row order), then written to one
+shuffle file per bucket. **Map** (joins, top-k, distinct: :mod:`strom.batch.relational`): the
+task's rows that can be in the result, bucketed by their join key or distinct value (top-k: one
+bucket). **Map** (jobs without a stage): the rows go straight to the task's output file.
 
-**Reduce**: its buckets' shuffle files, in (bucket, map task) order; partial rows are folded
-into the columnar window state the streaming runtime uses (:mod:`strom.runtime.windows.state`, the
-aggregations' own merge rules), one (map task, partition) chunk at a time, so the results are
-the same values the single-process runner computes, and the same on every attempt. Results are
-sorted as that runner sorts them, then the post-window steps run and the output is written.
+**Reduce** (aggregations): its buckets' shuffle files, in (bucket, map task) order; partial
+rows are folded into the columnar window state the streaming runtime uses
+(:mod:`strom.runtime.windows.state`, the aggregations' own merge rules), one (map task,
+partition) chunk at a time, so the results are the same values the single-process runner
+computes, and the same on every attempt. Results are sorted as that runner sorts them, then the
+post-stage steps run and the output is written. **Reduce** (joins, top-k, distinct): the
+single-process runner's definition over the buckets' rows (:mod:`strom.batch.relational`).
 
 A file that fails to read is found by reading the task's files one at a time: with
 ``on_bad_file="fail"`` it is a :class:`BadFile` (the driver stops the job naming it); with
@@ -24,17 +29,27 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, assert_never
 
 import numpy as np
 import polars as pl
 
 from strom.batch.commit import OutputCommitter
-from strom.batch.planner import Branch, JobSpec, Output, WindowStage
+from strom.batch.planner import (
+    AggStage,
+    DistinctStage,
+    JobSpec,
+    JoinStage,
+    Output,
+    TopKStage,
+    WindowStage,
+)
+from strom.batch.relational import join_bucket, join_rows, ordered_bucket, ordered_rows
 from strom.batch.shuffle import missing, write_buckets
 from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask
 from strom.connectors.files import FileSource
 from strom.engine.constants import PART, SEQ, TS
+from strom.engine.relational import needs_positions, order_time
 from strom.engine.transforms import apply_exprs, apply_transform
 from strom.pipeline.plan import FilterNode, SelectNode, StatelessNode, WithColumnsNode
 from strom.pipeline.windows import assign_windows_lazy, event_time_ms
@@ -86,7 +101,7 @@ class TaskResult:
     rows: int = 0
     bytes_read: int = 0
     shuffle: dict[int, str] = field(default_factory=dict)
-    """Map tasks of window jobs: each non-empty bucket's shuffle file."""
+    """Map tasks of jobs with a stage: each non-empty bucket's shuffle file."""
     shuffle_bytes: dict[int, int] = field(default_factory=dict)
     """The size of each of those files."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -162,20 +177,37 @@ def _map(
     if not files:
         return TaskResult(bytes_read=0)
     lf = _steps(_scan(branch.source, [f.path for f in files]), branch.steps)
-    if job.window is None:
+    stage = job.stage
+    if stage is None:
         committer = context.committer(job.output, job.index)
         rows = _write_output(lf, committer.attempt_path(task.id, attempt), job.output.format)
         return TaskResult(rows=rows, bytes_read=bytes_read)
-    partials = _partials(job.window, branch, lf, files[0])
-    rows = int(partials.get_column(_ROWS).sum())
-    nulls = int(partials.get_column(_NULLS).sum())
-    if nulls:
-        raise ValueError(
-            f"{nulls} rows have a null event time in column {job.window.ts_column!r}; "
-            "filter or fill them before the window"
-        )
-    partials = partials.drop(_ROWS, _NULLS)
-    group = [*job.window.keys, "window_end"]
+    group: list[str]
+    match stage:
+        case JoinStage():
+            rows, partials = join_rows(stage, branch.side, lf)
+            group = list(stage.side_keys(branch.side))
+        case TopKStage():
+            rows, partials = ordered_rows(stage, lf, task.branch, files[0])
+            group = []  # one bucket: one reduce task merges every task's first k rows
+        case DistinctStage():
+            rows, partials = ordered_rows(stage, lf, task.branch, files[0])
+            group = stage.subset
+        case WindowStage() | AggStage():
+            partials = _partials(stage, lf, files[0])
+            rows = int(partials.get_column(_ROWS).sum())
+            if isinstance(stage, WindowStage):
+                nulls = int(partials.get_column(_NULLS).sum())
+                if nulls:
+                    raise ValueError(
+                        f"{nulls} rows have a null event time in column {stage.ts_column!r}; "
+                        "filter or fill them before the window"
+                    )
+                partials = partials.drop(_NULLS)
+            partials = partials.drop(_ROWS)
+            group = _group(stage)
+        case _:
+            assert_never(stage)
     shuffle = write_buckets(
         partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
     )
@@ -183,34 +215,47 @@ def _map(
     return TaskResult(rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes)
 
 
-def _partials(
-    window: WindowStage, branch: Branch, lf: pl.LazyFrame, first: FileInput
-) -> pl.DataFrame:
-    acc = Accumulators(window.aggs)
+def _group(stage: WindowStage | AggStage) -> list[str]:
+    """The columns a partial's group is: its keys, and its window's end."""
+    if isinstance(stage, WindowStage):
+        return [*stage.keys, "window_end"]
+    return list(stage.keys)
+
+
+def _partials(stage: WindowStage | AggStage, lf: pl.LazyFrame, first: FileInput) -> pl.DataFrame:
+    """The task's rows pre-aggregated per group (:func:`_group`) by the aggregations' partial
+    expressions, with :data:`PART`, the group's ``_ROWS`` and (windows) ``_NULLS``, its rows
+    with a null event time."""
+    acc = Accumulators(stage.aggs)
     exprs = acc.partial_exprs()
-    ts_dtype = window.input_schema[window.ts_column]
-    lf = lf.with_columns(
-        pl.lit(first.partition, pl.Int64).alias(PART),
-        event_time_ms(window.ts_column, ts_dtype).alias(TS),
-    )
+    counts = [pl.len().alias(_ROWS)]
+    if isinstance(stage, WindowStage):
+        ts = event_time_ms(stage.ts_column, stage.input_schema[stage.ts_column])
+        # a null event time would drop out of hopping windows silently: count it, fill it, fail
+        lf = lf.with_columns(ts.alias(TS)).with_columns(
+            pl.col(TS).is_null().alias(_NULLS), pl.col(TS).fill_null(0)
+        )
+        counts.append(pl.col(_NULLS).sum())
+    elif needs_positions(stage.aggs):  # as the single-process runner orders first/last
+        lf = lf.with_columns(order_time(stage.ts_column, stage.input_schema).alias(TS))
+    # (a keyed aggregation without first/last is a plain group-by: no columns added)
+    if any(PART in e.meta.root_names() for e in exprs):  # quantile samples
+        lf = lf.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
     if any(SEQ in e.meta.root_names() for e in exprs):  # first/last, quantile samples
         seq = pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)
         lf = lf.with_columns(seq.alias(SEQ))
-    # a null event time would drop out of hopping windows silently: count it, fill it, fail
-    lf = lf.with_columns(pl.col(TS).is_null().alias(_NULLS), pl.col(TS).fill_null(0))
-    assigned = assign_windows_lazy(lf, window.window, TS)
+    if isinstance(stage, WindowStage):
+        lf = assign_windows_lazy(lf, stage.window, TS)
     if acc.needs_order:
-        assigned = assigned.sort(TS, SEQ)
-    partials = assigned.group_by([*window.keys, "window_end"], maintain_order=acc.needs_order).agg(
-        *exprs, pl.len().alias(_ROWS), pl.col(_NULLS).sum()
-    )
+        lf = lf.sort(TS, SEQ)
+    partials = lf.group_by(_group(stage), maintain_order=acc.needs_order).agg(*exprs, *counts)
     frame = partials.collect(engine="in-memory" if acc.needs_order else "streaming")
     return frame.with_columns(pl.lit(first.partition, pl.Int64).alias(PART))
 
 
 def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> TaskResult:
-    window = job.window
-    assert window is not None
+    stage = job.stage
+    assert stage is not None
     paths = [i.path for i in task.inputs]
     lost = missing(paths)
     if lost:
@@ -222,24 +267,34 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
         except Exception as exc:  # gone, or torn: either way its map task must run again
             raise LostShuffle([path]) from exc
     bytes_read = sum(os.path.getsize(p) for p in paths if os.path.exists(p))
-    result = _fold(window, frames)
+    match stage:
+        case JoinStage():
+            sides = [i.side for i in task.inputs]
+            result = join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
+        case TopKStage() | DistinctStage():
+            result = ordered_bucket(stage, [f.drop(_CHUNK) for f in frames])
+        case WindowStage() | AggStage():
+            result = _fold(stage, frames)
+        case _:
+            assert_never(stage)
     out = _steps(result.lazy(), job.post)
     committer = context.committer(job.output, job.index)
     rows = _write_output(out, committer.attempt_path(task.id, attempt), job.output.format)
     return TaskResult(rows=rows, bytes_read=bytes_read)
 
 
-def _fold(window: WindowStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """Every partial row merged into its group's state; the groups' results, sorted."""
-    acc = Accumulators(window.aggs)
+def _fold(stage: WindowStage | AggStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """Every partial row merged into its group's state; the groups' results, sorted as the
+    single-process runner sorts them."""
+    acc = Accumulators(stage.aggs)
     state = WindowState.for_batches(
-        window.keys, window.aggs, window.input_schema, acc.partial_exprs(), window.out_schema
+        stage.keys, stage.aggs, stage.input_schema, acc.partial_exprs(), stage.out_schema
     )
-    size = window.window.size_ms
     if not frames:
-        return pl.DataFrame(schema=window.out_schema)
+        return pl.DataFrame(schema=stage.out_schema)
+    window = stage.window if isinstance(stage, WindowStage) else None
     partials = pl.concat(frames, how="vertical")
-    group = [*window.keys, "window_end"]
+    group = _group(stage)
     gid = (partials.select(pl.struct(group).rank("dense")).to_series().to_numpy() - 1).astype(
         np.int64
     )
@@ -248,7 +303,11 @@ def _fold(window: WindowStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
     assert (ids == np.arange(count)).all()  # a fresh state hands out 0..count-1
     held = np.zeros(count, bool)
     parts = state.read(partials)
-    ends = partials.get_column("window_end").to_numpy().astype(np.int64)
+    ends = (
+        partials.get_column("window_end").to_numpy().astype(np.int64)
+        if window is not None
+        else np.zeros(partials.height, np.int64)
+    )
     chunk = partials.get_column(_CHUNK).to_numpy()
     part = partials.get_column(PART).to_numpy()
     order = np.lexsort((part, chunk))  # stable: rows keep their order within a chunk
@@ -265,8 +324,12 @@ def _fold(window: WindowStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
         if not new.all():
             state.merge(rows[~new], parts, pos[~new], partition)
         held[rows] = True
-    result = state.results(np.arange(count, dtype=np.int64), size)
-    return result.sort(["window_end", "window_start", *window.keys])
+    every = np.arange(count, dtype=np.int64)
+    if window is None:
+        result = state.results(every, None, window_columns=False)
+        return result.sort(list(stage.keys), nulls_last=False)
+    result = state.results(every, window.size_ms)
+    return result.sort(["window_end", "window_start", *stage.keys])
 
 
 def _write_output(lf: pl.LazyFrame, path: Path, format: str) -> int:

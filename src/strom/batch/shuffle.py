@@ -1,9 +1,11 @@
 """Shuffle files: a map task's partials split into buckets, one Arrow IPC file per bucket.
 
-A row's bucket is a hash of its group (the window's keys and end) modulo the bucket count, so
-every partial of one group meets in one reduce task. Files are written under a temporary name
-and renamed whole: a file under its final name is complete, and a killed attempt leaves only a
-temporary that the next attempt ignores.
+A row's bucket is a hash of its group (the window's keys and end, the aggregation's keys, or
+the join key) modulo the bucket count, so every partial of one group, and every row of one join
+key from either input, meets in one reduce task. The hash is of the values alone (not the
+columns' names): a left key and the right key it equals, of one type, share a bucket. Files
+are written under a temporary name and renamed whole: a file under its final name is complete,
+and a killed attempt leaves only a temporary that the next attempt ignores.
 """
 
 from __future__ import annotations

@@ -50,10 +50,11 @@ class MapTask:
 
 @dataclass(frozen=True)
 class ShuffleInput:
-    """One map task's output for one bucket."""
+    """One map task's output for one bucket (of join input ``side``: 0 left, 1 right)."""
 
     map_task: str
     path: str
+    side: int = 0
 
 
 @dataclass(frozen=True)
