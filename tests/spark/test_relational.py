@@ -14,7 +14,17 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from strom import FileSink, FileSource, MemorySink, Pipeline, PlanError, agg, run_bounded
+from strom import (
+    FileSink,
+    FileSource,
+    MemorySink,
+    MemorySource,
+    Pipeline,
+    PlanError,
+    Tumbling,
+    agg,
+    run_bounded,
+)
 
 MONEY = pl.Decimal(15, 2)
 
@@ -57,8 +67,19 @@ CUSTOMER = pl.DataFrame(
     schema={"custkey": pl.Int64, "name": pl.String, "acctbal": MONEY, "comment": pl.String},
 )
 
-ORDERED = ["keyed", "keyed2", "sorted", "top", "first_per_cust", "rows", "sorted_agg", "resorted"]
-UNORDERED = ["inner", "left", "semi", "anti", "joined_agg"]
+ORDERED = [
+    "keyed",
+    "keyed2",
+    "sorted",
+    "top",
+    "first_per_cust",
+    "rows",
+    "sorted_agg",
+    "resorted",
+    "union_distinct",
+    "window",
+]
+UNORDERED = ["inner", "left", "semi", "anti", "joined_agg", "self"]
 
 
 def _write(tmp: Path) -> None:
@@ -101,6 +122,13 @@ def _build(tmp: Path, sinks: dict[str, MemorySink], out: Path) -> Pipeline:
     orders.select("custkey", "prio").distinct().sink(sinks["rows"])
     keyed.sort("count", descending=True).sink(sinks["sorted_agg"])  # ties: by key
     by_date.distinct("prio").sort("ts").sink(sinks["resorted"])  # distinct of sorted rows
+    # sources are numbered in the order sinks reach them: the memory source's partitions
+    # follow the files', so its rows' PART follow theirs, as the union's input order does
+    memory = p.source(MemorySource([[_orders(7, 9)], [_orders(8, 9)]]), timestamp="ts")
+    orders.union(memory).distinct("prio", "odate").sink(sinks["union_distinct"])
+    orders.join(orders.select("custkey", "odate"), on="custkey").sink(sinks["self"])
+    timed = orders.filter(pl.col("ts").is_not_null()).key_by("prio")
+    timed.window(Tumbling(20_000)).agg(agg.sum("price"), agg.first("odate")).sink(sinks["window"])
     return p
 
 
@@ -114,9 +142,8 @@ def test_relational_nodes_equal_the_bounded_runner(spark: Any, tmp_path: Path) -
     names = ORDERED + UNORDERED
     on_spark = {n: MemorySink() for n in names}
     bounded = {n: MemorySink() for n in names}
-    lowering = run_spark(_build(tmp_path, on_spark, tmp_path / "spark"), spark)
+    run_spark(_build(tmp_path, on_spark, tmp_path / "spark"), spark)
     run_bounded(_build(tmp_path, bounded, tmp_path / "bounded"))
-    assert lowering.native == ["Select: native"]
     for name in names:
         got, want = on_spark[name].to_frame(), bounded[name].to_frame()
         assert want.height > 0, name
@@ -126,26 +153,32 @@ def test_relational_nodes_equal_the_bounded_runner(spark: Any, tmp_path: Path) -
             assert_frame_equal(got, want, check_row_order=True)
         except AssertionError as exc:
             raise AssertionError(f"{name}: {exc}") from exc
-    assert on_spark["keyed"].to_frame().schema["sum_price"] == pl.Decimal(38, 2)
+    for name in ("keyed", "window"):
+        assert on_spark[name].to_frame().schema["sum_price"] == pl.Decimal(38, 2)
     assert on_spark["keyed"].to_frame()["custkey"][0] is None  # the null key, first
     for name in ("keyed", "sorted"):
         want = _files(tmp_path / "bounded" / name)
         assert_frame_equal(_files(tmp_path / "spark" / name), want.cast(want.schema))
 
 
+def _mapped(p: Pipeline, s: Any) -> Any:
+    return s.map_batches(lambda df: df, schema=_orders(0, 1).schema)
+
+
+def _after(p: Pipeline, s: Any) -> Any:
+    """A source numbered after ``s``'s (sources are numbered in the order sinks reach them)."""
+    s.sink(MemorySink())
+    return p.source(MemorySource([[_orders(7, 3)]]), timestamp="ts")
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (
-            lambda s: s.map_batches(lambda df: df, schema=_orders(0, 1).schema).sort("price"),
-            "Sort: its ties follow the input's order",
-        ),
-        (
-            lambda s: s.map_batches(lambda df: df, schema=_orders(0, 1).schema).distinct("prio"),
-            "Distinct: its ties follow the input's order",
-        ),
+        (lambda p, s: _mapped(p, s).sort("price"), "Sort: its ties follow the input's order"),
+        (lambda p, s: _mapped(p, s).distinct("prio"), "Distinct: its ties follow"),
+        (lambda p, s: _after(p, s).union(s).distinct(), "a union of branches out of source"),
     ],
-    ids=["sort_after_map", "distinct_after_map"],
+    ids=["sort_after_map", "distinct_after_map", "union_out_of_order"],
 )
 def test_order_spark_cannot_know_is_refused(
     spark: Any, tmp_path: Path, build: Any, message: str
@@ -154,7 +187,8 @@ def test_order_spark_cannot_know_is_refused(
 
     _write(tmp_path)
     p, out = Pipeline(), MemorySink()
-    build(p.source(FileSource(str(tmp_path / "orders-*.parquet"), "parquet"))).sink(out)
+    files = FileSource(str(tmp_path / "orders-*.parquet"), "parquet")
+    build(p, p.source(files, timestamp="ts")).sink(out)
     with pytest.raises(PlanError, match=message):
         run_spark(p, spark)
     assert not out.opened

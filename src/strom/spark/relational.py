@@ -19,8 +19,8 @@ DataFrame operations:
 
 Input order is an :data:`Order`: sort keys over the frame's columns reproducing the bounded
 runner's row order. Where Spark does not know it (after ``map``, ``map_batches``, an interval
-join), sort and distinct are refused with a :class:`~strom.pipeline.validate.PlanError`, since
-their ties would differ.
+join, a union whose branches are not in source order), sort and distinct are refused with a
+:class:`~strom.pipeline.validate.PlanError`, since their ties would differ.
 """
 
 from __future__ import annotations
@@ -118,8 +118,8 @@ def _known(order: Order | None, what: str) -> Order:
     if order is None:
         raise PlanError(
             f"{what}: its ties follow the input's order, which the Spark backend does not know "
-            "after map, map_batches or an interval join; sort or deduplicate before them, or "
-            "run the pipeline with the bounded runner"
+            "after map, map_batches, an interval join or a union of branches out of source "
+            "order; sort or deduplicate before them, or run the pipeline with the bounded runner"
         )
     return order
 
