@@ -192,3 +192,22 @@ def test_order_spark_cannot_know_is_refused(
     with pytest.raises(PlanError, match=message):
         run_spark(p, spark)
     assert not out.opened
+
+
+def test_a_row_order_survives_only_steps_that_keep_its_columns() -> None:
+    """A pure function: no Spark session."""
+    pytest.importorskip("pyspark")
+    from strom.pipeline.plan import FilterNode, SelectNode, SourceNode, WithColumnsNode
+    from strom.spark.lower import kept_order
+    from strom.spark.relational import ROW_ORDER, SortKey
+
+    up = SourceNode(MemorySource([[_orders(0, 2)]]), None)
+    by_key = (SortKey("custkey"), SortKey("ts", descending=True))
+    assert kept_order(FilterNode(up, pl.col("ts") > 0), by_key) == by_key
+    assert kept_order(WithColumnsNode(up, (pl.col("ts") * 2,)), by_key) is None  # replaced
+    assert kept_order(WithColumnsNode(up, (pl.col("ts").alias("t2"),)), by_key) == by_key
+    assert kept_order(WithColumnsNode(up, (pl.col("ts", "custkey") + 1,)), by_key) is None
+    assert kept_order(SelectNode(up, (pl.col("ts"), pl.col("custkey"))), by_key) == by_key
+    assert kept_order(SelectNode(up, (pl.col("ts"),)), by_key) is None  # dropped
+    assert kept_order(SelectNode(up, (pl.col("ts"),)), ROW_ORDER) == ROW_ORDER  # rides along
+    assert kept_order(SelectNode(up, (pl.col("ts"),)), None) is None

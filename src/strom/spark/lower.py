@@ -360,8 +360,8 @@ def kept_order(node: ExprNode, order: Order | None) -> Order | None:
         return order
     names = {k.column for k in order} - set(ORDER)
     if isinstance(node, WithColumnsNode):
-        replaced = {e.meta.output_name() for e in node.exprs}
-        return None if names & replaced else order
+        replaced = {e.meta.output_name(raise_if_undetermined=False) for e in node.exprs}
+        return None if None in replaced or names & replaced else order
     selected = {e.meta.output_name() for e in node.exprs if e.meta.is_column()}
     return order if names <= selected else None
 
