@@ -8,8 +8,13 @@ Each sink is one Spark action over its lowered DataFrame:
   when it succeeds (a failed job leaves none), with a ``_SUCCESS`` marker;
 - any other sink (memory, SQL, Kafka, console …) gets the result collected to the driver as
   Arrow, cast to the node's Polars schema, in one ``write`` between ``open`` and ``close`` (as
-  the bounded runner does); window results in the bounded runner's order (window end, start,
-  keys). Fine for results that fit the driver, which is what such sinks hold anyway.
+  the bounded runner does). Fine for results that fit the driver, which is what such sinks
+  hold anyway.
+
+Both get rows in the bounded runner's order where it promises one and Spark knows it
+(:attr:`~strom.spark.lower.Frame.order`: windows by window end, start and keys; keyed
+aggregations by key; a sort's rows sorted; distinct in input order): collected results are
+sorted on the driver, files by Spark before writing.
 
 Spark retries a failed task (``spark.task.maxFailures``; in local mode ``local[N,F]``) by
 recomputing it from its lineage: the source files and the steps after them, so the result is
@@ -18,12 +23,14 @@ the same as a run without the failure.
 
 from __future__ import annotations
 
+import polars as pl
 from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 from strom.connectors.files import FileSink
-from strom.engine.constants import WINDOW_END, WINDOW_START
-from strom.pipeline.plan import Plan, WindowAggNode
+from strom.pipeline.plan import Plan
 from strom.pipeline.stream import Pipeline
+from strom.spark.arrow import ORDER
 from strom.spark.lower import Frame, Lowering
 from strom.spark.session import configure, spark_session
 from strom.spark.types import to_polars
@@ -44,15 +51,13 @@ def run_spark(
     else:
         configure(spark)
     lowering = Lowering(plan, spark)
-    frames = [lowering.frame(sink.input).unordered() for sink in plan.sinks]
+    frames = [lowering.frame(sink.input) for sink in plan.sinks]
     for sink_node, frame in zip(plan.sinks, frames, strict=True):
         sink = sink_node.sink
         if isinstance(sink, FileSink):
             _write_files(sink, frame)
             continue
-        result = to_polars(frame.df.toArrow(), frame.schema)
-        if isinstance(sink_node.input, WindowAggNode):
-            result = result.sort([WINDOW_END, WINDOW_START, *sink_node.input.keys])
+        result = _collect(frame)
         sink.open()
         try:
             if result.height:
@@ -62,8 +67,28 @@ def run_spark(
     return lowering
 
 
+def _collect(frame: Frame) -> pl.DataFrame:
+    """``frame``'s rows on the driver, in its order (sorted here: the result is small)."""
+    order = () if frame.sorted or not frame.order else frame.order
+    extra = [c for c in ORDER if frame.ordered and any(k.column == c for k in order)]
+    schema = pl.Schema({**frame.schema, **dict.fromkeys(extra, pl.Int64())})
+    columns = [F.col(f"`{c}`") for c in schema]
+    result = to_polars(frame.df.select(*columns).toArrow(), schema)
+    if order:
+        result = result.sort(
+            [k.column for k in order],
+            descending=[k.descending for k in order],
+            nulls_last=[k.nulls_last for k in order],
+            maintain_order=True,
+        )
+    return result.drop(extra)
+
+
 def _write_files(sink: FileSink, frame: Frame) -> None:
-    writer = frame.df.write.mode("append")
+    df = frame.df
+    if frame.order and not frame.sorted:
+        df = df.orderBy(*(k.spark() for k in frame.order))
+    writer = df.drop(*ORDER).write.mode("append")
     directory = str(sink.directory.absolute())  # the JVM's working directory is not ours
     if sink.format == "parquet":
         writer.parquet(directory)

@@ -1,4 +1,5 @@
-"""Window aggregations as native Spark: window assignment, session cutting, aggregations.
+"""Window aggregations as native Spark: window assignment, session cutting, aggregations
+(:func:`aggregate`, which the keyed aggregation of :mod:`strom.spark.relational` uses too).
 
 The same definitions as the other backends (:mod:`strom.pipeline.windows`,
 :mod:`strom.engine.sessions`, :mod:`strom.engine.aggregations`), written as Spark columns:
@@ -54,12 +55,18 @@ from strom.spark.types import spark_type
 def event_time(column: str, dtype: pl.DataType) -> Column:
     """The event time in epoch ms (Int64); a null one fails the task, naming the column (the
     bounded runner refuses null event times too)."""
-    col = F.col(f"`{column}`")
-    ms = col.cast("long")
-    if isinstance(dtype, pl.Datetime):
-        ms = F.unix_millis(col.cast("timestamp"))
     message = f"a row has a null event time in column {column!r}; filter or fill it first"
-    return F.when(col.isNull(), F.raise_error(F.lit(message)).cast("long")).otherwise(ms)
+    raised = F.raise_error(F.lit(message)).cast("long")
+    return F.when(F.col(f"`{column}`").isNull(), raised).otherwise(epoch_ms(column, dtype))
+
+
+def epoch_ms(column: str, dtype: pl.DataType) -> Column:
+    """``column`` as epoch milliseconds (Int64; null stays null), as
+    :func:`strom.pipeline.windows.event_time_ms` (integers are taken as ms)."""
+    col = F.col(f"`{column}`")
+    if isinstance(dtype, pl.Datetime):
+        return F.unix_millis(col.cast("timestamp"))
+    return col.cast("long")
 
 
 def window_agg(
@@ -69,7 +76,7 @@ def window_agg(
     ``ordered``), in :func:`strom.engine.schemas.window_schema`'s columns and types."""
     out_schema = window_schema(node.keys, node.aggs, schema)
     where = f"{node.label}: "
-    aggs = [_aggregate(a, schema, ordered, where).alias(a.name) for a in node.aggs]
+    aggs = [aggregate(a, schema, ordered, where).alias(a.name) for a in node.aggs]
     keys = [F.col(f"`{k}`") for k in node.keys]
     framed = df.withColumn(TS, event_time(ts_column, schema[ts_column]))
     window = node.window
@@ -83,6 +90,12 @@ def window_agg(
         )
     else:
         grouped = _assign(framed, window).groupBy(*keys, WINDOW_START, WINDOW_END).agg(*aggs)
+    return typed(grouped, out_schema, where)
+
+
+def typed(grouped: DataFrame, out_schema: pl.Schema, where: str) -> DataFrame:
+    """An aggregation's groups as exactly ``out_schema``'s columns, in its Spark types, with
+    ``is_update`` False (a bounded run emits each result once)."""
     return grouped.select(
         *(
             (F.lit(False) if n == IS_UPDATE else F.col(f"`{n}`"))
@@ -121,7 +134,9 @@ def _sessions(df: DataFrame, keys: list[Column], gap_ms: int) -> DataFrame:
     )
 
 
-def _aggregate(a: Aggregation, schema: pl.Schema, ordered: bool, where: str) -> Column:
+def aggregate(a: Aggregation, schema: pl.Schema, ordered: bool, where: str) -> Column:
+    """``a`` as a Spark aggregate over rows of ``schema`` (with :data:`TS`, and PART and SEQ
+    if ``ordered``, for ``first``/``last``); the caller casts it to ``a``'s output type."""
     column = None if a.column is None else F.col(f"`{a.column}`")
     dtype = None if a.column is None else schema[a.column]
     match a:
@@ -129,6 +144,8 @@ def _aggregate(a: Aggregation, schema: pl.Schema, ordered: bool, where: str) -> 
             return F.count(F.lit(1)) if column is None else F.count(column)
         case Sum():
             assert column is not None and dtype is not None
+            if isinstance(dtype, pl.Decimal):  # exact, as Polars sums decimals
+                return F.sum(column)
             as_int = dtype.is_integer() or dtype == pl.Boolean
             return F.sum(column.cast("long" if as_int else "double"))
         case Mean():
@@ -148,7 +165,7 @@ def _aggregate(a: Aggregation, schema: pl.Schema, ordered: bool, where: str) -> 
                 raise PlanError(
                     f"{where}agg.{a.label}({a.column!r}) needs its input's order (event time, "
                     "partition, position), which the Spark backend does not know after map, "
-                    "map_batches, a join or a window; use it before them"
+                    "map_batches, a join or an aggregation; use it before them"
                 )
             key = F.struct(F.col(TS), F.col(PART), F.col(SEQ), column.alias("v"))
             return (F.min(key) if isinstance(a, First) else F.max(key)).getField("v")
