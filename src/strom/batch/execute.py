@@ -121,30 +121,18 @@ def run_task(
         try:
             result = _map(job, task, files, attempt, context)
         except Exception as exc:
-            bad = _find_bad(job.branches[task.branch].source, files)
+            source = job.branches[task.branch].source
+            bad = source.find_unreadable([f.path for f in files])
             if bad is None:
                 raise
+            reason = bad.reason.replace(bad.path, "<file>")[:500]
             if context.on_bad_file == "fail":
-                raise BadFile(bad.path, _reason(exc, bad)) from exc
-            skipped.append((bad.path, _reason(exc, bad)))
-            files.remove(bad)
+                raise BadFile(bad.path, reason) from exc
+            skipped.append((bad.path, reason))
+            files = [f for f in files if f.path != bad.path]
             continue
         result.skipped = skipped
         return result
-
-
-def _reason(exc: Exception, bad: FileInput) -> str:
-    return f"{type(exc).__name__}: {exc}".replace(bad.path, "<file>")[:500]
-
-
-def _find_bad(source: FileSource, files: Sequence[FileInput]) -> FileInput | None:
-    """The first of ``files`` that fails to read whole (decoding every value) on its own."""
-    for f in files:
-        try:
-            _scan(source, [f.path]).select(pl.all().null_count()).collect(engine="streaming")
-        except Exception:
-            return f
-    return None
 
 
 def _scan(source: FileSource, paths: list[str]) -> pl.LazyFrame:
