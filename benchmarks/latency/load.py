@@ -22,6 +22,7 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +75,28 @@ def produce(bootstrap: str, topic: str) -> None:
 
 
 def consume(bootstrap: str, topic: str, out: Path) -> None:
+    def record(event: dict[str, Any], received_us: int) -> bytes:
+        return RECORD.pack(int(event["seq"]), received_us - int(event["sent_us"]))
+
+    consume_records(bootstrap, topic, out, "strom-latency-bench", record)
+
+
+def consume_records(
+    bootstrap: str,
+    topic: str,
+    out: Path,
+    group: str,
+    record: Callable[[dict[str, Any], int], bytes],
+) -> None:
+    """Read ``topic`` from the beginning until SIGTERM, appending ``record(event, received)``
+    of each JSON record (``received``: the poll's return in epoch microseconds) to ``out``;
+    prints ``ready`` once reading."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
-            "group.id": "strom-latency-bench",
+            "group.id": group,
             "enable.auto.commit": False,
             "socket.nagle.disable": True,
             "fetch.wait.max.ms": 100,
@@ -104,8 +121,7 @@ def consume(bootstrap: str, topic: str, out: Path) -> None:
                 value = message.value()
                 if message.error() is not None or value is None:
                     continue
-                event = json.loads(value)
-                chunk += RECORD.pack(int(event["seq"]), received - int(event["sent_us"]))
+                chunk += record(json.loads(value), received)
             if chunk:
                 f.write(chunk)
     consumer.close()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
@@ -285,7 +285,7 @@ def _phases(
     warm = Phase(1_000, 2.0, seq)  # the engine's first batches of some size, untimed
     load.send(warm)
     seq, expected = warm.end_seq, expected + warm.expected
-    _drain(load, expected, params.drain_timeout_s)
+    drain(load, expected, params.drain_timeout_s)
     time.sleep(0.5)  # the last records' acknowledgements and commits settle
     cpu = process_cpu_s(proc.pid)
     time.sleep(params.idle_s)
@@ -296,15 +296,19 @@ def _phases(
         seq, expected = phase.end_seq, expected + phase.expected
         cpu = process_cpu_s(proc.pid)
         send_s = load.send(phase)
-        _drain(load, expected, params.drain_timeout_s)
+        drain(load, expected, params.drain_timeout_s)
         measured.append(_Measured(phase, process_cpu_s(proc.pid) - cpu, send_s))
         if proc.poll() is not None:
             raise RuntimeError(f"the engine exited with {proc.returncode}")
     return idle_cpu_s, measured
 
 
-def _drain(load: _Load, expected: int, timeout_s: float) -> None:
-    """Wait until the consumer has ``expected`` records, or nothing came for 3 s, or
+class Received(Protocol):
+    def received(self) -> int: ...
+
+
+def drain(load: Received, expected: int, timeout_s: float, quiet_s: float = 3.0) -> None:
+    """Wait until the consumer has ``expected`` records, or nothing came for ``quiet_s``, or
     ``timeout_s`` passed (what is missing then is reported as lost)."""
     deadline = time.monotonic() + timeout_s
     last, last_change = load.received(), time.monotonic()
@@ -313,7 +317,7 @@ def _drain(load: _Load, expected: int, timeout_s: float) -> None:
         now = load.received()
         if now != last:
             last, last_change = now, time.monotonic()
-        elif time.monotonic() - last_change > 3.0:
+        elif time.monotonic() - last_change > quiet_s:
             return
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import struct
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from benchmarks.latency.load import consume_records
 from benchmarks.ml.data import DEVICES, WINDOW_MS, device_name, end_records
 
 __all__ = ["RECORD", "fill", "main"]
@@ -125,38 +125,11 @@ def produce(bootstrap: str, topic: str, partitions: int, seed: int = 11) -> None
 
 
 def consume(bootstrap: str, topic: str, out: Path) -> None:
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    def record(prediction: dict[str, Any], received_us: int) -> bytes:
+        device, end = int(prediction["device"][1:]), int(prediction["window_end"])
+        return RECORD.pack(device, end, received_us)
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "strom-ml-bench",
-            "enable.auto.commit": False,
-            "socket.nagle.disable": True,
-            "fetch.wait.max.ms": 100,
-        }
-    )
-    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-    stopping: list[int] = []
-    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
-    with out.open("ab", buffering=0) as f:
-        print("ready", flush=True)
-        while not stopping:
-            first = consumer.poll(0.05)  # returns at the first record (consume(n) would wait)
-            received = time.time_ns() // 1000
-            if first is None:
-                continue
-            chunk = bytearray()
-            for message in [first, *consumer.consume(10_000, 0)]:
-                value = message.value()
-                if message.error() is not None or value is None:
-                    continue
-                p = json.loads(value)
-                chunk += RECORD.pack(int(p["device"][1:]), int(p["window_end"]), received)
-            if chunk:
-                f.write(chunk)
-    consumer.close()
+    consume_records(bootstrap, topic, out, "strom-ml-bench", record)
 
 
 def main(argv: list[str] | None = None) -> None:

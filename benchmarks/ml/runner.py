@@ -35,7 +35,7 @@ from typing import IO, Any
 import numpy as np
 import polars as pl
 
-from benchmarks.latency.runner import _create_topics, _stop
+from benchmarks.latency.runner import _create_topics, _stop, drain
 from benchmarks.latency.stats import percentile
 from benchmarks.ml import data
 from benchmarks.ml.load import RECORD, fill
@@ -423,7 +423,7 @@ def _latency(
             # readings past the last phase's windows close them; then wait for every prediction
             warm.append(load.send(200, 3 * data.WINDOW_MS / 1000))
             expected = len(frozenset().union(*(p.windows for p in [*warm, *phases])))
-            _drain(load, expected, params.drain_timeout_s)
+            drain(load, expected, params.drain_timeout_s, quiet_s=5.0)
             if proc.poll() is not None:
                 raise RuntimeError(f"the engine exited with {proc.returncode}")
     except RuntimeError as exc:
@@ -451,16 +451,3 @@ def _latency(
             )
         lines.append(line)
     return lines
-
-
-def _drain(load: _Load, expected: int, timeout_s: float) -> None:
-    """Until the consumer holds ``expected`` records, nothing came for 5 s, or ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    last, last_change = load.received(), time.monotonic()
-    while load.received() < expected and time.monotonic() < deadline:
-        time.sleep(0.05)
-        now = load.received()
-        if now != last:
-            last, last_change = now, time.monotonic()
-        elif time.monotonic() - last_change > 5.0:
-            return

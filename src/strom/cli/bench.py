@@ -33,10 +33,12 @@ def _load(module: str) -> Any:
     """Import a benchmark module from the checkout; its worker processes (``python -m
     benchmarks...``) find it too, through ``PYTHONPATH``."""
     root = _checkout()
-    if root is not None and str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-        path = os.environ.get("PYTHONPATH")
-        os.environ["PYTHONPATH"] = str(root) + (os.pathsep + path if path else "")
+    if root is not None:
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if str(root) not in paths:  # for worker processes started from another directory
+            os.environ["PYTHONPATH"] = os.pathsep.join([str(root), *filter(None, paths)])
     try:
         return importlib.import_module(module)
     except ImportError as exc:
