@@ -11,7 +11,7 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from strom import Hopping, MemorySink, MemorySource, Pipeline, Session, Tumbling, agg, run_bounded
-from strom.pipeline import Stream
+from strom.pipeline import ProcessContext, ProcessFunction, Stream
 from strom.runtime import ExecutorSnapshot, StreamingExecutor
 
 NAN = float("nan")
@@ -28,6 +28,17 @@ def _build(step: Any) -> tuple[Pipeline, MemorySink]:
     return p, out
 
 
+class RunningCount(ProcessFunction):
+    """Per key: the count of its rows so far, emitted with each row."""
+
+    def process_element(self, row: dict[str, Any], ctx: ProcessContext) -> None:
+        count = ctx.value_state("count")
+        count.update((count.value() or 0) + 1)
+        ctx.emit({"k": ctx.key, "ts": row["ts"], "count": count.value()})
+
+
+RUNNING = pl.Schema({"k": pl.Float64(), "ts": pl.Int64(), "count": pl.Int64()})
+
 STEPS = {
     "tumbling": lambda s: s.key_by("k").window(Tumbling(50)).agg(agg.count(), agg.sum("v")),
     "hopping": lambda s: s.key_by("k").window(Hopping(60, 20)).agg(agg.count(), agg.sum("v")),
@@ -36,6 +47,7 @@ STEPS = {
     "two keys": lambda s: (
         s.with_columns(g=pl.col("v") % 2).key_by("k", "g").window(Tumbling(50)).agg(agg.count())
     ),
+    "process": lambda s: s.key_by("k").process(RunningCount(), output_schema=RUNNING),
 }
 
 
@@ -43,6 +55,8 @@ def _final(frame: pl.DataFrame, step: str) -> pl.DataFrame:
     keys = [c for c in ("k", "g", "window_start") if c in frame.columns]
     if step == "keyed agg":  # the updating table: each key's last row
         frame = frame.unique(keys, keep="last", maintain_order=True)
+    if step == "process":  # each key's last running count: its number of rows
+        return frame.sort("ts").unique("k", keep="last").drop("ts").sort("k", nulls_last=False)
     return frame.drop("is_update").sort(keys, nulls_last=False)
 
 
@@ -78,3 +92,14 @@ def test_nan_is_one_key_in_every_keyed_operator(name: str, snapshot_after: int |
         assert not starts.is_duplicated().any()
     else:
         assert nan_keys.height == 1
+
+
+def test_a_process_function_sees_every_nan_row_under_one_key() -> None:
+    p, out = _build(STEPS["process"])
+    run_bounded(p)
+    counts = _final(out.to_frame(), "process")
+    groups = (
+        pl.DataFrame(ROWS, schema=SCHEMA).group_by("k").len("count").sort("k", nulls_last=False)
+    )
+    # NaN, -0.0 and 0.0, None: one key each, as Polars groups them
+    assert_frame_equal(counts, groups.with_columns(pl.col("count").cast(pl.Int64)))

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from strom.engine.constants import MAX_WATERMARK, MIN_WATERMARK
+from strom.engine.keys import key_value
 from strom.pipeline.process import (
     ListState,
     MapState,
@@ -86,7 +87,7 @@ class KeyedProcessCore:
             timer_ready = timer is not None and timer[0] < self.watermark
             if elem_ready and (not timer_ready or self.buffer[0][0] <= heap[0][0]):
                 ts, _, _, row = heapq.heappop(self.buffer)
-                key = tuple(row[k] for k in self.keys)
+                key = tuple(key_value(row[k]) for k in self.keys)
                 self._ctx.enter(key, ts if self.has_event_time else None, None)
                 self.fn.process_element(row, self._ctx)
             elif timer_ready:

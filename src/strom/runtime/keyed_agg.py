@@ -23,10 +23,10 @@ import polars as pl
 
 from strom.engine.constants import PART, SEQ, TS
 from strom.engine.contracts import OperatorState
+from strom.engine.keys import row_keys
 from strom.engine.relational import needs_positions, order_time
 from strom.engine.schemas import keyed_agg_schema
 from strom.pipeline.plan import KeyedAggNode
-from strom.runtime.keys import row_keys
 from strom.runtime.operators import Operator
 from strom.runtime.snapshots import check_definition, seq_from_meta, seq_to_meta
 from strom.runtime.windows.accumulators import Accumulators

@@ -25,6 +25,7 @@ import polars as pl
 
 from strom.engine.contracts import StateError
 from strom.engine.keyed_process import DOMAINS, Key, KeyedProcessCore
+from strom.engine.keys import key_value
 from strom.engine.values import decode_column, encode_column
 
 __all__ = ["core_frames", "core_meta", "restore_core"]
@@ -140,4 +141,5 @@ def _key_frame(names: Sequence[str], keys: list[Key], schema: pl.Schema) -> pl.D
 def _keys(names: Sequence[str], frame: pl.DataFrame, height: int) -> list[Key]:
     if not names:
         return [()] * height
-    return list(zip(*(frame.get_column(n).to_list() for n in names), strict=True))
+    columns = (map(key_value, frame.get_column(n).to_list()) for n in names)
+    return list(zip(*columns, strict=True))

@@ -26,9 +26,9 @@ import polars as pl
 
 from strom.engine.constants import SEQ, TS
 from strom.engine.contracts import OperatorState
+from strom.engine.keys import row_keys
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import Hopping, Tumbling, assign_windows, window_start_exprs
-from strom.runtime.keys import row_keys
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.slots import IdArray

@@ -1,5 +1,7 @@
-"""The dict key of each row of a keyed operator's state index: one definition for every
-operator, so that the same rows are one key everywhere (and equal Polars' groups)."""
+"""The key a keyed operator's state index holds for a row: one definition for every operator
+and runner, so that the same rows are one key everywhere, as they are one group to Polars'
+``group_by`` (NaN included: NaN != NaN, so each NaN would be a new dict key; one shared NaN
+object is found by identity instead)."""
 
 from __future__ import annotations
 
@@ -8,16 +10,20 @@ from typing import Any
 
 import polars as pl
 
-__all__ = ["row_keys"]
+__all__ = ["key_value", "row_keys"]
 
 _NAN = float("nan")
 
 
+def key_value(value: Any) -> Any:
+    """``value`` as a key: the shared NaN for any NaN, else itself."""
+    return _NAN if isinstance(value, float) and value != value else value
+
+
 def row_keys(frame: pl.DataFrame, names: Sequence[str]) -> list[Any]:
     """Each row's key: its value for one key column, a tuple of values for several, ``()`` for
-    none. NaN is one key, as it is one group to Polars' ``group_by``: NaN != NaN, so each NaN
-    would be a new dict key; one shared NaN object is found by identity instead. One integer
-    column without nulls goes through NumPy (the same ints, made faster)."""
+    none (:func:`key_value` of each). One integer column without nulls goes through NumPy (the
+    same ints, made faster)."""
     if not names:
         return [()] * frame.height
     columns = []
