@@ -1,5 +1,6 @@
-"""``examples/user_features.py``: ``strom run`` streams the order files into an upserted SQLite
-table whose rows equal DuckDB's group-by over the same files, and a bounded run's."""
+"""``examples/user_features.py``: ``strom run --engine stream`` streams the order files into an
+upserted SQLite table whose rows equal DuckDB's group-by over the same files, a bounded run's,
+and those of ``strom run``'s default engine for it (the local batch engine)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,14 @@ def test_strom_run_keeps_the_table_equal_to_duckdb_and_to_a_bounded_run(
     streamed_db = tmp_path / "streamed.db"
     env = {**os.environ, "STROM_ORDERS": glob, "STROM_SQLITE": str(streamed_db)}
     done = subprocess.run(
-        [STROM, "run", EXAMPLE], env=env, capture_output=True, text=True, timeout=120
+        [STROM, "run", "--engine", "stream", EXAMPLE],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "KeyedAgg" in done.stdout  # the operator's metrics are printed
+    assert "KeyedAgg" in done.stdout  # the streaming operator's metrics are printed
 
     expected = duckdb.sql(
         f"SELECT user, count(*), round(sum(amount), 6), round(avg(amount), 9), max(amount), "
@@ -70,3 +75,12 @@ def test_strom_run_keeps_the_table_equal_to_duckdb_and_to_a_bounded_run(
     module = runpy.run_path(EXAMPLE)
     run_bounded(module["pipeline"])
     assert _table(bounded_db) == streamed
+
+    local_db = tmp_path / "local.db"
+    env["STROM_SQLITE"] = str(local_db)
+    done = subprocess.run(
+        [STROM, "run", EXAMPLE], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "engine: local" in done.stderr
+    assert _table(local_db) == streamed
