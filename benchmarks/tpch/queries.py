@@ -107,17 +107,24 @@ def strom_q5(table: Table) -> Stream:
     )
 
 
+def _q6_lines() -> pl.Expr:
+    return (
+        pl.col("l_shipdate").is_between(date(1994, 1, 1), date(1995, 1, 1), "left")
+        & pl.col("l_discount").is_between(_d("0.05"), _d("0.07"))
+        & (pl.col("l_quantity") < _d("24"))
+    )
+
+
+def _q6_revenue() -> pl.Expr:
+    """``l_extendedprice * l_discount``, exact at scale 4."""
+    return pl.col("l_extendedprice").cast(pl.Decimal(38, 4)) * pl.col("l_discount")
+
+
 def strom_q6(table: Table) -> Stream:
     return (
         table("lineitem")
-        .filter(
-            pl.col("l_shipdate").is_between(date(1994, 1, 1), date(1995, 1, 1), "left")
-            & pl.col("l_discount").is_between(_d("0.05"), _d("0.07"))
-            & (pl.col("l_quantity") < _d("24"))
-        )
-        .with_columns(
-            revenue=pl.col("l_extendedprice").cast(pl.Decimal(38, 4)) * pl.col("l_discount")
-        )
+        .filter(_q6_lines())
+        .with_columns(revenue=_q6_revenue())
         .agg(agg.sum("revenue", name="revenue"))
     )
 
@@ -245,19 +252,7 @@ def polars_q5(scan: Scan) -> pl.LazyFrame:
 
 
 def polars_q6(scan: Scan) -> pl.LazyFrame:
-    return (
-        scan("lineitem")
-        .filter(
-            pl.col("l_shipdate").is_between(date(1994, 1, 1), date(1995, 1, 1), "left")
-            & pl.col("l_discount").is_between(_d("0.05"), _d("0.07"))
-            & (pl.col("l_quantity") < _d("24"))
-        )
-        .select(
-            (pl.col("l_extendedprice").cast(pl.Decimal(38, 4)) * pl.col("l_discount"))
-            .sum()
-            .alias("revenue")
-        )
-    )
+    return scan("lineitem").filter(_q6_lines()).select(_q6_revenue().sum().alias("revenue"))
 
 
 def polars_q12(scan: Scan) -> pl.LazyFrame:

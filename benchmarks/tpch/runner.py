@@ -33,6 +33,7 @@ from typing import Any
 
 import polars as pl
 
+from benchmarks.systems import process_cpu_s
 from benchmarks.tpch.data import CACHE, FILES, LARGE, SMALL, generate, table_glob
 from benchmarks.tpch.queries import POLARS, QUERIES, strom_pipeline
 from benchmarks.tpch.sql import SQL
@@ -41,7 +42,6 @@ __all__ = ["SYSTEMS", "main", "measure", "run", "same_answer"]
 
 SYSTEMS = ("strom local", "strom bounded", "strom spark", "polars", "duckdb", "pyspark")
 MASTER = "local[2]"
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def child(system: str, query: str, directory: Path, out: Path) -> None:
@@ -101,28 +101,15 @@ def child(system: str, query: str, directory: Path, out: Path) -> None:
 
 def _cpu(pid: int) -> float:
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
+        return process_cpu_s(pid)
+    except OSError:  # it ended between the listing and the read
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-def _tree(pid: int) -> list[int]:
-    from strom.batch.memory import children
-
-    found, stack = [], [pid]
-    while stack:
-        current = stack.pop()
-        found.append(current)
-        stack.extend(children(current))
-    return found
 
 
 def measure(system: str, query: str, directory: Path, scratch: Path) -> dict[str, Any]:
     """One child run of ``query`` on ``system``: its JSON line plus peak memory and CPU of its
     process tree, and its answer's path."""
-    from strom.batch.memory import tree_resident
+    from strom.batch.memory import tree, tree_resident
 
     out = scratch / f"{system.replace(' ', '-')}-{query}.parquet"
     command = [sys.executable, "-m", "benchmarks.tpch.runner", "--child", system, query]
@@ -132,7 +119,7 @@ def measure(system: str, query: str, directory: Path, scratch: Path) -> dict[str
     cpu: dict[int, float] = {}  # the last CPU seconds seen per process of the tree
     while process.poll() is None:
         peak = max(peak, tree_resident(process.pid))
-        for pid in _tree(process.pid):
+        for pid in tree(process.pid):
             cpu[pid] = max(cpu.get(pid, 0.0), _cpu(pid))
         time.sleep(0.01)
     stdout, _ = process.communicate()

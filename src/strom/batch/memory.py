@@ -98,17 +98,23 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def tree_resident(pid: int) -> int:
-    """The summed :func:`resident` memory of ``pid`` and all of its descendants."""
-    total, stack, seen = 0, [pid], set()
+def tree(pid: int) -> list[int]:
+    """``pid`` and all of its live descendants."""
+    found: list[int] = []
+    stack, seen = [pid], set()
     while stack:
         current = stack.pop()
         if current in seen:
             continue
         seen.add(current)
-        total += resident(current)
+        found.append(current)
         stack.extend(children(current))
-    return total
+    return found
+
+
+def tree_resident(pid: int) -> int:
+    """The summed :func:`resident` memory of ``pid`` and all of its descendants."""
+    return sum(resident(p) for p in tree(pid))
 
 
 @dataclass(frozen=True)
