@@ -203,6 +203,29 @@ def test_import_strom_loads_no_optional_weight() -> None:
     assert out.stdout.strip() == ""
 
 
+def test_packages_import_their_names_on_first_use() -> None:
+    """``import strom`` imports nothing but itself, and a local-engine worker (which imports
+    ``strom.batch.worker``, so every package ``__init__`` on the way) loads neither the broker,
+    the Kafka connectors, the streaming executor nor the batch driver: each process pays only
+    for what it runs (a worker's start is part of every local-engine job)."""
+    code = (
+        "import sys, strom\n"
+        "print(sorted(m for m in sys.modules if m.startswith('strom.')))\n"
+        "import strom.batch.worker\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('strom.broker', "
+        "'strom.connectors.kafka', 'strom.runtime.executor', 'strom.batch.driver', "
+        "'strom.bounded'))))\n"
+        "from strom import KafkaSource\n"
+        "print(KafkaSource.__module__, 'KafkaSource' in vars(strom))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "['strom._lazy']",
+        "[]",
+        "strom.connectors.kafka.source True",  # resolved once, then cached in the package
+    ]
+
+
 def test_the_engine_example_runs_from_the_top_level() -> None:
     from datetime import timedelta
 

@@ -10,8 +10,13 @@ top-k and distinct in ``relational``), ``shuffle``, ``commit``, ``pool`` and ``w
 processes), ``progress``, ``memory``.
 """
 
-from strom.batch.driver import BadFileError, LocalEngine, RunReport, TaskFailed, run_local
-from strom.batch.progress import JsonProgress, PlainProgress, Progress, RichProgress
+from typing import TYPE_CHECKING
+
+from strom._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from strom.batch.driver import BadFileError, LocalEngine, RunReport, TaskFailed, run_local
+    from strom.batch.progress import JsonProgress, PlainProgress, Progress, RichProgress
 
 __all__ = [
     "BadFileError",
@@ -24,3 +29,12 @@ __all__ = [
     "TaskFailed",
     "run_local",
 ]
+
+_DRIVER = ["BadFileError", "LocalEngine", "RunReport", "TaskFailed", "run_local"]
+_PROGRESS = ["JsonProgress", "PlainProgress", "Progress", "RichProgress"]
+# lazy, so that a worker process importing strom.batch.worker does not load the driver
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {name: "strom.batch.driver" for name in _DRIVER}
+    | {name: "strom.batch.progress" for name in _PROGRESS},
+)

@@ -3,28 +3,29 @@
 Import them from ``strom``; the submodules (``kafka/``, ``sql/``, ``files``, ...) are internal.
 Each implements the contracts of :mod:`strom.engine.contracts`.
 
-The PostgreSQL connectors need the ``postgres`` extra; they are imported on first use, so
-``strom.connectors`` works without it and ``from strom.connectors import PostgresSink`` says
-what to install.
+Every name is imported on first use (:mod:`strom._lazy`): reading files does not load the
+Kafka client. The PostgreSQL connectors need the ``postgres`` extra, so ``strom.connectors``
+works without it and ``from strom.connectors import PostgresSink`` says what to install.
 """
 
 from typing import TYPE_CHECKING
 
-from strom.connectors.console import ConsoleSink
-from strom.connectors.deadletter import DEAD_LETTER_SCHEMA
-from strom.connectors.files import FileFormat, FileReadError, FileSink, FileSource
-from strom.connectors.generator import GeneratorSource
-from strom.connectors.kafka.common import KafkaConnectorError
-from strom.connectors.kafka.sink import KafkaSink
-from strom.connectors.kafka.source import KafkaSource
-from strom.connectors.memory import MemorySink, MemorySource
-from strom.connectors.sql.sqlite_lookup import SQLiteTable
-from strom.connectors.sql.sqlite_sink import SQLiteSink
+from strom._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from strom.connectors.console import ConsoleSink
+    from strom.connectors.deadletter import DEAD_LETTER_SCHEMA
+    from strom.connectors.files import FileFormat, FileReadError, FileSink, FileSource
+    from strom.connectors.generator import GeneratorSource
+    from strom.connectors.kafka.common import KafkaConnectorError
+    from strom.connectors.kafka.sink import KafkaSink
+    from strom.connectors.kafka.source import KafkaSource
+    from strom.connectors.memory import MemorySink, MemorySource
     from strom.connectors.sql.postgres import PostgresConnectionError
     from strom.connectors.sql.postgres_lookup import PostgresTable
     from strom.connectors.sql.postgres_sink import PostgresSink
+    from strom.connectors.sql.sqlite_lookup import SQLiteTable
+    from strom.connectors.sql.sqlite_sink import SQLiteSink
 
 __all__ = [
     "DEAD_LETTER_SCHEMA",
@@ -46,16 +47,26 @@ __all__ = [
     "SQLiteTable",
 ]
 
-_POSTGRES = {
-    "PostgresConnectionError": "strom.connectors.sql.postgres",
-    "PostgresSink": "strom.connectors.sql.postgres_sink",
-    "PostgresTable": "strom.connectors.sql.postgres_lookup",
-}
-
-
-def __getattr__(name: str) -> object:
-    if name in _POSTGRES:  # imports psycopg: ImportError with the pip command if it is missing
-        import importlib
-
-        return getattr(importlib.import_module(_POSTGRES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "DEAD_LETTER_SCHEMA": "strom.connectors.deadletter",
+        "ConsoleSink": "strom.connectors.console",
+        "FileFormat": "strom.connectors.files",
+        "FileReadError": "strom.connectors.files",
+        "FileSink": "strom.connectors.files",
+        "FileSource": "strom.connectors.files",
+        "GeneratorSource": "strom.connectors.generator",
+        "KafkaConnectorError": "strom.connectors.kafka.common",
+        "KafkaSink": "strom.connectors.kafka.sink",
+        "KafkaSource": "strom.connectors.kafka.source",
+        "MemorySink": "strom.connectors.memory",
+        "MemorySource": "strom.connectors.memory",
+        # these import psycopg: an ImportError with the pip command if it is missing
+        "PostgresConnectionError": "strom.connectors.sql.postgres",
+        "PostgresSink": "strom.connectors.sql.postgres_sink",
+        "PostgresTable": "strom.connectors.sql.postgres_lookup",
+        "SQLiteSink": "strom.connectors.sql.sqlite_sink",
+        "SQLiteTable": "strom.connectors.sql.sqlite_lookup",
+    },
+)
