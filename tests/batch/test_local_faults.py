@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 
 import polars as pl
@@ -84,6 +85,50 @@ def test_a_failed_task_is_recomputed(clean, tmp_path: Path, kind: str) -> None:
     result, report = local(glob, Fault(markers, kind, times=2))
     assert report.retries == 2  # type: ignore[attr-defined]
     assert result.equals(want)
+
+
+class KillIdleSibling:
+    """A ``map_batches`` step that, once (a marker file), SIGKILLs every other worker process
+    of its driver, which are idle while the run's only task runs, and waits for them to die."""
+
+    def __init__(self, markers: Path) -> None:
+        self.markers = markers
+
+    def __call__(self, frame: pl.DataFrame) -> pl.DataFrame:
+        from strom.batch.memory import children
+
+        try:
+            os.close(os.open(self.markers / "killed", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return frame
+        siblings = [p for p in children(os.getppid()) if p != os.getpid()]
+        for pid in siblings:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+                os.kill(pid, signal.SIGKILL)
+                (self.markers / f"victim-{pid}").touch()
+        time.sleep(0.5)  # the driver sees the deaths while this task still runs
+        return frame
+
+
+def test_a_worker_that_dies_idle_is_replaced_and_the_run_goes_on(tmp_path: Path) -> None:
+    """A worker killed while it has no task (here by the task running on its sibling) costs no
+    retry: the driver starts another and the run's result is the clean one."""
+    glob = str(write_events(tmp_path / "events", files=1) / "*.parquet")
+    want = expected(glob)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    sink = MemorySink()
+    p = Pipeline()
+    stream = p.source(FileSource(glob, "parquet"), timestamp="ts")
+    stream = stream.map_batches(KillIdleSibling(markers), schema=SCHEMA)
+    stream.key_by("k").window(Tumbling(10_000)).agg(
+        agg.count(), agg.sum("v"), agg.first("v"), agg.last("cat")
+    ).sink(sink)
+    report = run_local(p, workers=2, memory="2GiB")
+    assert len(list(markers.glob("victim-*"))) == 1  # the idle sibling was killed
+    assert report.retries == 0
+    assert sink.to_frame().sort(ORDER).equals(want)
 
 
 class LoseShuffleFile(Progress):

@@ -284,16 +284,19 @@ class _Schedule:
         maps: dict[str, MapTask],
     ) -> None:
         engine, worker = self.engine, event.worker
-        task: Task = worker.busy
+        task: Task | None = worker.busy
         worker.busy = None
         reply = event.reply
         if reply is None:  # the worker died
             self.pool.start()
+            if task is None:  # it died idle (an OOM killer, an operator): nothing to run again
+                return
             code = event.exitcode
             name = signal.Signals(-code).name if code is not None and code < 0 else None
             why = f"signal {name}" if name else f"exit code {code}"
             self._failed(stage, task, pending, f"its worker process died ({why})")
             return
+        assert task is not None, "a reply from a worker that was given no task"
         kind = reply[0]
         if kind == "ok":
             result: TaskResult = reply[1]
