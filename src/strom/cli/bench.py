@@ -74,7 +74,8 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: b
     costs: throughput against at-least-once, latency per guarantee, checkpoint cost), then
     ``ml`` (window features + model scoring per core and latency, beside Quix and Bytewax),
     then ``batch`` (TPC-H Q1, Q3, Q5, Q6, Q12, Q18 beside Polars, DuckDB and PySpark; quick:
-    scale factor 1, else 10; then the 2,000-file group-by)."""
+    scale factor 1, else 10; then each query the local engine runs with one worker killed;
+    then the 2,000-file group-by)."""
     console = Console(stderr=as_json)
     suffix = "-quick" if quick else ""
     if which in ("broker", "all"):
@@ -123,6 +124,11 @@ def bench(which: str, quick: bool, as_json: bool, results_dir: Path, no_peers: b
         lines = _run(tpch.run, quick, as_json, console)
         paths = _load("benchmarks.tpch.report").write(lines, quick=quick, directory=results_dir)
         _done(console, as_json, _batch_table(lines), paths[0])
+        faults = _load("benchmarks.tpch.faults")
+        lines = _run(faults.run, quick, as_json, console)
+        path = results_dir / f"batch-faults{suffix}.md"
+        faults.write_markdown(lines, path)
+        _done(console, as_json, _faults_table(lines), path)
         files = _load("benchmarks.batch_files")
         lines = _run(files.run, quick, as_json, console)
         path = results_dir / f"batch-files{suffix}.md"
@@ -370,11 +376,31 @@ def _ml_table(lines: list[Line]) -> Table:
 
 
 def _describe_batch(line: Line) -> str:
+    if line["benchmark"] == "batch.faults":
+        if "ratio" not in line:
+            why = line.get("failed") or line.get("unsupported") or "kill missed"
+            return f"{line['query']} one worker killed: {str(why).split(':')[0]}"
+        return f"{line['query']} one worker killed: {line['ratio']:.2f}x the clean wall time"
     what = line.get("query") or f"group-by {line['params']['groups']:,} keys"
     if "unsupported" in line or "failed" in line:
         reason = line.get("unsupported") or line.get("failed")
         return f"{what} {line['system']}: {str(reason).split(';')[0]}"
     return f"{what} {line['system']}: {line['wall_s']:.2f} s, correct={line['correct']}"
+
+
+def _faults_table(lines: list[Line]) -> Table:
+    table = Table(title="batch: one worker killed (local engine, wall s)")
+    for column in ("query", "clean s", "killed s", "killed / clean", "ok"):
+        table.add_column(column)
+    for x in lines:
+        if "failed" in x or "unsupported" in x:
+            why = str(x.get("failed") or "not run by the local engine")
+            table.add_row(x["query"], why, "", "", "-")
+            continue
+        killed = f"{x['killed_wall_s']:.2f}" if "killed_wall_s" in x else "kill missed"
+        ratio = f"{x['ratio']:.2f}x" if "ratio" in x else ""
+        table.add_row(x["query"], f"{x['clean_wall_s']:.2f}", killed, ratio, str(x["correct"]))
+    return table
 
 
 def _batch_table(lines: list[Line]) -> Table:
