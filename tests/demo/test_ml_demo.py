@@ -68,6 +68,7 @@ def test_strom_demo_runs_the_ml_loop_and_its_checks_pass(demo_dir: tuple[Path, s
         assert line in out, out
     assert "version switch" in out and "v1 x" in out and "-> v2 x" in out, out
     assert "checks passed: online == offline features; every score recomputed" in out
+    assert "lineage" in out
 
 
 def test_a_tampered_result_fails_the_checks(demo_dir: tuple[Path, str]) -> None:
@@ -84,12 +85,14 @@ def test_a_tampered_result_fails_the_checks(demo_dir: tuple[Path, str]) -> None:
         conn.execute("UPDATE predictions SET mean_f3 = mean_f3 + 1 WHERE rowid = 2")
         conn.execute("UPDATE predictions SET model_version = 2 WHERE rowid = 3")
         conn.execute("UPDATE device_features SET readings = readings + 1 WHERE rowid = 1")
+        conn.execute("UPDATE predictions SET _offset = _offset - 1 WHERE rowid = 4")
     tampered = ml_check.Outcome(
         predictions=read_table(db, "predictions"),
         online=read_table(db, "device_features"),
         late_seqs=outcome.late_seqs,
         dead_letters=outcome.dead_letters - 1,
         alerts=outcome.alerts,
+        readings=outcome.readings,
     )
     problems = ml_check.verify(store, layout.live, records, tampered, 1)
     text = "\n".join(problems)
@@ -98,6 +101,7 @@ def test_a_tampered_result_fails_the_checks(demo_dir: tuple[Path, str]) -> None:
     assert "model versions in write order go v1 x2 -> v2 x1 -> v1" in text, text
     assert "the online feature table is not each device's latest offline window" in text, text
     assert "dead letters" in text, text
+    assert "1 prediction(s) do not name their window's latest reading" in text, text
 
 
 def test_the_training_check_recounts_from_the_raw_readings() -> None:

@@ -10,6 +10,8 @@ Checks (one sentence per mismatch; the demo exits 1 on any):
   online table holds each device's latest window;
 - **every score recomputed**: each prediction's score equals the model version its row names
   scoring the offline features of the same window; every row names the view's version;
+- **lineage**: each prediction's ``_partition``/``_offset`` name a record of the readings topic
+  (read back from the broker) that is its window's latest counted reading;
 - the versions change once, from the first to the promoted one, never back;
 - the alerts topic holds exactly the predictions at or above the threshold.
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from strom import KafkaSource
+from strom import KafkaSource, MemorySink
 from strom.demo.ml_data import (
     OUT_OF_ORDER_MS,
     PARTITIONS,
@@ -36,7 +38,15 @@ from strom.demo.ml_data import (
     LiveRecords,
 )
 from strom.demo.ml_db import Database
-from strom.demo.ml_loop import ALERTS_TOPIC, FEATURES, MODEL, THRESHOLD, VIEW, window_labels
+from strom.demo.ml_loop import (
+    ALERTS_TOPIC,
+    FEATURES,
+    MODEL,
+    READINGS_TOPIC,
+    THRESHOLD,
+    VIEW,
+    window_labels,
+)
 from strom.ml import ModelStore
 
 KEY = ["device", "window_start"]
@@ -60,6 +70,7 @@ class Outcome:
     late_seqs: set[int]
     dead_letters: int
     alerts: pl.DataFrame
+    readings: pl.DataFrame  # the readings topic as the broker holds it: READING + lineage
 
 
 def read_outcome(db: Database, bootstrap: str) -> Outcome:
@@ -70,12 +81,18 @@ def read_outcome(db: Database, bootstrap: str) -> Outcome:
     late = table("late_readings")
     with KafkaSource(bootstrap, ALERTS_TOPIC, schema=ALERT, bounded=True) as source:
         frames = [source.scan_partition(i).collect() for i in range(source.partition_count())]
+    malformed = MemorySink()
+    with KafkaSource(
+        bootstrap, READINGS_TOPIC, schema=READING, bounded=True, dead_letter=malformed
+    ) as source:
+        readings = [source.scan_partition(i).collect() for i in range(source.partition_count())]
     return Outcome(
         predictions=table("predictions"),
         online=table("device_features"),
         late_seqs=set(late["seq"].to_list()) if late.height else set(),
         dead_letters=table("dead_letters").height,
         alerts=pl.concat(frames).select(*ALERT),
+        readings=pl.concat(readings).select(*READING, "_partition", "_offset"),
     )
 
 
@@ -151,6 +168,7 @@ def verify(
         bad = int((~np.isclose(rows["score"].to_numpy(), expected, rtol=1e-9, atol=0)).sum())
         if bad:
             problems.append(f"{bad} score(s) of v{version} differ from v{version} recomputed")
+    problems += verify_lineage(streamed, outcome.readings, outcome.late_seqs)
     versions = streamed["model_version"].to_list()
     if versions[0] != first or any(b < a for a, b in itertools.pairwise(versions)):
         problems.append(f"model versions in write order go {_runs(versions)}")
@@ -159,6 +177,45 @@ def verify(
         problems.append(
             f"alerts topic: {outcome.alerts.height} alerts, {want.height} scores >= {THRESHOLD}"
         )
+    return problems
+
+
+def verify_lineage(
+    predictions: pl.DataFrame, readings: pl.DataFrame, late_seqs: set[int]
+) -> list[str]:
+    """Each prediction's ``_partition``/``_offset`` must name a reading of its device inside its
+    window, the window's latest counted one (by time, then partition, then offset)."""
+    if not {"_partition", "_offset"} <= set(predictions.columns):
+        return ["the predictions carry no lineage (_partition, _offset)"]
+    named = predictions.join(readings, on=["_partition", "_offset"], how="left", suffix="_rec")
+    problems = []
+    unknown = named["seq"].null_count()
+    if unknown:
+        problems.append(f"{unknown} prediction(s) name a record the readings topic lacks")
+    inside = (
+        (pl.col("device_rec") == pl.col("device"))
+        & (pl.col("ts") >= pl.col("window_start"))
+        & (pl.col("ts") < pl.col("window_end"))
+    )
+    outside = named.drop_nulls("seq").filter(~inside).height
+    if outside:
+        problems.append(f"{outside} prediction(s) name a record outside their device's window")
+    counted = readings.filter(~pl.col("seq").is_in(sorted(late_seqs)) & (pl.col("seq") >= 0))
+    latest = (
+        counted.with_columns(window_start=pl.col("ts") - pl.col("ts") % WINDOW_MS)
+        .sort("ts", "_partition", "_offset")
+        .group_by("device", "window_start")
+        .last()
+        .select(*KEY, "_partition", "_offset")
+    )
+    got = predictions.select(*KEY, "_partition", "_offset").sort(KEY)
+    other = got.join(latest, on=KEY, how="left", suffix="_latest").filter(
+        (pl.col("_offset") != pl.col("_offset_latest"))
+        | (pl.col("_partition") != pl.col("_partition_latest"))
+        | pl.col("_offset_latest").is_null()
+    )
+    if other.height:
+        problems.append(f"{other.height} prediction(s) do not name their window's latest reading")
     return problems
 
 

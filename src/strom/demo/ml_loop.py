@@ -41,6 +41,7 @@ from strom.demo.ml_data import (
 from strom.demo.ml_db import Database
 from strom.demo.view import CallbackSink
 from strom.ml import FeatureView, ModelStore, training_set
+from strom.ml.features import LINEAGE
 
 MODEL = "shuttle"
 READINGS_TOPIC = "shuttle-readings"
@@ -153,7 +154,8 @@ def build(
     p = Pipeline()
     readings = p.source(source, timestamp="ts", max_out_of_orderness_ms=OUT_OF_ORDER_MS)
     # the END_DEVICE markers only move the watermark past the last windows
-    windows = VIEW.apply(readings.select(*READING).filter(pl.col("device") != END_DEVICE))
+    # _topic, _partition and _offset kept: each window names its latest record (lineage)
+    windows = VIEW.apply(readings.select(*READING, *LINEAGE).filter(pl.col("device") != END_DEVICE))
     windows.sink(db.sink("device_features", key=["device"]))
     windows.late().sink(db.sink("late_readings"))
     scores = windows.predict(store, MODEL, output="score", feature_version=VIEW.version)

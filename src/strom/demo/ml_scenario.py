@@ -159,7 +159,7 @@ def run_ml_demo(config: MLDemoConfig, workdir: Path, console: Console) -> MLDemo
     if not result.problems:
         console.print(
             "checks passed: online == offline features; every score recomputed offline with "
-            "the version its row names"
+            "the version its row names; every score's lineage names its window's latest record"
         )
     for problem in result.problems:
         console.print(f"[red]mismatch:[/] {problem}")

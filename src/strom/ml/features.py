@@ -11,6 +11,14 @@ engine guarantees equal results for on-time events) and computed over history
 (:meth:`FeatureView.compute`: the bounded runner). Each result row is one key's window; its
 value is known once the window has closed, at ``window_end``: that is the time
 :func:`strom.ml.training_set` treats it as available.
+
+**Lineage.** Applied to a stream that still has a Kafka source's ``_topic``, ``_partition`` and
+``_offset`` columns, each result row also names a record behind it in the same three columns:
+the window's latest event by event time (ties: the later partition, then the later position,
+as :func:`strom.agg.last` breaks them), so a prediction scored from a window says, like one
+scored from a single event, which record to replay to reproduce it. These columns are not
+features: they are not in :attr:`FeatureView.feature_names` nor in the version, and a view
+computed over files has none.
 """
 
 from __future__ import annotations
@@ -27,12 +35,16 @@ import polars as pl
 from strom.connectors.memory import MemorySink, MemorySource
 from strom.engine.aggregation import Agg
 from strom.engine.contracts import Source
+from strom.pipeline import agg
 from strom.pipeline.plan import SinkNode
 from strom.pipeline.stream import AsofJoinResult, Pipeline, Stream, WindowResult
 from strom.pipeline.validate import PlanError, validate
 from strom.pipeline.windows import Duration, WindowSpec
 
-__all__ = ["FeatureView"]
+__all__ = ["LINEAGE", "FeatureView"]
+
+LINEAGE = ("_topic", "_partition", "_offset")
+"""The Kafka metadata columns a view's result keeps (from the window's latest event)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,7 @@ class FeatureView:
     def apply(self, stream: Stream) -> WindowResult:
         """The view's aggregation of ``stream`` (whose columns must have the view's types, when
         known before running): ``keys``, ``window_start``, ``window_end``, the features,
-        ``is_update``."""
+        ``is_update``, and the lineage columns (:data:`LINEAGE`) if the stream has them."""
         schema = validate((SinkNode(stream.node, MemorySink()),)).schemas.get(stream.node)
         if schema is not None:
             expected = self.schema
@@ -123,9 +135,12 @@ class FeatureView:
                         f"feature view {self.name!r} v{self.version}: column {column!r} is "
                         f"{schema[column]} in the stream, {expected[column]} in the definition"
                     )
+        lineage: tuple[Agg, ...] = ()
+        if schema is not None and all(c in schema for c in LINEAGE):
+            lineage = tuple(agg.last(c, name=c) for c in LINEAGE)
         keyed = stream.key_by(*self.keys)
         return keyed.window(self.window, allowed_lateness_ms=self.allowed_lateness_ms).agg(
-            *self.aggs
+            *self.aggs, *lineage
         )
 
     def enrich(
