@@ -5,6 +5,7 @@ object, as after a restart, and the same reader rewound). Bad positions are clea
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from strom.broker import Broker
-from strom.connectors import FileSource, GeneratorSource, KafkaSource, MemorySource
+from strom.connectors import FileSource, GeneratorSource, KafkaSource, MemorySource, SQLiteTable
 from strom.engine.contracts import (
     END_OF_PARTITION,
     JSON,
@@ -28,6 +29,11 @@ from strom.engine.contracts import (
 )
 from strom.runtime.distributed.repartition import Progress, RepartitionSource, RepartitionWriter
 from strom.runtime.distributed.shares import SharedSource
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "connectors"))  # the PostgreSQL fixtures
+from postgres_server import postgres_dsn, postgres_server
+
+__all__ = ["postgres_dsn", "postgres_server"]  # the PostgreSQL fixtures, for the "postgres" kind
 
 N = 60
 SCHEMA = pl.Schema({"id": pl.Int64(), "k": pl.String()})
@@ -145,9 +151,36 @@ def _shared() -> Connector:
     return Connector(make)
 
 
+def _sqlite(tmp: Path) -> Connector:
+    """A table whose rows were inserted out of key order: the source reads them by key."""
+    import sqlite3
+
+    path = tmp / "db.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT)")
+        rows = _rows(0, N).sample(fraction=1.0, shuffle=True, seed=3).rows()
+        conn.executemany("INSERT INTO t VALUES (?, ?)", rows)
+    conn.close()
+    return Connector(lambda: SQLiteTable(path, "t", key="id", batch_rows=7))
+
+
+def _postgres(dsn: str) -> Connector:
+    import psycopg
+
+    from strom.connectors import PostgresTable
+
+    table = f"contract_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id bigint, k text)")  # no key: ctid breaks ties
+        rows = _rows(0, N).sample(fraction=1.0, shuffle=True, seed=3).rows()
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {table} VALUES (%s, %s)", rows)
+    return Connector(lambda: PostgresTable(dsn, table, key="id", batch_rows=7))
+
+
 KINDS = [
     "memory", "generator", "parquet", "csv", "ndjson",
-    "kafka-strom", "kafka-librdkafka", "repartition", "worker-share",
+    "kafka-strom", "kafka-librdkafka", "repartition", "worker-share", "sqlite", "postgres",
 ]  # fmt: skip
 
 
@@ -160,6 +193,10 @@ def connector(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Connec
         return
     if kind in ("parquet", "csv", "ndjson"):
         yield _files(tmp_path, kind)
+    elif kind == "sqlite":
+        yield _sqlite(tmp_path)
+    elif kind == "postgres":
+        yield _postgres(request.getfixturevalue("postgres_dsn"))
     else:
         yield {"memory": _memory, "generator": _generator, "worker-share": _shared}[kind]()
 

@@ -57,6 +57,8 @@ def _build(tmp: Path, sinks: dict[str, MemorySink]) -> Pipeline:
     left.lookup_join(SQLiteTable(db, "info", key="k"), on="k", columns=["site", "level"]).sink(
         sinks["lookup"]
     )
+    info = p.source(SQLiteTable(db, "info", key="k"))  # a table as a source: read on the driver
+    left.join(info, on="k", how="left").sink(sinks["table_join"])
     joined = left.interval_join(right, on="k", lower_ms=-1_000, upper_ms=1_000)
     joined.sink(sinks["interval"])
     joined.late_left().sink(sinks["late_left"])
@@ -84,6 +86,7 @@ NAMES = [
     "union",
     "select_polars",
     "lookup",
+    "table_join",
     "interval",
     "late_left",
     "map_batches",

@@ -19,6 +19,7 @@ from strom.connectors.sql.postgres import (
 )
 from strom.connectors.sql.sqlite_lookup import KeyedTable
 from strom.connectors.sql.table_sink import quote
+from strom.connectors.sql.table_source import BATCH_ROWS, RowCursor
 
 try:
     import psycopg
@@ -56,13 +57,25 @@ class PostgresTable(KeyedTable):
     :class:`~strom.connectors.sql.postgres.PostgresConnectionError` naming host, port and
     database. :meth:`close` (or ``with``) ends the connection.
 
-    Guarantee: reads only; each call sees one committed state of the table.
+    As a source (``p.source(PostgresTable(...))``): one partition, every row in ``key`` order
+    (ties by ``ctid``), each pass one ``REPEATABLE READ`` transaction on a connection of its
+    own, streamed through a server-side cursor; see :mod:`strom.connectors.sql.table_source`
+    for positions.
+
+    Guarantee: reads only; each call (and each pass as a source) sees one committed state of
+    the table.
     """
 
     def __init__(
-        self, dsn: str, table: str, *, key: str, columns: Sequence[str] | None = None
+        self,
+        dsn: str,
+        table: str,
+        *,
+        key: str,
+        columns: Sequence[str] | None = None,
+        batch_rows: int = BATCH_ROWS,
     ) -> None:
-        super().__init__(table, key=key, columns=columns)
+        super().__init__(table, key=key, columns=columns, batch_rows=batch_rows)
         self.dsn = dsn
         self._conn: Connection | None = None
         self._pid = 0  # the process that opened _conn
@@ -109,6 +122,48 @@ class PostgresTable(KeyedTable):
 
         return self._with_connection(select)
 
+    def open_rows(self, offset: int) -> tuple[pl.Schema, RowCursor]:
+        schema = self._existing_schema()
+        columns = ", ".join(self._reads[c] for c in schema)
+        base = f"SELECT {columns} FROM {qualified(self.table)} ORDER BY {quote(self.key)}"
+        conn = connect(self.dsn, repr(self))
+        try:
+            conn.autocommit = False
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            try:  # ctid breaks ties; a view has none
+                conn.execute(f"SELECT ctid FROM {qualified(self.table)} LIMIT 0")
+                order = f"{base}, ctid"
+            except psycopg.errors.UndefinedColumn:
+                conn.rollback()
+                order = base
+            cursor = conn.cursor(name="strom_table_source")
+            cursor.execute(f"{order} OFFSET %s", (offset,))
+        except psycopg.OperationalError as exc:
+            conn.close()
+            raise PostgresConnectionError(
+                f"{self!r}: lost the connection to PostgreSQL at {endpoint(self.dsn)}: {exc}"
+            ) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return schema, _PostgresRows(conn, cursor)
+
+    def row_count(self) -> int:
+        self._existing_schema()
+
+        def count(conn: Connection) -> int:
+            row = conn.execute(f"SELECT count(*) FROM {qualified(self.table)}").fetchone()
+            assert row is not None
+            return int(str(row[0]))
+
+        return self._with_connection(count)
+
+    def _existing_schema(self) -> pl.Schema:
+        full = self._table_schema()
+        if full is None:
+            raise LookupError(f"{self!r}: no such table at {endpoint(self.dsn)}")
+        return self._restrict(full)
+
     def _read_schema(self, conn: Connection) -> None:
         rows = conn.execute(_COLUMNS_SQL, (qualified(self.table),)).fetchall()
         if not rows:
@@ -144,3 +199,25 @@ class PostgresTable(KeyedTable):
                         f"{exc}"
                     ) from exc
         raise AssertionError("unreachable")
+
+
+class _PostgresRows:
+    """A :class:`RowCursor` over a server-side cursor in its connection's own transaction."""
+
+    def __init__(self, conn: Connection, cursor: psycopg.ServerCursor[tuple[object, ...]]) -> None:
+        self._conn, self._cursor = conn, cursor
+
+    def fetch(self, n: int) -> list[tuple[object, ...]]:
+        try:
+            return self._cursor.fetchmany(n)
+        except psycopg.OperationalError as exc:
+            raise PostgresConnectionError(f"lost the connection while reading: {exc}") from exc
+
+    def close(self) -> None:
+        try:
+            self._cursor.close()
+            self._conn.rollback()  # read only: nothing to keep
+        except psycopg.Error:
+            pass  # a lost connection has nothing left to end
+        finally:
+            self._conn.close()

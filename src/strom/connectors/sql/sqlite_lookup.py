@@ -1,5 +1,6 @@
-"""SQL tables as :class:`~strom.engine.contracts.LookupTable` for lookup joins: what every dialect
-shares (:class:`KeyedTable`), and SQLiteTable."""
+"""SQL tables as :class:`~strom.engine.contracts.LookupTable` for lookup joins, and as bounded
+sources (:mod:`strom.connectors.sql.table_source`): what every dialect shares
+(:class:`KeyedTable`), and SQLiteTable."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 import polars as pl
 
 from strom.connectors.sql.table_sink import quote
+from strom.connectors.sql.table_source import BATCH_ROWS, RowCursor, TablePartition, scan
 
 __all__ = ["KeyedTable", "SQLiteTable", "polars_type"]
 
@@ -26,10 +28,50 @@ class KeyedTable(ABC):
     (:meth:`_select`) for the columns of :meth:`schema`.
     """
 
-    def __init__(self, table: str, *, key: str, columns: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        *,
+        key: str,
+        columns: Sequence[str] | None = None,
+        batch_rows: int = BATCH_ROWS,
+    ) -> None:
+        if batch_rows < 1:
+            raise ValueError(f"batch_rows must be at least 1, not {batch_rows}")
         self.table = table
         self.key = key
         self.columns = None if columns is None else [c for c in columns if c != key]
+        self.batch_rows = batch_rows
+
+    # -- as a bounded source of one partition: every row, in key order --------------------
+
+    def partition_count(self) -> int:
+        return 1
+
+    def open_partition(self, index: int) -> TablePartition:
+        self._check_partition(index)
+        return TablePartition(self, repr(self))
+
+    def scan_partition(self, index: int) -> pl.LazyFrame:
+        self._check_partition(index)
+        return scan(self, repr(self))
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connections the table holds open (idempotent)."""
+
+    def _check_partition(self, index: int) -> None:
+        if index != 0:
+            raise IndexError(f"{self!r} has one partition (0), not {index}")
+
+    @abstractmethod
+    def open_rows(self, offset: int) -> tuple[pl.Schema, RowCursor]:
+        """The :meth:`schema` and a cursor over the rows in key order after the first
+        ``offset``; an error naming the table if it does not exist."""
+
+    @abstractmethod
+    def row_count(self) -> int:
+        """How many rows the table has now."""
 
     def schema(self) -> pl.Schema | None:
         """The key and the value columns, or ``None`` if the table does not exist yet."""
@@ -84,13 +126,24 @@ class SQLiteTable(KeyedTable):
     types; if ``key`` is not unique in the table, the join uses the first row SQLite returns.
     ``columns`` limits the columns read (the key is always read); default: all of them.
 
-    Guarantee: reads only; each call sees one committed state of the table.
+    As a source (``p.source(SQLiteTable(...))``): one partition, every row in ``key`` order
+    (ties by ``rowid``), one cursor of a read-only connection per pass, so the pass reads one
+    committed state; see :mod:`strom.connectors.sql.table_source` for positions.
+
+    Guarantee: reads only; each call (and each pass as a source) sees one committed state of
+    the table.
     """
 
     def __init__(
-        self, path: str | Path, table: str, *, key: str, columns: Sequence[str] | None = None
+        self,
+        path: str | Path,
+        table: str,
+        *,
+        key: str,
+        columns: Sequence[str] | None = None,
+        batch_rows: int = BATCH_ROWS,
     ) -> None:
-        super().__init__(table, key=key, columns=columns)
+        super().__init__(table, key=key, columns=columns, batch_rows=batch_rows)
         self.path = Path(path)
 
     def __repr__(self) -> str:
@@ -108,15 +161,42 @@ class SQLiteTable(KeyedTable):
 
     def _select(self, keys: list[Any]) -> tuple[pl.Schema, list[tuple[Any, ...]]]:
         with closing(self._connect()) as conn:
-            full = self._read_schema(conn)
-            if full is None:
-                raise FileNotFoundError(f"{self!r}: no such table in {self.path}")
-            schema = self._restrict(full)
+            schema = self._restrict(self._existing_schema(conn))
             sql = (
                 f"SELECT {', '.join(quote(c) for c in schema)} FROM {quote(self.table)} "
                 f"WHERE {quote(self.key)} IN (SELECT value FROM json_each(?))"
             )
             return schema, conn.execute(sql, (json.dumps(keys),)).fetchall()
+
+    def close(self) -> None:
+        """Nothing to release: every call and pass opens and closes its own connection."""
+
+    def open_rows(self, offset: int) -> tuple[pl.Schema, RowCursor]:
+        conn = self._connect()
+        try:
+            schema = self._restrict(self._existing_schema(conn))
+            columns = ", ".join(quote(c) for c in schema)
+            base = f"SELECT {columns} FROM {quote(self.table)} ORDER BY {quote(self.key)}"
+            try:  # rowid breaks ties; a view or a WITHOUT ROWID table has none
+                cursor = conn.execute(f"{base}, rowid LIMIT -1 OFFSET ?", (offset,))
+            except sqlite3.OperationalError:
+                cursor = conn.execute(f"{base} LIMIT -1 OFFSET ?", (offset,))
+        except BaseException:
+            conn.close()
+            raise
+        return schema, _SQLiteRows(conn, cursor)
+
+    def row_count(self) -> int:
+        with closing(self._connect()) as conn:
+            self._existing_schema(conn)
+            (count,) = conn.execute(f"SELECT count(*) FROM {quote(self.table)}").fetchone()
+            return int(count)
+
+    def _existing_schema(self, conn: sqlite3.Connection) -> pl.Schema:
+        full = self._read_schema(conn)
+        if full is None:
+            raise FileNotFoundError(f"{self!r}: no such table in {self.path}")
+        return full
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.exists():  # a read-only open would fail less clearly
@@ -128,3 +208,17 @@ class SQLiteTable(KeyedTable):
         if not info:
             return None
         return pl.Schema({row[1]: polars_type(row[2] or "") for row in info})
+
+
+class _SQLiteRows:
+    """A :class:`RowCursor` over one query of its own read-only connection."""
+
+    def __init__(self, conn: sqlite3.Connection, cursor: sqlite3.Cursor) -> None:
+        self._conn, self._cursor = conn, cursor
+
+    def fetch(self, n: int) -> list[tuple[object, ...]]:
+        return self._cursor.fetchmany(n)
+
+    def close(self) -> None:
+        self._cursor.close()
+        self._conn.close()
