@@ -151,3 +151,35 @@ def test_a_missing_postgres_table_is_a_clear_error(postgres_dsn: str) -> None:
         pytest.raises(LookupError, match="no such table"),
     ):
         table.open_partition(0).poll()
+
+
+def test_a_value_of_another_type_is_a_clear_error_not_a_truncation(tmp_path: Path) -> None:
+    """SQLite types values, not columns: 2.5 or 'x' in an INTEGER column must not become 2 or
+    null in an Int64 column."""
+    for bad in (2.5, "x", b"\x00"):
+        path = tmp_path / f"db-{type(bad).__name__}.sqlite"
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (k INTEGER, n INTEGER, r REAL)")
+            conn.executemany("INSERT INTO t VALUES (?, ?, ?)", [(1, 1, 1), (2, bad, 2.5)])
+        conn.close()
+        with pytest.raises(ValueError, match=r"rows 0\.\.1 .* do not fit .*not Int64"):
+            SQLiteTable(path, "t", key="k").scan_partition(0)
+    path = tmp_path / "fine.sqlite"
+    with sqlite3.connect(path) as conn:  # integers in a REAL column are numbers all the same
+        conn.execute("CREATE TABLE t (k INTEGER, r NUMERIC)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [(1, 3), (2, 2.5), (3, None)])
+    conn.close()
+    frame = SQLiteTable(path, "t", key="k").scan_partition(0).collect()
+    assert frame["r"].to_list() == [3.0, 2.5, None]
+
+
+def test_a_lookup_of_a_value_of_another_type_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (k TEXT, n INTEGER)")
+        conn.executemany("INSERT INTO t VALUES (?, ?)", [("a", 1), ("b", 2.5)])
+    conn.close()
+    table = SQLiteTable(path, "t", key="k")
+    assert table.lookup(pl.Series(["a"]))["n"].to_list() == [1]
+    with pytest.raises(ValueError, match=r"not Int64: 2\.5"):
+        table.lookup(pl.Series(["a", "b"]))

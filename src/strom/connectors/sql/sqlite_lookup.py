@@ -82,7 +82,13 @@ class KeyedTable(ABC):
         """The rows whose ``key`` is among ``keys``; keys not in the table are absent."""
         values: list[Any] = keys.drop_nulls().to_list()
         schema, rows = self._select(values)
-        return pl.DataFrame(rows, schema=schema, orient="row", strict=False)
+        try:
+            return pl.DataFrame(rows, schema=schema, orient="row", strict=False)
+        except (pl.exceptions.ComputeError, TypeError, OverflowError) as exc:
+            raise ValueError(
+                f"{self!r}: rows looked up do not fit the schema {dict(schema)}: "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
 
     def _restrict(self, full: pl.Schema) -> pl.Schema:
         """``full`` cut down to the key and :attr:`columns` (all columns if not given)."""
@@ -162,8 +168,9 @@ class SQLiteTable(KeyedTable):
     def _select(self, keys: list[Any]) -> tuple[pl.Schema, list[tuple[Any, ...]]]:
         with closing(self._connect()) as conn:
             schema = self._restrict(self._existing_schema(conn))
+            items = ", ".join(_checked(c, schema[c]) for c in schema)
             sql = (
-                f"SELECT {', '.join(quote(c) for c in schema)} FROM {quote(self.table)} "
+                f"SELECT {items} FROM {quote(self.table)} "
                 f"WHERE {quote(self.key)} IN (SELECT value FROM json_each(?))"
             )
             return schema, conn.execute(sql, (json.dumps(keys),)).fetchall()
@@ -175,7 +182,7 @@ class SQLiteTable(KeyedTable):
         conn = self._connect()
         try:
             schema = self._restrict(self._existing_schema(conn))
-            columns = ", ".join(quote(c) for c in schema)
+            columns = ", ".join(_checked(c, schema[c]) for c in schema)
             base = f"SELECT {columns} FROM {quote(self.table)} ORDER BY {quote(self.key)}"
             try:  # rowid breaks ties; a view or a WITHOUT ROWID table has none
                 cursor = conn.execute(f"{base}, rowid LIMIT -1 OFFSET ?", (offset,))
@@ -208,6 +215,24 @@ class SQLiteTable(KeyedTable):
         if not info:
             return None
         return pl.Schema({row[1]: polars_type(row[2] or "") for row in info})
+
+
+_STORED_AS = {pl.Int64(): ("integer",), pl.Float64(): ("integer", "real")}
+"""The storage classes SQLite may hand back for a column read as this type (besides null)."""
+
+
+def _checked(column: str, dtype: pl.DataType) -> str:
+    """The SELECT item for ``column``: SQLite's types are per value, so an INTEGER column may
+    hold ``2.5`` or ``'x'``; such a value comes back as a text naming it, which the batch's
+    construction rejects (a clear error) instead of truncating it or reading it as null."""
+    allowed = _STORED_AS.get(dtype)
+    if allowed is None:
+        return quote(column)
+    kinds = ", ".join(f"'{k}'" for k in (*allowed, "null"))
+    q = quote(column)
+    return (
+        f"CASE WHEN typeof({q}) IN ({kinds}) THEN {q} ELSE 'not {dtype}: ' || quote({q}) END AS {q}"
+    )
 
 
 class _SQLiteRows:

@@ -81,7 +81,14 @@ class TablePartition:
             self._close_cursor()
             self._ended = True
         assert self._schema is not None
-        return pl.DataFrame(rows, schema=self._schema, orient="row", strict=False)
+        try:
+            return pl.DataFrame(rows, schema=self._schema, orient="row", strict=False)
+        except (pl.exceptions.ComputeError, TypeError, OverflowError) as exc:
+            first = self._rows - len(rows)
+            raise ValueError(
+                f"{self._owner}: rows {first}..{self._rows - 1} (in key order) do not fit the "
+                f"schema {dict(self._schema)}: {str(exc).splitlines()[0]}"
+            ) from None
 
     def position(self) -> Position:
         return {"rows": self._rows}
