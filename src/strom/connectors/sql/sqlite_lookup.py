@@ -217,7 +217,10 @@ class SQLiteTable(KeyedTable):
         return pl.Schema({row[1]: polars_type(row[2] or "") for row in info})
 
 
-_STORED_AS = {pl.Int64(): ("integer",), pl.Float64(): ("integer", "real")}
+_STORED_AS: dict[pl.DataType, tuple[str, ...]] = {
+    pl.Int64(): ("integer",),
+    pl.Float64(): ("integer", "real"),
+}
 """The storage classes SQLite may hand back for a column read as this type (besides null)."""
 
 
