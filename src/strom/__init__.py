@@ -118,6 +118,7 @@ _MODULES = {
     ],
     "strom.runtime": ["CheckpointError", "StreamingExecutor", "run_streaming"],
 }
-__getattr__, __dir__ = lazy_exports(
-    __name__, {name: module for module, names in _MODULES.items() for name in names}
-)
+if not TYPE_CHECKING:  # type checkers read the imports above (and flag unknown names)
+    __getattr__, __dir__ = lazy_exports(
+        __name__, {name: module for module, names in _MODULES.items() for name in names}
+    )

@@ -183,3 +183,59 @@ def test_a_lookup_of_a_value_of_another_type_is_a_clear_error(tmp_path: Path) ->
     assert table.lookup(pl.Series(["a"]))["n"].to_list() == [1]
     with pytest.raises(ValueError, match=r"not Int64: 2\.5"):
         table.lookup(pl.Series(["a", "b"]))
+
+
+def test_closing_the_table_ends_an_open_pass(tmp_path: Path) -> None:
+    """A run stopped mid-pass closes its sources: the read (a SQLite lock in rollback-journal
+    mode) must end with them, or writers stay locked out."""
+    table = sqlite_devices(tmp_path / "db.sqlite", n=40)
+    reader = table.open_partition(0)
+    assert isinstance(reader.poll(), pl.DataFrame)
+    writer = sqlite3.connect(table.path, timeout=0.2)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        writer.execute("INSERT INTO devices VALUES ('zz', 's', 1.0)")
+        writer.commit()
+    writer.rollback()
+    table.close()
+    writer.execute("INSERT INTO devices VALUES ('zz', 's', 1.0)")
+    writer.commit()
+    writer.close()
+    assert reader.poll() is not END_OF_PARTITION  # a later poll starts a new pass after it
+
+
+def test_a_position_past_a_shrunk_table_ends_the_pass(tmp_path: Path) -> None:
+    table = sqlite_devices(tmp_path / "db.sqlite", n=20)
+    position = {"rows": table.scan_partition(0).collect().height}
+    with sqlite3.connect(table.path) as conn:
+        conn.execute("DELETE FROM devices WHERE device < 'd005'")
+    conn.close()
+    reader = SQLiteTable(table.path, "devices", key="device").open_partition(0)
+    reader.seek(position)  # a checkpoint of the longer table still restores
+    assert reader.poll() is END_OF_PARTITION
+
+
+def test_a_table_with_an_open_pass_pickles(tmp_path: Path) -> None:
+    import pickle
+
+    table = sqlite_devices(tmp_path / "db.sqlite", n=20)
+    reader = table.open_partition(0)
+    reader.poll()
+    copy = pickle.loads(pickle.dumps(table))
+    assert copy.scan_partition(0).collect().height == 20
+    table.close()
+
+
+def test_a_postgres_pass_ends_with_close_and_runs_close_their_tables(postgres_dsn: str) -> None:
+    execute(postgres_dsn, "CREATE TABLE held (id bigint, v text)")
+    execute(postgres_dsn, "INSERT INTO held SELECT g, 'x' FROM generate_series(1, 30) g")
+    table = PostgresTable(postgres_dsn, "held", key="id", batch_rows=10)
+    table.open_partition(0).poll()
+    table.close()  # or the pass's transaction would hold its lock: the DROP below would wait
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '5s'")
+        conn.execute("ALTER TABLE held ADD COLUMN w int")
+    p = Pipeline()
+    p.source(source := PostgresTable(postgres_dsn, "held", key="id")).sink(sink := MemorySink())
+    run_bounded(p)
+    assert sink.to_frame().height == 30
+    assert source._conn is None  # the runner closed its source

@@ -67,3 +67,19 @@ def test_each_window_names_its_latest_record(strom_broker: Broker) -> None:
         check_exact=False,
         rel_tol=1e-12,
     )
+
+
+def test_lineage_columns_are_not_training_features() -> None:
+    from strom.ml import training_set
+
+    features = pl.DataFrame(
+        {"device": ["a"], "window_start": [0], "window_end": [10_000], "count": [3],
+         "mean_temp": [20.0], "_topic": ["readings"], "_partition": [0], "_offset": [7]},
+        schema_overrides={"_partition": pl.Int32},
+    )  # fmt: skip
+    labels = pl.DataFrame(
+        {"device": ["a"], "label_time": [15_000], "_offset": [99], "_topic": ["labels"]}
+    )
+    data = training_set(labels, features, keys="device", label_time="label_time", ttl=60_000)
+    assert data["count"].to_list() == [3] and data["_offset"].to_list() == [99]  # the label's
+    assert "_partition" not in data.columns

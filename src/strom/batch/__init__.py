@@ -33,8 +33,9 @@ __all__ = [
 _DRIVER = ["BadFileError", "LocalEngine", "RunReport", "TaskFailed", "run_local"]
 _PROGRESS = ["JsonProgress", "PlainProgress", "Progress", "RichProgress"]
 # lazy, so that a worker process importing strom.batch.worker does not load the driver
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {name: "strom.batch.driver" for name in _DRIVER}
-    | {name: "strom.batch.progress" for name in _PROGRESS},
-)
+if not TYPE_CHECKING:  # type checkers read the imports above (and flag unknown names)
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {name: "strom.batch.driver" for name in _DRIVER}
+        | {name: "strom.batch.progress" for name in _PROGRESS},
+    )

@@ -95,6 +95,13 @@ class BoundedRunner:
             offset += source.source.partition_count()
 
     def run(self) -> None:
+        try:
+            self._run_sinks()
+        finally:  # a source's connections (a PostgresTable's) end with the run, as streaming
+            for node in self.plan.sources():
+                node.source.close()
+
+    def _run_sinks(self) -> None:
         for sink_node in self.plan.sinks:
             frames = [lf for _, lf in self._evaluate(sink_node.input)]
             try:

@@ -47,26 +47,27 @@ __all__ = [
     "SQLiteTable",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "DEAD_LETTER_SCHEMA": "strom.connectors.deadletter",
-        "ConsoleSink": "strom.connectors.console",
-        "FileFormat": "strom.connectors.files",
-        "FileReadError": "strom.connectors.files",
-        "FileSink": "strom.connectors.files",
-        "FileSource": "strom.connectors.files",
-        "GeneratorSource": "strom.connectors.generator",
-        "KafkaConnectorError": "strom.connectors.kafka.common",
-        "KafkaSink": "strom.connectors.kafka.sink",
-        "KafkaSource": "strom.connectors.kafka.source",
-        "MemorySink": "strom.connectors.memory",
-        "MemorySource": "strom.connectors.memory",
-        # these import psycopg: an ImportError with the pip command if it is missing
-        "PostgresConnectionError": "strom.connectors.sql.postgres",
-        "PostgresSink": "strom.connectors.sql.postgres_sink",
-        "PostgresTable": "strom.connectors.sql.postgres_lookup",
-        "SQLiteSink": "strom.connectors.sql.sqlite_sink",
-        "SQLiteTable": "strom.connectors.sql.sqlite_lookup",
-    },
-)
+if not TYPE_CHECKING:  # type checkers read the imports above (and flag unknown names)
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "DEAD_LETTER_SCHEMA": "strom.connectors.deadletter",
+            "ConsoleSink": "strom.connectors.console",
+            "FileFormat": "strom.connectors.files",
+            "FileReadError": "strom.connectors.files",
+            "FileSink": "strom.connectors.files",
+            "FileSource": "strom.connectors.files",
+            "GeneratorSource": "strom.connectors.generator",
+            "KafkaConnectorError": "strom.connectors.kafka.common",
+            "KafkaSink": "strom.connectors.kafka.sink",
+            "KafkaSource": "strom.connectors.kafka.source",
+            "MemorySink": "strom.connectors.memory",
+            "MemorySource": "strom.connectors.memory",
+            # these import psycopg: an ImportError with the pip command if it is missing
+            "PostgresConnectionError": "strom.connectors.sql.postgres",
+            "PostgresSink": "strom.connectors.sql.postgres_sink",
+            "PostgresTable": "strom.connectors.sql.postgres_lookup",
+            "SQLiteSink": "strom.connectors.sql.sqlite_sink",
+            "SQLiteTable": "strom.connectors.sql.sqlite_lookup",
+        },
+    )

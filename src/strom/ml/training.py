@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from strom.ml.features import LINEAGE
 from strom.pipeline.windows import Duration, event_time_ms, to_ms
 
 __all__ = ["FEATURE_TIME", "training_set"]
@@ -58,7 +59,7 @@ def training_set(
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise ValueError(f"{what} have no column(s) {missing}; columns: {frame.columns}")
-    skip = {*key_list, "window_start", "window_end", "is_update", available}
+    skip = {*key_list, "window_start", "window_end", "is_update", available, *LINEAGE}
     wanted = [c for c in features.columns if c not in skip] if columns is None else list(columns)
     clash = [c for c in (*wanted, FEATURE_TIME) if c in labels.columns and c not in key_list]
     if clash:

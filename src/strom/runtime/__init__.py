@@ -35,18 +35,19 @@ __all__ = [
     "run_streaming",
 ]
 
-__getattr__, __dir__ = lazy_exports(
-    __name__,
-    {
-        "CheckpointError": "strom.runtime.checkpoints",
-        "ExecutorSnapshot": "strom.runtime.snapshots",
-        "MAX_WATERMARK": "strom.runtime.watermarks",
-        "MIN_WATERMARK": "strom.runtime.watermarks",
-        "StreamingExecutor": "strom.runtime.executor",
-        "WatermarkTracker": "strom.runtime.watermarks",
-        "combine_watermarks": "strom.runtime.watermarks",
-        "latest": "strom.runtime.results",
-        "partition_watermark": "strom.runtime.watermarks",
-        "run_streaming": "strom.runtime.executor",
-    },
-)
+if not TYPE_CHECKING:  # type checkers read the imports above (and flag unknown names)
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "CheckpointError": "strom.runtime.checkpoints",
+            "ExecutorSnapshot": "strom.runtime.snapshots",
+            "MAX_WATERMARK": "strom.runtime.watermarks",
+            "MIN_WATERMARK": "strom.runtime.watermarks",
+            "StreamingExecutor": "strom.runtime.executor",
+            "WatermarkTracker": "strom.runtime.watermarks",
+            "combine_watermarks": "strom.runtime.watermarks",
+            "latest": "strom.runtime.results",
+            "partition_watermark": "strom.runtime.watermarks",
+            "run_streaming": "strom.runtime.executor",
+        },
+    )

@@ -50,6 +50,14 @@ def run_spark(
         spark = spark_session(master)
     else:
         configure(spark)
+    try:
+        return _run(plan, spark)
+    finally:  # the driver-side reads' connections end with the run
+        for node in plan.sources():
+            node.source.close()
+
+
+def _run(plan: Plan, spark: SparkSession) -> Lowering:
     lowering = Lowering(plan, spark)
     frames = [lowering.frame(sink.input) for sink in plan.sinks]
     for sink_node, frame in zip(plan.sinks, frames, strict=True):

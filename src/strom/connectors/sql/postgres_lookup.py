@@ -93,10 +93,11 @@ class PostgresTable(KeyedTable):
         self.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_conn": None}  # a connection does not travel to a process
+        return {**super().__getstate__(), "_conn": None}  # connections stay in their process
 
     def close(self) -> None:
-        """Close the connection (a later call opens a new one)."""
+        """Close the connection and end every open pass (a later call opens a new one)."""
+        self._close_readers()
         if self._conn is not None:
             conn, self._conn = self._conn, None
             conn.close()
@@ -139,24 +140,17 @@ class PostgresTable(KeyedTable):
             cursor = conn.cursor(name="strom_table_source")
             cursor.execute(f"{order} OFFSET %s", (offset,))
         except psycopg.OperationalError as exc:
+            lost = conn.broken or conn.closed
             conn.close()
+            if not lost:  # e.g. a statement timeout: the server's own message says it
+                raise
             raise PostgresConnectionError(
                 f"{self!r}: lost the connection to PostgreSQL at {endpoint(self.dsn)}: {exc}"
             ) from exc
         except BaseException:
             conn.close()
             raise
-        return schema, _PostgresRows(conn, cursor)
-
-    def row_count(self) -> int:
-        self._existing_schema()
-
-        def count(conn: Connection) -> int:
-            row = conn.execute(f"SELECT count(*) FROM {qualified(self.table)}").fetchone()
-            assert row is not None
-            return int(str(row[0]))
-
-        return self._with_connection(count)
+        return schema, _PostgresRows(conn, cursor, repr(self))
 
     def _existing_schema(self) -> pl.Schema:
         full = self._table_schema()
@@ -204,14 +198,20 @@ class PostgresTable(KeyedTable):
 class _PostgresRows:
     """A :class:`RowCursor` over a server-side cursor in its connection's own transaction."""
 
-    def __init__(self, conn: Connection, cursor: psycopg.ServerCursor[tuple[object, ...]]) -> None:
-        self._conn, self._cursor = conn, cursor
+    def __init__(
+        self, conn: Connection, cursor: psycopg.ServerCursor[tuple[object, ...]], owner: str
+    ) -> None:
+        self._conn, self._cursor, self._owner = conn, cursor, owner
 
     def fetch(self, n: int) -> list[tuple[object, ...]]:
         try:
             return self._cursor.fetchmany(n)
         except psycopg.OperationalError as exc:
-            raise PostgresConnectionError(f"lost the connection while reading: {exc}") from exc
+            if not (self._conn.broken or self._conn.closed):
+                raise
+            raise PostgresConnectionError(
+                f"{self._owner}: lost the connection while reading: {exc}"
+            ) from exc
 
     def close(self) -> None:
         try:

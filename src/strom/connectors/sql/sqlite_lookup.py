@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import closing
@@ -42,6 +43,7 @@ class KeyedTable(ABC):
         self.key = key
         self.columns = None if columns is None else [c for c in columns if c != key]
         self.batch_rows = batch_rows
+        self._readers: weakref.WeakSet[TablePartition] = weakref.WeakSet()
 
     # -- as a bounded source of one partition: every row, in key order --------------------
 
@@ -51,6 +53,22 @@ class KeyedTable(ABC):
     def open_partition(self, index: int) -> TablePartition:
         self._check_partition(index)
         return TablePartition(self, repr(self))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_readers": None}  # open reads stay in their process
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._readers = weakref.WeakSet()
+
+    def adopt(self, partition: TablePartition) -> None:
+        self._readers.add(partition)
+
+    def _close_readers(self) -> None:
+        """End every open pass (a stopped run's reader holds a snapshot and, in SQLite's
+        rollback-journal mode, a lock)."""
+        for reader in list(self._readers):
+            reader.close()
 
     def scan_partition(self, index: int) -> pl.LazyFrame:
         self._check_partition(index)
@@ -68,10 +86,6 @@ class KeyedTable(ABC):
     def open_rows(self, offset: int) -> tuple[pl.Schema, RowCursor]:
         """The :meth:`schema` and a cursor over the rows in key order after the first
         ``offset``; an error naming the table if it does not exist."""
-
-    @abstractmethod
-    def row_count(self) -> int:
-        """How many rows the table has now."""
 
     def schema(self) -> pl.Schema | None:
         """The key and the value columns, or ``None`` if the table does not exist yet."""
@@ -176,7 +190,8 @@ class SQLiteTable(KeyedTable):
             return schema, conn.execute(sql, (json.dumps(keys),)).fetchall()
 
     def close(self) -> None:
-        """Nothing to release: every call and pass opens and closes its own connection."""
+        """End the open passes' reads (every lookup opens and closes its own connection)."""
+        self._close_readers()
 
     def open_rows(self, offset: int) -> tuple[pl.Schema, RowCursor]:
         conn = self._connect()
@@ -184,20 +199,23 @@ class SQLiteTable(KeyedTable):
             schema = self._restrict(self._existing_schema(conn))
             columns = ", ".join(_checked(c, schema[c]) for c in schema)
             base = f"SELECT {columns} FROM {quote(self.table)} ORDER BY {quote(self.key)}"
-            try:  # rowid breaks ties; a view or a WITHOUT ROWID table has none
-                cursor = conn.execute(f"{base}, rowid LIMIT -1 OFFSET ?", (offset,))
-            except sqlite3.OperationalError:
-                cursor = conn.execute(f"{base} LIMIT -1 OFFSET ?", (offset,))
+            order = f"{base}, rowid" if self._has_rowid(conn) else base
+            cursor = conn.execute(f"{order} LIMIT -1 OFFSET ?", (offset,))
         except BaseException:
             conn.close()
             raise
         return schema, _SQLiteRows(conn, cursor)
 
-    def row_count(self) -> int:
-        with closing(self._connect()) as conn:
-            self._existing_schema(conn)
-            (count,) = conn.execute(f"SELECT count(*) FROM {quote(self.table)}").fetchone()
-            return int(count)
+    def _has_rowid(self, conn: sqlite3.Connection) -> bool:
+        """Whether rows have a ``rowid`` to break key ties (views and WITHOUT ROWID tables
+        have none: equal keys then come in SQLite's order, which a seek may not repeat)."""
+        try:
+            conn.execute(f"SELECT rowid FROM {quote(self.table)} LIMIT 0")
+        except sqlite3.OperationalError as exc:
+            if "rowid" in str(exc):
+                return False
+            raise
+        return True
 
     def _existing_schema(self, conn: sqlite3.Connection) -> pl.Schema:
         full = self._read_schema(conn)

@@ -5,7 +5,8 @@ is a :class:`~strom.engine.contracts.BoundedSource` of one partition: every row 
 (its ``key`` and ``columns``), **in key order** (ties: SQLite's ``rowid``, PostgreSQL's
 ``ctid``), in batches of ``batch_rows``. The order is what makes a position meaningful: a
 position is the number of rows delivered, and a reader seeked to it (another process, after a
-restart) runs the query again and skips that many rows. PostgreSQL reads each pass in one
+restart) runs the query again and skips that many rows (a count past the end of a table that
+lost rows since ends the pass). PostgreSQL reads each pass in one
 ``REPEATABLE READ`` transaction through a server-side cursor (one snapshot, the rows streamed,
 not held); SQLite reads through one cursor of a read-only connection (one snapshot under WAL).
 A table that changed between a position and a seek to it continues with the *new* table's rows
@@ -52,7 +53,9 @@ class TableSource(Protocol):
         """The schema of the rows, and a cursor over them after the first ``offset``."""
         ...
 
-    def row_count(self) -> int: ...
+    def adopt(self, partition: TablePartition) -> None:
+        """Keep ``partition`` to close with the table (its open read must not outlive it)."""
+        ...
 
 
 class TablePartition:
@@ -65,6 +68,7 @@ class TablePartition:
         self._cursor: RowCursor | None = None
         self._schema: pl.Schema | None = None
         self._ended = False
+        table.adopt(self)
 
     def poll(self) -> PollResult:
         if self._ended:
@@ -76,25 +80,28 @@ class TablePartition:
             self._close_cursor()
             self._ended = True
             return END_OF_PARTITION
+        assert self._schema is not None
+        try:  # built before the position moves: a refused batch is not counted as delivered
+            batch = pl.DataFrame(rows, schema=self._schema, orient="row", strict=False)
+        except (pl.exceptions.ComputeError, TypeError, OverflowError) as exc:
+            raise ValueError(
+                f"{self._owner}: rows {self._rows}..{self._rows + len(rows) - 1} (in key order) "
+                f"do not fit the schema {dict(self._schema)}: {str(exc).splitlines()[0]}"
+            ) from None
         self._rows += len(rows)
         if len(rows) < self._table.batch_rows:  # the last batch: release the read at once
             self._close_cursor()
             self._ended = True
-        assert self._schema is not None
-        try:
-            return pl.DataFrame(rows, schema=self._schema, orient="row", strict=False)
-        except (pl.exceptions.ComputeError, TypeError, OverflowError) as exc:
-            first = self._rows - len(rows)
-            raise ValueError(
-                f"{self._owner}: rows {first}..{self._rows - 1} (in key order) do not fit the "
-                f"schema {dict(self._schema)}: {str(exc).splitlines()[0]}"
-            ) from None
+        return batch
 
     def position(self) -> Position:
         return {"rows": self._rows}
 
     def seek(self, position: Position) -> None:
-        rows = int_field(position, "rows", self._owner, high=self._table.row_count())
+        """Continue after the first ``rows`` rows. A count past the table's end is accepted
+        (the table may have lost rows since): the pass is then over. ``PositionError`` for
+        anything but a count of rows."""
+        rows = int_field(position, "rows", self._owner)
         self._close_cursor()
         self._rows, self._ended = rows, False
 
