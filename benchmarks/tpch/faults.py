@@ -14,6 +14,7 @@ not counted as a fast recovery.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -37,6 +38,9 @@ __all__ = ["main", "run", "write_markdown"]
 STARTED = "started"
 """The line a child prints when its imports are done and the run begins."""
 
+TIMEOUT_S = 1_800.0
+"""A run that takes longer is killed and reported as failed (it hung)."""
+
 
 def child(query: str, directory: Path, out: Path) -> None:
     """Run ``query`` on the local engine in this process; write its answer to ``out`` and print
@@ -53,7 +57,8 @@ def child(query: str, directory: Path, out: Path) -> None:
     report = run_local(pipeline, work_dir=out.parent / f"work-{out.stem}")
     wall = time.perf_counter() - start
     sink.to_frame().write_parquet(out)
-    print(json.dumps({"wall_s": wall, "retries": report.retries, "tasks": report.tasks}))
+    record = {"wall_s": wall, "retries": report.retries, "tasks": report.tasks}
+    print(json.dumps({**record, "workers": report.workers}))
 
 
 def _workers(pid: int) -> list[int]:
@@ -92,13 +97,28 @@ def attempt(query: str, directory: Path, out: Path, kill_after_s: float | None) 
     started (or as soon as one is alive, if none is yet). The child's JSON line plus ``killed``
     (the pid, or None when the run ended first)."""
     command = [sys.executable, "-m", "benchmarks.tpch.faults", "--child", query]
-    process = subprocess.Popen(
-        [*command, str(directory), str(out)], stdout=subprocess.PIPE, text=True
-    )
+    # stderr (the engine's progress lines) to a file: a pipe nobody reads could fill and stall
+    with tempfile.TemporaryFile("w+") as stderr:
+        process = subprocess.Popen(
+            [*command, str(directory), str(out)], stdout=subprocess.PIPE, stderr=stderr, text=True
+        )
+        try:
+            result = _watch(process, kill_after_s)
+        finally:
+            if process.poll() is None:  # a hung run: the benchmark must not hang with it
+                process.kill()
+                process.wait()
+        if "failed" in result:
+            stderr.seek(0)
+            result["failed"] += f": {_last(stderr.read())}"
+        return result
+
+
+def _watch(process: subprocess.Popen[str], kill_after_s: float | None) -> dict[str, Any]:
     assert process.stdout is not None
     line = process.stdout.readline()
     if line.strip() != STARTED:
-        process.wait()
+        process.wait(timeout=TIMEOUT_S)
         return {"failed": f"exit {process.returncode} before the run started"}
     killed = None
     if kill_after_s is not None:
@@ -107,16 +127,22 @@ def attempt(query: str, directory: Path, out: Path, kill_after_s: float | None) 
         while killed is None and process.poll() is None and time.monotonic() < deadline:
             workers = _workers(process.pid)
             if workers:
-                killed = workers[0]
-                os.kill(killed, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it ended just now
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed = workers[0]
             else:
                 time.sleep(0.005)
-    rest = process.stdout.read()
-    process.wait()
+    rest, _ = process.communicate(timeout=TIMEOUT_S)
     if process.returncode != 0:
         return {"failed": f"exit {process.returncode}"}
     record: dict[str, Any] = json.loads(rest.strip().splitlines()[-1])
     return {**record, "killed": killed}
+
+
+def _last(stderr: str) -> str:
+    """The last line of a child's stderr (its exception), for the report."""
+    lines = [x for x in stderr.strip().splitlines() if x.strip()]
+    return lines[-1][:300] if lines else "no message"
 
 
 def run(
@@ -163,6 +189,7 @@ def run(
             row |= {
                 "clean_wall_s": clean_wall,
                 "tasks": clean[0]["tasks"],
+                "workers": clean[0]["workers"],
                 "killed_runs": len(recovered),
                 "missed_kills": len(killed) - len(recovered),
                 "correct": correct and len(killed) == repeats,
@@ -183,24 +210,27 @@ def write_markdown(lines: list[dict[str, Any]], path: Path) -> None:
     out = [
         "# Batch: one worker killed (local engine)",
         "",
-        f"Taken {taken} on {os.cpu_count()} cores. Each query on the local engine (2 workers), "
+        f"Taken {taken} on {os.cpu_count()} cores. Each query on the local engine (one worker per "
+        "core), "
         "clean and with one worker SIGKILLed from outside halfway through the clean run's "
         "median wall time; wall seconds after imports, median of the runs; the killed runs' "
         "answers compared with the clean one. Target: killed / clean <= 1.5.",
         "",
-        "| query | scale | tasks | clean s | killed s | killed / clean | retries | correct |",
-        "|---|---|---|---|---|---|---|---|",
+        "| query | scale | workers | tasks | clean s | killed s | killed / clean | retries "
+        "| correct |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for x in lines:
         scale = x["params"]["scale"]
         if "failed" in x or "unsupported" in x:
             why = f"failed: {x['failed']}" if "failed" in x else "not run by the local engine"
-            out.append(f"| {x['query']} | {scale:g} | | {why} | | | | |")
+            out.append(f"| {x['query']} | {scale:g} | | | {why} | | | | |")
             continue
         killed = f"{x['killed_wall_s']:.2f}" if "killed_wall_s" in x else "(kill missed)"
         ratio = f"{x['ratio']:.2f}x" if "ratio" in x else ""
         out.append(
-            f"| {x['query']} | {scale:g} | {x['tasks']} | {x['clean_wall_s']:.2f} | {killed} | "
+            f"| {x['query']} | {scale:g} | {x['workers']} | {x['tasks']} | "
+            f"{x['clean_wall_s']:.2f} | {killed} | "
             f"{ratio} | {x.get('retries', 0)} | {x['correct']} |"
         )
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -103,7 +103,10 @@ class KillIdleSibling:
             return frame
         siblings = [p for p in children(os.getppid()) if p != os.getpid()]
         for pid in siblings:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:  # it ended meanwhile
+                continue
             if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
                 os.kill(pid, signal.SIGKILL)
                 (self.markers / f"victim-{pid}").touch()

@@ -37,4 +37,4 @@ def test_the_suite_reports_each_query(tmp_path: Path) -> None:
         assert line["killed_runs"] + line["missed_kills"] == 1
     faults.write_markdown(lines, tmp_path / "faults.md")
     text = (tmp_path / "faults.md").read_text(encoding="utf-8")
-    assert "| q6 | 0.01 |" in text and "| True |" in text
+    assert "| q6 | 0.01 | " in text and "| True |" in text
