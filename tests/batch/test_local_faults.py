@@ -99,7 +99,7 @@ class LoseShuffleFile(Progress):
     def stage_done(self, stage: str) -> None:
         super().stage_done(stage)
         if stage.endswith(" map"):
-            victim = sorted(self.work_dir.glob("job-*/shuffle/*.arrow"))[0]
+            victim = sorted(self.work_dir.glob("job-*/stage-0/shuffle/*.arrow"))[0]
             if self.how == "delete":
                 victim.unlink()
             else:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from polars.testing import assert_frame_equal
 
-from strom import FileSink, MemorySink, Pipeline, Tumbling, agg, run_bounded
+from strom import FileSink, MemorySink, Pipeline, agg, run_bounded
 from strom.batch import run_local
 from strom.connectors import FileSource
 from strom.connectors.files import FileFormat
@@ -214,23 +214,6 @@ def test_approx_quantile_in_a_keyed_agg_is_a_plan_error(events) -> None:
     stream.key_by("k").agg(agg.approx_quantile("v", 0.5)).sink(MemorySink())
     with pytest.raises(PlanError, match=r"approx_quantile.*without --engine local"):
         run_local(p, workers=1, memory="1GiB")
-
-
-def test_a_stage_over_another_stage_is_a_plan_error(events) -> None:
-    directory = events(files=1)
-    p = Pipeline()
-    left = source(p, str(directory / "*.parquet"), timestamp="ts")
-    totals = left.key_by("k").agg(agg.count())
-    left.join(totals, on="k").sink(MemorySink())
-    with pytest.raises(PlanError, match="KeyedAgg feeding another stage"):
-        run_local(p, workers=1, memory="1GiB")
-    q = Pipeline()
-    stream = source(q, str(directory / "*.parquet"), timestamp="ts")
-    stream.key_by("k").window(Tumbling(1_000)).agg(agg.count()).key_by("k").agg(
-        agg.sum("count")
-    ).sink(MemorySink())
-    with pytest.raises(PlanError, match="WindowAgg feeding another stage"):
-        run_local(q, workers=1, memory="1GiB")
 
 
 # -- equi-joins -------------------------------------------------------------------------------

@@ -40,13 +40,15 @@ from strom.batch.planner import (
     DistinctStage,
     JobSpec,
     JoinStage,
-    Output,
+    SortStage,
+    StageInput,
     TopKStage,
     WindowStage,
 )
 from strom.batch.relational import join_bucket, join_rows, ordered_bucket, ordered_rows
 from strom.batch.shuffle import missing, write_buckets
-from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask
+from strom.batch.sort import range_rows, sorted_run
+from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask, file_size
 from strom.connectors.files import FileSource
 from strom.engine.constants import PART, SEQ, TS
 from strom.engine.relational import needs_positions, order_time
@@ -81,19 +83,26 @@ class LostShuffle(Exception):
 
 @dataclass(frozen=True)
 class Context:
-    """Where a job's files go, and how its tasks treat bad files."""
+    """Where a stage's files go, and how its tasks treat bad files."""
 
     work_dir: str
     buckets: int
     on_bad_file: BadFilePolicy
 
-    def shuffle_dir(self, job: int) -> Path:
-        return Path(self.work_dir) / f"job-{job}" / "shuffle"
+    def stage_dir(self, job: int, stage: int) -> Path:
+        return Path(self.work_dir) / f"job-{job}" / f"stage-{stage}"
 
-    def committer(self, output: Output, job: int) -> OutputCommitter:
-        if output.directory is None:
-            return OutputCommitter(Path(self.work_dir) / f"job-{job}" / "output", "arrow")
-        return OutputCommitter(Path(output.directory), output.format)
+    def shuffle_dir(self, job: int, stage: int) -> Path:
+        return self.stage_dir(job, stage) / "shuffle"
+
+    def committer(self, job: JobSpec, stage: int) -> OutputCommitter:
+        """Where stage ``stage``'s tasks write: the job's output for its last stage, else the
+        stage's results (Arrow IPC, which the next stage's map tasks read)."""
+        if not job.is_last(stage):
+            return OutputCommitter(self.stage_dir(job.index, stage) / "output", "arrow")
+        if job.output.directory is None:
+            return OutputCommitter(Path(self.work_dir) / f"job-{job.index}" / "output", "arrow")
+        return OutputCommitter(Path(job.output.directory), job.output.format)
 
 
 @dataclass
@@ -108,6 +117,8 @@ class TaskResult:
     """Files skipped as bad: (path, reason)."""
     resident: int = 0
     """The worker's memory (:func:`~strom.batch.memory.resident`) after the task."""
+    sample: pl.DataFrame | None = None
+    """A sort's map task: the sample of its run (:func:`strom.batch.sort.sorted_run`)."""
 
 
 def run_task(
@@ -116,12 +127,15 @@ def run_task(
     if isinstance(task, ReduceTask):
         return _reduce(job, task, attempt, context)
     files = list(task.files)
+    source = job.stages[task.stage].branches[task.branch].source
+    if isinstance(source, StageInput):  # an earlier stage's results: lost, not bad, if unread
+        _check_readable([f.path for f in files])
+        return _map(job, task, files, attempt, context)
     skipped: list[tuple[str, str]] = []
     while True:
         try:
             result = _map(job, task, files, attempt, context)
         except Exception as exc:
-            source = job.branches[task.branch].source
             bad = source.find_unreadable([f.path for f in files])
             if bad is None:
                 raise
@@ -135,8 +149,25 @@ def run_task(
         return result
 
 
-def _scan(source: FileSource, paths: list[str]) -> pl.LazyFrame:
-    """``paths`` read as ``source`` reads its partitions: its format, cast to its schema."""
+def _check_readable(paths: Sequence[str]) -> None:
+    """Raise :class:`LostShuffle` for the files of ``paths`` that are gone or torn (their
+    Arrow IPC footer does not read): their producing tasks must run again."""
+    lost = missing(paths)
+    for path in paths:
+        if path not in lost:
+            try:
+                pl.read_ipc_schema(path)
+            except Exception:
+                lost.append(path)
+    if lost:
+        raise LostShuffle(lost)
+
+
+def _scan(source: FileSource | StageInput, paths: list[str]) -> pl.LazyFrame:
+    """``paths`` read as ``source`` reads its partitions: its format, cast to its schema (an
+    earlier stage's results: as written)."""
+    if isinstance(source, StageInput):
+        return pl.scan_ipc(paths)
     if source.format == "parquet":
         lf = pl.scan_parquet(paths)
     elif source.format == "csv":
@@ -160,18 +191,23 @@ def _steps(lf: pl.LazyFrame, steps: Sequence[StatelessNode]) -> pl.LazyFrame:
 def _map(
     job: JobSpec, task: MapTask, files: list[FileInput], attempt: int, context: Context
 ) -> TaskResult:
-    branch = job.branches[task.branch]
+    branch = job.stages[task.stage].branches[task.branch]
     bytes_read = sum(f.size for f in files)
     if not files:
         return TaskResult(bytes_read=0)
     lf = _steps(_scan(branch.source, [f.path for f in files]), branch.steps)
-    stage = job.stage
-    if stage is None:
-        committer = context.committer(job.output, job.index)
-        rows = _write_output(lf, committer.attempt_path(task.id, attempt), job.output.format)
+    stage = job.stages[task.stage].stage
+    shuffle_dir = context.shuffle_dir(job.index, task.stage)
+    if stage is None:  # a map-only last stage
+        rows = _write_output(lf, _attempt_path(job, task, attempt, context), _format(job, task))
         return TaskResult(rows=rows, bytes_read=bytes_read)
     group: list[str]
+    sample = None
     match stage:
+        case SortStage():
+            partials, sample = sorted_run(stage, lf, task.branch, files[0])
+            rows = partials.height
+            group = []  # one run per map task; every reduce task reads the part in its range
         case JoinStage():
             rows, partials = join_rows(stage, branch.side, lf)
             group = list(stage.side_keys(branch.side))
@@ -196,11 +232,21 @@ def _map(
             group = _group(stage)
         case _:
             assert_never(stage)
-    shuffle = write_buckets(
-        partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
-    )
+    buckets = 1 if isinstance(stage, SortStage) else context.buckets
+    shuffle = write_buckets(partials, group, buckets, shuffle_dir, task.id, attempt)
     sizes = {b: os.path.getsize(path) for b, path in shuffle.items()}
-    return TaskResult(rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes)
+    return TaskResult(
+        rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes, sample=sample
+    )
+
+
+def _format(job: JobSpec, task: MapTask | ReduceTask) -> str:
+    """The format a task writes: the job's output's, or Arrow IPC for a stage's results."""
+    return job.output.format if job.is_last(task.stage) else "ipc"
+
+
+def _attempt_path(job: JobSpec, task: MapTask | ReduceTask, attempt: int, context: Context) -> Path:
+    return context.committer(job, task.stage).attempt_path(task.id, attempt)
 
 
 def _group(stage: WindowStage | AggStage) -> list[str]:
@@ -242,9 +288,14 @@ def _partials(stage: WindowStage | AggStage, lf: pl.LazyFrame, first: FileInput)
 
 
 def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> TaskResult:
-    stage = job.stage
+    stage = job.stages[task.stage].stage
     assert stage is not None
     paths = [i.path for i in task.inputs]
+    if isinstance(stage, SortStage):
+        _check_readable(paths)  # runs are scanned lazily, not read whole
+        low, high = task.bounds
+        result = range_rows(stage, paths, low, high)
+        return _finish(job, task, attempt, context, result, sum(map(file_size, paths)))
     lost = missing(paths)
     if lost:
         raise LostShuffle(lost)
@@ -263,11 +314,25 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
             result = ordered_bucket(stage, [f.drop(_CHUNK) for f in frames])
         case WindowStage() | AggStage():
             result = _fold(stage, frames)
+        case SortStage():
+            raise AssertionError("a sort's reduce task reads its runs above")
         case _:
             assert_never(stage)
-    out = _steps(result.lazy(), job.post)
-    committer = context.committer(job.output, job.index)
-    rows = _write_output(out, committer.attempt_path(task.id, attempt), job.output.format)
+    return _finish(job, task, attempt, context, result, bytes_read)
+
+
+def _finish(
+    job: JobSpec,
+    task: ReduceTask,
+    attempt: int,
+    context: Context,
+    result: pl.DataFrame,
+    bytes_read: int,
+) -> TaskResult:
+    """Write a reduce task's result: through the steps after the stage if it is the job's
+    last (a later stage's map tasks run the steps between two stages)."""
+    out = _steps(result.lazy(), job.post) if job.is_last(task.stage) else result.lazy()
+    rows = _write_output(out, _attempt_path(job, task, attempt, context), _format(job, task))
     return TaskResult(rows=rows, bytes_read=bytes_read)
 
 
