@@ -13,6 +13,7 @@ from polars.testing import assert_frame_equal
 
 from strom import FileSink, MemorySink, Pipeline, agg, run_bounded
 from strom.batch import run_local
+from strom.batch.planner import lower
 from strom.connectors import FileSource
 from strom.pipeline import PlanError
 from strom.pipeline.stream import Stream
@@ -190,3 +191,25 @@ def test_first_and_last_over_an_aggregation_are_a_plan_error(book: Path) -> None
     totals.key_by("sum_qty").agg(agg.first("order")).sink(MemorySink())
     with pytest.raises(PlanError, match=r"first/last.*results of KeyedAgg"):
         run_local(p, workers=1, memory="1GiB")
+
+
+def test_stages_ship_only_the_columns_read_after_them(book: Path) -> None:
+    p = Pipeline()
+    joined = lines_orders(p, book)
+    joined.with_columns(amount=pl.col("qty") * pl.col("price")).key_by("nation").agg(
+        agg.sum("amount")
+    ).sink(MemorySink())
+    (job,) = lower(p.plan())
+    first = {b.source_name: b.columns for b in job.spec.stages[0].branches}
+    assert first == {"lines": ("order", "qty", "price"), "orders.parquet": ("okey", "nation")}
+    # a map_batches function may read anything: everything before it is kept
+    q = Pipeline()
+    schema = pl.Schema(
+        {"order": pl.Int64, "part": pl.Int64, "qty": pl.Int64, "price": pl.Float64}
+        | {"nation": pl.Int64, "prio": pl.Int64}
+    )
+    lines_orders(q, book).map_batches(lambda f: f, schema=schema).key_by("nation").agg(
+        agg.count()
+    ).sink(MemorySink())
+    (job,) = lower(q.plan())
+    assert [b.columns for b in job.spec.stages[0].branches] == [None, None]

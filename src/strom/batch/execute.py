@@ -196,6 +196,8 @@ def _map(
     if not files:
         return TaskResult(bytes_read=0)
     lf = _steps(_scan(branch.source, [f.path for f in files]), branch.steps)
+    if branch.columns is not None:  # only what is read after it (pushed into the scan)
+        lf = lf.select(branch.columns)
     stage = job.stages[task.stage].stage
     shuffle_dir = context.shuffle_dir(job.index, task.stage)
     if stage is None:  # a map-only last stage

@@ -39,6 +39,7 @@ from typing import assert_never
 
 import polars as pl
 
+from strom.batch.columns import Need, in_order, needed
 from strom.connectors.files import FileSink, FileSource
 from strom.engine.aggregations import Aggregation, ApproxQuantile
 from strom.engine.contracts import Sink
@@ -98,6 +99,9 @@ class Branch:
     first_partition: int
     steps: tuple[StatelessNode, ...]
     side: int = 0
+    columns: tuple[str, ...] | None = None
+    """The columns it delivers after its steps (None: all): what is read after it
+    (:mod:`strom.batch.columns`)."""
 
 
 @dataclass(frozen=True)
@@ -241,7 +245,7 @@ def lower(plan: Plan) -> list[SinkJob]:
 def _lower_sink(plan: Plan, index: int, node: SinkNode, first: dict[SourceNode, int]) -> SinkJob:
     post: list[StatelessNode] = []
     current: PlanNode = node.input
-    lowering = _Lowering(plan, first)
+    lowering = _Lowering(plan, first, needed(plan, node))
     while True:
         match current:
             case FilterNode() | WithColumnsNode() | SelectNode() | MapBatchesNode() | MapNode():
@@ -277,9 +281,12 @@ StageNode = WindowAggNode | KeyedAggNode | SortNode | DistinctNode | JoinNode
 class _Lowering:
     """One sink path's stages, each lowered once (``memo``), after the stages it reads."""
 
-    def __init__(self, plan: Plan, first: dict[SourceNode, int]) -> None:
+    def __init__(
+        self, plan: Plan, first: dict[SourceNode, int], need: dict[PlanNode, Need]
+    ) -> None:
         self.plan = plan
         self.first = first
+        self.need = need
         self.stages: list[StageSpec] = []
         self.memo: dict[PlanNode, int] = {}
 
@@ -291,37 +298,42 @@ class _Lowering:
         stage: Stage
         match node:
             case WindowAggNode():
-                branches = self.branches(node.input)
+                branches = self.projected(node.input)
                 _no_order_over_results(node.aggs, branches)
                 stage = _window(plan, node)
             case KeyedAggNode():
-                branches = self.branches(node.input)
+                branches = self.projected(node.input)
                 _no_order_over_results(node.aggs, branches)
                 stage = _keyed_agg(plan, node)
             case SortNode():
-                branches = self.branches(node.input)
-                schema = _schema(plan, node.input, "a sort")
-                tie = _tiebreak(branches)
+                tie = _tiebreak(self.branches(node.input))
+                branches = self.projected(node.input, tie)
+                schema = _restrict(_schema(plan, node.input, "a sort"), branches[0].columns)
                 if node.limit is None:
                     stage = SortStage(node, schema, tie)
                 else:
                     stage = TopKStage(node, schema, tie)
             case DistinctNode():
-                branches = self.branches(node.input)
-                schema = _schema(plan, node.input, "distinct")
-                stage = DistinctStage(node, schema, _tiebreak(branches))
+                tie = _tiebreak(self.branches(node.input))
+                branches = self.projected(node.input, tie)
+                schema = _restrict(_schema(plan, node.input, "distinct"), branches[0].columns)
+                stage = DistinctStage(node, schema, tie)
             case JoinNode():
-                branches = [
-                    *self.branches(node.left),
-                    *(replace(b, side=1) for b in self.branches(node.right)),
-                ]
-                stage = _join(plan, node)
+                left, right = self.projected(node.left), self.projected(node.right)
+                branches = [*left, *(replace(b, side=1) for b in right)]
+                stage = _join(plan, node, left[0].columns, right[0].columns)
             case _:
                 assert_never(node)
         index = len(self.stages)
         self.stages.append(StageSpec(index, tuple(branches), stage))
         self.memo[node] = index
         return index
+
+    def projected(self, node: PlanNode, extra: Sequence[str] = ()) -> list[Branch]:
+        """The branches into ``node``'s consumer, each delivering what is read after ``node``
+        (and ``extra``)."""
+        columns = in_order(self.need.get(node), self.plan.schemas.get(node), extra)
+        return [replace(b, columns=columns) for b in self.branches(node)]
 
     def branches(self, node: PlanNode) -> list[Branch]:
         """Every input-to-``node`` path of stateless steps, as branches (exhaustive over
@@ -458,11 +470,24 @@ def _keyed_agg(plan: Plan, node: KeyedAggNode) -> AggStage:
     return AggStage(node.keys, node.aggs, plan.timestamps.get(node.input), schema, out)
 
 
-def _join(plan: Plan, node: JoinNode) -> JoinStage:
+def _join(
+    plan: Plan,
+    node: JoinNode,
+    left_columns: tuple[str, ...] | None,
+    right_columns: tuple[str, ...] | None,
+) -> JoinStage:
+    """The join of the inputs' delivered columns (a right column keeps the name it has in the
+    join of all columns)."""
     left = _schema(plan, node.left, "a join")
     right = _schema(plan, node.right, "a join")
     renamed = node.output_columns(list(left), list(right))
-    return JoinStage(node, left, right, renamed)
+    right = _restrict(right, right_columns)
+    renamed = {c: name for c, name in renamed.items() if c in right}
+    return JoinStage(node, _restrict(left, left_columns), right, renamed)
+
+
+def _restrict(schema: pl.Schema, columns: tuple[str, ...] | None) -> pl.Schema:
+    return schema if columns is None else pl.Schema({c: schema[c] for c in columns})
 
 
 def _schema(plan: Plan, node: PlanNode, what: str) -> pl.Schema:
