@@ -3,15 +3,18 @@ from their inputs (lineage), and commits the outputs.
 
 Guarantees:
 
-- **Lineage.** The driver keeps the task graph of every job (map tasks over files; reduce tasks
-  over the map tasks' shuffle files). A task whose attempt fails (an exception, its worker
-  killed) runs again on the same inputs; a reduce task that finds a shuffle file gone (or
-  torn) sends the map task that wrote it back to run again, then runs itself. Each task has at
-  most ``max_task_attempts`` attempts; then the run fails with :class:`TaskFailed` naming the task
-  and its files. Tasks are deterministic and reduce tasks fold their inputs in a fixed order,
-  so a run with retries gives the same result as one without.
+- **Lineage.** The driver keeps the task graph of every job: its stages in order, each map
+  tasks over files or an earlier stage's results, then reduce tasks over the map tasks' shuffle
+  files. A task whose attempt fails (an exception, its worker killed) runs again on the same
+  inputs; a task that finds an input gone (or torn) — a shuffle file, or a result file of an
+  earlier stage — sends the task that wrote it back to run (that one may in turn send its own
+  producers), then runs itself once no task of an earlier level is left to run. Each task has at
+  most ``max_task_attempts`` attempts; then the run fails with :class:`TaskFailed` naming the
+  task and its files. Tasks are deterministic and reduce tasks fold their inputs in a fixed
+  order, so a run with retries gives the same result as one without.
 - **Commit.** Outputs are written under temporary names, committed per task, then per job
-  (:mod:`strom.batch.commit`, ``_SUCCESS``); a :class:`~strom.connectors.files.FileSink`'s
+  (:mod:`strom.batch.commit`, ``_SUCCESS``; a stage's results, which only later stages read,
+  are committed per task and read in task order); a :class:`~strom.connectors.files.FileSink`'s
   directory is the output itself, other sinks get each committed output as one batch when the
   job commits (at-least-once, like the sinks themselves).
 - **Memory.** ``memory`` is shared as :class:`~strom.batch.memory.Budget` says: map tasks hold

@@ -8,15 +8,21 @@ assigned their windows (if any) and pre-aggregated per (keys[, window]) by the a
 expressions (Polars' streaming engine when no aggregation needs row order), then written to one
 shuffle file per bucket. **Map** (joins, top-k, distinct: :mod:`strom.batch.relational`): the
 task's rows that can be in the result, bucketed by their join key or distinct value (top-k: one
-bucket). **Map** (jobs without a stage): the rows go straight to the task's output file.
+bucket; a full sort: :mod:`strom.batch.sort`). **Map** (a map-only last stage): the rows go
+straight to the task's output file. A map task over an earlier stage's results reads its
+committed Arrow IPC files; one gone or torn is a :class:`LostShuffle` (its writer runs again),
+never a bad file. Every map task keeps only the columns its branch delivers
+(:mod:`strom.batch.columns`).
 
 **Reduce** (aggregations): its buckets' shuffle files, in (bucket, map task) order; partial
 rows are folded into the columnar window state the streaming runtime uses
 (:mod:`strom.runtime.windows.state`, the aggregations' own merge rules), one (map task,
 partition) chunk at a time, so the results are the same values the single-process runner
 computes, and the same on every attempt. Results are sorted as that runner sorts them, then the
-post-stage steps run and the output is written. **Reduce** (joins, top-k, distinct): the
-single-process runner's definition over the buckets' rows (:mod:`strom.batch.relational`).
+post-stage steps run (in the job's last stage: an earlier stage's results go as they are to
+the next stage's map tasks, which run the steps between) and the output is written.
+**Reduce** (joins, top-k, distinct): the single-process runner's definition over the buckets'
+rows (:mod:`strom.batch.relational`); a sort: its range of every run (:mod:`strom.batch.sort`).
 
 A file that fails to read is found by reading the task's files one at a time: with
 ``on_bad_file="fail"`` it is a :class:`BadFile` (the driver stops the job naming it); with
