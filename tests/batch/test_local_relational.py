@@ -154,6 +154,34 @@ def test_keyed_agg_of_null_keys_decimal_and_date(tmp_path: Path) -> None:
     assert single.equals(parallel)
 
 
+def test_keyed_agg_of_counts_sums_and_extremes_merges_columnar(tmp_path: Path) -> None:
+    # only count/sum/min/max: the reduce merges the partials in one Polars group-by; a group
+    # whose values are all null sums to null, a NaN gives way to any number, Decimals add exactly
+    directory = typed_files(tmp_path / "typed")
+
+    def build(sink: MemorySink) -> Pipeline:
+        p = Pipeline()
+        stream = source(p, str(directory / "*.parquet")).with_columns(
+            v=pl.when(pl.col("k") == 2).then(None).otherwise(pl.col("ts")),
+            f=pl.when(pl.col("ts") % 7 == 0).then(float("nan")).otherwise(pl.col("ts") / 3),
+        )
+        stream.key_by("k", "name").agg(
+            agg.count(),
+            agg.count("v"),
+            agg.sum("v"),
+            agg.sum("price"),
+            agg.min("f"),
+            agg.max("f"),
+            agg.max("day"),
+        ).sink(sink)
+        return p
+
+    single, parallel = both(build)
+    assert single.filter(pl.col("sum_v").is_null()).height >= 4  # k == 2: no value to sum
+    assert single.get_column("max_f").is_nan().sum() == 0
+    assert single.equals(parallel)
+
+
 def test_keyed_agg_by_a_date_key(tmp_path: Path) -> None:
     directory = typed_files(tmp_path / "typed")
 

@@ -56,12 +56,13 @@ from strom.batch.shuffle import missing, write_buckets
 from strom.batch.sort import range_rows, sorted_run
 from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask, file_size
 from strom.connectors.files import FileSource
-from strom.engine.constants import PART, SEQ, TS
+from strom.engine.aggregations import Count, Max, Min, Sum
+from strom.engine.constants import IS_UPDATE, PART, SEQ, TS
 from strom.engine.relational import needs_positions, order_time
 from strom.engine.transforms import apply_exprs, apply_transform
 from strom.pipeline.plan import FilterNode, SelectNode, StatelessNode, WithColumnsNode
 from strom.pipeline.windows import assign_windows_lazy, event_time_ms
-from strom.runtime.windows.accumulators import Accumulators
+from strom.runtime.windows.accumulators import Accumulators, partial_prefix
 from strom.runtime.windows.state import WindowState
 
 BadFilePolicy = Literal["fail", "skip"]
@@ -320,6 +321,8 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
             result = join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
         case TopKStage() | DistinctStage():
             result = ordered_bucket(stage, [f.drop(_CHUNK) for f in frames])
+        case AggStage() if _mergeable(stage):
+            result = _merge_columnar(stage, frames)
         case WindowStage() | AggStage():
             result = _fold(stage, frames)
         case SortStage():
@@ -342,6 +345,42 @@ def _finish(
     out = _steps(result.lazy(), job.post) if job.is_last(task.stage) else result.lazy()
     rows = _write_output(out, _attempt_path(job, task, attempt, context), _format(job, task))
     return TaskResult(rows=rows, bytes_read=bytes_read)
+
+
+_COLUMNAR = (Count, Sum, Min, Max)
+"""Aggregations whose partials merge by the same Polars aggregation (counts and sums add,
+extremes take their extreme): a keyed aggregation of only these merges in one group-by."""
+
+
+def _mergeable(stage: AggStage) -> bool:
+    return all(type(a) in _COLUMNAR for a in stage.aggs)
+
+
+def _merge_columnar(stage: AggStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """:func:`_fold`'s result by one Polars group-by over the partials (no per-group Python:
+    the fold's Decimal sums add Python objects): counts and sums add (a sum of no value is
+    null, as the accumulators' ``result`` says), min/max take the extreme (NaN gives way to any
+    number in both), sorted by key as the single-process runner sorts."""
+    if not frames:
+        return pl.DataFrame(schema=stage.out_schema)
+    merged: list[pl.Expr] = []
+    for i, a in enumerate(stage.aggs):
+        column = partial_prefix(i)
+        if isinstance(a, Count):
+            merged.append(pl.col(column + "n").sum().alias(a.name))
+        elif isinstance(a, Sum):
+            total = pl.col(column + "s").sum()
+            merged.append(pl.when(pl.col(column + "n").sum() > 0).then(total).alias(a.name))
+        else:
+            value = pl.col(column + "v")
+            merged.append((value.min() if isinstance(a, Min) else value.max()).alias(a.name))
+    partials = pl.concat(frames, how="vertical").lazy()
+    keys = list(stage.keys)
+    grouped = partials.group_by(keys).agg(merged) if keys else partials.select(merged)
+    result = grouped.with_columns(pl.lit(False).alias(IS_UPDATE)).select(
+        pl.col(name).cast(dtype) for name, dtype in stage.out_schema.items()
+    )
+    return result.sort(keys, nulls_last=False).collect() if keys else result.collect()
 
 
 def _fold(stage: WindowStage | AggStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
