@@ -18,7 +18,10 @@ order (``part-00000`` < ``part-00001`` …), so read in order they are the singl
 runner's result, ties included. Why not one reduce task, as top-k has: it would hold the whole
 input. Why not a merge of the runs in one task: one process would write the whole result.
 Every task holds one task's input or one range at most, which the driver sizes from the runs'
-bytes, as it sizes any reduce task.
+bytes, as it sizes any reduce task. The cost: each range task scans every run (a vectorized
+filter over memory-mapped files), so the bytes scanned grow as ranges x runs; skipping the parts
+of a run outside a range (runs written in chunks, the chunks' first rows as the sample) is not
+done yet.
 """
 
 from __future__ import annotations
