@@ -5,7 +5,8 @@ Quick: scale factor 1 (6 M lineitem rows), full: scale factor 10; ``lineitem`` a
 as 2,000 Parquet files each. Systems, each query in its own process:
 
 - ``strom local``: the local engine (:func:`strom.batch.run_local`, worker processes, shuffles on
-  disk); a query it cannot run yet is reported as such, with the engine's reason;
+  disk, one stage per join, aggregation and sort); it runs every query (a PlanError would be
+  reported as such, with the engine's reason);
 - ``strom bounded``: the single-process bounded runner (:func:`strom.run_bounded`);
 - ``strom spark``: the same pipeline on PySpark ``local[2]`` (:func:`strom.spark.run_spark`);
 - ``polars``: hand-written lazy Polars on its streaming engine;

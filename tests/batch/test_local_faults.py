@@ -147,7 +147,7 @@ class LoseShuffleFile(Progress):
     def stage_done(self, stage: str) -> None:
         super().stage_done(stage)
         if stage.endswith(" map"):
-            victim = sorted(self.work_dir.glob("job-*/shuffle/*.arrow"))[0]
+            victim = sorted(self.work_dir.glob("job-*/stage-0/shuffle/*.arrow"))[0]
             if self.how == "delete":
                 victim.unlink()
             else:
@@ -308,3 +308,79 @@ def test_relational_tasks_recompute_a_lost_shuffle_file(
     assert len(progress.deleted) == 1
     assert report.retries == 1  # type: ignore[attr-defined]
     assert result.equals(clean_relational[kind])
+
+
+# -- multi-stage plans: a later stage's task, and an earlier stage's lost result --
+
+
+def staged(sink: MemorySink, glob: str, fault: Fault | None = None) -> Pipeline:
+    """A join feeding an aggregation feeding a sort, ``fault`` in the second stage's map tasks
+    (a step between the join and the aggregation)."""
+    p = Pipeline()
+    left = p.source(FileSource(glob, "parquet", partitions=2), timestamp="ts")
+    right = p.source(FileSource(glob, "parquet"), name="right")
+    right = right.filter(pl.col("ts") < 3_000).select("k", pl.col("v").alias("w"))
+    joined = left.join(right, on="k")
+    if fault is not None:
+        joined = joined.map_batches(fault, schema=pl.Schema({**SCHEMA, "w": pl.Float64}))
+    joined.key_by("k", "cat").agg(agg.count(), agg.max("w")).sort(["count", "k"]).sink(sink)
+    return p
+
+
+def staged_run(glob: str, **kw: object) -> tuple[pl.DataFrame, object]:
+    sink = MemorySink()
+    fault = kw.pop("fault", None)
+    report = run_local(staged(sink, glob, fault), workers=2, memory="2GiB", **kw)  # type: ignore[arg-type]
+    return sink.to_frame(), report
+
+
+@pytest.fixture(scope="module")
+def clean_staged(clean: tuple[str, pl.DataFrame]) -> pl.DataFrame:
+    glob, _ = clean
+    result, _ = staged_run(glob)
+    single = MemorySink()
+    run_bounded(staged(single, glob))
+    assert result.height > 50
+    assert result.equals(single.to_frame())
+    return result
+
+
+def test_a_worker_killed_in_a_later_stage_is_recomputed(
+    clean, clean_staged, tmp_path: Path
+) -> None:
+    glob, _ = clean
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    progress = Progress()
+    result, report = staged_run(glob, fault=Fault(markers, "kill"), progress=progress)
+    assert report.retries == 1  # type: ignore[attr-defined]
+    assert progress.stages["job 0 stage 1 map"].retries == 1
+    assert result.equals(clean_staged)
+
+
+class LoseStageOutput(Progress):
+    """Deletes one of the first stage's result files as the second stage starts."""
+
+    def __init__(self, work_dir: Path) -> None:
+        super().__init__()
+        self.work_dir = work_dir
+        self.deleted: list[Path] = []
+
+    def stage_started(self, stage: str, tasks: int, bytes_total: int) -> None:
+        super().stage_started(stage, tasks, bytes_total)
+        if stage == "job 0 stage 1 map":
+            victim = sorted(self.work_dir.glob("job-0/stage-0/output/_temporary/*.arrow"))[0]
+            victim.unlink()
+            self.deleted.append(victim)
+
+
+def test_a_lost_stage_result_is_recomputed_by_the_task_that_wrote_it(
+    clean, clean_staged, tmp_path: Path
+) -> None:
+    glob, _ = clean
+    work = tmp_path / "work"
+    progress = LoseStageOutput(work)
+    result, report = staged_run(glob, progress=progress, work_dir=work)
+    assert len(progress.deleted) == 1
+    assert report.retries == 1  # type: ignore[attr-defined]  # the first stage's reduce task
+    assert result.equals(clean_staged)

@@ -168,10 +168,10 @@ def test_many_tiny_files_make_few_tasks(tmp_path: Path) -> None:
     stream = p.source(FileSource(str(directory / "*.csv"), "csv"), timestamp="ts")
     stream.key_by("k").window(Tumbling(1_000_000)).agg(agg.count(), agg.sum("v")).sink(sink)
     (job,) = lower(p.plan())
-    tasks = pack(0, job.spec.branches, 128 * 1024**2)
+    tasks = pack(0, job.spec.stages[0].branches, 128 * 1024**2)
     assert len(tasks) == 1  # ~0.4 MB of files: one task, not 20,000
     assert sum(len(t.files) for t in tasks) == 20_000
-    assert len(pack(0, job.spec.branches, 64 * 1024)) < 20
+    assert len(pack(0, job.spec.stages[0].branches, 64 * 1024)) < 20
 
 
 def test_unsupported_nodes_are_plan_errors(events) -> None:
@@ -205,7 +205,7 @@ def test_first_and_last_break_ties_across_tasks_as_the_single_process_runner(
         return p
 
     (job,) = lower(build(MemorySink()).plan())
-    assert len(pack(0, job.spec.branches, 2 * 1024**2)) >= 2 * partitions
+    assert len(pack(0, job.spec.stages[0].branches, 2 * 1024**2)) >= 2 * partitions
     single, parallel = both(build)
     assert single.equals(parallel)
 

@@ -12,7 +12,6 @@ import pytest
 from strom import MemorySink, Pipeline, run_bounded
 from strom.batch import run_local
 from strom.connectors import FileSource
-from strom.pipeline import PlanError
 from strom.pipeline.stream import Stream
 
 
@@ -110,11 +109,3 @@ def test_distinct_equals_the_single_process_runner(
     # the first row of each value (``row`` tells which one); rows in any order
     order = single.columns
     assert single.sort(order, nulls_last=True).equals(parallel.sort(order, nulls_last=True))
-
-
-def test_a_sort_without_a_limit_is_a_plan_error(tmp_path: Path) -> None:
-    directory = with_nulls(tmp_path / "events", files=1, rows=10)
-    p = Pipeline()
-    stream(p, str(directory / "*.parquet")).sort("k").sink(MemorySink())
-    with pytest.raises(PlanError, match=r"sort\(\) without a limit"):
-        run_local(p, workers=1, memory="1GiB")

@@ -3,15 +3,18 @@ from their inputs (lineage), and commits the outputs.
 
 Guarantees:
 
-- **Lineage.** The driver keeps the task graph of every job (map tasks over files; reduce tasks
-  over the map tasks' shuffle files). A task whose attempt fails (an exception, its worker
-  killed) runs again on the same inputs; a reduce task that finds a shuffle file gone (or
-  torn) sends the map task that wrote it back to run again, then runs itself. Each task has at
-  most ``max_task_attempts`` attempts; then the run fails with :class:`TaskFailed` naming the task
-  and its files. Tasks are deterministic and reduce tasks fold their inputs in a fixed order,
-  so a run with retries gives the same result as one without.
+- **Lineage.** The driver keeps the task graph of every job: its stages in order, each map
+  tasks over files or an earlier stage's results, then reduce tasks over the map tasks' shuffle
+  files. A task whose attempt fails (an exception, its worker killed) runs again on the same
+  inputs; a task that finds an input gone (or torn) — a shuffle file, or a result file of an
+  earlier stage — sends the task that wrote it back to run (that one may in turn send its own
+  producers), then runs itself once no task of an earlier level is left to run. Each task has at
+  most ``max_task_attempts`` attempts; then the run fails with :class:`TaskFailed` naming the
+  task and its files. Tasks are deterministic and reduce tasks fold their inputs in a fixed
+  order, so a run with retries gives the same result as one without.
 - **Commit.** Outputs are written under temporary names, committed per task, then per job
-  (:mod:`strom.batch.commit`, ``_SUCCESS``); a :class:`~strom.connectors.files.FileSink`'s
+  (:mod:`strom.batch.commit`, ``_SUCCESS``; a stage's results, which only later stages read,
+  are committed per task and read in task order); a :class:`~strom.connectors.files.FileSink`'s
   directory is the output itself, other sinks get each committed output as one batch when the
   job commits (at-least-once, like the sinks themselves).
 - **Memory.** ``memory`` is shared as :class:`~strom.batch.memory.Budget` says: map tasks hold
@@ -25,6 +28,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -32,6 +36,7 @@ import signal
 import tempfile
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +45,10 @@ import polars as pl
 
 from strom.batch.execute import BadFilePolicy, Context, TaskResult
 from strom.batch.memory import MIB, Budget, parse_size, tree_resident
-from strom.batch.planner import SinkJob, lower
+from strom.batch.planner import JobSpec, SinkJob, SortStage, StageSpec, lower
 from strom.batch.pool import Event, Pool
 from strom.batch.progress import Progress
+from strom.batch.sort import bounds
 from strom.batch.tasks import (
     MapTask,
     ReduceTask,
@@ -50,7 +56,9 @@ from strom.batch.tasks import (
     Task,
     coalesce,
     file_size,
+    input_paths,
     pack,
+    task_prefix,
 )
 from strom.pipeline.plan import Plan
 from strom.pipeline.stream import Pipeline
@@ -154,7 +162,8 @@ class LocalEngine:
             self.progress.close()
             jobs_file.unlink(missing_ok=True)
             for job in self.jobs:
-                shutil.rmtree(self.work_dir / f"job-{job.spec.index}" / "shuffle", True)
+                for stage in (self.work_dir / f"job-{job.spec.index}").glob("stage-*"):
+                    shutil.rmtree(stage, ignore_errors=True)
             if self._own_work_dir and not self.report.bad_files:
                 shutil.rmtree(self.work_dir, ignore_errors=True)
         self.report.wall_s = time.monotonic() - started
@@ -164,53 +173,15 @@ class LocalEngine:
 
     def _run_job(self, pool: Pool, job: SinkJob) -> int:
         spec = job.spec
-        total = sum(file_size(path) for b in spec.branches for path in b.source.paths)
-        # at least ~4 tasks per worker when the input is small, so that every worker has work
-        # and a retry recomputes little; at most the budget's bytes per task
-        target = min(self.budget.task_input, max(MIB, total // (4 * self.budget.workers)))
-        maps = pack(spec.index, spec.branches, target)
-        buckets = 1
-        if spec.stage is not None:
-            estimate = sum(t.size for t in maps) * spec.stage.fanout
-            buckets = max(self.budget.workers, -(-estimate // self.budget.reduce_input))
-            buckets = min(buckets, MAX_BUCKETS)
-        context = Context(str(self.work_dir), buckets, self.on_bad_file)
-        committer = context.committer(spec.output, spec.index)
+        shutil.rmtree(self.work_dir / f"job-{spec.index}", ignore_errors=True)
+        last_stage = len(spec.stages) - 1
+        committer = Context(str(self.work_dir), 1, self.on_bad_file).committer(spec, last_stage)
         committer.start()
-        shutil.rmtree(context.shuffle_dir(spec.index), ignore_errors=True)
-        schedule = _Schedule(self, pool, context, spec.index)
-        map_stage = f"job {spec.index} map"
-        self.progress.stage_started(map_stage, len(maps), sum(t.size for t in maps))
-        done = schedule.run(map_stage, maps)
-        self.progress.stage_done(map_stage)
-        final: list[Task] = list(maps)
-        if spec.stage is not None:
-            sizes = [0] * buckets
-            for m in maps:
-                for b, size in done[m.id].shuffle_bytes.items():
-                    sizes[b] += size
-            # at least one reduce task per worker (when there are buckets enough)
-            share = -(-sum(sizes) // self.budget.workers)
-            groups = coalesce(sizes, max(1, min(self.budget.reduce_input, share)))
-            reduces = [
-                ReduceTask(
-                    f"j{spec.index}-reduce-{n:05d}",
-                    spec.index,
-                    tuple(group),
-                    tuple(
-                        ShuffleInput(m.id, done[m.id].shuffle[b], spec.branches[m.branch].side)
-                        for b in group
-                        for m in maps
-                        if b in done[m.id].shuffle
-                    ),
-                )
-                for n, group in enumerate(groups)
-            ]
-            reduce_stage = f"job {spec.index} reduce"
-            self.progress.stage_started(reduce_stage, len(reduces), 0)
-            done.update(schedule.run(reduce_stage, reduces, maps={m.id: m for m in maps}))
-            self.progress.stage_done(reduce_stage)
-            final = list(reduces)
+        schedule = _Schedule(self, pool, spec)
+        outputs: dict[int, list[str]] = {}
+        final: list[Task] = []
+        for stage in spec.stages:
+            final = self._run_stage(schedule, stage, outputs)
         published = committer.commit_job([t.id for t in final])
         if spec.output.directory is None:
             sink = job.sink
@@ -220,7 +191,104 @@ class LocalEngine:
                     sink.write(pl.read_ipc(output))
             finally:
                 sink.close()
-        return sum(done[t.id].rows for t in final)
+        return sum(schedule.results[t.id].rows for t in final)
+
+    def _run_stage(
+        self, schedule: _Schedule, stage: StageSpec, outputs: dict[int, list[str]]
+    ) -> list[Task]:
+        """Run ``stage``'s map tasks, then its reduce tasks; its results' files (an earlier
+        stage's: the next stages' input) go to ``outputs``. Returns the tasks that wrote them."""
+        spec = schedule.job
+        paths = [p for b in stage.branches for run in input_paths(b, outputs) for p in run]
+        total = sum(map(file_size, paths))
+        # at least ~4 tasks per worker when the input is small, so that every worker has work
+        # and a retry recomputes little; at most the budget's bytes per task
+        target = min(self.budget.task_input, max(MIB, total // (4 * self.budget.workers)))
+        maps = pack(spec.index, stage.branches, target, stage.index, outputs)
+        buckets = 1
+        if stage.stage is not None:
+            estimate = sum(t.size for t in maps) * stage.stage.fanout
+            buckets = max(self.budget.workers, -(-estimate // self.budget.reduce_input))
+            buckets = min(buckets, MAX_BUCKETS)
+        context = Context(str(self.work_dir), buckets, self.on_bad_file)
+        schedule.contexts[stage.index] = context
+        if not spec.is_last(stage.index):
+            context.committer(spec, stage.index).start()
+        name = f"job {spec.index}" + (f" stage {stage.index}" if stage.index else "")
+        self.progress.stage_started(f"{name} map", len(maps), sum(t.size for t in maps))
+        done = schedule.run(f"{name} map", maps)
+        self.progress.stage_done(f"{name} map")
+        final: list[Task] = list(maps)
+        if stage.stage is not None:
+            reduces = self._reduces(spec.index, stage, maps, done, buckets)
+            self.progress.stage_started(f"{name} reduce", len(reduces), 0)
+            schedule.run(f"{name} reduce", reduces)
+            self.progress.stage_done(f"{name} reduce")
+            final = list(reduces)
+        if not spec.is_last(stage.index):
+            committer = context.committer(spec, stage.index)
+            committed = (committer.committed_path(t.id) for t in final)
+            outputs[stage.index] = [str(p) for p in committed if p.exists()]
+        return final
+
+    def _reduces(
+        self,
+        job: int,
+        stage: StageSpec,
+        maps: list[MapTask],
+        done: dict[str, TaskResult],
+        buckets: int,
+    ) -> list[ReduceTask]:
+        """The stage's reduce tasks over its map tasks' shuffle files (``buckets`` of them)."""
+        prefix = task_prefix(job, stage.index)
+        sizes = [0] * buckets
+        for m in maps:
+            for b, size in done[m.id].shuffle_bytes.items():
+                sizes[b] += size
+        # at least one reduce task per worker (when there are buckets enough)
+        share = max(1, min(self.budget.reduce_input, -(-sum(sizes) // self.budget.workers)))
+        if isinstance(stage.stage, SortStage):
+            return self._ranges(job, stage, stage.stage, maps, done, sizes[0])
+        groups = coalesce(sizes, share)
+        return [
+            ReduceTask(
+                f"{prefix}-reduce-{n:05d}",
+                job,
+                tuple(group),
+                tuple(
+                    ShuffleInput(m.id, done[m.id].shuffle[b], stage.branches[m.branch].side)
+                    for b in group
+                    for m in maps
+                    if b in done[m.id].shuffle
+                ),
+                stage.index,
+            )
+            for n, group in enumerate(groups)
+        ]
+
+    def _ranges(
+        self,
+        job: int,
+        stage: StageSpec,
+        sort: SortStage,
+        maps: list[MapTask],
+        done: dict[str, TaskResult],
+        size: int,
+    ) -> list[ReduceTask]:
+        """A sort's reduce tasks: one per range of about ``reduce_input`` bytes of its runs
+        (one per worker at least, for runs of a MiB or more), each reading every run."""
+        runs = tuple(ShuffleInput(m.id, done[m.id].shuffle[0]) for m in maps if done[m.id].shuffle)
+        if not runs:
+            return []
+        ranges = -(-size // self.budget.reduce_input)
+        ranges = max(ranges, min(self.budget.workers, -(-size // MIB)))
+        samples = [r.sample for m in maps if (r := done[m.id]).sample is not None]
+        cuts = bounds(sort, [s for s in samples if s is not None and s.height], ranges)
+        prefix = task_prefix(job, stage.index)
+        return [
+            ReduceTask(f"{prefix}-reduce-{n:05d}", job, (n,), runs, stage.index, (low, high))
+            for n, (low, high) in enumerate(itertools.pairwise(cuts))
+        ]
 
     def record_bad_file(self, stage: str, task: Task, path: str, reason: str) -> None:
         record = {"file": path, "reason": reason, "task": task.id}
@@ -233,55 +301,60 @@ class LocalEngine:
         self.report.peak_resident = max(self.report.peak_resident, tree_resident(os.getpid()))
 
 
-class _Schedule:
-    """Runs one stage's tasks to completion on the pool (re-running lost map tasks)."""
+def _level(task: Task) -> int:
+    """Tasks of a lower level write what tasks of a higher one read."""
+    return 2 * task.stage + isinstance(task, ReduceTask)
 
-    def __init__(self, engine: LocalEngine, pool: Pool, context: Context, job: int) -> None:
+
+class _Schedule:
+    """Runs a job's tasks on the pool, a stage at a time; a task that finds an input file lost
+    sends the task that wrote it (of any earlier stage) back to run, and waits for it."""
+
+    def __init__(self, engine: LocalEngine, pool: Pool, job: JobSpec) -> None:
         self.engine = engine
         self.pool = pool
-        self.context = context
         self.job = job
+        self.contexts: dict[int, Context] = {}
         self.attempts: Counter[str] = Counter()
         self.results: dict[str, TaskResult] = {}
+        self.writers: dict[str, Task] = {}
+        """Each shuffle file and stage result file: the task that writes it."""
 
-    def run(
-        self,
-        stage: str,
-        tasks: list[MapTask] | list[ReduceTask],
-        maps: dict[str, MapTask] | None = None,
-    ) -> dict[str, TaskResult]:
+    def run(self, stage: str, tasks: Sequence[Task]) -> dict[str, TaskResult]:
         pending: deque[Task] = deque(tasks)
-        waiting: list[ReduceTask] = []  # reduce tasks waiting for a lost map output
+        waiting: list[Task] = []  # tasks waiting for a lost input to be written again
         stage_ids = {t.id for t in tasks}
         finished: dict[str, TaskResult] = {}
         while pending or waiting or self.pool.running():
-            if (
-                waiting
-                and not any(isinstance(t, MapTask) for t in pending)
-                and not any(isinstance(w.busy, MapTask) for w in self.pool.running())
-            ):
-                pending.extend(waiting)
-                waiting.clear()
+            for task in list(waiting):
+                if not self._blocked(task, pending):
+                    waiting.remove(task)
+                    pending.append(task)
             for worker in self.pool.idle():
                 if not pending:
                     break
                 task = pending.popleft()
-                attempt = self.attempts[task.id]
-                self.pool.send(worker, task, (self.job, task, attempt, self.context))
+                message = (self.job.index, task, self.attempts[task.id], self.contexts[task.stage])
+                self.pool.send(worker, task, message)
             for event in self.pool.wait(0.2):
-                self._handle(stage, event, pending, waiting, finished, stage_ids, maps or {})
+                self._handle(stage, event, pending, waiting, finished, stage_ids)
             self.engine.sample_memory()
         return finished
+
+    def _blocked(self, task: Task, pending: deque[Task]) -> bool:
+        """Whether a task that may write ``task``'s inputs is still to run or running."""
+        level = _level(task)
+        running = [w.busy for w in self.pool.running()]
+        return any(_level(t) < level for t in (*pending, *running))
 
     def _handle(
         self,
         stage: str,
         event: Event,
         pending: deque[Task],
-        waiting: list[ReduceTask],
+        waiting: list[Task],
         finished: dict[str, TaskResult],
         stage_ids: set[str],
-        maps: dict[str, MapTask],
     ) -> None:
         engine, worker = self.engine, event.worker
         task: Task | None = worker.busy
@@ -301,10 +374,13 @@ class _Schedule:
         if kind == "ok":
             result: TaskResult = reply[1]
             attempt = self.attempts[task.id]
-            if isinstance(task, ReduceTask) or engine.jobs[self.job].spec.stage is None:
-                self.context.committer(engine.jobs[self.job].spec.output, self.job).commit_task(
-                    task.id, attempt
-                )
+            if isinstance(task, ReduceTask) or self.job.stages[task.stage].stage is None:
+                committer = self.contexts[task.stage].committer(self.job, task.stage)
+                committed = committer.commit_task(task.id, attempt)
+                if committed is not None:
+                    self.writers[str(committed)] = task
+            for path in result.shuffle.values():
+                self.writers[path] = task
             for path, reason in result.skipped:
                 engine.record_bad_file(stage, task, path, reason)
             self.results[task.id] = result
@@ -319,17 +395,14 @@ class _Schedule:
             _, path, reason = reply
             raise BadFileError(f"bad input file {path}: {reason} (in {task.describe()})")
         elif kind == "lost":
-            assert isinstance(task, ReduceTask)
-            lost = set(reply[1])
-            for shuffle in task.inputs:
-                if shuffle.path in lost:
-                    producer = maps[shuffle.map_task]
-                    if producer in pending:
-                        continue
-                    self._count_attempt(
-                        producer, f"its shuffle file {shuffle.path} was lost", stage
-                    )
-                    pending.appendleft(producer)
+            queued = {t.id for t in pending} | {w.busy.id for w in self.pool.running()}
+            for path in reply[1]:
+                writer = self.writers[path]
+                if writer.id in queued:
+                    continue
+                queued.add(writer.id)
+                self._count_attempt(writer, f"its output {path} was lost", stage)
+                pending.appendleft(writer)
             waiting.append(task)
         else:
             _, message, _traceback = reply

@@ -8,15 +8,21 @@ assigned their windows (if any) and pre-aggregated per (keys[, window]) by the a
 expressions (Polars' streaming engine when no aggregation needs row order), then written to one
 shuffle file per bucket. **Map** (joins, top-k, distinct: :mod:`strom.batch.relational`): the
 task's rows that can be in the result, bucketed by their join key or distinct value (top-k: one
-bucket). **Map** (jobs without a stage): the rows go straight to the task's output file.
+bucket; a full sort: :mod:`strom.batch.sort`). **Map** (a map-only last stage): the rows go
+straight to the task's output file. A map task over an earlier stage's results reads its
+committed Arrow IPC files; one gone or torn is a :class:`LostShuffle` (its writer runs again),
+never a bad file. Every map task keeps only the columns its branch delivers
+(:mod:`strom.batch.columns`).
 
 **Reduce** (aggregations): its buckets' shuffle files, in (bucket, map task) order; partial
 rows are folded into the columnar window state the streaming runtime uses
 (:mod:`strom.runtime.windows.state`, the aggregations' own merge rules), one (map task,
 partition) chunk at a time, so the results are the same values the single-process runner
 computes, and the same on every attempt. Results are sorted as that runner sorts them, then the
-post-stage steps run and the output is written. **Reduce** (joins, top-k, distinct): the
-single-process runner's definition over the buckets' rows (:mod:`strom.batch.relational`).
+post-stage steps run (in the job's last stage: an earlier stage's results go as they are to
+the next stage's map tasks, which run the steps between) and the output is written.
+**Reduce** (joins, top-k, distinct): the single-process runner's definition over the buckets'
+rows (:mod:`strom.batch.relational`); a sort: its range of every run (:mod:`strom.batch.sort`).
 
 A file that fails to read is found by reading the task's files one at a time: with
 ``on_bad_file="fail"`` it is a :class:`BadFile` (the driver stops the job naming it); with
@@ -40,20 +46,23 @@ from strom.batch.planner import (
     DistinctStage,
     JobSpec,
     JoinStage,
-    Output,
+    SortStage,
+    StageInput,
     TopKStage,
     WindowStage,
 )
 from strom.batch.relational import join_bucket, join_rows, ordered_bucket, ordered_rows
 from strom.batch.shuffle import missing, write_buckets
-from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask
+from strom.batch.sort import range_rows, sorted_run
+from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask, file_size
 from strom.connectors.files import FileSource
-from strom.engine.constants import PART, SEQ, TS
+from strom.engine.aggregations import Count, Max, Min, Sum
+from strom.engine.constants import IS_UPDATE, PART, SEQ, TS
 from strom.engine.relational import needs_positions, order_time
 from strom.engine.transforms import apply_exprs, apply_transform
 from strom.pipeline.plan import FilterNode, SelectNode, StatelessNode, WithColumnsNode
 from strom.pipeline.windows import assign_windows_lazy, event_time_ms
-from strom.runtime.windows.accumulators import Accumulators
+from strom.runtime.windows.accumulators import Accumulators, partial_prefix
 from strom.runtime.windows.state import WindowState
 
 BadFilePolicy = Literal["fail", "skip"]
@@ -81,19 +90,26 @@ class LostShuffle(Exception):
 
 @dataclass(frozen=True)
 class Context:
-    """Where a job's files go, and how its tasks treat bad files."""
+    """Where a stage's files go, and how its tasks treat bad files."""
 
     work_dir: str
     buckets: int
     on_bad_file: BadFilePolicy
 
-    def shuffle_dir(self, job: int) -> Path:
-        return Path(self.work_dir) / f"job-{job}" / "shuffle"
+    def stage_dir(self, job: int, stage: int) -> Path:
+        return Path(self.work_dir) / f"job-{job}" / f"stage-{stage}"
 
-    def committer(self, output: Output, job: int) -> OutputCommitter:
-        if output.directory is None:
-            return OutputCommitter(Path(self.work_dir) / f"job-{job}" / "output", "arrow")
-        return OutputCommitter(Path(output.directory), output.format)
+    def shuffle_dir(self, job: int, stage: int) -> Path:
+        return self.stage_dir(job, stage) / "shuffle"
+
+    def committer(self, job: JobSpec, stage: int) -> OutputCommitter:
+        """Where stage ``stage``'s tasks write: the job's output for its last stage, else the
+        stage's results (Arrow IPC, which the next stage's map tasks read)."""
+        if not job.is_last(stage):
+            return OutputCommitter(self.stage_dir(job.index, stage) / "output", "arrow")
+        if job.output.directory is None:
+            return OutputCommitter(Path(self.work_dir) / f"job-{job.index}" / "output", "arrow")
+        return OutputCommitter(Path(job.output.directory), job.output.format)
 
 
 @dataclass
@@ -108,6 +124,8 @@ class TaskResult:
     """Files skipped as bad: (path, reason)."""
     resident: int = 0
     """The worker's memory (:func:`~strom.batch.memory.resident`) after the task."""
+    sample: pl.DataFrame | None = None
+    """A sort's map task: the sample of its run (:func:`strom.batch.sort.sorted_run`)."""
 
 
 def run_task(
@@ -116,12 +134,15 @@ def run_task(
     if isinstance(task, ReduceTask):
         return _reduce(job, task, attempt, context)
     files = list(task.files)
+    source = job.stages[task.stage].branches[task.branch].source
+    if isinstance(source, StageInput):  # an earlier stage's results: lost, not bad, if unread
+        _check_readable([f.path for f in files])
+        return _map(job, task, files, attempt, context)
     skipped: list[tuple[str, str]] = []
     while True:
         try:
             result = _map(job, task, files, attempt, context)
         except Exception as exc:
-            source = job.branches[task.branch].source
             bad = source.find_unreadable([f.path for f in files])
             if bad is None:
                 raise
@@ -135,8 +156,25 @@ def run_task(
         return result
 
 
-def _scan(source: FileSource, paths: list[str]) -> pl.LazyFrame:
-    """``paths`` read as ``source`` reads its partitions: its format, cast to its schema."""
+def _check_readable(paths: Sequence[str]) -> None:
+    """Raise :class:`LostShuffle` for the files of ``paths`` that are gone or torn (their
+    Arrow IPC footer does not read): their producing tasks must run again."""
+    lost = missing(paths)
+    for path in paths:
+        if path not in lost:
+            try:
+                pl.read_ipc_schema(path)
+            except Exception:
+                lost.append(path)
+    if lost:
+        raise LostShuffle(lost)
+
+
+def _scan(source: FileSource | StageInput, paths: list[str]) -> pl.LazyFrame:
+    """``paths`` read as ``source`` reads its partitions: its format, cast to its schema (an
+    earlier stage's results: as written)."""
+    if isinstance(source, StageInput):
+        return pl.scan_ipc(paths)
     if source.format == "parquet":
         lf = pl.scan_parquet(paths)
     elif source.format == "csv":
@@ -160,18 +198,25 @@ def _steps(lf: pl.LazyFrame, steps: Sequence[StatelessNode]) -> pl.LazyFrame:
 def _map(
     job: JobSpec, task: MapTask, files: list[FileInput], attempt: int, context: Context
 ) -> TaskResult:
-    branch = job.branches[task.branch]
+    branch = job.stages[task.stage].branches[task.branch]
     bytes_read = sum(f.size for f in files)
     if not files:
         return TaskResult(bytes_read=0)
     lf = _steps(_scan(branch.source, [f.path for f in files]), branch.steps)
-    stage = job.stage
-    if stage is None:
-        committer = context.committer(job.output, job.index)
-        rows = _write_output(lf, committer.attempt_path(task.id, attempt), job.output.format)
+    if branch.columns is not None:  # only what is read after it (pushed into the scan)
+        lf = lf.select(branch.columns)
+    stage = job.stages[task.stage].stage
+    shuffle_dir = context.shuffle_dir(job.index, task.stage)
+    if stage is None:  # a map-only last stage
+        rows = _write_output(lf, _attempt_path(job, task, attempt, context), _format(job, task))
         return TaskResult(rows=rows, bytes_read=bytes_read)
     group: list[str]
+    sample = None
     match stage:
+        case SortStage():
+            partials, sample = sorted_run(stage, lf, task.branch, files[0])
+            rows = partials.height
+            group = []  # one run per map task; every reduce task reads the part in its range
         case JoinStage():
             rows, partials = join_rows(stage, branch.side, lf)
             group = list(stage.side_keys(branch.side))
@@ -196,11 +241,21 @@ def _map(
             group = _group(stage)
         case _:
             assert_never(stage)
-    shuffle = write_buckets(
-        partials, group, context.buckets, context.shuffle_dir(job.index), task.id, attempt
-    )
+    buckets = 1 if isinstance(stage, SortStage) else context.buckets
+    shuffle = write_buckets(partials, group, buckets, shuffle_dir, task.id, attempt)
     sizes = {b: os.path.getsize(path) for b, path in shuffle.items()}
-    return TaskResult(rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes)
+    return TaskResult(
+        rows=rows, bytes_read=bytes_read, shuffle=shuffle, shuffle_bytes=sizes, sample=sample
+    )
+
+
+def _format(job: JobSpec, task: MapTask | ReduceTask) -> str:
+    """The format a task writes: the job's output's, or Arrow IPC for a stage's results."""
+    return job.output.format if job.is_last(task.stage) else "ipc"
+
+
+def _attempt_path(job: JobSpec, task: MapTask | ReduceTask, attempt: int, context: Context) -> Path:
+    return context.committer(job, task.stage).attempt_path(task.id, attempt)
 
 
 def _group(stage: WindowStage | AggStage) -> list[str]:
@@ -242,9 +297,14 @@ def _partials(stage: WindowStage | AggStage, lf: pl.LazyFrame, first: FileInput)
 
 
 def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> TaskResult:
-    stage = job.stage
+    stage = job.stages[task.stage].stage
     assert stage is not None
     paths = [i.path for i in task.inputs]
+    if isinstance(stage, SortStage):
+        _check_readable(paths)  # runs are scanned lazily, not read whole
+        low, high = task.bounds
+        result = range_rows(stage, paths, low, high)
+        return _finish(job, task, attempt, context, result, sum(map(file_size, paths)))
     lost = missing(paths)
     if lost:
         raise LostShuffle(lost)
@@ -261,14 +321,66 @@ def _reduce(job: JobSpec, task: ReduceTask, attempt: int, context: Context) -> T
             result = join_bucket(stage, [f.drop(_CHUNK) for f in frames], sides)
         case TopKStage() | DistinctStage():
             result = ordered_bucket(stage, [f.drop(_CHUNK) for f in frames])
+        case AggStage() if _mergeable(stage):
+            result = _merge_columnar(stage, frames)
         case WindowStage() | AggStage():
             result = _fold(stage, frames)
+        case SortStage():
+            raise AssertionError("a sort's reduce task reads its runs above")
         case _:
             assert_never(stage)
-    out = _steps(result.lazy(), job.post)
-    committer = context.committer(job.output, job.index)
-    rows = _write_output(out, committer.attempt_path(task.id, attempt), job.output.format)
+    return _finish(job, task, attempt, context, result, bytes_read)
+
+
+def _finish(
+    job: JobSpec,
+    task: ReduceTask,
+    attempt: int,
+    context: Context,
+    result: pl.DataFrame,
+    bytes_read: int,
+) -> TaskResult:
+    """Write a reduce task's result: through the steps after the stage if it is the job's
+    last (a later stage's map tasks run the steps between two stages)."""
+    out = _steps(result.lazy(), job.post) if job.is_last(task.stage) else result.lazy()
+    rows = _write_output(out, _attempt_path(job, task, attempt, context), _format(job, task))
     return TaskResult(rows=rows, bytes_read=bytes_read)
+
+
+_COLUMNAR = (Count, Sum, Min, Max)
+"""Aggregations whose partials merge by the same Polars aggregation (counts and sums add,
+extremes take their extreme): a keyed aggregation of only these merges in one group-by."""
+
+
+def _mergeable(stage: AggStage) -> bool:
+    return all(type(a) in _COLUMNAR for a in stage.aggs)
+
+
+def _merge_columnar(stage: AggStage, frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """:func:`_fold`'s result by one Polars group-by over the partials (no per-group Python:
+    the fold's Decimal sums add Python objects): counts and sums add (a sum of no value is
+    null, as the accumulators' ``result`` says), min/max take the extreme (NaN gives way to any
+    number in both), sorted by key as the single-process runner sorts."""
+    if not frames:
+        return pl.DataFrame(schema=stage.out_schema)
+    merged: list[pl.Expr] = []
+    for i, a in enumerate(stage.aggs):
+        column = partial_prefix(i)
+        if isinstance(a, Count):
+            merged.append(pl.col(column + "n").sum().alias(a.name))
+        elif isinstance(a, Sum):
+            total = pl.col(column + "s").sum()
+            merged.append(pl.when(pl.col(column + "n").sum() > 0).then(total).alias(a.name))
+        else:
+            value = pl.col(column + "v")
+            merged.append((value.min() if isinstance(a, Min) else value.max()).alias(a.name))
+    partials = pl.concat(frames, how="vertical").lazy()
+    keys = list(stage.keys)
+    grouped = partials.group_by(keys).agg(merged) if keys else partials.select(merged)
+    result = grouped.with_columns(pl.lit(False).alias(IS_UPDATE)).select(
+        pl.col(name).cast(dtype) for name, dtype in stage.out_schema.items()
+    )
+    return result.sort(keys, nulls_last=False).collect() if keys else result.collect()
 
 
 def _fold(stage: WindowStage | AggStage, frames: list[pl.DataFrame]) -> pl.DataFrame:

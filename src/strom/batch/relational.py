@@ -17,7 +17,9 @@ restricted to the bucket's keys:
 Input order is the single-process runner's: the branches in plan order (a union's inputs in
 turn), then each source partition, then the row's position in it, carried as the columns
 :data:`BRANCH`, :data:`~strom.engine.constants.PART` and :data:`~strom.engine.constants.SEQ`
-(:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`) and dropped from the results.
+(:data:`~strom.batch.tasks.SEQ_FILE_SHIFT`) and dropped from the results; over an aggregation's
+results, its key columns come before the position (the stage's ``tiebreak``:
+:mod:`strom.batch.planner`). The full sort's map and reduce sides are in :mod:`strom.batch.sort`.
 """
 
 from __future__ import annotations
@@ -26,13 +28,43 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from strom.batch.planner import DistinctStage, JoinStage, TopKStage
+from strom.batch.planner import DistinctStage, JoinStage, SortStage, TopKStage
 from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput
 from strom.engine.constants import PART, SEQ
 from strom.engine.relational import equi_join
 
 BRANCH = "__strom_branch"
 ORDER = (BRANCH, PART, SEQ)
+"""The columns of input order the map tasks add (dropped from the results)."""
+
+Ordered = TopKStage | SortStage | DistinctStage
+
+
+def input_order(stage: Ordered) -> list[str]:
+    """The columns that order the stage's rows as its input is ordered (ascending, nulls
+    first): no two rows are equal in them."""
+    return [BRANCH, *stage.tiebreak, PART, SEQ]
+
+
+def sort_order(stage: TopKStage | SortStage) -> tuple[list[str], list[bool], list[bool]]:
+    """The sort's columns, then input order: (columns, descending, nulls_last) for
+    ``DataFrame.sort``, a total order."""
+    node = stage.node
+    after = [c for c in input_order(stage) if c not in node.by]  # equal among ties anyway
+    columns = [*node.by, *after]
+    descending = [*node.descending, *(False for _ in after)]
+    nulls_last = [*(node.nulls_last for _ in node.by), *(False for _ in after)]
+    return columns, descending, nulls_last
+
+
+def with_input_order(lf: pl.LazyFrame, branch: int, first: FileInput) -> pl.LazyFrame:
+    """A map task's rows with the columns of :data:`ORDER`."""
+    seq = pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)
+    return lf.with_columns(
+        pl.lit(branch, pl.Int64).alias(BRANCH),
+        pl.lit(first.partition, pl.Int64).alias(PART),
+        seq.alias(SEQ),
+    )
 
 
 def join_rows(stage: JoinStage, side: int, lf: pl.LazyFrame) -> tuple[int, pl.DataFrame]:
@@ -71,12 +103,7 @@ def ordered_rows(
     stage: TopKStage | DistinctStage, lf: pl.LazyFrame, branch: int, first: FileInput
 ) -> tuple[int, pl.DataFrame]:
     """The task's rows (how many were read, and those the stage needs) with their order key."""
-    seq = pl.int_range(pl.len(), dtype=pl.Int64) + (first.file_index << SEQ_FILE_SHIFT)
-    lf = lf.with_columns(
-        pl.lit(branch, pl.Int64).alias(BRANCH),
-        pl.lit(first.partition, pl.Int64).alias(PART),
-        seq.alias(SEQ),
-    )
+    lf = with_input_order(lf, branch, first)
     rows = pl.len().alias("__strom_rows")
     if isinstance(stage, TopKStage):
         kept = _top_k(stage, lf)
@@ -93,19 +120,17 @@ def ordered_bucket(stage: TopKStage | DistinctStage, frames: list[pl.DataFrame])
     if isinstance(stage, TopKStage):
         out = _top_k(stage, every)
     else:
-        out = every.sort(ORDER).unique(subset=stage.subset, keep="first", maintain_order=True)
+        out = every.sort(input_order(stage)).unique(
+            subset=stage.subset, keep="first", maintain_order=True
+        )
     return out.drop(ORDER).collect()
 
 
 def _top_k(stage: TopKStage, lf: pl.LazyFrame) -> pl.LazyFrame:
     """``lf``'s first ``k`` rows by the sort's columns, then input order (ties)."""
-    node = stage.node
-    assert node.limit is not None
-    return lf.sort(
-        [*node.by, *ORDER],
-        descending=[*node.descending, *(False for _ in ORDER)],
-        nulls_last=node.nulls_last,
-    ).head(node.limit)
+    assert stage.node.limit is not None
+    columns, descending, nulls_last = sort_order(stage)
+    return lf.sort(columns, descending=descending, nulls_last=nulls_last).head(stage.node.limit)
 
 
 def _concat(frames: Sequence[pl.DataFrame], schema: pl.Schema) -> pl.DataFrame:
