@@ -1,0 +1,106 @@
+"""Exact integer sums, and the error when one leaves Int64's range.
+
+``agg.sum`` over an integer or Boolean column is Int64 in every backend, and its value is the
+exact sum of the group's non-null values or a :class:`SumOverflowError`: never a wrapped
+number. The error depends only on the exact sum (not on how rows were split into batches,
+partials, tasks or checkpoints), so every backend raises it for the same groups. A sum that
+leaves Int64's range and comes back (``[2**62, 2**62, -2**62]``) is exact, as in DuckDB
+(whose ``sum(BIGINT)`` is a ``HUGEINT``).
+
+How each layout stays exact:
+
+- Polars partials and bounded sums add in Int128 (:func:`widened`): exact for any integer
+  type while a group has fewer than ``2**64`` rows per partial.
+- NumPy state (the streaming runtime's slots) keeps a sum as two Int64 words: ``lo``, the sum
+  modulo ``2**64`` (what wrapping Int64 addition computes anyway), and ``wraps``, how many
+  times ``2**64`` the exact sum differs from ``lo``: exact sum ``= lo + wraps * 2**64``, in
+  range exactly when ``wraps == 0``. Adding costs one wrapping add plus a sign test
+  (:func:`add_wrapping`); ``wraps`` changes only when a sum crosses a bound.
+- Python accumulators use Python ints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+_WORD = 2**64
+
+Int64Array = npt.NDArray[np.int64]
+
+
+class SumOverflowError(OverflowError):
+    """An integer ``agg.sum`` whose exact value is outside Int64's range; the message
+    (:func:`overflow_message`) names the aggregation, its column, the sum and the group."""
+
+
+def overflow_message(column: str | None, name: str, total: str, group: str = "") -> str:
+    """The message of a :class:`SumOverflowError` (``group`` from :func:`describe_group`)."""
+    where = f" for {group}" if group else ""
+    return (
+        f"agg.sum({column!r}) into column {name!r}: the sum {total} is outside Int64's range "
+        f"[-2**63, 2**63 - 1]{where}; sum a wider type instead, e.g. "
+        f"pl.col({column!r}).cast(pl.Decimal(38, 0)) (exact) or pl.Float64"
+    )
+
+
+def describe_group(values: Mapping[str, Any]) -> str:
+    """A group's key (and window) columns as ``k=1, window_start=0`` for error messages."""
+    return ", ".join(f"{name}={value!r}" for name, value in values.items())
+
+
+def widened(expr: pl.Expr) -> pl.Expr:
+    """``expr`` in a type whose sum cannot wrap: Polars' supertype with Int128 makes every
+    integer and Boolean type Int128, floats Float64 and ``Decimal(p, s)`` ``Decimal(38, s)``
+    (so one expression serves every input type, unknown when the partials are built)."""
+    return expr + pl.lit(0, dtype=pl.Int128)
+
+
+def in_range(total: int) -> bool:
+    return INT64_MIN <= total <= INT64_MAX
+
+
+def split_words(column: pl.Series) -> tuple[Int64Array, Int64Array]:
+    """An Int128 (or narrower integer) column as ``(lo, wraps)`` Int64 arrays (null as 0)."""
+    wide = pl.col("s").cast(pl.Int128).fill_null(0)
+    lo = wide.cast(pl.Int64, wrap_numerical=True)
+    wraps = (wide - lo) // pl.lit(_WORD, dtype=pl.Int128)
+    words = pl.DataFrame({"s": column}).select(lo.alias("lo"), wraps.cast(pl.Int64).alias("w"))
+    return (
+        words.get_column("lo").to_numpy().astype(np.int64),
+        words.get_column("w").to_numpy().astype(np.int64),
+    )
+
+
+def add_wrapping(
+    lo: Int64Array, wraps: Int64Array, ids: Int64Array, add_lo: Int64Array, add_wraps: Int64Array
+) -> None:
+    """``(lo, wraps)[ids] += (add_lo, add_wraps)`` exactly (``ids`` unique)."""
+    a = lo[ids]
+    total = a + add_lo  # wraps modulo 2**64 (NumPy arrays wrap silently)
+    lo[ids] = total
+    # a signed add overflowed iff both operands have the sign the result lacks
+    crossed = ((a ^ total) & (add_lo ^ total)) < 0
+    if crossed.any():
+        # past the top, the wrapped result is negative; past the bottom, non-negative
+        add_wraps = add_wraps + np.where(crossed, np.where(total < 0, 1, -1), 0)
+    if add_wraps.any():
+        wraps[ids] += add_wraps
+
+
+def exact(lo: int, wraps: int) -> int:
+    """The exact sum of one ``(lo, wraps)`` pair."""
+    return int(lo) + int(wraps) * _WORD
+
+
+def as_float(lo: Int64Array, wraps: Int64Array) -> npt.NDArray[np.float64]:
+    """The sums as Float64 (for ``mean``): ``lo`` converted alone while no sum wrapped."""
+    if not wraps.any():
+        return lo.astype(np.float64)
+    return lo.astype(np.float64) + wraps.astype(np.float64) * float(_WORD)
