@@ -209,7 +209,10 @@ def aggregate(a: Aggregation, schema: pl.Schema, ordered: bool, where: str) -> C
                 return F.sum(column.cast("int" if dtype == pl.Boolean else "long").cast(_EXACT))
             return F.sum(column.cast("double"))
         case Mean():
-            assert column is not None
+            assert column is not None and dtype is not None
+            if dtype.is_integer() or dtype == pl.Boolean:  # the exact sum, rounded once
+                exact = F.sum(column.cast("int" if dtype == pl.Boolean else "long").cast(_EXACT))
+                return exact.cast("double") / F.count(column)
             return F.avg(column.cast("double"))
         case Min():
             assert column is not None
