@@ -168,3 +168,25 @@ def test_split_words_round_trip(value: int) -> None:
     lo, wraps = split_words(pl.Series([value, None], dtype=pl.Int128))
     assert exact(lo[0], wraps[0]) == value
     assert exact(lo[1], wraps[1]) == 0
+
+
+@pytest.mark.parametrize("runner", [run_streaming, run_bounded], ids=["streaming", "bounded"])
+@pytest.mark.parametrize(("late", "total"), [(-M, M), (5, 2 * M + 5)], ids=["exact", "over"])
+def test_a_late_event_bridging_two_sessions_merges_their_sums_exactly(
+    runner: Any, late: int, total: int
+) -> None:
+    """Two sessions of ``M`` each, then an event between them that makes them one."""
+    schema = {"k": pl.Int64, "ts": pl.Int64, "x": pl.Int64}
+    batches = [
+        pl.DataFrame({"k": [1, 1], "ts": [0, 8_000], "x": [M, M]}, schema=schema),
+        pl.DataFrame({"k": [1], "ts": [4_000], "x": [late]}, schema=schema),
+    ]
+    p = Pipeline()
+    source = p.source(MemorySource([batches]), timestamp="ts", max_out_of_orderness_ms=10_000)
+    source.key_by("k").window(Session(5_000)).agg(agg.sum("x")).sink(sink := MemorySink())
+    if total > M:
+        with pytest.raises(SumOverflowError, match=f"the sum {total} is outside .* for k=1"):
+            runner(p)
+        return
+    runner(p)
+    assert sink.to_frame()["sum_x"].to_list() == [total]
