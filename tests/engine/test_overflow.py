@@ -156,7 +156,7 @@ def test_word_sums_equal_python_ints(batches: list[list[int]]) -> None:
         ids = np.arange(len(values), dtype=np.int64) % rows
         ids, first = np.unique(ids, return_index=True)
         parts = [values[i] for i in first]
-        add_lo, add_wraps = split_words(pl.Series(parts, dtype=pl.Int128))
+        add_lo, add_wraps, _ = split_words(pl.Series(parts, dtype=pl.Int128))
         add_wrapping(lo, wraps, ids, add_lo, add_wraps)
         for i, v in zip(ids.tolist(), parts, strict=True):
             want[i] += v
@@ -165,7 +165,10 @@ def test_word_sums_equal_python_ints(batches: list[list[int]]) -> None:
 
 @given(st.integers(-(2**126), 2**126))
 def test_split_words_round_trip(value: int) -> None:
-    lo, wraps = split_words(pl.Series([value, None], dtype=pl.Int128))
+    lo, wraps, reach = split_words(pl.Series([value, None], dtype=pl.Int128))
+    assert reach == abs(value)
+    assert split_words(pl.Series([-3, 4, None], dtype=pl.Int128))[2] == 7
+    assert split_words(pl.Series([-3, 4, None], dtype=pl.Int64))[2] >= 7  # a bound
     assert exact(lo[0], wraps[0]) == value
     assert exact(lo[1], wraps[1]) == 0
 

@@ -25,6 +25,7 @@ from strom.engine.overflow import (
     SumOverflowError,
     describe_group,
     in_range,
+    narrowed,
     overflow_message,
     widened,
 )
@@ -88,8 +89,11 @@ class Additive(Agg):
     def input_error(self, input_dtype: pl.DataType) -> str | None:
         return _numeric_error(self.label, input_dtype)
 
-    def partial_exprs(self, prefix: str) -> list[pl.Expr]:
-        return [widened(self.expr).sum().alias(prefix + "s"), self.expr.count().alias(prefix + "n")]
+    def partial_exprs(self, prefix: str, *, narrow: bool = False) -> list[pl.Expr]:
+        """As :meth:`Agg.partial_exprs`; ``narrow`` sums integers in Int64, only for batches
+        where :func:`~strom.engine.overflow.narrow_is_exact`."""
+        total = narrowed(self.expr) if narrow else widened(self.expr)
+        return [total.sum().alias(prefix + "s"), self.expr.count().alias(prefix + "n")]
 
     def create(self) -> list[Any]:
         return [0, 0]
@@ -140,7 +144,11 @@ class Sum(Additive):
         fields = [*group, self.name]
         return (
             pl.struct(fields)
-            .map_batches(lambda groups: self._checked(groups, group), return_dtype=pl.Int64)
+            .map_batches(
+                lambda groups: self._checked(groups, group),
+                return_dtype=pl.Int64,
+                is_elementwise=True,
+            )
             .alias(self.name)
         )
 

@@ -195,18 +195,26 @@ class SumSlots(Slots[Additive]):
         self.arrays.append(np.zeros(capacity, np.int64))
         if integer:
             self.arrays.append(np.zeros(capacity, np.int64))
+        # an upper bound of any row's |sum| (and of every partial sum on the way to it): a row
+        # sums some of the partials read so far, each at most once, so the sum of every
+        # partial's |value| bounds it; while that is in Int64's range no add can cross a
+        # bound and merges skip the sign test (a long run's bound grows past it: then merges
+        # test, as after a restore)
+        self.reach = 0
 
     def read(self, partials: pl.DataFrame) -> list[Array]:
         n = self._col(partials, "n").to_numpy().astype(np.int64)
         if self.integer:
-            lo, wraps = overflow.split_words(self._col(partials, "s"))
+            lo, wraps, reach = overflow.split_words(self._col(partials, "s"))
+            self.reach += reach
             return [lo, n, wraps]
         return [self._col(partials, "s").to_numpy().astype(np.float64), n]
 
     def merge(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
         if self.integer:
             lo, wraps = self.arrays[0], self.arrays[2]
-            overflow.add_wrapping(lo, wraps, ids, part[0][pos], part[2][pos])
+            may_cross = self.reach > overflow.INT64_MAX
+            overflow.add_wrapping(lo, wraps, ids, part[0][pos], part[2][pos], may_cross=may_cross)
         else:
             self.arrays[0][ids] += part[0][pos]
         self.arrays[1][ids] += part[1][pos]
@@ -233,6 +241,7 @@ class SumSlots(Slots[Additive]):
         if self.integer and len(columns) == 2:  # a snapshot from before sums kept wraps
             columns = [*columns, pl.Series(np.zeros(len(columns[0]), np.int64))]
         super().load(ids, columns)
+        self.reach = overflow.INT64_MAX + 1  # restored sums: no bound known, always test
 
 
 class RowOverflow(Exception):
