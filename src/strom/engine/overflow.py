@@ -99,7 +99,7 @@ def split_words(column: pl.Series) -> tuple[Int64Array, Int64Array, int]:
     """An Int128 (or narrower integer) column as ``(lo, wraps)`` Int64 arrays (null as 0),
     and the sum of its absolute values (for :func:`add_wrapping`'s ``may_cross``)."""
     if column.dtype == pl.Int64:  # narrowed partials (narrow_is_exact): their own lo
-        lo = column.fill_null(0).to_numpy().astype(np.int64)
+        lo = (column.fill_null(0) if column.null_count() else column).to_numpy().astype(np.int64)
         # Int64's abs could overflow; a float sum with a margin bounds the true sum
         reach = int(np.abs(lo.astype(np.float64)).sum() * (1 + 1e-6)) + 1
         return lo, np.zeros(len(lo), np.int64), reach
