@@ -41,6 +41,14 @@ class SumOverflowError(OverflowError):
     """An integer ``agg.sum`` whose exact value is outside Int64's range; the message
     (:func:`overflow_message`) names the aggregation, its column, the sum and the group."""
 
+    def __init__(self, message: str) -> None:
+        # Polars re-raises an error from a bounded check (a UDF) as the same type with the
+        # expression appended: keep the message the same on every backend
+        super().__init__(message.split(_POLARS_CONTEXT, 1)[0])
+
+
+_POLARS_CONTEXT = "\n\nThis error occurred in the following expression"
+
 
 def overflow_message(column: str | None, name: str, total: str, group: str = "") -> str:
     """The message of a :class:`SumOverflowError` (``group`` from :func:`describe_group`)."""
