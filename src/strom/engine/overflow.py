@@ -76,12 +76,17 @@ def narrow_is_exact(batch: pl.DataFrame, columns: Sequence[str | None]) -> bool:
     ]
     if not checked:
         return True
-    bounds = batch.select(
-        e
-        for i, c in enumerate(checked)
-        for e in (pl.col(c).min().alias(f"lo{i}"), pl.col(c).max().alias(f"hi{i}"))
-    ).row(0)
-    peak = max((abs(int(v)) for v in bounds if v is not None), default=0)
+    peak = 0
+    for c in checked:
+        column = batch.get_column(c)
+        if column.null_count() == column.len():
+            continue
+        if column.null_count():
+            low, high = column.min(), column.max()
+        else:  # NumPy's min and max of a zero-copy view: no query per batch
+            values = column.to_numpy()
+            low, high = values.min(), values.max()
+        peak = max(peak, abs(int(low)), abs(int(high)))  # type: ignore[arg-type]
     return batch.height * peak <= INT64_MAX
 
 

@@ -210,6 +210,12 @@ class SumSlots(Slots[Additive]):
             return [lo, n, wraps]
         return [self._col(partials, "s").to_numpy().astype(np.float64), n]
 
+    def put(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
+        if self.integer and self.reach <= overflow.INT64_MAX:  # wraps are all zero, stay so
+            self.arrays[0][ids], self.arrays[1][ids] = part[0][pos], part[1][pos]
+            return
+        super().put(ids, part, pos, partition)
+
     def merge(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
         if self.integer:
             lo, wraps = self.arrays[0], self.arrays[2]
@@ -221,7 +227,7 @@ class SumSlots(Slots[Additive]):
 
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         total, n = self.arrays[0][ids], self.arrays[1][ids]
-        if self.integer:
+        if self.integer and self.reach > overflow.INT64_MAX:  # else no sum has wrapped
             wraps = self.arrays[2][ids]
             if isinstance(self.agg, Sum):
                 out_of_range = np.flatnonzero(wraps)
