@@ -25,7 +25,6 @@ from strom.engine.overflow import (
     SumOverflowError,
     describe_group,
     in_range,
-    narrowed,
     overflow_message,
     widened,
 )
@@ -90,9 +89,10 @@ class Additive(Agg):
         return _numeric_error(self.label, input_dtype)
 
     def partial_exprs(self, prefix: str, *, narrow: bool = False) -> list[pl.Expr]:
-        """As :meth:`Agg.partial_exprs`; ``narrow`` sums integers in Int64, only for batches
-        where :func:`~strom.engine.overflow.narrow_is_exact`."""
-        total = narrowed(self.expr) if narrow else widened(self.expr)
+        """As :meth:`Agg.partial_exprs`; ``narrow`` sums with Polars' own ``sum`` (a plain
+        column sum: Polars' fast group-by path), only for batches where
+        :func:`~strom.engine.overflow.narrow_is_exact`."""
+        total = self.expr if narrow else widened(self.expr)
         return [total.sum().alias(prefix + "s"), self.expr.count().alias(prefix + "n")]
 
     def create(self) -> list[Any]:

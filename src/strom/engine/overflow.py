@@ -11,8 +11,8 @@ How each layout stays exact:
 
 - Polars partials and bounded sums add in Int128 (:func:`widened`): exact for any integer
   type while a group has fewer than ``2**64`` rows per partial. The streaming runtime sums a
-  batch in Int64 instead (:func:`narrowed`, no slower than before) when
-  :func:`narrow_is_exact` proves that no group of it can leave Int64's range.
+  batch with Polars' own ``sum`` instead (as fast as before) when :func:`narrow_is_exact`
+  proves that no group of it can leave the range of the type Polars sums in.
 - NumPy state (the streaming runtime's slots) keeps a sum as two Int64 words: ``lo``, the sum
   modulo ``2**64`` (what wrapping Int64 addition computes anyway), and ``wraps``, how many
   times ``2**64`` the exact sum differs from ``lo``: exact sum ``= lo + wraps * 2**64``, in
@@ -65,36 +65,40 @@ def describe_group(values: Mapping[str, Any]) -> str:
     return ", ".join(f"{name}={value!r}" for name, value in values.items())
 
 
+# the largest sum Polars' own ``sum`` of each integer type holds (it sums Int32 in Int32,
+# UInt32 and Boolean in UInt32), kept within Int64's range so every partial casts to Int64
+_NARROW_LIMIT: dict[type[pl.DataType], int] = {
+    **dict.fromkeys([pl.Int8, pl.Int16, pl.Int64, pl.UInt8, pl.UInt16, pl.UInt64], INT64_MAX),
+    pl.Int32: 2**31 - 1,
+    pl.UInt32: 2**32 - 1,
+    pl.Boolean: 2**32 - 1,
+}
+
+
 def narrow_is_exact(batch: pl.DataFrame, columns: Sequence[str | None]) -> bool:
-    """Whether Int64 sums of ``batch``'s integer (and Boolean) ``columns`` are exact for every
-    group: rows times the largest absolute value stays in Int64's range (two passes per
-    column, far cheaper than summing in Int128). Other columns are not checked."""
-    checked = [
-        c
-        for c in dict.fromkeys(columns)
-        if c is not None and (batch.schema[c].is_integer() or batch.schema[c] == pl.Boolean)
-    ]
-    if not checked:
-        return True
-    peak = 0
-    for c in checked:
+    """Whether Polars' own ``sum`` of ``batch``'s integer (and Boolean) ``columns`` is exact for
+    every group and fits Int64: rows times the largest absolute value stays within the range
+    of the type Polars sums in (NumPy's min and max per column: far cheaper than summing in
+    Int128). Other columns are not checked."""
+    for c in dict.fromkeys(columns):
+        if c is None:
+            continue
+        dtype = batch.schema[c]
+        if not (dtype.is_integer() or dtype == pl.Boolean):
+            continue
+        limit = _NARROW_LIMIT.get(type(dtype), 0)
         column = batch.get_column(c)
         if column.null_count() == column.len():
             continue
         if column.null_count():
             low, high = column.min(), column.max()
-        else:  # NumPy's min and max of a zero-copy view: no query per batch
+        else:  # a zero-copy view: no query per batch
             values = column.to_numpy()
             low, high = values.min(), values.max()
-        peak = max(peak, abs(int(low)), abs(int(high)))  # type: ignore[arg-type]
-    return batch.height * peak <= INT64_MAX
-
-
-def narrowed(expr: pl.Expr) -> pl.Expr:
-    """``expr`` summed in Int64 where it is an integer of at most 64 bits or a Boolean (Polars
-    would sum Int32 in Int32), Float64 or Decimal otherwise: only for batches where
-    :func:`narrow_is_exact`."""
-    return expr + pl.lit(0, dtype=pl.Int64)
+        peak = max(abs(int(low)), abs(int(high)))  # type: ignore[arg-type]
+        if batch.height * peak > limit:
+            return False
+    return True
 
 
 def widened(expr: pl.Expr) -> pl.Expr:
@@ -111,8 +115,9 @@ def in_range(total: int) -> bool:
 def split_words(column: pl.Series) -> tuple[Int64Array, Int64Array, int]:
     """An Int128 (or narrower integer) column as ``(lo, wraps)`` Int64 arrays (null as 0),
     and the sum of its absolute values (for :func:`add_wrapping`'s ``may_cross``)."""
-    if column.dtype == pl.Int64:  # narrowed partials (narrow_is_exact): their own lo
-        lo = (column.fill_null(0) if column.null_count() else column).to_numpy().astype(np.int64)
+    if column.dtype != pl.Int128:  # Polars' own sums, where narrow_is_exact: their own lo
+        narrow = column if column.dtype == pl.Int64 else column.cast(pl.Int64)
+        lo = (narrow.fill_null(0) if narrow.null_count() else narrow).to_numpy().astype(np.int64)
         # Int64's abs could overflow; a float sum with a margin bounds the true sum
         reach = int(np.abs(lo.astype(np.float64)).sum() * (1 + 1e-6)) + 1
         return lo, np.zeros(len(lo), np.int64), reach

@@ -51,8 +51,9 @@ class Accumulators:
         return [e for i, a in enumerate(self.aggs) for e in a.partial_exprs(partial_prefix(i))]
 
     def batch_exprs(self, batch: pl.DataFrame) -> list[pl.Expr]:
-        """:meth:`partial_exprs` for ``batch``: integer sums in Int64 where that is exact for
-        every group of it (:func:`strom.engine.overflow.narrow_is_exact`), else in Int128."""
+        """:meth:`partial_exprs` for ``batch``: integer sums with Polars' own ``sum`` where that
+        is exact for every group of it (:func:`strom.engine.overflow.narrow_is_exact`), else
+        in Int128."""
         sums = [a.column for a in self.aggs if isinstance(a, Additive)]
         if not sums or not narrow_is_exact(batch, sums):
             return self._wide
