@@ -59,6 +59,11 @@ def test_keyed_aggregation_and_join_example() -> None:
     exec(compile(block, "README.md", "exec"), {})
 
 
+def test_integer_sum_example() -> None:
+    (block,) = [b for b in _python_blocks() if "OverflowError" in b]
+    exec(compile(block, "README.md", "exec"), {})
+
+
 def test_classic_quick_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The quick start verbatim, against a strom broker on localhost:9092."""
     if not _port_free(9092):

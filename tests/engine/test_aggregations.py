@@ -75,7 +75,7 @@ def _one_group(frame: pl.DataFrame, exprs: list[pl.Expr]) -> pl.DataFrame:
 def _bounded(a: Agg, frame: pl.DataFrame) -> Any:
     dtype = a.output_dtype(None if a.column is None else pl.Int64())
     grouped = _one_group(frame.sort(TS, PART, SEQ), a.bounded_exprs(dtype))
-    finish = a.bounded_finish()
+    finish = a.bounded_finish(dtype, [])
     if finish is not None:
         grouped = grouped.with_columns(finish)
     return grouped.get_column(a.name).item()

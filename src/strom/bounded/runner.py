@@ -340,7 +340,10 @@ class BoundedRunner:
             grouped = assigned.group_by(
                 [*node.keys, "window_start", "window_end"], maintain_order=True
             ).agg(*finals)
-        posts = [e for a in node.aggs if (e := a.bounded_finish()) is not None]
+        group = [*node.keys, "window_start", "window_end"]
+        posts = [
+            e for a in node.aggs if (e := a.bounded_finish(out_schema[a.name], group)) is not None
+        ]
         if posts:
             grouped = grouped.with_columns(posts)
         result = grouped.with_columns(pl.lit(False).alias("is_update")).select(

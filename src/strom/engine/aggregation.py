@@ -5,7 +5,7 @@ An aggregation (an :class:`Agg`: its input ``column`` and output ``name``) owns
 - its output type (:meth:`Agg.output_dtype`);
 - its bounded form: Polars expressions over a whole group (:meth:`Agg.bounded_exprs`, rows in
   (event time, partition, position) order), finished by :meth:`Agg.bounded_finish` if not
-  ``None``;
+  ``None`` (which may raise naming the group, e.g. an integer sum outside Int64's range);
 - its incremental form: expressions summarizing one batch's rows of a group as a *partial*
   (:meth:`Agg.partial_exprs`, columns ``prefix + s`` for ``s`` in :attr:`Agg.partials`; rows of
   one source partition, in (event time, position) order when :attr:`Agg.needs_order`), and an
@@ -85,8 +85,10 @@ class Agg(ABC):
     def _bounded(self) -> pl.Expr:
         raise NotImplementedError
 
-    def bounded_finish(self) -> pl.Expr | None:
-        """An expression run over the group-by's output to finish column ``name``, or None."""
+    def bounded_finish(self, dtype: pl.DataType, group: Sequence[str]) -> pl.Expr | None:
+        """An expression run over the group-by's output to finish column ``name`` (of output
+        type ``dtype``), or None; ``group`` are the columns naming a group (keys, and window
+        bounds) for its errors."""
         return None
 
     @abstractmethod

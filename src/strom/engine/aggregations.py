@@ -19,6 +19,15 @@ import polars as pl
 from strom.engine import sketches
 from strom.engine.aggregation import Agg
 from strom.engine.constants import PART, SEQ, TS
+from strom.engine.overflow import (
+    INT64_MAX,
+    INT64_MIN,
+    SumOverflowError,
+    describe_group,
+    in_range,
+    overflow_message,
+    widened,
+)
 
 _NAN = float("nan")
 
@@ -69,7 +78,9 @@ class Count(Agg):
 
 @dataclass(frozen=True)
 class Additive(Agg):
-    """Sum-based aggregations. Accumulator ``[sum, non_null_count]``; null with no values."""
+    """Sum-based aggregations. Accumulator ``[sum, non_null_count]``; null with no values.
+    Integer sums are exact (:mod:`strom.engine.overflow`): partials add in Int128, accumulators
+    hold Python ints."""
 
     partials = ("s", "n")
     width = 2
@@ -77,8 +88,12 @@ class Additive(Agg):
     def input_error(self, input_dtype: pl.DataType) -> str | None:
         return _numeric_error(self.label, input_dtype)
 
-    def partial_exprs(self, prefix: str) -> list[pl.Expr]:
-        return [self.expr.sum().alias(prefix + "s"), self.expr.count().alias(prefix + "n")]
+    def partial_exprs(self, prefix: str, *, narrow: bool = False) -> list[pl.Expr]:
+        """As :meth:`Agg.partial_exprs`; ``narrow`` sums with Polars' own ``sum`` (a plain
+        column sum: Polars' fast group-by path), only for batches where
+        :func:`~strom.engine.overflow.narrow_is_exact`."""
+        total = self.expr if narrow else widened(self.expr)
+        return [total.sum().alias(prefix + "s"), self.expr.count().alias(prefix + "n")]
 
     def create(self) -> list[Any]:
         return [0, 0]
@@ -102,7 +117,8 @@ class Additive(Agg):
 class Sum(Additive):
     """Sum of non-null values: Int64 for integer and Boolean columns, an exact Decimal of 38
     digits and the column's scale for Decimal columns (as SQL sums decimals), Float64
-    otherwise."""
+    otherwise. An integer sum is exact or a :class:`~strom.engine.overflow.SumOverflowError`
+    (its exact value is outside Int64's range), whatever the batches and partials."""
 
     label = "sum"
 
@@ -114,11 +130,52 @@ class Sum(Additive):
             return pl.Decimal(38, input_dtype.scale)
         return pl.Float64()
 
+    def bounded_exprs(self, dtype: pl.DataType) -> list[pl.Expr]:
+        if dtype == pl.Int64:  # left in Int128 for bounded_finish to check
+            return [self._bounded().alias(self.name)]
+        return super().bounded_exprs(dtype)
+
     def _bounded(self) -> pl.Expr:
-        return pl.when(self.expr.count() > 0).then(self.expr.sum())
+        return pl.when(self.expr.count() > 0).then(widened(self.expr).sum())
+
+    def bounded_finish(self, dtype: pl.DataType, group: Sequence[str]) -> pl.Expr | None:
+        if dtype != pl.Int64:
+            return None
+        fields = [*group, self.name]
+        return (
+            pl.struct(fields)
+            .map_batches(
+                lambda groups: self._checked(groups, group),
+                return_dtype=pl.Int64,
+                is_elementwise=True,
+            )
+            .alias(self.name)
+        )
+
+    def _checked(self, groups: pl.Series, group: Sequence[str]) -> pl.Series:
+        """The Int128 sums of ``groups`` (a struct of ``group``'s columns and the sum) as
+        Int64, or the error naming the first group out of range."""
+        frame = groups.struct.unnest()
+        total = frame.get_column(self.name)
+        bad = (~total.is_between(INT64_MIN, INT64_MAX)).fill_null(False)
+        if bad.any():
+            row = frame.row(int(bad.arg_true()[0]), named=True)
+            value = row.pop(self.name)
+            raise self.overflow(value, describe_group({k: row[k] for k in group}))
+        return total.cast(pl.Int64)
 
     def finish(self, total: Any, n: Any) -> Any:
         return total
+
+    def result(self, acc: Sequence[Any]) -> Any:
+        total = super().result(acc)
+        if type(total) is int and not in_range(total):
+            raise self.overflow(total)
+        return total
+
+    def overflow(self, total: int, group: str = "") -> SumOverflowError:
+        """The error for a sum of ``total`` (outside Int64's range) in ``group``."""
+        return SumOverflowError(overflow_message(self.column, self.name, str(total), group))
 
 
 @dataclass(frozen=True)
@@ -132,7 +189,8 @@ class Mean(Additive):
 
     def _bounded(self) -> pl.Expr:
         col = self.expr
-        return pl.when(col.count() > 0).then(col.cast(pl.Float64).sum() / col.count())
+        # the exact (Int128) sum of integers, then one rounding, as the partials compute it
+        return pl.when(col.count() > 0).then(widened(col).sum().cast(pl.Float64) / col.count())
 
     def finish(self, total: Any, n: Any) -> Any:
         return total / n
@@ -412,7 +470,7 @@ class ApproxCountDistinct(Agg):
     def bounded_exprs(self, dtype: pl.DataType) -> list[pl.Expr]:
         return [sketches.hll_codes(self.expr).alias(self.name)]
 
-    def bounded_finish(self) -> pl.Expr:
+    def bounded_finish(self, dtype: pl.DataType, group: Sequence[str]) -> pl.Expr:
         return pl.col(self.name).map_elements(
             lambda codes: sketches.hll_estimate(sketches.hll_from_codes(codes)),
             return_dtype=pl.Int64,
@@ -464,7 +522,7 @@ class ApproxQuantile(Agg):
         p, v = self._sample()
         return [p.alias(self.name + "__p"), v.alias(self.name)]
 
-    def bounded_finish(self) -> pl.Expr:
+    def bounded_finish(self, dtype: pl.DataType, group: Sequence[str]) -> pl.Expr:
         q = self.q
         sample = pl.struct(pl.col(self.name + "__p").alias("p"), pl.col(self.name).alias("v"))
         return sample.map_elements(

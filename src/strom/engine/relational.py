@@ -70,7 +70,9 @@ def keyed_agg_frames(node: KeyedAggNode, parts: Parts, ts_column: str | None) ->
         framed = concat(parts)
     finals = [e for a in node.aggs for e in a.bounded_exprs(out_schema[a.name])]
     grouped = framed.group_by(list(node.keys)).agg(*finals)
-    posts = [e for a in node.aggs if (e := a.bounded_finish()) is not None]
+    posts = [
+        e for a in node.aggs if (e := a.bounded_finish(out_schema[a.name], node.keys)) is not None
+    ]
     if posts:
         grouped = grouped.with_columns(posts)
     return (

@@ -12,6 +12,10 @@ Semantics (identical in every executor; each aggregation is one class of
 
 - ``count()`` counts events; ``count(col)`` counts non-null values of ``col``.
 - ``sum``, ``min``, ``max``, ``mean`` ignore nulls and are null when a window has no non-null value.
+- An integer ``sum`` is the exact sum or a :class:`~strom.engine.overflow.SumOverflowError` (an
+  ``OverflowError``) when that is outside Int64's range, never a wrapped number; whether it fails
+  depends on the exact sum alone, not on batches, partitions or tasks (see
+  :mod:`strom.engine.overflow`). ``mean`` of integers divides the exact sum and never fails.
 - ``first``/``last`` take the value (null included) of the earliest/latest event by event time;
   ties are broken by source partition index, then by position within that partition's stream
   (a keyed aggregation over a stream without event time orders by those two alone).
@@ -54,8 +58,15 @@ def count(column: str | None = None, *, name: str | None = None) -> Count:
 
 
 def sum(column: str, *, name: str | None = None) -> Sum:
-    """Sum of non-null values (Int64 for integer columns, exact Decimal for Decimal columns,
-    Float64 otherwise)."""
+    """Sum of non-null values (Int64 for integer and Boolean columns, exact Decimal for Decimal
+    columns, Float64 otherwise).
+
+    An integer sum is exact or raises :class:`~strom.engine.overflow.SumOverflowError` (an
+    ``OverflowError`` naming the aggregation, the column, the exact sum and the group: keys and
+    window) where the exact sum leaves Int64's range, on every backend; a sum that leaves the
+    range and comes back is exact. A streaming keyed aggregation's updates are sums of the rows
+    so far, each checked. For a wider sum, sum ``pl.col(c).cast(pl.Decimal(38, 0))`` (exact) or
+    a Float64 column."""
     return Sum(column, _name("sum", column, name))
 
 

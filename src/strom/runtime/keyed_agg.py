@@ -77,7 +77,9 @@ class KeyedAggOperator(Operator):
             )
             if self.acc.needs_order:
                 batch = batch.sort(TS, SEQ)
-        partials = batch.group_by(list(self.keys), maintain_order=True).agg(self._partial_exprs)
+        partials = batch.group_by(list(self.keys), maintain_order=True).agg(
+            self.acc.batch_exprs(batch)
+        )
         ids = self._merge(partition, partials)
         assert self.state is not None
         self.emit(partition, self.state.results(ids, None, window_columns=False))

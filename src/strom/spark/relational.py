@@ -37,7 +37,7 @@ from strom.engine.constants import MIN_WATERMARK, PART, SEQ, TS
 from strom.engine.schemas import keyed_agg_schema
 from strom.pipeline.plan import DistinctNode, JoinNode, KeyedAggNode, SortNode
 from strom.pipeline.validate import PlanError
-from strom.spark.windows import aggregate, epoch_ms, typed
+from strom.spark.windows import aggregate, checked_sums, epoch_ms, typed
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ def keyed_agg(
         df = df.withColumn(TS, ts)
     aggs = [aggregate(a, schema, ordered, where).alias(a.name) for a in node.aggs]
     grouped = df.groupBy(*(F.col(f"`{k}`") for k in node.keys)).agg(*aggs)
+    grouped = checked_sums(grouped, node.aggs, schema, node.keys)
     return typed(grouped, keyed_agg_schema(node.keys, node.aggs, schema), where)
 
 

@@ -34,6 +34,7 @@ from strom.spark.arrow import ORDER
 from strom.spark.lower import Frame, Lowering
 from strom.spark.session import configure, spark_session
 from strom.spark.types import to_polars
+from strom.spark.windows import raise_overflow
 
 
 def run_spark(
@@ -63,9 +64,11 @@ def _run(plan: Plan, spark: SparkSession) -> Lowering:
     for sink_node, frame in zip(plan.sinks, frames, strict=True):
         sink = sink_node.sink
         if isinstance(sink, FileSink):
-            _write_files(sink, frame)
+            with raise_overflow():
+                _write_files(sink, frame)
             continue
-        result = _collect(frame)
+        with raise_overflow():
+            result = _collect(frame)
         sink.open()
         try:
             if result.height:

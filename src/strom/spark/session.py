@@ -1,8 +1,9 @@
 """The SparkSession strom runs on, and the settings its semantics rely on.
 
 strom's results are Polars' results, so the session is set to compute like Polars where Spark
-lets it choose: integer overflow wraps and casts of native expressions never fail
-(``spark.sql.ansi.enabled=false``; strom only lowers casts that cannot fail), and timestamps
+lets it choose: integer overflow in expressions wraps and casts of native expressions never
+fail (``spark.sql.ansi.enabled=false``; strom only lowers casts that cannot fail; ``agg.sum`` is
+exact or fails with strom's own check, :func:`strom.spark.windows.checked_sums`), and timestamps
 are read and written in UTC (``spark.sql.session.timeZone=UTC``). :func:`configure` sets both on
 any session (they are runtime settings), so a session a user created works as well.
 """

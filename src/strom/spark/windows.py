@@ -23,11 +23,15 @@ strom's own), and ``first``/``last`` where the input's order is not known (after
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import assert_never
 
 import polars as pl
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from strom.engine.aggregations import (
     Aggregation,
@@ -45,6 +49,7 @@ from strom.engine.aggregations import (
     Var,
 )
 from strom.engine.constants import IS_UPDATE, PART, SEQ, SESSION, TS, WINDOW_END, WINDOW_START
+from strom.engine.overflow import INT64_MAX, INT64_MIN, SumOverflowError, overflow_message
 from strom.engine.schemas import window_schema
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.validate import PlanError
@@ -90,6 +95,7 @@ def window_agg(
         )
     else:
         grouped = _assign(framed, window).groupBy(*keys, WINDOW_START, WINDOW_END).agg(*aggs)
+    grouped = checked_sums(grouped, node.aggs, schema, [*node.keys, WINDOW_START, WINDOW_END])
     return typed(grouped, out_schema, where)
 
 
@@ -104,6 +110,57 @@ def typed(grouped: DataFrame, out_schema: pl.Schema, where: str) -> DataFrame:
             for n, t in out_schema.items()
         )
     )
+
+
+_EXACT = T.DecimalType(38, 0)
+_HOLE = "\x00"
+
+
+def checked_sums(
+    grouped: DataFrame, aggs: Sequence[Aggregation], schema: pl.Schema, group: Sequence[str]
+) -> DataFrame:
+    """``grouped`` with each integer ``agg.sum`` (exact, from :func:`aggregate`) failing the
+    job with :func:`strom.engine.overflow.overflow_message`, naming the first of ``group``'s
+    values, where it is outside Int64's range (:func:`raise_overflow` turns the failure back
+    into a :class:`~strom.engine.overflow.SumOverflowError`)."""
+    for a in aggs:
+        if not isinstance(a, Sum) or a.column is None:
+            continue
+        if a.output_dtype(schema[a.column]) != pl.Int64:  # float and Decimal sums: as they are
+            continue
+        total = F.col(f"`{a.name}`")
+        # the message is the other backends', its two holes filled per failing group
+        template = overflow_message(a.column, a.name, _HOLE, _HOLE if group else "")
+        pieces: list[Column] = []
+        for i, text in enumerate(template.split(_HOLE)):
+            if i == 1:
+                pieces.append(total.cast("string"))
+            elif i == 2:
+                values = [F.concat(F.lit(f"{g}="), F.col(f"`{g}`").cast("string")) for g in group]
+                pieces.append(F.concat_ws(", ", *values))
+            pieces.append(F.lit(text))
+        message = F.concat(*pieces)
+        out_of_range = (total < INT64_MIN) | (total > INT64_MAX)
+        grouped = grouped.withColumn(
+            a.name, F.when(out_of_range, F.raise_error(message).cast(_EXACT)).otherwise(total)
+        )
+    return grouped
+
+
+@contextmanager
+def raise_overflow() -> Iterator[None]:
+    """Turn a Spark job failed by :func:`checked_sums` into the
+    :class:`~strom.engine.overflow.SumOverflowError` the other backends raise."""
+    try:
+        yield
+    except Exception as exc:
+        found = _OVERFLOW.search(str(exc))
+        if found is None:
+            raise
+        raise SumOverflowError(found.group(0)) from exc
+
+
+_OVERFLOW = re.compile(r"agg\.sum\(.*? is outside Int64's range .*?or pl\.Float64")
 
 
 def _assign(df: DataFrame, window: Tumbling | Hopping) -> DataFrame:
@@ -146,10 +203,16 @@ def aggregate(a: Aggregation, schema: pl.Schema, ordered: bool, where: str) -> C
             assert column is not None and dtype is not None
             if isinstance(dtype, pl.Decimal):  # exact, as Polars sums decimals
                 return F.sum(column)
-            as_int = dtype.is_integer() or dtype == pl.Boolean
-            return F.sum(column.cast("long" if as_int else "double"))
+            if dtype.is_integer() or dtype == pl.Boolean:
+                # exact in 38 digits, checked against Int64's range by checked_sums: Spark's
+                # long sum wraps (ANSI off) or fails on a partial sum's overflow (ANSI on)
+                return F.sum(column.cast("int" if dtype == pl.Boolean else "long").cast(_EXACT))
+            return F.sum(column.cast("double"))
         case Mean():
-            assert column is not None
+            assert column is not None and dtype is not None
+            if dtype.is_integer() or dtype == pl.Boolean:  # the exact sum, rounded once
+                exact = F.sum(column.cast("int" if dtype == pl.Boolean else "long").cast(_EXACT))
+                return exact.cast("double") / F.count(column)
             return F.avg(column.cast("double"))
         case Min():
             assert column is not None

@@ -14,6 +14,8 @@ from typing import Any
 import polars as pl
 
 from strom.engine.aggregation import Agg
+from strom.engine.aggregations import Additive
+from strom.engine.overflow import narrow_is_exact
 
 
 def partial_prefix(index: int) -> str:
@@ -32,11 +34,30 @@ class Accumulators:
         for a in self.aggs:
             self._spans.append((start, start + len(a.partials)))
             start += len(a.partials)
+        self._wide = self.partial_exprs()
+        self._narrow = [
+            e
+            for i, a in enumerate(self.aggs)
+            for e in (
+                a.partial_exprs(partial_prefix(i), narrow=True)
+                if isinstance(a, Additive)
+                else a.partial_exprs(partial_prefix(i))
+            )
+        ]
 
     def partial_exprs(self) -> list[pl.Expr]:
         """Group-by expressions producing a batch's partials; rows must be in (ts, seq) order
         within each group when :attr:`needs_order`."""
         return [e for i, a in enumerate(self.aggs) for e in a.partial_exprs(partial_prefix(i))]
+
+    def batch_exprs(self, batch: pl.DataFrame) -> list[pl.Expr]:
+        """:meth:`partial_exprs` for ``batch``: integer sums with Polars' own ``sum`` where that
+        is exact for every group of it (:func:`strom.engine.overflow.narrow_is_exact`), else
+        in Int128."""
+        sums = [a.column for a in self.aggs if isinstance(a, Additive)]
+        if not sums or not narrow_is_exact(batch, sums):
+            return self._wide
+        return self._narrow
 
     def from_partial(self, values: Sequence[Any], partition: int) -> list[list[Any]]:
         """An accumulator from one row of :meth:`partial_exprs` output (those columns only)."""

@@ -101,7 +101,7 @@ class SessionOperator(WindowOperatorBase):
         partials = cut.group_by(group, maintain_order=True).agg(
             pl.col(TS).min().alias(_START),
             (pl.col(TS).max() + self.gap).alias(_END),
-            *self._partial_exprs,
+            *self.acc.batch_exprs(cut),
         )
         groups = self._groups(partials)
         late = (pl.col("ids").list.len() == 0) & (pl.col(_END) + self.lateness <= self.watermark)

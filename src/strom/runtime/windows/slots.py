@@ -23,6 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from strom.engine import overflow
 from strom.engine.aggregation import Agg
 from strom.engine.aggregations import (
     Additive,
@@ -183,28 +184,79 @@ class CountSlots(Slots[Count]):
 
 
 class SumSlots(Slots[Additive]):
-    """``sum``/``mean``: ``[sum, non_null_count]``."""
+    """``sum``/``mean``: floats ``[sum, non_null_count]``; integers (and Booleans) exactly, as
+    ``[lo, non_null_count, wraps]`` (:mod:`strom.engine.overflow`: the sum modulo ``2**64``
+    and its multiples of ``2**64`` beyond), from Int128 partials."""
 
     def __init__(self, index: int, agg: Additive, capacity: int, integer: bool) -> None:
         super().__init__(index, agg)
+        self.integer = integer
         self.arrays = [np.zeros(capacity, np.int64 if integer else np.float64)]
         self.arrays.append(np.zeros(capacity, np.int64))
+        if integer:
+            self.arrays.append(np.zeros(capacity, np.int64))
+        # an upper bound of any row's |sum| (and of every partial sum on the way to it): a row
+        # sums some of the partials read so far, each at most once, so the sum of every
+        # partial's |value| bounds it; while that is in Int64's range no add can cross a
+        # bound and merges skip the sign test (a long run's bound grows past it: then merges
+        # test, as after a restore)
+        self.reach = 0
 
     def read(self, partials: pl.DataFrame) -> list[Array]:
-        total = self._col(partials, "s").to_numpy().astype(self.arrays[0].dtype)
-        return [total, self._col(partials, "n").to_numpy().astype(np.int64)]
+        n = self._col(partials, "n").to_numpy().astype(np.int64)
+        if self.integer:
+            lo, wraps, reach = overflow.split_words(self._col(partials, "s"))
+            self.reach += reach
+            return [lo, n, wraps]
+        return [self._col(partials, "s").to_numpy().astype(np.float64), n]
+
+    def put(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
+        if self.integer and self.reach <= overflow.INT64_MAX:  # wraps are all zero, stay so
+            self.arrays[0][ids], self.arrays[1][ids] = part[0][pos], part[1][pos]
+            return
+        super().put(ids, part, pos, partition)
 
     def merge(self, ids: IdArray, part: list[Array], pos: IdArray, partition: int) -> None:
-        self.arrays[0][ids] += part[0][pos]
+        if self.integer:
+            lo, wraps = self.arrays[0], self.arrays[2]
+            may_cross = self.reach > overflow.INT64_MAX
+            overflow.add_wrapping(lo, wraps, ids, part[0][pos], part[2][pos], may_cross=may_cross)
+        else:
+            self.arrays[0][ids] += part[0][pos]
         self.arrays[1][ids] += part[1][pos]
 
     def output(self, ids: IdArray, dtype: pl.DataType) -> pl.Series:
         total, n = self.arrays[0][ids], self.arrays[1][ids]
+        if self.integer and self.reach > overflow.INT64_MAX:  # else no sum has wrapped
+            wraps = self.arrays[2][ids]
+            if isinstance(self.agg, Sum):
+                out_of_range = np.flatnonzero(wraps)
+                if out_of_range.size:
+                    i = int(out_of_range[0])
+                    value = overflow.exact(total[i], wraps[i])
+                    raise RowOverflow(self.agg, value, int(ids[i]))
+            else:
+                total = overflow.as_float(total, wraps)
         with np.errstate(divide="ignore", invalid="ignore"):
             total = self.agg.finish(total, n)
         out = pl.Series(self.agg.name, total).cast(dtype)
         empty = np.flatnonzero(n == 0)
         return out.scatter(empty, None) if empty.size else out
+
+    def load(self, ids: IdArray, columns: Sequence[pl.Series]) -> None:
+        if self.integer and len(columns) == 2:  # a snapshot from before sums kept wraps
+            columns = [*columns, pl.Series(np.zeros(len(columns[0]), np.int64))]
+        super().load(ids, columns)
+        self.reach = overflow.INT64_MAX + 1  # restored sums: no bound known, always test
+
+
+class RowOverflow(Exception):
+    """``agg``'s sum ``total`` is out of Int64's range at state row ``row``: the state turns
+    it into the :class:`~strom.engine.overflow.SumOverflowError` naming the row's group."""
+
+    def __init__(self, agg: Sum, total: int, row: int) -> None:
+        super().__init__(f"{agg.name}: {total} at row {row}")
+        self.agg, self.total, self.row = agg, total, row
 
 
 class MinMaxSlots(Slots[Extreme]):
@@ -412,9 +464,7 @@ def make_slots(
             return PickSlots(index, agg, capacity, dtype)
         case Sum() | Mean():
             assert dtype is not None
-            # UInt64 sums may pass Int64's range: they keep exact Python ints (the object path)
-            integer = dtype == pl.Boolean or dtype.is_integer()
-            if integer and dtype != pl.UInt64 and physical_numpy_dtype(dtype) is not None:
+            if dtype == pl.Boolean or dtype.is_integer():  # Int128 partials, any width
                 return SumSlots(index, agg, capacity, integer=True)
             if dtype.is_float():
                 return SumSlots(index, agg, capacity, integer=False)

@@ -18,7 +18,16 @@ import polars as pl
 
 from strom.engine.aggregations import Aggregation
 from strom.engine.constants import PART, SEQ, TS
-from strom.runtime.windows.slots import Array, IdArray, Slots, Values, grown, make_slots
+from strom.engine.overflow import describe_group
+from strom.runtime.windows.slots import (
+    Array,
+    IdArray,
+    RowOverflow,
+    Slots,
+    Values,
+    grown,
+    make_slots,
+)
 
 _POW10 = np.array([10**i for i in range(20)], dtype=np.uint64)
 
@@ -164,8 +173,12 @@ class WindowState:
             start = self.start[ids] if size_ms is None else end - size_ms
             columns.append(pl.Series("window_start", start, dtype=pl.Int64))
             columns.append(pl.Series("window_end", end, dtype=pl.Int64))
-        for slots in self.slots:
-            columns.append(slots.output(ids, schema[slots.agg.name]))
+        try:
+            columns += [slots.output(ids, schema[slots.agg.name]) for slots in self.slots]
+        except RowOverflow as exc:  # name the group: its keys and window
+            at = np.flatnonzero(ids == exc.row)[:1]
+            group = {c.name: c.gather(at).item() for c in columns}
+            raise exc.agg.overflow(exc.total, describe_group(group)) from None
         columns.append(pl.Series("is_update", self.emitted[ids], dtype=pl.Boolean))
         self.emitted[ids] = True
         self.dirty[ids] = False

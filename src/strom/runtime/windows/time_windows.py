@@ -79,7 +79,7 @@ class TimeWindowOperator(WindowOperatorBase):
         if self.acc.needs_order:
             live = live.sort(TS, SEQ)
         group = [*self.keys, "window_end"]
-        partials = live.group_by(group, maintain_order=True).agg(self._partial_exprs)
+        partials = live.group_by(group, maintain_order=True).agg(self.acc.batch_exprs(live))
         ends = partials.get_column("window_end").to_numpy()
         ids = self._merge(partition, partials, [ends])[0]
         self._emit_touched(ids)
@@ -103,7 +103,7 @@ class TimeWindowOperator(WindowOperatorBase):
         pane = window_start_exprs(self.spec, pl.col(TS))[0]
         live = live.with_columns(pane.alias(_PANE), pl.int_range(pl.len()).alias(_ROW))
         partials = live.group_by([*self.keys, _PANE], maintain_order=True).agg(
-            pl.col(_ROW).first(), *self._partial_exprs
+            pl.col(_ROW).first(), *self.acc.batch_exprs(live)
         )
         panes = partials.get_column(_PANE).to_numpy()
         count = self.size_ms // self._slide
