@@ -1,6 +1,7 @@
-"""Windows hold back batches that cannot change a result yet and merge them later, several
-partitions' at once: the results and late rows are exactly those of merging every batch on
-arrival (what the operators did before), for every kind of window, lateness and disorder."""
+"""Windows take a round's batches of all partitions as one batch, and hold back batches that
+cannot change a result yet to merge them later, several partitions' at once: the results and
+late rows are exactly those of each batch on its own, merged on arrival (what the runtime did
+before), for every kind of window, lateness, disorder and step before the window."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from strom.engine.constants import MIN_WATERMARK
 from strom.pipeline import Hopping, Pipeline, Session, Tumbling, agg
 from strom.pipeline.windows import WindowSpec
 from strom.runtime import StreamingExecutor
+from strom.runtime import executor as executor_module
 from strom.runtime.windows.base import WindowOperatorBase
 from strom.runtime.windows.sessions import SessionOperator
 from strom.runtime.windows.time_windows import TimeWindowOperator
@@ -53,18 +55,29 @@ def partitions(draw: st.DrawFn) -> Partitions:
 
 
 def _run(
-    parts: Partitions, spec: WindowSpec, ooo: int, lateness: int, aggs: tuple[Any, ...] = AGGS
+    parts: Partitions,
+    spec: WindowSpec,
+    ooo: int,
+    lateness: int,
+    aggs: tuple[Any, ...] = AGGS,
+    steps: str = "",
 ) -> tuple[pl.DataFrame, pl.DataFrame, list[WindowOperatorBase]]:
     p = Pipeline()
     source = p.source(
         MemorySource(parts, schema=SCHEMA), timestamp="ts", max_out_of_orderness_ms=ooo
     )
+    if steps == "filter":  # drops rows of some partitions: the merged batch's runs recounted
+        source = source.filter(pl.col("v").is_null() | (pl.col("v") != 0)).with_columns(
+            w=pl.col("v") * 2
+        )
+    elif steps == "map_batches":  # a user function: run once per partition's rows
+        source = source.map_batches(lambda b: b.filter(pl.col("v").is_null() | (pl.col("v") > -4)))
     windowed = source.key_by("k").window(spec, allowed_lateness_ms=lateness).agg(*aggs)
     windowed.sink(results := MemorySink())
     windowed.late().sink(late := MemorySink())
-    executor = StreamingExecutor(p, clock=lambda: 0.0)
-    executor.run()
-    windows = [op for op in executor.stateful_operators().values()]
+    run = StreamingExecutor(p, clock=lambda: 0.0)
+    run.run()
+    windows = list(run.stateful_operators().values())
     assert all(isinstance(op, WindowOperatorBase) for op in windows)
     return results.to_frame(), late.to_frame(), windows  # type: ignore[return-value]
 
@@ -76,22 +89,25 @@ def _run(
     ooo=st.sampled_from([0, 300]),
     lateness=st.sampled_from([0, 400]),
     first_last=st.booleans(),
+    steps=st.sampled_from(["", "filter", "map_batches"]),
 )
-def test_held_batches_give_what_merging_each_on_arrival_gives(
+def test_held_and_merged_batches_give_what_each_batch_on_arrival_gives(
     spec: WindowSpec,
     parts: Partitions,
     ooo: int,
     lateness: int,
     first_last: bool,
+    steps: str,
 ) -> None:
     # without first/last the held rows of all partitions merge together, with them one
     # partition at a time
     aggs = AGGS if first_last else tuple(a for a in AGGS if a.label not in ("first", "last"))
-    got, got_late, _ = _run(parts, spec, ooo, lateness, aggs)
-    with pytest.MonkeyPatch.context() as m:  # every batch merged on arrival
+    got, got_late, _ = _run(parts, spec, ooo, lateness, aggs, steps)
+    with pytest.MonkeyPatch.context() as m:  # each batch on its own, merged on arrival
+        m.setattr(executor_module, "_segment_downstream", lambda operator: False)
         for cls in (TimeWindowOperator, SessionOperator):
             m.setattr(cls, "_oldest_end", lambda self, event_time: MIN_WATERMARK)
-        want, want_late, _ = _run(parts, spec, ooo, lateness, aggs)
+        want, want_late, _ = _run(parts, spec, ooo, lateness, aggs, steps)
     assert_frame_equal(got, want)
     assert_frame_equal(got_late, want_late)
 

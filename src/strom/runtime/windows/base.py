@@ -14,7 +14,7 @@ from strom.engine.contracts import OperatorState
 from strom.engine.schemas import window_schema
 from strom.pipeline.plan import WindowAggNode
 from strom.pipeline.windows import event_time_ms
-from strom.runtime.operators import Operator
+from strom.runtime.operators import Operator, Runs, split_runs
 from strom.runtime.snapshots import check_definition, seq_from_meta, seq_to_meta
 from strom.runtime.watermarks import WatermarkTracker
 from strom.runtime.windows.accumulators import Accumulators
@@ -73,6 +73,8 @@ class WindowOperatorBase(Operator):
         #: a lower bound of every held row's earliest window end (> the watermark)
         self._pending_end = MAX_WATERMARK
         self._defers = not self.update_mode  # update mode emits after every batch
+        #: rows of merged batches (:meth:`on_segments`) waiting for their partition's progress
+        self._arriving: dict[int, list[pl.DataFrame]] = {}
 
     @property
     def watermark(self) -> int:
@@ -80,6 +82,17 @@ class WindowOperatorBase(Operator):
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
         self.counters.rows_in += batch.height
+        self._arrive(partition, batch)
+
+    def on_segments(self, batch: pl.DataFrame, runs: Runs) -> None:
+        """Each partition's rows arrive just before its progress message (as a batch of its
+        own would have, between the previous partition's progress and its own)."""
+        self.counters.rows_in += batch.height
+        for partition, part in split_runs(batch, runs):
+            self._arriving.setdefault(partition, []).append(part)
+
+    def _arrive(self, partition: int, batch: pl.DataFrame) -> None:
+        """Batch ``batch`` of ``partition`` arrives: held, or merged now (after the held ones)."""
         if batch.height == 0:
             return
         if self._input_schema is None:
@@ -161,6 +174,9 @@ class WindowOperatorBase(Operator):
     def on_progress(
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
     ) -> None:
+        if self._arriving:
+            for part in self._arriving.pop(partition, ()):
+                self._arrive(partition, part)
         before, after = self.tracker.progress(partition, max_event_time, now_ms, finished)
         self.counters.watermark = after
         if after > before:
@@ -200,6 +216,7 @@ class WindowOperatorBase(Operator):
 
     def snapshot(self) -> OperatorState:
         """The operator's state (held rows merged first: a snapshot holds only windows)."""
+        assert not self._arriving, "snapshots are taken between rounds"
         self._merge_pending(self.watermark)
         return self._snapshot()
 
