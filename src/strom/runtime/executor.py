@@ -1,9 +1,10 @@
 """The streaming executor: runs a plan incrementally over partitioned sources.
 
 Scheduling is deterministic: each round polls every unfinished source partition once, in global
-partition order (sources in plan order, then partition index). After each poll the batch (if any)
-flows to the sinks, then a progress message carries the batch's largest event time, so rows of a
-batch are judged late against the watermark from *before* that batch. When every partition of a
+partition order (sources in plan order, then partition index), then, in the same order, each
+partition's batch (if any) flows to the sinks, followed by a progress message carrying the
+batch's largest event time, so rows of a batch are judged late against the watermark from
+*before* that batch. When every partition of a
 bounded source has ended, the watermark reaches its maximum and every window fires.
 
 :meth:`StreamingExecutor.snapshot` takes every source partition's position and every stateful
