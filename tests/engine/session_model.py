@@ -41,8 +41,7 @@ class ReferenceSessionOperator(WindowOperatorBase):
         self._purge_heap: list[tuple[int, int, tuple[Any, ...]]] = []
         self._tiebreak = 0  # heap entries never compare keys (they may not be orderable)
 
-    def _process(self, partition: int, batch: pl.DataFrame) -> None:
-        watermark = self.watermark
+    def _process(self, partition: int, batch: pl.DataFrame, watermark: int) -> None:
         cut = cut_sessions(batch, self.keys, self.gap, [TS, SEQ])
         group = [*self.keys, SESSION]
         partials = cut.group_by(group, maintain_order=True).agg(

@@ -33,7 +33,7 @@ def test_stateless_downstream_gets_one_batch_a_round_in_partition_order() -> Non
     assert executor.metrics()["source0"].rows_out == 5
 
 
-def test_a_window_downstream_still_sees_each_partition_batch() -> None:
+def test_a_window_downstream_gets_the_round_as_one_batch_too() -> None:
     sink, raw = MemorySink(), MemorySink()
     pipeline = Pipeline()
     events = pipeline.source(_source(), timestamp="ts")
@@ -41,10 +41,21 @@ def test_a_window_downstream_still_sees_each_partition_batch() -> None:
     events.key_by("k").window(Tumbling(10)).agg(agg.count().alias("n")).sink(sink)
     executor = StreamingExecutor(pipeline)
     executor.step()
-    # the source feeds a window too: no merging, even for the stateless branch
-    assert [b["k"].to_list() for b in raw.batches] == [[0], [2]]
+    # the window takes each partition's rows at its progress: the stateless branch is merged
+    assert [b["k"].to_list() for b in raw.batches] == [[0, 2]]
     executor.run()
     assert sink.to_frame()["n"].sum() == 5
+
+
+def test_other_stateful_operators_still_see_each_partition_batch() -> None:
+    raw = MemorySink()
+    pipeline = Pipeline()
+    events = pipeline.source(_source(), timestamp="ts")
+    events.sink(raw)
+    events.key_by("k").agg(agg.count().alias("n")).sink(MemorySink())
+    executor = StreamingExecutor(pipeline)
+    executor.step()
+    assert [b["k"].to_list() for b in raw.batches] == [[0], [2]]
 
 
 class _Partition:

@@ -1,9 +1,10 @@
 """The streaming executor: runs a plan incrementally over partitioned sources.
 
 Scheduling is deterministic: each round polls every unfinished source partition once, in global
-partition order (sources in plan order, then partition index). After each poll the batch (if any)
-flows to the sinks, then a progress message carries the batch's largest event time, so rows of a
-batch are judged late against the watermark from *before* that batch. When every partition of a
+partition order (sources in plan order, then partition index), then, in the same order, each
+partition's batch (if any) flows to the sinks, followed by a progress message carrying the
+batch's largest event time, so rows of a batch are judged late against the watermark from
+*before* that batch. When every partition of a
 bounded source has ended, the watermark reaches its maximum and every window fires.
 
 :meth:`StreamingExecutor.snapshot` takes every source partition's position and every stateful
@@ -23,7 +24,11 @@ A source whose every downstream operator is stateless (transforms and sinks, whi
 the partition a batch came from and progress) gets its partitions' batches of a round as one
 concatenated batch after the round's polls: a trickle arrives a few records per partition per
 round, and each batch costs every operator a fixed price (a Polars query, a sink write), so one
-batch a round instead of one per partition divides that price by the partition count.
+batch a round instead of one per partition divides that price by the partition count. A source
+whose stateful operators downstream are all windows gets them as one batch too, with the rows'
+partitions (:meth:`~strom.runtime.operators.Operator.on_segments`), before the round's progress
+messages: a window takes each partition's rows just before that partition's progress message,
+where a batch of its own would have come, so watermarks and lateness stay exact.
 
 A partition reader may define ``watermark() -> int | None``: its event-time progress, used instead
 of the batch's largest event time (a repartition topic's rows interleave several writers, whose
@@ -36,7 +41,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import assert_never
+from typing import Literal, assert_never
 
 import polars as pl
 
@@ -119,6 +124,12 @@ def _monotonic_ms() -> float:
     return time.monotonic() * 1000.0
 
 
+#: How a source's batches of a round go out: one by one, each followed by its partition's
+#: progress; merged into one batch (nothing downstream reads partitions or progress); merged
+#: with their partitions (:meth:`Operator.on_segments`: windows downstream).
+Merging = Literal["none", "stateless", "segments"]
+
+
 @dataclass
 class _Reader:
     partition: int  # the global index
@@ -126,8 +137,7 @@ class _Reader:
     node: SourceNode
     reader: SourcePartition
     operator: Operator
-    #: every operator downstream is stateless: its batches of a round go out as one
-    coalesce: bool = False
+    merging: Merging = "none"
     finished: bool = False
 
 
@@ -271,11 +281,15 @@ class StreamingExecutor:
             if isinstance(source.source, ProjectingSource):
                 source.source.project(projection[source])
             operator = self._operators[source]
-            coalesce = _stateless_downstream(operator)
+            merging: Merging = "none"
+            if _stateless_downstream(operator):
+                merging = "stateless"
+            elif _segment_downstream(operator):
+                merging = "segments"
             for local, global_index in enumerate(partitions):
                 reader = source.source.open_partition(local)
                 self._readers.append(
-                    _Reader(global_index, local, source, reader, operator, coalesce)
+                    _Reader(global_index, local, source, reader, operator, merging)
                 )
 
     @property
@@ -297,12 +311,20 @@ class StreamingExecutor:
         self.open()
         self._stepped = True
         idle = True
-        coalesced: dict[Operator, list[tuple[int, pl.DataFrame]]] = {}
+        polled = []
         for r in self._readers:
-            if r.finished:
-                continue
-            item = r.reader.poll()
-            now = self.clock()
+            if not r.finished:
+                polled.append((r, r.reader.poll(), self.clock()))
+        merged: dict[Operator, list[tuple[int, pl.DataFrame]]] = {}
+        segments: set[Operator] = set()
+        for r, item, _ in polled:
+            if r.merging != "none" and isinstance(item, pl.DataFrame) and item.height:
+                merged.setdefault(r.operator, []).append((r.partition, item))
+                if r.merging == "segments":
+                    segments.add(r.operator)
+        for operator, batches in merged.items():  # before any progress of the round
+            _emit_merged(operator, batches, operator in segments)
+        for r, item, now in polled:
             if item is END_OF_PARTITION:
                 r.finished = True
                 idle = False
@@ -312,17 +334,14 @@ class StreamingExecutor:
             if item is not None and item.height:
                 idle = False
                 r.operator.counters.rows_in += item.height
-                if r.coalesce:  # nothing downstream reads progress: no event time needed
-                    coalesced.setdefault(r.operator, []).append((r.partition, item))
-                else:
+                if r.merging == "none":
                     r.operator.emit(r.partition, item)
+                if r.merging != "stateless":  # nothing downstream reads progress otherwise
                     max_ts = _max_event_time(item, r.node.timestamp)
             reported = getattr(r.reader, "watermark", None)
             if callable(reported):  # the partition knows its progress better than its rows do
                 max_ts = reported()
             r.operator.on_progress(r.partition, max_ts, now, False)
-        for operator, batches in coalesced.items():
-            _emit_merged(operator, batches)
         if self.finished:
             return False
         if idle:
@@ -494,10 +513,30 @@ def _stateless_downstream(operator: Operator) -> bool:
     return True
 
 
-def _emit_merged(operator: Operator, batches: list[tuple[int, pl.DataFrame]]) -> None:
+def _segment_downstream(operator: Operator) -> bool:
+    """Whether batches of several partitions may be merged for ``operator``'s downstream with
+    their partitions kept (:meth:`Operator.on_segments`): every path leads through
+    pass-throughs and transforms to windows (which take each partition's rows at its progress)
+    or to operators that ignore partitions and progress with no window after them."""
+    pending = list(operator.outputs)
+    while pending:
+        op = pending.pop()
+        if isinstance(op, WindowOperatorBase):
+            continue  # its results are batches of its own
+        if type(op) in (Operator, TransformOperator):
+            pending.extend(op.outputs)
+        elif type(op) not in (PredictOperator, SinkOperator) or not _stateless_downstream(op):
+            return False
+    return True
+
+
+def _emit_merged(
+    operator: Operator, batches: list[tuple[int, pl.DataFrame]], segments: bool
+) -> None:
     """Emit a round's ``(partition, batch)`` pairs of one source as one batch, in partition
-    order; one by one if they do not stack (a source breaking the one-schema contract keeps
-    the behaviour it had: each batch passed on as it is)."""
+    order (``segments``: with their partitions, see :meth:`Operator.on_segments`); one by one
+    if they do not stack (a source breaking the one-schema contract keeps the behaviour it
+    had: each batch passed on as it is)."""
     if len(batches) > 1:
         merged = batches[0][1]
         try:
@@ -506,15 +545,26 @@ def _emit_merged(operator: Operator, batches: list[tuple[int, pl.DataFrame]]) ->
         except (pl.exceptions.SchemaError, pl.exceptions.ShapeError):
             pass
         else:
-            batches = [(batches[0][0], merged)]
+            if segments:
+                operator.emit_segments(merged, [(p, b.height) for p, b in batches])
+            else:
+                operator.emit(batches[0][0], merged)
+            return
     for partition, batch in batches:
-        operator.emit(partition, batch)
+        if segments:
+            operator.emit_segments(batch, [(partition, batch.height)])
+        else:
+            operator.emit(partition, batch)
 
 
 def _max_event_time(batch: pl.DataFrame, column: str | None) -> int | None:
     if column is None:
         return None
-    value = batch.select(event_time_ms(column, batch.schema[column]).max()).item()
+    series = batch.get_column(column)
+    if series.dtype.is_integer():  # event time is the value: no query needed
+        top = series.max()
+        return None if top is None else int(top)  # type: ignore[arg-type]
+    value = batch.select(event_time_ms(column, series.dtype).max()).item()
     return None if value is None else int(value)
 
 

@@ -4,19 +4,45 @@ Two messages flow from sources to sinks: ``on_batch(partition, batch)`` and
 ``on_progress(partition, max_event_time, now_ms, finished)``, the latter after every poll of a
 source partition. Stateless operators transform batches and forward progress untouched; window
 operators turn progress into watermarks.
+
+A third, ``on_segments(batch, runs)``, carries one round's batches of several partitions as one
+batch: ``runs`` lists ``(partition, rows)`` for its consecutive rows, in partition order. The
+executor sends it only where every operator downstream takes it (see
+:func:`strom.runtime.executor._segment_downstream`): pass-throughs and transforms forward it
+(keeping the runs exact), operators that ignore partitions take it as one batch, and windows
+take each partition's rows as having arrived just before that partition's progress message, so
+event time and lateness are judged exactly as for separate batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from strom.engine.contracts import Metrics, MetricsProvider, OperatorState, Sink, StatefulSink
 from strom.engine.transforms import compile_transform
 from strom.pipeline.plan import (
+    FilterNode,
+    SelectNode,
     StatelessNode,
+    WithColumnsNode,
 )
+
+#: ``(partition, rows)`` per run of consecutive rows of one partition in a merged batch
+Runs = list[tuple[int, int]]
+
+
+def split_runs(batch: pl.DataFrame, runs: Runs) -> list[tuple[int, pl.DataFrame]]:
+    """The rows of each run as ``(partition, slice)`` (empty runs left out)."""
+    out: list[tuple[int, pl.DataFrame]] = []
+    at = 0
+    for partition, rows in runs:
+        if rows:
+            out.append((partition, batch.slice(at, rows)))
+        at += rows
+    return out
 
 
 @dataclass
@@ -62,6 +88,16 @@ class Operator:
         for out in self.outputs:
             out.on_batch(partition, batch)
 
+    def on_segments(self, batch: pl.DataFrame, runs: Runs) -> None:
+        """Rows of several partitions (see the module docstring); a pass-through forwards them."""
+        self.counters.rows_in += batch.height
+        self.emit_segments(batch, runs)
+
+    def emit_segments(self, batch: pl.DataFrame, runs: Runs) -> None:
+        self.counters.rows_out += batch.height
+        for out in self.outputs:
+            out.on_segments(batch, runs)
+
     def on_progress(
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool
     ) -> None:
@@ -91,6 +127,35 @@ class TransformOperator(Operator):
         self.counters.rows_in += batch.height
         self.emit(partition, self._apply(batch))
 
+    def on_segments(self, batch: pl.DataFrame, runs: Runs) -> None:
+        """The transform over the merged batch, its runs recounted: a filter's from its mask,
+        a row-preserving step's unchanged. Anything else (a per-record map, a user function, a
+        step changing the row count) runs once per run, as it would on separate batches."""
+        self.counters.rows_in += batch.height
+        node = self.node
+        if isinstance(node, FilterNode):
+            mask = batch.select(node.predicate).to_series()
+            if mask.dtype == pl.Boolean and mask.len() == batch.height:
+                if mask.null_count():
+                    mask = mask.fill_null(False)
+                keep = mask.to_numpy()
+                if keep.all():
+                    self.emit_segments(batch, runs)
+                    return
+                starts = np.cumsum([0, *(rows for _, rows in runs[:-1])])
+                counts = np.add.reduceat(keep.astype(np.int64), starts).tolist()
+                kept = [(p, int(n)) for (p, _), n in zip(runs, counts, strict=True) if n]
+                self.emit_segments(batch.filter(mask), kept)
+                return
+        elif isinstance(node, WithColumnsNode | SelectNode):
+            out = self._apply(batch)
+            if out.height == batch.height:
+                self.emit_segments(out, runs)
+                return
+        for partition, part in split_runs(batch, runs):
+            out = self._apply(part)
+            self.emit_segments(out, [(partition, out.height)])
+
 
 class SinkOperator(Operator):
     """Writes every non-empty batch to its sink; opens and closes it with the run."""
@@ -104,6 +169,10 @@ class SinkOperator(Operator):
         if batch.height:
             self.sink.write(batch)
             self.counters.rows_out += batch.height
+
+    def on_segments(self, batch: pl.DataFrame, runs: Runs) -> None:
+        """One batch: a sink ignores partitions."""
+        self.on_batch(runs[0][0], batch)
 
     def on_progress(
         self, partition: int, max_event_time: int | None, now_ms: float, finished: bool

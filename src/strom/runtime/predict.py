@@ -35,7 +35,7 @@ from strom.engine.contracts import Metrics, OperatorState, Sink
 from strom.engine.scoring import ScoringModel, score_frame
 from strom.pipeline.plan import PredictNode
 from strom.pipeline.windows import event_time_ms
-from strom.runtime.operators import Operator
+from strom.runtime.operators import Operator, Runs
 from strom.runtime.snapshots import check_definition
 
 __all__ = ["PredictOperator"]
@@ -88,6 +88,10 @@ class PredictOperator(Operator):
             self._use(self.node.models.resolve(self.node.model, self.node.ref))
         except (ValueError, OSError) as exc:  # keep scoring with the version in use
             log.error("%s: not switching models: %s", self.name, exc)
+
+    def on_segments(self, batch: pl.DataFrame, runs: Runs) -> None:
+        """One batch, one model call: scoring ignores partitions."""
+        self.on_batch(runs[0][0], batch)
 
     def on_batch(self, partition: int, batch: pl.DataFrame) -> None:
         self.counters.rows_in += batch.height

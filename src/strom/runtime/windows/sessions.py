@@ -92,7 +92,7 @@ class SessionOperator(WindowOperatorBase):
             index_schema |= {_START: pl.Int64(), _END: pl.Int64(), _ID: pl.Int64()}
             self.index = pl.DataFrame(schema=index_schema)
 
-    def _process(self, partition: int, batch: pl.DataFrame) -> None:
+    def _process(self, partition: int, batch: pl.DataFrame, watermark: int) -> None:
         state = self.state
         assert state is not None
         keys = list(self.keys)
@@ -104,12 +104,12 @@ class SessionOperator(WindowOperatorBase):
             *self.acc.batch_exprs(cut),
         )
         groups = self._groups(partials)
-        late = (pl.col("ids").list.len() == 0) & (pl.col(_END) + self.lateness <= self.watermark)
+        late = (pl.col("ids").list.len() == 0) & (pl.col(_END) + self.lateness <= watermark)
         self._late_rows(partition, cut, partials, groups.filter(late))
         live = groups.filter(~late)
         if live.height:
             targets = self._merge(partition, partials, live)
-            ready = targets if self.update_mode else targets[state.end[targets] <= self.watermark]
+            ready = targets if self.update_mode else targets[state.end[targets] <= watermark]
             if ready.size:
                 self._queue(state.results(ready, None))
 
@@ -232,10 +232,28 @@ class SessionOperator(WindowOperatorBase):
             state.release(ids[expired])
             self.index = self.index.filter(~pl.Series(expired))
 
-    def state_size(self) -> int:
+    def _oldest_end(self, event_time: int) -> int:
+        """A row at ``event_time`` makes or extends a session ending at ``event_time + gap`` or
+        later."""
+        return event_time + self.gap
+
+    def _merge_before_fire(self, watermark: int) -> bool:
+        """Also when the watermark fires or purges a live session: a held row may extend it
+        (merged on arrival, it would have before the advance)."""
+        if super()._merge_before_fire(watermark):
+            return True
+        state = self.state
+        if state is None or self.index.height == 0:
+            return False
+        ids = self.index.get_column(_ID).to_numpy()
+        ends = state.end[ids]
+        fires = (ends <= watermark) & state.dirty[ids]
+        return bool(fires.any() or (ends + self.lateness <= watermark).any())
+
+    def _held_windows(self) -> int:
         return self.index.height
 
-    def snapshot(self) -> OperatorState:
+    def _snapshot(self) -> OperatorState:
         """``session_window`` state: frames ``keys`` and ``rows`` (one row per live session, in
         :attr:`index` order; see :meth:`WindowState.dump`)."""
         frames: dict[str, pl.DataFrame] = {}

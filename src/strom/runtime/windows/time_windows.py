@@ -65,11 +65,10 @@ class TimeWindowOperator(WindowOperatorBase):
                 self.keys, self.node.aggs, schema, self._partial_exprs, self._out_schema
             )
 
-    def _process(self, partition: int, batch: pl.DataFrame) -> None:
-        if self._panes and not self._any_expired(batch):
-            self._process_panes(partition, batch)
+    def _process(self, partition: int, batch: pl.DataFrame, watermark: int) -> None:
+        if self._panes and not self._any_expired(batch, watermark):
+            self._process_panes(partition, batch, watermark)
             return
-        watermark = self.watermark
         assigned = assign_windows(batch, self.spec, TS)
         expired = pl.col("window_end") + self.lateness <= watermark
         self._late(partition, assigned.filter(expired))
@@ -81,17 +80,25 @@ class TimeWindowOperator(WindowOperatorBase):
         group = [*self.keys, "window_end"]
         partials = live.group_by(group, maintain_order=True).agg(self.acc.batch_exprs(live))
         ends = partials.get_column("window_end").to_numpy()
-        ids = self._merge(partition, partials, [ends])[0]
-        self._emit_touched(ids)
+        ids = self._merge(partition, partials, [ends], watermark)[0]
+        self._emit_touched(ids, watermark)
 
-    def _any_expired(self, batch: pl.DataFrame) -> bool:
+    def _oldest_end(self, event_time: int) -> int:
+        """The earliest end of a window after ``event_time``: ends are ``offset + size`` plus
+        multiples of the slide (a row at ``event_time`` falls in no window ending sooner)."""
+        return (
+            event_time
+            - (event_time - self.spec.offset_ms - self.size_ms) % self._slide
+            + (self._slide)
+        )
+
+    def _any_expired(self, batch: pl.DataFrame, watermark: int) -> bool:
         """Whether any (row, window) pair of ``batch`` is late (from its smallest event time)."""
         ts = batch.get_column(TS).min()
         assert isinstance(ts, int)
-        oldest_end = ts - (ts - self.spec.offset_ms) % self._slide + self._slide
-        return oldest_end + self.lateness <= self.watermark
+        return self._oldest_end(ts) + self.lateness <= watermark
 
-    def _process_panes(self, partition: int, batch: pl.DataFrame) -> None:
+    def _process_panes(self, partition: int, batch: pl.DataFrame, watermark: int) -> None:
         """Hopping windows whose size is a multiple of the slide, with nothing late.
 
         Rows are pre-aggregated per key and *pane* (the slide-long interval every window is a
@@ -108,17 +115,20 @@ class TimeWindowOperator(WindowOperatorBase):
         panes = partials.get_column(_PANE).to_numpy()
         count = self.size_ms // self._slide
         offsets = range(count)
-        merged = self._merge(
-            partition, partials, [panes + (self.size_ms - j * self._slide) for j in offsets]
-        )
+        ends = [panes + (self.size_ms - j * self._slide) for j in offsets]
+        merged = self._merge(partition, partials, ends, watermark)
         first = partials.get_column(_ROW).to_numpy().astype(np.int64) * count
         order = np.concatenate([first + j for j in offsets]).argsort(kind="stable")
         ids = np.concatenate(merged)[order]
         _, at = np.unique(ids, return_index=True)
-        self._emit_touched(ids[np.sort(at)])
+        self._emit_touched(ids[np.sort(at)], watermark)
 
     def _merge(
-        self, partition: int, partials: pl.DataFrame, ends_per_round: list[IdArray]
+        self,
+        partition: int,
+        partials: pl.DataFrame,
+        ends_per_round: list[IdArray],
+        watermark: int,
     ) -> list[IdArray]:
         """Merge every partial row into the window ``ends[row]`` for each ``ends`` given;
         returns the row ids, per round. Within a round each (key, window) occurs once."""
@@ -131,40 +141,44 @@ class TimeWindowOperator(WindowOperatorBase):
             ids = np.empty(partials.height, np.int64)
             first_end = int(ends[0])
             if (ends == first_end).all():
-                self._merge_window(first_end, partials, keys, parts, None, ids, partition)
+                self._merge_window(
+                    first_end, (partials, keys, parts), None, ids, partition, watermark
+                )
             else:
                 for end in np.unique(ends).tolist():
                     pos = np.flatnonzero(ends == end)
-                    self._merge_window(int(end), partials, keys, parts, pos, ids, partition)
+                    self._merge_window(
+                        int(end), (partials, keys, parts), pos, ids, partition, watermark
+                    )
             out.append(ids)
         return out
 
-    def _emit_touched(self, ids: IdArray) -> None:
+    def _emit_touched(self, ids: IdArray, watermark: int) -> None:
         """After a batch: results of changed windows already complete (or all, in update mode)."""
         assert self.state is not None
-        ready = ids if self.update_mode else ids[self.state.end[ids] <= self.watermark]
+        ready = ids if self.update_mode else ids[self.state.end[ids] <= watermark]
         if ready.size:
             self._queue(self.state.results(ready, self.size_ms))
 
     def _merge_window(
         self,
         end: int,
-        partials: pl.DataFrame,
-        all_keys: list[Any],
-        parts: list[list[Any]],
+        batch: tuple[pl.DataFrame, list[Any], list[list[Any]]],
         pos: IdArray | None,
         ids: IdArray,
         partition: int,
+        watermark: int,
     ) -> None:
-        """Merge partial rows ``pos`` (None: all) into the window ending at ``end``; their row
-        ids go to ``ids[pos]``."""
+        """Merge partial rows ``pos`` (None: all) of ``batch`` (the partials, their keys and
+        their slot arrays) into the window ending at ``end``; their row ids go to ``ids[pos]``."""
+        partials, all_keys, parts = batch
         state = self.state
         assert state is not None
         index = self.windows.get(end)
         if index is None:
             index = self.windows[end] = {}
             heapq.heappush(self._purge_heap, end)
-            if end > self.watermark:
+            if end > watermark:
                 heapq.heappush(self._fire_heap, end)
         if pos is None:
             pos = np.arange(partials.height)
@@ -207,10 +221,10 @@ class TimeWindowOperator(WindowOperatorBase):
                 state.release(np.fromiter(index.values(), np.int64, count=len(index)))
                 self._held -= len(index)
 
-    def state_size(self) -> int:
+    def _held_windows(self) -> int:
         return self._held
 
-    def snapshot(self) -> OperatorState:
+    def _snapshot(self) -> OperatorState:
         """``time_window`` state: frames ``keys`` and ``rows`` (one row per held key and window,
         grouped by window, windows in arrival order; see :meth:`WindowState.dump`), the
         windows' sizes in ``meta["windows"]`` (``[end, rows]`` runs) and the fire and purge
