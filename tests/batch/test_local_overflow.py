@@ -27,10 +27,12 @@ def _files(tmp: Path, files: list[list[int | None]], dtype: pl.DataType) -> str:
     return str(tmp / "part-*.parquet")
 
 
-def _pipeline(glob: str, window: bool, sink: MemorySink) -> Pipeline:
+def _pipeline(glob: str, window: bool, sink: MemorySink, sum_only: bool = False) -> Pipeline:
+    """A sum and a mean per key (window), or the sum alone (a keyed aggregation of only
+    count/sum/min/max merges its partials in one Polars group-by: the columnar path)."""
     p = Pipeline()
     source = p.source(FileSource(glob, "parquet"), timestamp="ts").key_by("k")
-    aggs = (agg.sum("x"), agg.mean("x"))
+    aggs = (agg.sum("x"),) if sum_only else (agg.sum("x"), agg.mean("x"))
     (source.window(Tumbling(1_000)).agg(*aggs) if window else source.agg(*aggs)).sink(sink)
     return p
 
@@ -78,3 +80,22 @@ def test_a_sum_outside_int64_fails_the_run_naming_it(
     with pytest.raises(SumOverflowError, match=r"for k=1") as single:
         run_bounded(_pipeline(glob, window, MemorySink()))
     assert expected in str(single.value)
+
+
+@pytest.mark.parametrize(
+    ("files", "total"), [([[M], [1]], M + 1), ([[N], [-1]], N - 1)], ids=["up", "down"]
+)
+def test_the_columnar_merge_checks_sums_too(
+    tmp_path: Path, files: list[list[int | None]], total: int
+) -> None:
+    glob = _files(tmp_path, files, pl.Int64())
+    with pytest.raises(TaskFailed, match=rf"the sum {total} is outside Int64's range.*k=1"):
+        run_local(
+            _pipeline(glob, False, MemorySink(), sum_only=True),
+            workers=2,
+            memory="2GiB",
+            max_task_attempts=1,
+        )
+    back = _files(tmp_path, [[M], [M], [-M, -M, 5]], pl.Int64())
+    run_local(_pipeline(back, False, sink := MemorySink(), sum_only=True), workers=2)
+    assert sink.to_frame().sort("k")["sum_x"].to_list() == [5, 3]

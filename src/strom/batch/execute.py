@@ -377,6 +377,11 @@ def _merge_columnar(stage: AggStage, frames: list[pl.DataFrame]) -> pl.DataFrame
     partials = pl.concat(frames, how="vertical").lazy()
     keys = list(stage.keys)
     grouped = partials.group_by(keys).agg(merged) if keys else partials.select(merged)
+    # integer sums are Int128 here: exact, or the SumOverflowError run_bounded raises
+    out = stage.out_schema
+    checks = [e for a in stage.aggs if (e := a.bounded_finish(out[a.name], keys)) is not None]
+    if checks:
+        grouped = grouped.with_columns(checks)
     result = grouped.with_columns(pl.lit(False).alias(IS_UPDATE)).select(
         pl.col(name).cast(dtype) for name, dtype in stage.out_schema.items()
     )
