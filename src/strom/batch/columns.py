@@ -18,6 +18,7 @@ from typing import assert_never
 
 import polars as pl
 
+from strom.engine.projection import Columns, expr_roots, union_columns
 from strom.engine.relational import needs_positions
 from strom.pipeline.plan import (
     AsofJoinNode,
@@ -45,7 +46,7 @@ from strom.pipeline.plan import (
     WithColumnsNode,
 )
 
-Need = frozenset[str] | None
+Need = Columns
 """Columns a node's consumers read (None: all of them)."""
 
 
@@ -54,7 +55,7 @@ def needed(plan: Plan, sink: SinkNode) -> dict[PlanNode, Need]:
     need: dict[PlanNode, Need] = {sink.input: None}
     for node in _consumers_first(sink.input):
         for child, columns in _input_needs(plan, node, need[node]):
-            need[child] = _union(need[child], columns) if child in need else columns
+            need[child] = union_columns(need[child], columns) if child in need else columns
     return need
 
 
@@ -76,24 +77,6 @@ def _consumers_first(root: PlanNode) -> list[PlanNode]:
     return order[::-1]
 
 
-def _union(a: Need, b: Need) -> Need:
-    return None if a is None or b is None else a | b
-
-
-def _roots(exprs: Iterable[pl.Expr]) -> Need:
-    """The columns ``exprs`` read (None: not known, a selector reads columns by pattern)."""
-    found: set[str] = set()
-    for e in exprs:
-        try:
-            tree = e.meta.serialize(format="json")
-        except Exception:  # a Python function in it: nothing to learn from its tree
-            return None
-        if '"Selector"' in tree or e.meta.has_multiple_outputs():
-            return None
-        found.update(e.meta.root_names())
-    return frozenset(found)
-
-
 def _plus(need: Need, columns: Iterable[str | None]) -> Need:
     return None if need is None else need | {c for c in columns if c is not None}
 
@@ -104,15 +87,15 @@ def _input_needs(plan: Plan, node: PlanNode, need: Need) -> list[tuple[PlanNode,
         case SourceNode():
             return []
         case FilterNode():
-            return [(node.input, _union(need, _roots([node.predicate])))]
+            return [(node.input, union_columns(need, expr_roots([node.predicate])))]
         case WithColumnsNode():
-            roots = _roots(node.exprs)
+            roots = expr_roots(node.exprs)
             if need is None or roots is None:
                 return [(node.input, None)]
             written = {e.meta.output_name() for e in node.exprs}
             return [(node.input, (need - written) | roots)]
         case SelectNode():
-            return [(node.input, _roots(node.exprs))]
+            return [(node.input, expr_roots(node.exprs))]
         case KeyByNode():
             return [(node.input, need)]
         case UnionNode():

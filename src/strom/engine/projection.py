@@ -27,7 +27,7 @@ from strom.pipeline.plan import (
     WithColumnsNode,
 )
 
-__all__ = ["read_columns"]
+__all__ = ["Columns", "expr_roots", "read_columns", "union_columns"]
 
 Columns = frozenset[str] | None
 """Column names, or ``None``: every column."""
@@ -68,30 +68,32 @@ def _needs(consumer: PlanNode, reads: Callable[[Node], Columns]) -> Columns:
     """The columns of its input that ``consumer`` (and what follows it) may read."""
     match consumer:
         case SelectNode():
-            return _roots(consumer.exprs)
+            return expr_roots(consumer.exprs)
         case FilterNode():
-            return _union(_roots((consumer.predicate,)), reads(consumer))
+            return union_columns(expr_roots((consumer.predicate,)), reads(consumer))
         case WithColumnsNode():
-            return _union(_roots(consumer.exprs), reads(consumer))
+            return union_columns(expr_roots(consumer.exprs), reads(consumer))
         case KeyByNode():
-            return _union(frozenset(consumer.keys), reads(consumer))
+            return union_columns(frozenset(consumer.keys), reads(consumer))
         case _:
             return None
 
 
-def _union(a: Columns, b: Columns) -> Columns:
+def union_columns(a: Columns, b: Columns) -> Columns:
+    """Both sets of columns (``None``, every column, absorbs the other)."""
     return None if a is None or b is None else a | b
 
 
-def _roots(exprs: Iterable[pl.Expr]) -> Columns:
-    """The columns ``exprs`` read, or ``None`` if that cannot be told exactly."""
+def expr_roots(exprs: Iterable[pl.Expr]) -> Columns:
+    """The columns ``exprs`` read, or ``None`` if that cannot be told exactly (a Python
+    function inside, a selector or any expression with several outputs reads by pattern)."""
     found: set[str] = set()
     for expr in exprs:
         try:
             tree = expr.meta.serialize(format="json")
         except Exception:  # a Python function inside, or anything Polars cannot write out
             return None
-        if '"Selector"' in tree:  # pl.all(), pl.col("a", "b"), regexes, pl.nth(...), dtypes
-            return None
+        if '"Selector"' in tree or expr.meta.has_multiple_outputs():
+            return None  # pl.all(), pl.col("a", "b"), regexes, pl.nth(...), dtypes
         found.update(expr.meta.root_names())
     return frozenset(found)
