@@ -250,6 +250,7 @@ def relational_run(kind: str, glob: str, **kw: object) -> tuple[pl.DataFrame, ob
     fault = kw.pop("fault", None)
     where = kw.pop("where", "map")
     pipeline = relational(kind, sink, glob, fault, where)  # type: ignore[arg-type]
+    kw.setdefault("broadcast", 0)  # the shuffled join (test_local_broadcast: the broadcast one)
     report = run_local(pipeline, workers=2, memory="2GiB", **kw)  # type: ignore[arg-type]
     frame = sink.to_frame()
     return frame.sort(frame.columns, nulls_last=True), report

@@ -43,9 +43,10 @@ from pathlib import Path
 import cloudpickle
 import polars as pl
 
+from strom.batch.broadcast import BROADCAST_BYTES, Broadcast, choose, limit
 from strom.batch.execute import BadFilePolicy, Context, TaskResult
 from strom.batch.memory import MIB, Budget, parse_size, tree_resident
-from strom.batch.planner import JobSpec, SinkJob, SortStage, StageSpec, lower
+from strom.batch.planner import JobSpec, JoinStage, SinkJob, SortStage, StageSpec, lower
 from strom.batch.pool import Event, Pool
 from strom.batch.progress import Progress
 from strom.batch.sort import bounds
@@ -100,9 +101,12 @@ def run_local(
     on_bad_file: BadFilePolicy = "fail",
     progress: Progress | None = None,
     work_dir: str | Path | None = None,
+    broadcast: int | str = BROADCAST_BYTES,
 ) -> RunReport:
     """Run a bounded pipeline on the local engine (worker processes, task retry, shuffles on
-    disk, bounded memory); see :mod:`strom.batch`."""
+    disk, bounded memory); see :mod:`strom.batch`. A join input of at most ``broadcast`` bytes
+    of files (and half a map task's input under ``memory``) is read whole by every task of the
+    other input instead of shuffling both (:mod:`strom.batch.broadcast`; 0: never)."""
     plan = pipeline.plan() if isinstance(pipeline, Pipeline) else pipeline
     engine = LocalEngine(
         plan,
@@ -112,6 +116,7 @@ def run_local(
         on_bad_file=on_bad_file,
         progress=progress,
         work_dir=work_dir,
+        broadcast=broadcast,
     )
     return engine.run()
 
@@ -127,6 +132,7 @@ class LocalEngine:
         on_bad_file: BadFilePolicy = "fail",
         progress: Progress | None = None,
         work_dir: str | Path | None = None,
+        broadcast: int | str = BROADCAST_BYTES,
     ) -> None:
         if max_task_attempts < 1:
             raise ValueError("max_task_attempts must be >= 1")
@@ -135,6 +141,8 @@ class LocalEngine:
         self.jobs: list[SinkJob] = lower(plan)  # PlanError before any process starts
         size = parse_size(memory) if isinstance(memory, str) else memory
         self.budget = Budget.plan(size, workers or os.cpu_count() or 1)
+        most = parse_size(broadcast) if isinstance(broadcast, str) else broadcast
+        self.broadcast_limit = limit(self.budget, most)
         self.max_attempts = max_task_attempts
         self.on_bad_file: BadFilePolicy = on_bad_file
         self.progress = progress or Progress()
@@ -199,18 +207,21 @@ class LocalEngine:
         """Run ``stage``'s map tasks, then its reduce tasks; its results' files (an earlier
         stage's: the next stages' input) go to ``outputs``. Returns the tasks that wrote them."""
         spec = schedule.job
-        paths = [p for b in stage.branches for run in input_paths(b, outputs) for p in run]
+        broadcast = self._broadcast(stage, outputs)
+        skip = {b for b, _ in broadcast.branches} if broadcast else set()
+        streamed = [b for i, b in enumerate(stage.branches) if i not in skip]
+        paths = [p for b in streamed for run in input_paths(b, outputs) for p in run]
         total = sum(map(file_size, paths))
         # at least ~4 tasks per worker when the input is small, so that every worker has work
         # and a retry recomputes little; at most the budget's bytes per task
         target = min(self.budget.task_input, max(MIB, total // (4 * self.budget.workers)))
-        maps = pack(spec.index, stage.branches, target, stage.index, outputs)
+        maps = pack(spec.index, stage.branches, target, stage.index, outputs, skip)
         buckets = 1
-        if stage.stage is not None:
+        if stage.stage is not None and broadcast is None:
             estimate = sum(t.size for t in maps) * stage.stage.fanout
             buckets = max(self.budget.workers, -(-estimate // self.budget.reduce_input))
             buckets = min(buckets, MAX_BUCKETS)
-        context = Context(str(self.work_dir), buckets, self.on_bad_file)
+        context = Context(str(self.work_dir), buckets, self.on_bad_file, broadcast)
         schedule.contexts[stage.index] = context
         if not spec.is_last(stage.index):
             context.committer(spec, stage.index).start()
@@ -219,7 +230,7 @@ class LocalEngine:
         done = schedule.run(f"{name} map", maps)
         self.progress.stage_done(f"{name} map")
         final: list[Task] = list(maps)
-        if stage.stage is not None:
+        if stage.stage is not None and broadcast is None:
             reduces = self._reduces(spec.index, stage, maps, done, buckets)
             self.progress.stage_started(f"{name} reduce", len(reduces), 0)
             schedule.run(f"{name} reduce", reduces)
@@ -230,6 +241,25 @@ class LocalEngine:
             committed = (committer.committed_path(t.id) for t in final)
             outputs[stage.index] = [str(p) for p in committed if p.exists()]
         return final
+
+    def _broadcast(self, stage: StageSpec, outputs: dict[int, list[str]]) -> Broadcast | None:
+        """How a join stage reads its small input (:mod:`strom.batch.broadcast`), or None to
+        shuffle both (or not a join)."""
+        if not isinstance(stage.stage, JoinStage):
+            return None
+        files = [[p for run in input_paths(b, outputs) for p in run] for b in stage.branches]
+        sizes = [0, 0]
+        for b, paths in zip(stage.branches, files, strict=True):
+            sizes[b.side] += sum(map(file_size, paths))
+        side = choose(stage.stage.node.how, sizes[0], sizes[1], self.broadcast_limit)
+        if side is None:
+            return None
+        chosen = tuple(
+            (i, tuple(paths))
+            for i, (b, paths) in enumerate(zip(stage.branches, files, strict=True))
+            if b.side == side
+        )
+        return Broadcast(side, chosen)
 
     def _reduces(
         self,
@@ -291,6 +321,8 @@ class LocalEngine:
         ]
 
     def record_bad_file(self, stage: str, task: Task, path: str, reason: str) -> None:
+        if any(r["file"] == path for r in self.report.bad_files):
+            return  # a broadcast input's file: every task that reads it skips it
         record = {"file": path, "reason": reason, "task": task.id}
         self.report.bad_files.append(record)
         with (self.work_dir / "bad_files.ndjson").open("a") as out:
@@ -374,8 +406,10 @@ class _Schedule:
         if kind == "ok":
             result: TaskResult = reply[1]
             attempt = self.attempts[task.id]
-            if isinstance(task, ReduceTask) or self.job.stages[task.stage].stage is None:
-                committer = self.contexts[task.stage].committer(self.job, task.stage)
+            context = self.contexts[task.stage]
+            map_only = self.job.stages[task.stage].stage is None or context.broadcast
+            if isinstance(task, ReduceTask) or map_only:
+                committer = context.committer(self.job, task.stage)
                 committed = committer.commit_task(task.id, attempt)
                 if committed is not None:
                     self.writers[str(committed)] = task

@@ -40,18 +40,27 @@ from typing import Literal, assert_never
 import numpy as np
 import polars as pl
 
+from strom.batch.broadcast import Broadcast
 from strom.batch.commit import OutputCommitter
 from strom.batch.planner import (
     AggStage,
+    Branch,
     DistinctStage,
     JobSpec,
     JoinStage,
     SortStage,
     StageInput,
+    StageSpec,
     TopKStage,
     WindowStage,
 )
-from strom.batch.relational import join_bucket, join_rows, ordered_bucket, ordered_rows
+from strom.batch.relational import (
+    broadcast_join,
+    join_bucket,
+    join_rows,
+    ordered_bucket,
+    ordered_rows,
+)
 from strom.batch.shuffle import missing, write_buckets
 from strom.batch.sort import range_rows, sorted_run
 from strom.batch.tasks import SEQ_FILE_SHIFT, FileInput, MapTask, ReduceTask, file_size
@@ -95,6 +104,8 @@ class Context:
     work_dir: str
     buckets: int
     on_bad_file: BadFilePolicy
+    broadcast: Broadcast | None = None
+    """A join stage run as a broadcast join: the input every map task reads whole."""
 
     def stage_dir(self, job: int, stage: int) -> Path:
         return Path(self.work_dir) / f"job-{job}" / f"stage-{stage}"
@@ -134,26 +145,48 @@ def run_task(
     if isinstance(task, ReduceTask):
         return _reduce(job, task, attempt, context)
     files = list(task.files)
-    source = job.stages[task.stage].branches[task.branch].source
-    if isinstance(source, StageInput):  # an earlier stage's results: lost, not bad, if unread
-        _check_readable([f.path for f in files])
-        return _map(job, task, files, attempt, context)
+    stage = job.stages[task.stage]
+    source = stage.branches[task.branch].source
+    # the broadcast input's files, per branch: read whole by this task too
+    broadcast = (
+        {b: list(paths) for b, paths in context.broadcast.branches} if context.broadcast else {}
+    )
+    # an earlier stage's results: lost, not bad, if unread
+    results = [f.path for f in files] if isinstance(source, StageInput) else []
+    for b, paths in broadcast.items():
+        if isinstance(stage.branches[b].source, StageInput):
+            results += paths
+    _check_readable(results)
     skipped: list[tuple[str, str]] = []
     while True:
         try:
-            result = _map(job, task, files, attempt, context)
+            result = _map(job, task, files, attempt, context, broadcast)
         except Exception as exc:
-            bad = source.find_unreadable([f.path for f in files])
+            bad = _find_bad(stage, task.branch, [f.path for f in files], broadcast)
             if bad is None:
                 raise
-            reason = bad.reason.replace(bad.path, "<file>")[:500]
+            path, reason = bad
+            reason = reason.replace(path, "<file>")[:500]
             if context.on_bad_file == "fail":
-                raise BadFile(bad.path, reason) from exc
-            skipped.append((bad.path, reason))
-            files = [f for f in files if f.path != bad.path]
+                raise BadFile(path, reason) from exc
+            skipped.append((path, reason))
+            files = [f for f in files if f.path != path]
+            broadcast = {b: [p for p in paths if p != path] for b, paths in broadcast.items()}
             continue
         result.skipped = skipped
         return result
+
+
+def _find_bad(
+    stage: StageSpec, branch: int, paths: list[str], broadcast: dict[int, list[str]]
+) -> tuple[str, str] | None:
+    """The first file of the task's (its own, then the broadcast input's) that does not read
+    as its file source reads, with the reason; None if all do (or none is a file source's)."""
+    for b, files in ((branch, paths), *broadcast.items()):
+        source = stage.branches[b].source
+        if isinstance(source, FileSource) and (bad := source.find_unreadable(files)):
+            return bad.path, bad.reason
+    return None
 
 
 def _check_readable(paths: Sequence[str]) -> None:
@@ -195,17 +228,39 @@ def _steps(lf: pl.LazyFrame, steps: Sequence[StatelessNode]) -> pl.LazyFrame:
     return lf
 
 
+def _branch_rows(branch: Branch, paths: list[str]) -> pl.LazyFrame:
+    """``paths`` of ``branch``'s input through its steps, only the columns it delivers."""
+    lf = _steps(_scan(branch.source, paths), branch.steps)
+    if branch.columns is not None:  # only what is read after it (pushed into the scan)
+        lf = lf.select(branch.columns)
+    return lf
+
+
 def _map(
-    job: JobSpec, task: MapTask, files: list[FileInput], attempt: int, context: Context
+    job: JobSpec,
+    task: MapTask,
+    files: list[FileInput],
+    attempt: int,
+    context: Context,
+    broadcast: dict[int, list[str]],
 ) -> TaskResult:
-    branch = job.stages[task.stage].branches[task.branch]
+    branches = job.stages[task.stage].branches
+    branch = branches[task.branch]
     bytes_read = sum(f.size for f in files)
     if not files:
         return TaskResult(bytes_read=0)
-    lf = _steps(_scan(branch.source, [f.path for f in files]), branch.steps)
-    if branch.columns is not None:  # only what is read after it (pushed into the scan)
-        lf = lf.select(branch.columns)
+    lf = _branch_rows(branch, [f.path for f in files])
     stage = job.stages[task.stage].stage
+    if isinstance(stage, JoinStage) and context.broadcast is not None:
+        others = [
+            (branches[b].side, _branch_rows(branches[b], p)) for b, p in broadcast.items() if p
+        ]
+        result = broadcast_join(stage, branch.side, lf, others)
+        out = _steps(result.lazy(), job.post) if job.is_last(task.stage) else result.lazy()
+        path = _attempt_path(job, task, attempt, context)
+        rows = _write_output(out, path, _format(job, task))
+        read = sum(map(file_size, (p for paths in broadcast.values() for p in paths)))
+        return TaskResult(rows=rows, bytes_read=bytes_read + read)
     shuffle_dir = context.shuffle_dir(job.index, task.stage)
     if stage is None:  # a map-only last stage
         rows = _write_output(lf, _attempt_path(job, task, attempt, context), _format(job, task))

@@ -6,9 +6,10 @@ rows that can be in the result, so a bucket's result is that definition's over t
 restricted to the bucket's keys:
 
 - **Join**: both inputs bucketed by the join key (a left key and the right key it equals share a
-  bucket: :mod:`strom.batch.shuffle` hashes values, not names). A right row with a null key
-  matches nothing, so it is not shipped; nor, for inner and semi joins, a left one; semi and
-  anti joins ship only the right side's distinct keys.
+  bucket: :mod:`strom.batch.shuffle` hashes values, not names), or a small input read whole by
+  every map task of the other (:func:`broadcast_join`, :mod:`strom.batch.broadcast`). A right
+  row with a null key matches nothing, so it is not shipped; nor, for inner and semi joins, a
+  left one; semi and anti joins ship only the right side's distinct keys.
 - **Top-k**: each map task keeps its own first ``k`` rows (a row beyond them has ``k`` rows of its
   task before it, so it is not among the first ``k`` of all); one reduce task merges them.
 - **Distinct**: each map task keeps the first row of each value; rows are bucketed by that value
@@ -97,6 +98,20 @@ def join_bucket(
     left = _concat([f for f, s in zip(frames, sides, strict=True) if s == 0], stage.left_schema)
     right = _concat([f for f, s in zip(frames, sides, strict=True) if s == 1], right_schema)
     return equi_join(node, left, right, list(stage.left_schema), stage.renamed, node.how)
+
+
+def broadcast_join(
+    stage: JoinStage, side: int, lf: pl.LazyFrame, broadcast: Sequence[tuple[int, pl.LazyFrame]]
+) -> pl.DataFrame:
+    """A broadcast join's map task (:mod:`strom.batch.broadcast`): its own rows of input
+    ``side`` joined with every row of the other input (``broadcast``: each branch's side and
+    rows), the shipped rows of each as :func:`join_rows` keeps them."""
+    frames = [join_rows(stage, side, lf)[1]]
+    sides = [side]
+    for other, rows in broadcast:
+        frames.append(join_rows(stage, other, rows)[1])
+        sides.append(other)
+    return join_bucket(stage, frames, sides)
 
 
 def ordered_rows(

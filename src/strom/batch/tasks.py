@@ -11,7 +11,7 @@ order: one partition, -1, as the single-process runner numbers a stage's results
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,9 +133,11 @@ def pack(
     target: int,
     stage: int = 0,
     outputs: Mapping[int, Sequence[str]] | None = None,
+    skip: Collection[int] = (),
 ) -> list[MapTask]:
-    """Map tasks for every branch: each partition's files in path order, cut into runs of at
-    most ``target`` bytes (a larger file is a task alone)."""
+    """Map tasks for every branch (but those in ``skip``: a broadcast join input, which every
+    task reads whole): each partition's files in path order, cut into runs of at most
+    ``target`` bytes (a larger file is a task alone)."""
     tasks: list[MapTask] = []
 
     def add(branch: int, files: list[FileInput]) -> None:
@@ -143,6 +145,8 @@ def pack(
         tasks.append(MapTask(name, job, branch, tuple(files), stage))
 
     for b, branch in enumerate(branches):
+        if b in skip:
+            continue
         for p, paths in enumerate(input_paths(branch, outputs or {})):
             partition = -1 if isinstance(branch.source, StageInput) else branch.first_partition + p
             run: list[FileInput] = []
