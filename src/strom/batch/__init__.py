@@ -4,12 +4,13 @@
 stages: map tasks over files packed to at most 128 MB each (less under a small ``memory``) or
 over an earlier stage's results, a shuffle through Arrow IPC files, reduce tasks per bucket
 (windows, keyed aggregations, equi-joins, top-k, sorts, distinct: :mod:`strom.batch.planner`
-lists what runs), except that a join with a small input reads it whole in every map task of the
-other and shuffles nothing (``broadcast``); failed tasks are recomputed from their inputs (:mod:`strom.batch.driver`
-states the guarantees). Modules: ``planner`` (the plan lowered to jobs), ``columns`` (what each
-stage ships), ``tasks`` (packing files into tasks), ``execute`` (what a task does; joins, top-k
-and distinct in ``relational``, the full sort in ``sort``), ``shuffle``, ``commit``, ``pool`` and
-``worker`` (the processes), ``broadcast``, ``progress``, ``memory``.
+lists what runs), except that a join with a small input reads it whole in every map task of
+the other and shuffles nothing (``broadcast``); failed tasks are recomputed from their inputs
+(:mod:`strom.batch.driver` states the guarantees). Modules: ``planner`` (the plan lowered to
+jobs), ``columns`` (what each stage ships), ``tasks`` (packing files into tasks), ``execute``
+(what a task does; joins, top-k and distinct in ``relational``, the full sort in ``sort``),
+``shuffle``, ``broadcast``, ``commit``, ``pool`` and ``worker`` (the processes), ``progress``,
+``memory``.
 """
 
 from typing import TYPE_CHECKING
