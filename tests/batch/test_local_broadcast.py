@@ -15,7 +15,7 @@ from test_local_faults import Fault
 from strom import MemorySink, Pipeline, agg, run_bounded
 from strom.batch import Progress, run_local
 from strom.batch.broadcast import BROADCAST_BYTES, choose, limit
-from strom.batch.memory import MIB, Budget
+from strom.batch.memory import MIB, PROCESS_BASE, Budget
 from strom.connectors import FileSource
 
 W = pl.Schema({"k": pl.Int64, "w": pl.Float64})
@@ -142,6 +142,6 @@ def test_the_threshold_decides_which_side_is_broadcast() -> None:
     assert choose("anti", large, large, 16 * MIB) is None
     assert choose("inner", 0, 0, 0) is None  # 0: never
     budget = Budget.plan(256 * MIB, 1)
-    assert limit(budget) == min(BROADCAST_BYTES, budget.task_input // 2)
-    assert limit(Budget.plan(4 * 1024 * MIB, 2)) == BROADCAST_BYTES
+    assert limit(budget) == (budget.per_worker - PROCESS_BASE) // 16 < BROADCAST_BYTES
+    assert limit(Budget.plan(64 * 1024 * MIB, 2)) == BROADCAST_BYTES  # the default caps it
     assert limit(budget, 0) == 0
