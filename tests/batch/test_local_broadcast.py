@@ -10,10 +10,10 @@ import duckdb
 import polars as pl
 import pytest
 from local_engine_data import write_events
-from test_local_faults import Fault
+from test_local_faults import Fault, corrupt
 
 from strom import MemorySink, Pipeline, agg, run_bounded
-from strom.batch import Progress, run_local
+from strom.batch import BadFileError, Progress, run_local
 from strom.batch.broadcast import BROADCAST_BYTES, choose, limit
 from strom.batch.memory import MIB, PROCESS_BASE, Budget
 from strom.connectors import FileSource
@@ -140,8 +140,110 @@ def test_the_threshold_decides_which_side_is_broadcast() -> None:
     assert choose("inner", small, large, 16 * MIB) == 0
     assert choose("inner", small, 2 * small, 16 * MIB) == 0  # the smaller of two small ones
     assert choose("anti", large, large, 16 * MIB) is None
+    for how in ("left", "semi", "anti"):  # only the right input, even when both are small
+        assert choose(how, large, small, 16 * MIB) == 1
+        assert choose(how, small, 2 * small, 16 * MIB) == 1
+        assert choose(how, small, large, 16 * MIB) is None
+    assert choose("inner", 2 * small, small, 16 * MIB) == 1
+    assert choose("inner", small, small, 16 * MIB) == 1  # a tie: the right one
+    assert choose("inner", large, large, 16 * MIB) is None
+    assert choose("left", large, 16 * MIB, 16 * MIB) == 1  # at most: inclusive
+    assert choose("left", large, 16 * MIB + 1, 16 * MIB) is None
     assert choose("inner", 0, 0, 0) is None  # 0: never
     budget = Budget.plan(256 * MIB, 1)
     assert limit(budget) == (budget.per_worker - PROCESS_BASE) // 16 < BROADCAST_BYTES
     assert limit(Budget.plan(64 * 1024 * MIB, 2)) == BROADCAST_BYTES  # the default caps it
     assert limit(budget, 0) == 0
+
+
+def nullable(left_glob: str, right_glob: str, how: str, sink: MemorySink) -> Pipeline:
+    """Both inputs with null keys (every fifth key), the right one with several rows per key."""
+    p = Pipeline()
+    null_k = pl.when(pl.col("k") % 5 == 0).then(None).otherwise(pl.col("k")).alias("k")
+    left = p.source(FileSource(left_glob, "parquet", partitions=2), timestamp="ts")
+    left = left.select("ts", null_k, "v", "cat")
+    right = p.source(FileSource(right_glob, "parquet"), name="right")
+    right = right.filter(pl.col("ts") < 20_000).select(null_k, pl.col("v").alias("w"))
+    left.join(right, on="k", how=how).sink(sink)  # type: ignore[arg-type]
+    return p
+
+
+@pytest.mark.parametrize("how", ["inner", "left", "semi", "anti"])
+def test_null_keys_and_duplicate_broadcast_keys_join_as_when_shuffled(
+    glob: str, tmp_path: Path, how: str
+) -> None:
+    right_glob = str(write_events(tmp_path / "right", files=3, rows=400, seed=11) / "*.parquet")
+    right = pl.read_parquet(right_glob).filter(pl.col("ts") < 20_000)
+    assert right["k"].is_duplicated().any() and (right["k"] % 5 == 0).any()
+    results = []
+    for broadcast in (BROADCAST_BYTES, 0):
+        sink = MemorySink()
+        progress = Progress()
+        run_local(
+            nullable(glob, right_glob, how, sink),
+            workers=2,
+            memory="2GiB",
+            broadcast=broadcast,
+            progress=progress,
+        )
+        assert ("job 0 reduce" in progress.stages) == (broadcast == 0)
+        results.append(rows(sink.to_frame()))
+    broadcast_rows, shuffled = results
+    assert broadcast_rows.height > 0
+    assert broadcast_rows.equals(shuffled)
+    nulls = broadcast_rows["k"].null_count()
+    # a null key matches nothing: kept unmatched by left and anti joins, dropped by the others
+    assert (nulls > 0) == (how in ("left", "anti"))
+    single = MemorySink()
+    run_bounded(nullable(glob, right_glob, how, single))
+    assert broadcast_rows.equals(rows(single.to_frame()))
+
+
+def small_right(glob: str, right_glob: str, sink: MemorySink) -> Pipeline:
+    p = Pipeline()
+    left = p.source(FileSource(glob, "parquet", partitions=2), timestamp="ts")
+    right = p.source(FileSource(right_glob, "parquet"), name="right")
+    right = right.select("k", pl.col("v").alias("w"))
+    left.join(right, on="k", how="left").sink(sink)
+    return p
+
+
+def test_a_bad_file_of_the_broadcast_input_fails_or_is_skipped(glob: str, tmp_path: Path) -> None:
+    directory = write_events(tmp_path / "right", files=3, rows=50, seed=3)
+    right_glob = str(directory / "*.parquet")
+    good = tmp_path / "good"
+    good.mkdir()
+    for f in sorted(directory.glob("*.parquet"))[:2]:
+        (good / f.name).write_bytes(f.read_bytes())
+    bad = directory / "part-00002.parquet"
+    corrupt(bad)
+    with pytest.raises(BadFileError) as failure:
+        run_local(small_right(glob, right_glob, MemorySink()), workers=2, memory="2GiB")
+    assert str(bad) in str(failure.value)
+    work = tmp_path / "work"
+    sink = MemorySink()
+    progress = Progress()
+    report = run_local(
+        small_right(glob, right_glob, sink),
+        workers=2,
+        memory="2GiB",
+        on_bad_file="skip",
+        work_dir=work,
+        progress=progress,
+    )
+    assert list(progress.stages) == ["job 0 map"]  # broadcast, not shuffled
+    # every task skips it; it is reported once
+    assert [b["file"] for b in report.bad_files] == [str(bad)]
+    assert (work / "bad_files.ndjson").read_text().count("\n") == 1
+    want = MemorySink()
+    run_local(small_right(glob, str(good / "*.parquet"), want), workers=2, memory="2GiB")
+    assert rows(sink.to_frame()).equals(rows(want.to_frame()))
+    shuffled = MemorySink()
+    run_local(
+        small_right(glob, right_glob, shuffled),
+        workers=2,
+        memory="2GiB",
+        on_bad_file="skip",
+        broadcast=0,
+    )
+    assert rows(sink.to_frame()).equals(rows(shuffled.to_frame()))

@@ -407,7 +407,7 @@ class _Schedule:
             result: TaskResult = reply[1]
             attempt = self.attempts[task.id]
             context = self.contexts[task.stage]
-            map_only = self.job.stages[task.stage].stage is None or context.broadcast
+            map_only = self.job.stages[task.stage].stage is None or context.broadcast is not None
             if isinstance(task, ReduceTask) or map_only:
                 committer = context.committer(self.job, task.stage)
                 committed = committer.commit_task(task.id, attempt)
