@@ -10,7 +10,7 @@ import duckdb
 import polars as pl
 import pytest
 from local_engine_data import write_events
-from test_local_faults import Fault, corrupt
+from test_local_faults import Fault, LoseStageOutput, corrupt
 
 from strom import MemorySink, Pipeline, agg, run_bounded
 from strom.batch import BadFileError, Progress, run_local
@@ -101,27 +101,11 @@ def staged(glob: str, sink: MemorySink) -> Pipeline:
     return p
 
 
-class LoseBroadcastResult(Progress):
-    """Deletes one of the first stage's result files as the broadcast stage starts."""
-
-    def __init__(self, work_dir: Path) -> None:
-        super().__init__()
-        self.work_dir = work_dir
-        self.deleted: list[Path] = []
-
-    def stage_started(self, stage: str, tasks: int, bytes_total: int) -> None:
-        super().stage_started(stage, tasks, bytes_total)
-        if stage == "job 0 stage 1 map":
-            victim = sorted(self.work_dir.glob("job-0/stage-0/output/_temporary/*.arrow"))[0]
-            victim.unlink()
-            self.deleted.append(victim)
-
-
 def test_a_lost_broadcast_result_is_recomputed_by_its_writer(glob: str, tmp_path: Path) -> None:
     single = MemorySink()
     run_bounded(staged(glob, single))
     work = tmp_path / "work"
-    progress = LoseBroadcastResult(work)
+    progress = LoseStageOutput(work)
     sink = MemorySink()
     report = run_local(
         staged(glob, sink), workers=2, memory="2GiB", progress=progress, work_dir=work
