@@ -105,8 +105,9 @@ def run_local(
 ) -> RunReport:
     """Run a bounded pipeline on the local engine (worker processes, task retry, shuffles on
     disk, bounded memory); see :mod:`strom.batch`. A join input of at most ``broadcast`` bytes
-    of files (and half a map task's input under ``memory``) is read whole by every task of the
-    other input instead of shuffling both (:mod:`strom.batch.broadcast`; 0: never)."""
+    of files (and a sixteenth of a worker's working memory under ``memory``:
+    :func:`strom.batch.broadcast.limit`) is read whole by every task of the other input instead
+    of shuffling both (:mod:`strom.batch.broadcast`; 0: never)."""
     plan = pipeline.plan() if isinstance(pipeline, Pipeline) else pipeline
     engine = LocalEngine(
         plan,
