@@ -4,8 +4,10 @@ The counterpart of :mod:`strom.connectors.kafka.librdkafka_fetch` (librdkafka) b
 interface.
 Through a :class:`~strom.connectors.kafka.native_cluster.Cluster` it reads the topic's metadata and
 resolves start offsets (ListOffsets at each partition's leader; OffsetFetch at the group's
-coordinator for ``start="committed"``). Then it keeps at most one Fetch in flight per leader,
-so the broker prepares the next response while the engine works on the previous one. Each
+coordinator for ``start="committed"``). Then it keeps at most one Fetch in flight per leader:
+while records stream in (or lag behind), the next fetch goes out as soon as one is answered,
+so the broker prepares it while the engine works; a trickle is fetched at the engine's next
+poll instead, so the answer holds every record up to then (``NativeFetcher._prefetch``). Each
 partition's records section becomes one
 :class:`~strom.connectors.kafka.native_records.RecordColumns` chunk, without a Python object per
 record. Unless ``max.partition.fetch.bytes`` is configured, a partition's fetch size follows its
@@ -64,6 +66,8 @@ _OFFSET_OUT_OF_RANGE: Final = 1
 _FATAL: Final = {29: "TOPIC_AUTHORIZATION_FAILED", 30: "GROUP_AUTHORIZATION_FAILED"}
 _BACKOFF_S: Final = (0.05, 1.0)
 _PARTITION_BYTES: Final = 1 << 20  # the least a partition's fetch asks for, unless configured
+#: A fetch bringing this many records is followed at once by the next (see ``_prefetch``).
+PREFETCH_RECORDS: Final = 32
 
 
 def fetch_size(floor: int, ceiling: int, max_records: int, size: int, count: int) -> int:
@@ -158,6 +162,7 @@ class NativeFetcher:
         self._retry_at = 0.0
         self._backoff = _BACKOFF_S[0]
         self._down_since: float | None = None
+        self._answered = 0  # records brought by the responses the last collect read
 
     # -- the Fetcher interface ----------------------------------------------------------------
 
@@ -219,10 +224,31 @@ class NativeFetcher:
             self._send_fetches()
             got = self._collect(max(0.0, deadline - time.monotonic()))
             if got or not self._inflight:
-                self._send_fetches()  # the next fetch is prepared while the engine works
+                if self._prefetch():  # the next fetch is prepared while the engine works
+                    self._send_fetches()
                 return got
             if time.monotonic() >= deadline:
                 return False
+
+    def _prefetch(self) -> bool:
+        """Whether to send the next fetch now, before the engine has worked on this one's
+        records: when a partition has records at the broker beyond those fetched (or was not
+        answered yet), or when this fetch brought at least :data:`PREFETCH_RECORDS` records
+        (a busy stream: the broker's work on the next fetch overlaps the engine's, and its
+        answer will carry a round's worth of records). A trickle is fetched at the next poll
+        instead: a fetch sent now would be answered at once with the records of this moment
+        only, then wait in the socket, ageing, until the engine polls; the one sent at that
+        poll brings every record up to then. Measured on the latency benchmark (3
+        partitions, 5 s a run): at 2,000 events/s p50 16-17 -> 11-13 ms, p99 28-32 -> 21-24
+        ms; at 20,000/s, fetching at the poll instead lost 20-170 % of p99 to the round trips
+        it waits for."""
+        if self._answered >= PREFETCH_RECORDS:
+            return True
+        for s in self.states.values():
+            reading = s.assigned and not s.ended and (s.end is None or s.fetched < s.end)
+            if reading and (s.high_watermark is None or s.fetched < s.high_watermark):
+                return True
+        return False
 
     def commit(self, offsets: Mapping[int, int]) -> None:
         """Commit ``offsets`` (partition: next offset) for the group, synchronously."""
@@ -306,6 +332,7 @@ class NativeFetcher:
             readable, _, _ = select.select(list(socks), [], [], timeout)
             ready = [socks[s] for s in readable]
         got = False
+        self._answered = 0
         for node in ready:
             flight = self._inflight.pop(node, None)
             if flight is None:  # dropped by a failure earlier in this loop
@@ -374,6 +401,7 @@ class NativeFetcher:
         if not len(columns):
             return False
         state.buffer.append(columns)
+        self._answered += len(columns)
         return True
 
     def _reset(self, p: int, state: NativePartitionState) -> None:

@@ -43,7 +43,14 @@ from strom.kafka.protocol.records import (
     parse_control_marker,
 )
 
-__all__ = ["Fetched", "RecordColumns", "decode_fetched", "empty_columns", "warm_up"]
+__all__ = [
+    "Fetched",
+    "RecordColumns",
+    "concat_columns",
+    "decode_fetched",
+    "empty_columns",
+    "warm_up",
+]
 
 U8 = npt.NDArray[np.uint8]
 I64 = npt.NDArray[np.int64]
@@ -167,6 +174,41 @@ def _int64_array(values: I64, valid: Bools) -> pa.Array:
         pa.int64(),
         len(values),
         [_validity(~valid), pa.py_buffer(np.ascontiguousarray(values))],
+    )
+
+
+def concat_columns(chunks: Sequence[RecordColumns]) -> RecordColumns:
+    """The records of ``chunks`` in order, as one :class:`RecordColumns`. Chunks of one
+    fetched buffer share it; otherwise the buffers are laid end to end (one copy; read-only,
+    as the kernels take them) and the spans moved with them."""
+    if len(chunks) == 1:
+        return chunks[0]
+    sources: list[U8] = []
+    shifts: list[int] = []
+    at = 0
+    for chunk in chunks:
+        if sources and chunk.source is sources[-1]:
+            shifts.append(shifts[-1])
+            continue
+        sources.append(chunk.source)
+        shifts.append(at)
+        at += len(chunk.source)
+    source = sources[0] if len(sources) == 1 else np.concatenate(sources)
+    source.flags.writeable = False
+
+    def spans(of: list[I64]) -> I64:
+        return np.concatenate([s + shift for s, shift in zip(of, shifts, strict=True)])
+
+    return RecordColumns(
+        np.concatenate([c.offsets for c in chunks]),
+        np.concatenate([c.timestamps for c in chunks]),
+        np.concatenate([c.timestamp_valid for c in chunks]),
+        source,
+        spans([c.value_spans for c in chunks]),
+        np.concatenate([c.value_null for c in chunks]),
+        spans([c.key_spans for c in chunks]),
+        np.concatenate([c.key_null for c in chunks]),
+        spans([c.header_spans for c in chunks]),
     )
 
 

@@ -51,6 +51,24 @@ class _Counters:
     batches: int = 0
 
 
+@dataclass
+class _Decoded:
+    """A partition's chunk, decoded with another partition's (one parse for a round's chunks:
+    :meth:`BatchDecoder.decode_round`) and handed over at that partition's next poll."""
+
+    generation: int
+    records: int
+    position: int
+    rows: pl.DataFrame | None
+    dead: pl.DataFrame | None
+
+
+#: The most fetched bytes a round's chunks may span to be decoded together: merging is for
+#: small chunks, whose fixed per-parse cost it divides; large ones amortize it anyway and would
+#: be copied into one buffer.
+ROUND_DECODE_BYTES = 1 << 18
+
+
 class KafkaSource:
     """Reads ``topic``: one source partition per Kafka partition, each batch a Polars frame.
 
@@ -198,6 +216,7 @@ class KafkaSource:
             shared["config"] = {**(consumer_config or {}), "isolation.level": isolation_level}
             self._fetcher = Fetcher(bootstrap_servers, topic, errors=errors, **shared)
         self._counts = _Counters()
+        self._decoded: dict[int, _Decoded] = {}
 
     # -- the Source protocol ---------------------------------------------------------------
 
@@ -248,7 +267,7 @@ class KafkaSource:
         partition is being read (the next poll ends it)."""
         states = self._fetcher.states.values()
         reading = [s for s in states if s.assigned and not s.ended and not s.bounded_done()]
-        if not reading or any(s.buffer for s in states):
+        if not reading or self._decoded or any(s.buffer for s in states):
             return True
         return self._fetcher.fill(min(timeout_s, self.poll_timeout_ms / 1000))
 
@@ -297,6 +316,7 @@ class KafkaSource:
         for state in self._fetcher.states.values():
             if not state.ended:
                 state.generation = -1
+        self._decoded.clear()
         self._release()
 
     def __enter__(self) -> KafkaSource:
@@ -317,13 +337,46 @@ class KafkaSource:
         state = self._state(index, generation)
         if state.ended:
             return END_OF_PARTITION
+        decoded = self._decoded.pop(index, None)
+        if decoded is not None and decoded.generation == state.generation:
+            d = decoded
+            return self._deliver(state, d.records, d.position, d.rows, d.dead)
         if not state.buffer:
             if not state.bounded_done():
                 self._fetcher.fill()
             if not state.buffer:
                 _caught_up(state)
                 return self._end(index, state) if state.bounded_done() else None
-        return self._batch(index, state, state.take(self.max_batch_records))
+        taken = state.take(self.max_batch_records)
+        if not isinstance(taken, list):
+            others = self._round_chunks(index, taken)
+            if others:
+                return self._batch_round(index, state, taken, others)
+        return self._batch(index, state, taken)
+
+    def _round_chunks(
+        self, index: int, first: RecordColumns
+    ) -> list[tuple[int, NativePartitionState, RecordColumns]]:
+        """The chunks other partitions have buffered, taken to be decoded with ``first`` (up
+        to :data:`ROUND_DECODE_BYTES` of fetched bytes between them)."""
+        if self._decoder.value_format != "json":
+            return []
+        out = []
+        size = len(first.source)
+        for p, state in self._fetcher.states.items():
+            if p == index or p in self._decoded or not state.buffer:
+                continue
+            if not state.assigned or state.ended:
+                continue
+            head = state.buffer[0]
+            assert not isinstance(head, Message)  # strom's fetcher buffers RecordColumns
+            size += len(head.source)
+            if size > ROUND_DECODE_BYTES:
+                break
+            chunk = state.take(self.max_batch_records)
+            assert not isinstance(chunk, list)
+            out.append((p, state, chunk))
+        return out  # type: ignore[return-value]
 
     def _state(self, index: int, generation: int) -> PartitionState | NativePartitionState:
         state = self._fetcher.states.get(index)
@@ -337,6 +390,7 @@ class KafkaSource:
     def _seek(self, index: int, generation: int, position: Position) -> int:
         """Seek reader ``generation`` of ``index``; returns its new generation."""
         self._state(index, generation)
+        self._decoded.pop(index, None)
         owner = f"KafkaSource({self.topic!r}) partition {index}"
         offset = int_field(position, "offset", owner)
         low, high = self._fetcher.watermarks(index)
@@ -368,14 +422,49 @@ class KafkaSource:
     ) -> pl.DataFrame | None:
         if isinstance(taken, list):
             raw = records_from_messages(self.topic, index, taken, self._headers)
-            state.position = raw.offsets[-1] + 1
+            position = raw.offsets[-1] + 1
             rows, dead = self._decoder.decode(raw)
         else:
-            state.position = int(taken.offsets[-1]) + 1
+            position = int(taken.offsets[-1]) + 1
             rows, dead = self._decoder.decode_columns(self.topic, index, taken)
+        return self._deliver(state, len(taken), position, rows, dead)
+
+    def _batch_round(
+        self,
+        index: int,
+        state: PartitionState | NativePartitionState,
+        taken: RecordColumns,
+        others: list[tuple[int, NativePartitionState, RecordColumns]],
+    ) -> pl.DataFrame | None:
+        """Partition ``index``'s batch, the chunks of ``others`` decoded with it in one parse
+        (each kept for its partition's next poll); each alone when one needs the per-record
+        rules."""
+        parts = [(index, taken), *((p, chunk) for p, _, chunk in others)]
+        frames = self._decoder.decode_round(self.topic, parts)
+        for i, (p, other, chunk) in enumerate(others, start=1):
+            if frames is None:
+                rows, dead = self._decoder.decode_columns(self.topic, p, chunk)
+            else:
+                rows, dead = frames[i], None
+            position = int(chunk.offsets[-1]) + 1
+            self._decoded[p] = _Decoded(other.generation, len(chunk), position, rows, dead)
+        if frames is None:
+            return self._batch(index, state, taken)
+        return self._deliver(state, len(taken), int(taken.offsets[-1]) + 1, frames[0], None)
+
+    def _deliver(
+        self,
+        state: PartitionState | NativePartitionState,
+        records: int,
+        position: int,
+        rows: pl.DataFrame | None,
+        dead: pl.DataFrame | None,
+    ) -> pl.DataFrame | None:
+        """Hand a decoded chunk over: the partition's position moves past it."""
+        state.position = position
         if not state.buffer:
             _caught_up(state)
-        self._counts.records += len(taken)
+        self._counts.records += records
         self._counts.batches += 1
         if dead is not None:
             self._dead.write(dead)
