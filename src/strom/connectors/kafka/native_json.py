@@ -480,13 +480,23 @@ def _parse(
     return True
 
 
+_warm = False
+
+
 def warm_up() -> None:
-    """Compile (or load from the cache) this parser and the record-batch kernel now, rather
-    than on a source's first fetch."""
+    """Compile (or load from the cache) this parser and the record-batch kernels now, rather
+    than on a source's first fetch (once a process; :class:`KafkaSource` on strom's client
+    calls it when a partition is opened, so the first records do not wait for it)."""
+    global _warm
+    if _warm:
+        return
     from strom.connectors.kafka.native_records import decode_fetched
+    from strom.connectors.kafka.native_records import warm_up as warm_up_records
     from strom.kafka.protocol.records import Record, build_batch
 
+    warm_up_records()
     flat = FlatJsonSchema.of(pl.Schema({"n": pl.Int64(), "s": pl.String()}))
     assert flat is not None
     batch = build_batch([Record(key=b"k", value=b'{"n": 1, "s": "x"}')], timestamp_ms=0)
     parse_flat(decode_fetched(batch).columns, flat)
+    _warm = True

@@ -2,9 +2,12 @@
 
 :func:`decode_fetched` takes the ``records`` bytes of one partition of a Fetch response and
 returns :class:`RecordColumns`: offsets, timestamps, keys and values as flat arrays, without a
-Python object per record. Python walks the *batches* (a header parse, a CRC-32C check and, for a
-compressed batch, one decompression each); a compiled numba kernel walks the *records* — the
-varint layout is sequential, so vectorised numpy cannot follow it.
+Python object per record. A compiled numba kernel walks the *records* — the varint layout is
+sequential, so vectorised numpy cannot follow it. The *batches* are walked by a second kernel
+when they are all plain (uncompressed, no control batch), as a stream of small producer
+requests makes them (one or two records a batch: a Python walk of their headers and CRCs cost
+more than their records); otherwise, and for any fault, Python walks them (a header parse, a
+CRC-32C check and, for a compressed batch, one decompression each), and reports the fault.
 
 The kernel copies no bytes: keys, values and headers are (start, end) spans into the fetched
 buffer, which the compiled JSON parser (:mod:`strom.connectors.kafka.native_json`) reads in place.
@@ -37,6 +40,7 @@ from strom.connectors.kafka.kernels import concat_spans, inline, jit
 from strom.kafka.protocol.compression import CompressionError, decompress
 from strom.kafka.protocol.records import (
     HEADER_SIZE,
+    LOG_OVERHEAD,
     BatchHeader,
     CorruptRecordError,
     iter_batches,
@@ -272,6 +276,10 @@ def decode_fetched(
     Either way :attr:`Fetched.next_offset` goes past every batch, dropped or not.
     """
     buf = memoryview(records)
+    if check_crc and not aborted and _several_batches(buf):
+        planned = _plan_plain(buf)
+        if planned is not None:
+            return planned
     plan: list[tuple[int, int, int, int, int, int, int]] = []  # start, end, count, base, ts...
     inflated: list[tuple[int, bytes]] = []  # plan index, decompressed records section
     next_offset: int | None = None
@@ -312,6 +320,140 @@ def decode_fetched(
     source = _source_buffer(buf, plan, inflated)
     segs = np.array(plan, dtype=np.int64)
     return Fetched(_run_kernel(source, segs, total), next_offset)
+
+
+#: Batches up to this size have their CRC-32C computed by the planning kernel (a table lookup a
+#: byte); larger ones by ``crc32c`` (hardware instructions), once each, from Python.
+_KERNEL_CRC_BYTES: Final = 4096
+
+
+def _crc_table() -> npt.NDArray[np.uint32]:
+    table = np.zeros(256, np.uint32)
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # CRC-32C, reflected
+        table[i] = c
+    return table
+
+
+_CRC_TABLE: Final = _crc_table()
+_PLAN_SLOTS: Final = 256  # batches planned per kernel call at first (more: a call with room)
+_PLANNED: Final = 0
+_NOT_PLAIN: Final = 1
+_FULL: Final = 2
+
+
+def _several_batches(buf: memoryview) -> bool:
+    """Whether ``buf`` holds more than its first batch (one batch is walked as fast by the
+    general path, without the planning kernel's fixed cost)."""
+    if len(buf) < LOG_OVERHEAD:
+        return False
+    return LOG_OVERHEAD + int.from_bytes(buf[8:12], "big", signed=True) < len(buf)
+
+
+def _plan_plain(buf: memoryview) -> Fetched | None:
+    """:func:`decode_fetched` of a records section of plain batches only (no compression, no
+    control batch; the case of a stream of small producer requests, where walking the batch
+    headers in Python cost more than decoding their records), with every batch header walked
+    and checked by one compiled kernel. ``None`` for anything else (a compressed or control
+    batch, or any fault: bad CRC, magic, length or count), which the general path then decodes
+    or reports exactly."""
+    source = np.frombuffer(buf, dtype=np.uint8)
+    source.flags.writeable = False
+    most = len(source) // HEADER_SIZE + 1
+    slots = min(most, _PLAN_SLOTS)  # a large array here slows the record kernel after it 3x
+    while True:
+        segs = np.empty((slots, 7), np.int64)
+        checked = np.empty(slots, np.bool_)
+        n, total, next_offset, status = _plan_batches(
+            source, _CRC_TABLE, _KERNEL_CRC_BYTES, segs, checked
+        )
+        if status != _FULL or slots == most:
+            break
+        slots = min(most, slots * 16)
+    if status != _PLANNED:
+        return None
+    for i in np.flatnonzero(~checked[:n]).tolist():  # the large batches
+        start = int(segs[i, 0]) - HEADER_SIZE
+        end = int(segs[i, 1])
+        crc = int.from_bytes(buf[start + 17 : start + _CRC_START], "big")
+        if crc32c.crc32c(buf[start + _CRC_START : end]) != crc:
+            return None
+    after = next_offset if n else None  # the offset after the last batch walked
+    keep = segs[:n][segs[:n, 2] > 0]  # batches of no records are skipped
+    if not len(keep):
+        return Fetched(empty_columns(), after)
+    return Fetched(_run_kernel(source, np.ascontiguousarray(keep), total), after)
+
+
+@inline
+def _be(buf: Any, pos: int, size: int) -> int:
+    """The big-endian integer of ``size`` bytes at ``pos``: unsigned for up to 4 bytes,
+    two's-complement signed for 8 (the int64 wraps)."""
+    v = 0
+    for i in range(size):
+        v = (v << 8) | buf[pos + i]
+    return v
+
+
+@inline
+def _signed32(v: int) -> int:
+    return v - 0x100000000 if v >= 0x80000000 else v
+
+
+@jit
+def _plan_batches(
+    buf: Any, table: Any, crc_bytes: int, segs: Any, checked: Any
+) -> tuple[int, int, int, int]:
+    """Walk the complete batches of ``buf`` (a partial tail ends the walk), filling one
+    segment per batch (as :func:`decode_fetched` plans them) and whether its CRC was checked
+    here (those up to ``crc_bytes``; a mismatch fails the walk). Returns (batches, records,
+    offset after the last batch (when any), status): planned (0), not a plain v2 batch or a fault
+    (1), or more batches than ``segs`` has rows (2)."""
+    end = len(buf)
+    pos = 0
+    n = 0
+    total = 0
+    next_offset = -1
+    while end - pos >= 12:
+        length = _signed32(_be(buf, pos + 8, 4))
+        if length >= 0 and pos + 12 + length > end:
+            break
+        if n == len(segs):
+            return n, total, next_offset, 2
+        if length < 49 or buf[pos + 16] != 2:
+            return n, total, next_offset, 1
+        stop = pos + 12 + length
+        attributes = _be(buf, pos + 21, 2)
+        if attributes & 0x27:  # compressed or control
+            return n, total, next_offset, 1
+        if stop - pos - 21 <= crc_bytes:
+            crc = np.uint32(0xFFFFFFFF)
+            for i in range(pos + 21, stop):
+                crc = table[(crc ^ buf[i]) & 0xFF] ^ (crc >> np.uint32(8))
+            if np.int64(crc ^ np.uint32(0xFFFFFFFF)) != _be(buf, pos + 17, 4):
+                return n, total, next_offset, 1
+            checked[n] = True
+        else:
+            checked[n] = False
+        base = _be(buf, pos, 8)
+        count = _signed32(_be(buf, pos + 57, 4))
+        if count > 0 and count * 7 > length - 49:
+            return n, total, next_offset, 1
+        next_offset = base + _signed32(_be(buf, pos + 23, 4)) + 1
+        segs[n, 0] = pos + 61
+        segs[n, 1] = stop
+        segs[n, 2] = count if count > 0 else 0
+        segs[n, 3] = base
+        segs[n, 4] = _be(buf, pos + 27, 8)
+        segs[n, 5] = _be(buf, pos + 35, 8)
+        segs[n, 6] = 1 if attributes & 0x08 else 0
+        if count > 0:
+            total += count
+        n += 1
+        pos = stop
+    return n, total, next_offset, 0
 
 
 def _source_buffer(
@@ -527,4 +669,5 @@ def warm_up() -> None:
     """Compile (or load from the cache) the kernel now rather than on the first fetch."""
     from strom.kafka.protocol.records import Record, build_batch
 
-    decode_fetched(build_batch([Record(key=b"k", value=b"{}")], timestamp_ms=0))
+    one = build_batch([Record(key=b"k", value=b"{}")], timestamp_ms=0)
+    decode_fetched(one + one)  # two batches: the planning kernel too

@@ -233,6 +233,10 @@ class KafkaSource:
         count = self.partition_count()
         if not 0 <= index < count:
             raise IndexError(f"{self.topic!r} has partitions 0..{count - 1}, not {index}")
+        if self.client == "strom":
+            from strom.connectors.kafka.native_json import warm_up
+
+            warm_up()  # the kernels are loaded now, not in the first fetch's latency
         return _KafkaPartition(self, index, self._fetcher.open(index).generation)
 
     def project(self, columns: Collection[str] | None) -> None:
