@@ -116,8 +116,8 @@ class KafkaSink:
         self.transactional_id = transactional_id
         self.transaction_timeout_ms = transaction_timeout_ms
         self.produced = 0
-        self.delivered = 0
         self.failed = 0
+        self._acknowledged = 0  # exactly-once: counted by the delivery callback
         self._config = dict(producer_config or {})
         self._errors = ClientErrors(f"KafkaSink({topic!r})")
         self._first_failure: str | None = None
@@ -162,6 +162,9 @@ class KafkaSink:
                 # splits them into requests.
                 "linger.ms": 1,
                 "socket.nagle.disable": True,  # a small request must not wait for the last's ACK
+                # a delivery report (a Python callback) for failures only: ~1.3 us a record
+                # saved; the acknowledged count is what left the queue (see ``delivered``)
+                "delivery.report.only.error": True,
             }
             config = client_config(
                 self.bootstrap_servers, "strom-kafka-sink", self._errors, defaults, self._config
@@ -291,6 +294,16 @@ class KafkaSink:
             self._closed = True
             self._flush(producer)
 
+    @property
+    def delivered(self) -> int:
+        """Records the cluster has acknowledged so far (exact once :meth:`pre_commit` or
+        :meth:`close` returned). At-least-once: those produced that neither failed nor are still
+        in the producer's queue; exactly-once: counted one by one as their reports come."""
+        if self.transactional_id is not None:
+            return self._acknowledged
+        pending = len(self._producer) if self._producer is not None else 0
+        return max(0, self.produced - self.failed - pending)
+
     def metrics(self) -> Metrics:
         """Rows produced (``rows_in``) and acknowledged (``rows_out``); ``detail["failed"]``."""
         return Metrics(
@@ -311,7 +324,7 @@ class KafkaSink:
 
     def _on_delivery(self, error: KafkaError | None, _message: Message) -> None:
         if error is None:
-            self.delivered += 1
+            self._acknowledged += 1
             return
         self.failed += 1
         if self._first_failure is None:
