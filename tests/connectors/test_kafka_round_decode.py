@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 from connector_helpers import Sent, create_topic, produce
@@ -12,6 +13,8 @@ from connector_helpers import Sent, create_topic, produce
 from strom.broker import Broker
 from strom.connectors import KafkaSource, MemorySink
 from strom.connectors.kafka import source as source_module
+from strom.connectors.kafka.batch import BatchDecoder
+from strom.connectors.kafka.native_records import decode_fetched
 from strom.engine.contracts import END_OF_PARTITION, PollResult
 
 PARTITIONS = 3
@@ -127,3 +130,70 @@ def test_a_chunk_decoded_ahead_is_not_yet_delivered(strom_broker: Broker) -> Non
     assert third["_offset"].to_list() == list(range(7))
     assert source.positions() == {0: 7, 1: 3 + second.height, 2: 7}
     source.close()
+
+
+def test_a_failed_round_decode_puts_every_chunk_back(
+    strom_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round's decode that raises leaves every partition's chunk where it was: polling on
+    delivers each record once (none skipped by a position that moved past a lost chunk)."""
+    bootstrap = strom_broker.bootstrap_servers
+    create_topic(bootstrap, "fails-once", PARTITIONS)
+    produce(bootstrap, "fails-once", _sent())
+    source = _source(bootstrap, "fails-once", MemorySink())
+    real = BatchDecoder.decode_round
+    calls = []
+
+    def fails_once(self: BatchDecoder, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected")
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BatchDecoder, "decode_round", fails_once)
+    readers = [source.open_partition(p) for p in range(PARTITIONS)]
+    with pytest.raises(RuntimeError, match="injected"):
+        while True:
+            readers[0].poll()
+    assert source.positions() == dict.fromkeys(range(PARTITIONS), 0)
+    assert not source._decoded
+    got: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
+    ended: set[int] = set()
+    while len(ended) < PARTITIONS:
+        for p, reader in enumerate(readers):
+            if p in ended:
+                continue
+            item = reader.poll()
+            if item is END_OF_PARTITION:
+                ended.add(p)
+            elif item is not None:
+                got[p].extend(item["_offset"].to_list())
+    assert got == {p: list(range(20)) for p in range(PARTITIONS)}
+    assert len(calls) > 1
+
+
+def test_reopening_a_partition_drops_what_was_decoded_ahead(strom_broker: Broker) -> None:
+    bootstrap = strom_broker.bootstrap_servers
+    create_topic(bootstrap, "reopen", PARTITIONS)
+    produce(bootstrap, "reopen", _sent())
+    source = _source(bootstrap, "reopen", MemorySink())
+    readers = [source.open_partition(p) for p in range(PARTITIONS)]
+    while readers[0].poll() is None:
+        pass
+    assert set(source._decoded) == {1, 2}
+    reopened = source.open_partition(1)
+    assert set(source._decoded) == {2}
+    first = reopened.poll()
+    while first is None:
+        first = reopened.poll()
+    assert first is not END_OF_PARTITION and first["_offset"].to_list()[0] == 0
+    source.close()
+
+
+def test_one_partition_given_as_a_numpy_integer() -> None:
+    from strom.kafka.protocol.records import Record, build_batch
+
+    columns = decode_fetched(build_batch([Record(value=b'{"n": 1, "s": "a"}')])).columns
+    decoder = BatchDecoder("json", pl.Schema({"n": pl.Int64, "s": pl.String}), ["n"], False)
+    rows, dead = decoder.decode_columns("t", np.int64(2), columns)  # type: ignore[arg-type]
+    assert dead is None and rows is not None and rows["_partition"].to_list() == [2]

@@ -13,6 +13,7 @@ from connector_helpers import consume_all, create_topic
 
 from strom.broker import Broker
 from strom.connectors import KafkaConnectorError, KafkaSink, KafkaSource, MemorySink, MemorySource
+from strom.connectors.kafka import sink as sink_module
 from strom.pipeline import Pipeline
 from strom.runtime import StreamingExecutor
 
@@ -101,3 +102,18 @@ def test_nested_binary_is_refused_clearly(strom_broker: Broker) -> None:
     sink.close()
     out = MemorySink()
     assert out.batches == []
+
+
+def test_records_left_unacknowledged_by_close_are_not_counted_delivered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(sink_module, "FLUSH_TIMEOUT_S", 0.5)  # close gives up before they fail
+    sink = KafkaSink(closed, "t", producer_config={"message.timeout.ms": 60_000})
+    sink.open()
+    sink.write(pl.DataFrame({"n": [1, 2, 3]}))
+    with pytest.raises(KafkaConnectorError, match="3 record"):
+        sink.close()
+    assert (sink.produced, sink.delivered, sink.metrics().rows_out) == (3, 0, 0)

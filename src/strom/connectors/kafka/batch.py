@@ -189,7 +189,7 @@ class BatchDecoder:
         if "_topic" in wanted:
             meta.append(pl.Series("_topic", [topic], dtype=pl.String()).new_from_index(0, n))
         if "_partition" in wanted:
-            if isinstance(partition, int):
+            if not isinstance(partition, np.ndarray):  # one partition (an int, a numpy int)
                 partition = np.full(n, partition, np.int32)
             meta.append(pl.Series("_partition", partition))
         if "_offset" in wanted:

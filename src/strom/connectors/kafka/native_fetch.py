@@ -212,8 +212,9 @@ class NativeFetcher:
             state.assigned = False
 
     def fill(self, timeout_s: float = 0.0) -> bool:
-        """Collect fetch responses that have arrived and keep one fetch in flight per leader;
-        when none has arrived, wait at most ``timeout_s`` for one that carries records (one
+        """Send a fetch to each leader that has none in flight, collect the responses that
+        have arrived (then send the next at once only as :meth:`_prefetch` says); when none
+        has arrived, wait at most ``timeout_s`` for one that carries records (one
         wait for every partition: a leader's fetch covers all its partitions, and the broker
         answers it as soon as any of them is appended to). Whether records came."""
         deadline = time.monotonic() + timeout_s

@@ -666,7 +666,8 @@ def _decode_headers(src: U8, start: int, end: int) -> list[tuple[str, bytes | No
 
 
 def warm_up() -> None:
-    """Compile (or load from the cache) the kernel now rather than on the first fetch."""
+    """Compile (or load from the cache) the record and batch-planning kernels now rather
+    than on the first fetch."""
     from strom.kafka.protocol.records import Record, build_batch
 
     one = build_batch([Record(key=b"k", value=b"{}")], timestamp_ms=0)

@@ -118,6 +118,7 @@ class KafkaSink:
         self.produced = 0
         self.failed = 0
         self._acknowledged = 0  # exactly-once: counted by the delivery callback
+        self._unacknowledged = 0  # at-least-once: still queued when close() gave up waiting
         self._config = dict(producer_config or {})
         self._errors = ClientErrors(f"KafkaSink({topic!r})")
         self._first_failure: str | None = None
@@ -223,8 +224,8 @@ class KafkaSink:
             )
         values = self._values(batch)
         keys = self._keys(batch) if self.key is not None else [None] * batch.height
-        self.produced += batch.height
         if txn is not None:
+            self.produced += batch.height
             for value, key in zip(values, keys, strict=True):
                 txn.produce(self.topic, value, key=key, on_delivery=self._on_delivery)
             return
@@ -241,6 +242,7 @@ class KafkaSink:
                     raise KafkaConnectorError(
                         f"KafkaSink({self.topic!r}): cannot produce: {exc}"
                     ) from exc
+            self.produced += 1  # queued (``delivered`` counts on it)
         producer.poll(0)
 
     def pre_commit(self, checkpoint_id: int) -> None:
@@ -296,12 +298,14 @@ class KafkaSink:
 
     @property
     def delivered(self) -> int:
-        """Records the cluster has acknowledged so far (exact once :meth:`pre_commit` or
-        :meth:`close` returned). At-least-once: those produced that neither failed nor are still
-        in the producer's queue; exactly-once: counted one by one as their reports come."""
+        """Records the cluster has acknowledged so far. At-least-once: those queued that
+        neither failed nor are still in the producer's queue (exact once :meth:`pre_commit` or
+        :meth:`close` returned; the queue's length also counts the client's own events, so a
+        little low before); exactly-once: counted one by one as their reports come."""
         if self.transactional_id is not None:
             return self._acknowledged
-        pending = len(self._producer) if self._producer is not None else 0
+        producer = self._producer
+        pending = len(producer) if producer is not None else self._unacknowledged
         return max(0, self.produced - self.failed - pending)
 
     def metrics(self) -> Metrics:
@@ -315,6 +319,7 @@ class KafkaSink:
 
     def _flush(self, producer: Producer) -> None:
         remaining = producer.flush(FLUSH_TIMEOUT_S)
+        self._unacknowledged = remaining  # what close() left unacknowledged, if it gave up
         if remaining:
             raise KafkaConnectorError(
                 f"KafkaSink({self.topic!r}): {remaining} record(s) not acknowledged within "

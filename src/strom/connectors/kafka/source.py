@@ -237,6 +237,7 @@ class KafkaSource:
             from strom.connectors.kafka.native_json import warm_up
 
             warm_up()  # the kernels are loaded now, not in the first fetch's latency
+        self._decoded.pop(index, None)  # decoded for the reader this one supersedes
         return _KafkaPartition(self, index, self._fetcher.open(index).generation)
 
     def project(self, columns: Collection[str] | None) -> None:
@@ -268,7 +269,8 @@ class KafkaSource:
     def wait(self, timeout_s: float) -> bool:
         """Wait until records arrive for an open partition (True), at most ``timeout_s`` and
         ``poll_timeout_ms`` (False). True at once when records are buffered, or when no
-        partition is being read (the next poll ends it)."""
+        partition is being read (the next poll ends it), or while a chunk decoded ahead (with
+        another partition's) waits for its partition's poll."""
         states = self._fetcher.states.values()
         reading = [s for s in states if s.assigned and not s.ended and not s.bounded_done()]
         if not reading or self._decoded or any(s.buffer for s in states):
@@ -444,14 +446,22 @@ class KafkaSource:
         (each kept for its partition's next poll); each alone when one needs the per-record
         rules."""
         parts = [(index, taken), *((p, chunk) for p, _, chunk in others)]
-        frames = self._decoder.decode_round(self.topic, parts)
-        for i, (p, other, chunk) in enumerate(others, start=1):
-            if frames is None:
-                rows, dead = self._decoder.decode_columns(self.topic, p, chunk)
-            else:
-                rows, dead = frames[i], None
-            position = int(chunk.offsets[-1]) + 1
-            self._decoded[p] = _Decoded(other.generation, len(chunk), position, rows, dead)
+        try:
+            frames = self._decoder.decode_round(self.topic, parts)
+            for i, (p, other, chunk) in enumerate(others, start=1):
+                if frames is None:
+                    rows, dead = self._decoder.decode_columns(self.topic, p, chunk)
+                else:
+                    rows, dead = frames[i], None
+                position = int(chunk.offsets[-1]) + 1
+                self._decoded[p] = _Decoded(other.generation, len(chunk), position, rows, dead)
+        except BaseException:  # the chunks go back where they were: nothing is skipped
+            for p, other, chunk in reversed(others):
+                self._decoded.pop(p, None)
+                other.buffer.appendleft(chunk)
+            assert not isinstance(state.buffer, list)  # strom's client: chunks of columns
+            state.buffer.appendleft(taken)
+            raise
         if frames is None:
             return self._batch(index, state, taken)
         return self._deliver(state, len(taken), int(taken.offsets[-1]) + 1, frames[0], None)
