@@ -86,7 +86,7 @@ def setup(
         names = ("ref", "chaos", "zombie", "workers")
         topics = {f"{n}-windows": OUTPUT_PARTITIONS for n in names}
         create_topics(broker.bootstrap_servers, {"eos-in": PARTITIONS, **topics})
-        records = produce_input(broker.bootstrap_servers, 20_000 * _scale(request), SEED)
+        records = produce_input(broker.bootstrap_servers, 40_000 * _scale(request), SEED)
         reference = PipelineRun(workdir, "ref", broker.bootstrap_servers)
         reference.complete(timeout=600)
         windows = read_topic(broker.bootstrap_servers, "ref-windows")
