@@ -345,7 +345,7 @@ class KafkaSink:
                 f"{self._first_failure}"
             )
 
-    def _values(self, batch: pl.DataFrame) -> list[bytes | None]:
+    def _values(self, batch: pl.DataFrame) -> Sequence[bytes | None]:
         if self.value_format == "raw":
             if "value" not in batch.columns:
                 raise ValueError("KafkaSink(value_format='raw') needs a 'value' column")
@@ -359,7 +359,7 @@ class KafkaSink:
         binary = [n for n, t in batch.schema.items() if t == pl.Binary]
         if binary:
             batch = batch.with_columns(pl.col(binary).bin.encode("base64"))
-        return list(json_values(batch))
+        return json_values(batch)
 
     def _keys(self, batch: pl.DataFrame) -> list[bytes | None]:
         assert self.key is not None

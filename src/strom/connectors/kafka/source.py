@@ -345,8 +345,9 @@ class KafkaSource:
             return END_OF_PARTITION
         decoded = self._decoded.pop(index, None)
         if decoded is not None and decoded.generation == state.generation:
-            d = decoded
-            return self._deliver(state, d.records, d.position, d.rows, d.dead)
+            return self._deliver(
+                state, decoded.records, decoded.position, decoded.rows, decoded.dead
+            )
         if not state.buffer:
             if not state.bounded_done():
                 self._fetcher.fill()
